@@ -1,0 +1,24 @@
+# kvpager_add_library(NAME SOURCES... DEPS...): a layer library with the public include dir.
+function(kvpager_add_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/include)
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# kvpager_add_test(NAME SOURCES... DEPS... LABELS...): a GoogleTest binary registered with CTest.
+# Labels: unit (ASan+UBSan run), concurrency (TSan run), gpu (needs a CUDA device; skips
+# with a message otherwise), multiprocess.
+function(kvpager_add_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main Threads::Threads)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  add_test(NAME ${name} COMMAND ${name})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
+                       ENVIRONMENT "KVPAGER_BINARY=$<TARGET_FILE:kvpager>;KVPAGER_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
+                       SKIP_RETURN_CODE 77)
+endfunction()

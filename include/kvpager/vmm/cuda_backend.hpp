@@ -1,0 +1,49 @@
+#pragma once
+// CudaBackend: the CUDA driver's virtual memory management API (cuMemCreate, cuMemMap,
+// cuMemSetAccess, ...) for one device. Uses the device's primary context, made current on the
+// calling thread for each call, so any thread may use the backend. Thread-safe.
+// Errors: OutOfMemory for CUDA_ERROR_OUT_OF_MEMORY, DriverError naming the call and CUresult
+// otherwise; a backend is only constructible where a device exists (DriverError otherwise).
+#include "kvpager/vmm/backend.hpp"
+
+namespace kvpager::vmm {
+
+struct CudaDriver;
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device = 0);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  BackendKind kind() const override { return BackendKind::kCuda; }
+  std::string describe() const override;
+  int device() const override { return ordinal_; }
+  size_t granularity() const override { return granularity_; }
+  DeviceMemoryInfo memory_info() const override;
+
+  PhysicalHandle create(size_t bytes) override;
+  void release(PhysicalHandle handle) override;
+  uintptr_t reserve(size_t bytes, size_t alignment) override;
+  void free_reservation(uintptr_t va, size_t bytes) override;
+  void map(uintptr_t va, size_t bytes, PhysicalHandle handle, size_t offset) override;
+  void set_access(uintptr_t va, size_t bytes, Access access) override;
+  void unmap(uintptr_t va, size_t bytes) override;
+  void zero_fill(uintptr_t va, size_t bytes) override;
+  void wait_for_stream(uintptr_t stream) override;
+
+  // Makes this device's primary context current on the calling thread (cheap when it already
+  // is). Public so callers launching kernels on kvpager memory can share the context.
+  void make_current() const;
+
+ private:
+  const CudaDriver& driver_;
+  int ordinal_;
+  int cu_device_ = 0;
+  void* context_ = nullptr;  // CUcontext
+  size_t granularity_ = 0;
+  std::string name_;
+};
+
+}  // namespace kvpager::vmm

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: install, build and run every test.
+#  1. the full suite (unit, multi-process, CLI, Python; gpu-labelled tests skip without a GPU)
+#  2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer
+#  3. the concurrency tests under ThreadSanitizer
+# Env: KVPAGER_SKIP_SANITIZERS=1 skips 2 and 3 (quick local loop).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export KVPAGER_EXTRA_PACKAGES="python3-torch"
+jobs=$(nproc)
+
+echo "== build and test (build/)"
+scripts/setup.sh
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+if [ "${KVPAGER_SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "== AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/, label unit)"
+  BUILD_DIR=build-asan BUILD_TYPE=Debug scripts/setup.sh -DKVPAGER_SANITIZE=address,undefined \
+    -DKVPAGER_CUDA=OFF -DKVPAGER_BUILD_PYTHON=OFF
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit
+
+  echo "== ThreadSanitizer (build-tsan/, label concurrency)"
+  BUILD_DIR=build-tsan BUILD_TYPE=Debug scripts/setup.sh -DKVPAGER_SANITIZE=thread \
+    -DKVPAGER_CUDA=OFF -DKVPAGER_BUILD_PYTHON=OFF
+  TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j "$jobs" -L concurrency
+fi
+echo "== all tests passed"

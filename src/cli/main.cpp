@@ -1,0 +1,53 @@
+// kvpager: the command-line entry point. Subcommands register themselves (command_registry.hpp).
+#include <cstdio>
+#include <vector>
+
+#include "command_registry.hpp"
+#include "kvpager/common/error.hpp"
+
+namespace kvpager::cli {
+namespace {
+std::vector<CommandRegistrar>& registrars() {
+  static std::vector<CommandRegistrar> list;
+  return list;
+}
+}  // namespace
+
+bool add_command_registrar(CommandRegistrar registrar) {
+  registrars().push_back(registrar);
+  return true;
+}
+
+}  // namespace kvpager::cli
+
+int main(int argc, char** argv) {
+  using namespace kvpager::cli;
+  CLI::App app{"kvpager: elastic KV-cache memory manager for LLM serving"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "kvpager 0.1.0");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (vmm, alloc, ...)");
+  bench->require_subcommand(1);
+  CLI::App* kvbench = app.add_subcommand("kvbench", "KV-cache sizing and transfer planning per model");
+  kvbench->require_subcommand(1);
+  CommandGroups groups{app, *bench, *kvbench};
+  for (auto registrar : registrars()) registrar(groups);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  } catch (const ExitStatus& s) {
+    return s.code;
+  } catch (const kvpager::InvalidArgument& e) {
+    std::fprintf(stderr, "kvpager: error: %s\n", e.what());
+    return kExitUsage;
+  } catch (const kvpager::Error& e) {
+    std::fprintf(stderr, "kvpager: error: %s\n", e.what());
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvpager: error: %s\n", e.what());
+    return kExitFailure;
+  }
+  return kExitOk;
+}

@@ -1,0 +1,41 @@
+#include <cstdlib>
+
+#include "kvpager/common/error.hpp"
+#include "kvpager/common/units.hpp"
+#include "kvpager/vmm/backend.hpp"
+#include "kvpager/vmm/cuda_backend.hpp"
+#include "kvpager/vmm/cuda_driver.hpp"
+#include "kvpager/vmm/host_backend.hpp"
+
+namespace kvpager::vmm {
+
+BackendChoice parse_backend_choice(const std::string& name) {
+  if (name == "auto") return BackendChoice::kAuto;
+  if (name == "host") return BackendChoice::kHost;
+  if (name == "cuda") return BackendChoice::kCuda;
+  throw InvalidArgument("unknown backend '" + name + "' (choose auto, host or cuda)");
+}
+
+BackendConfig backend_config_from_env(BackendConfig config) {
+  if (const char* v = std::getenv("KVPAGER_BACKEND")) config.choice = parse_backend_choice(v);
+  if (const char* v = std::getenv("KVPAGER_DEVICE")) {
+    try {
+      config.device = std::stoi(v);
+    } catch (const std::exception&) {
+      throw InvalidArgument(std::string("KVPAGER_DEVICE='") + v + "' is not a device number");
+    }
+  }
+  if (const char* v = std::getenv("KVPAGER_HOST_GRANULARITY")) config.host_granularity = parse_size(v);
+  if (const char* v = std::getenv("KVPAGER_HOST_CAPACITY")) config.host_capacity_bytes = parse_size(v);
+  return config;
+}
+
+std::shared_ptr<Backend> make_backend(const BackendConfig& config) {
+  const bool cuda = config.choice == BackendChoice::kCuda ||
+                    (config.choice == BackendChoice::kAuto && CudaDriver::device_present());
+  if (cuda) return std::make_shared<CudaBackend>(config.device);
+  return std::make_shared<HostBackend>(
+      HostBackendConfig{config.host_granularity, config.host_capacity_bytes});
+}
+
+}  // namespace kvpager::vmm
