@@ -1,0 +1,141 @@
+#pragma once
+// KvCache: the elastic KV cache of one model instance (one rank). The facade engines use.
+//
+// Blocks live in reserved virtual memory (KvSpace); physical memory is mapped a page at a time
+// only while the page holds blocks in use, plus a small reserve of pages mapped ahead by a
+// background thread so that alloc() normally only pops a free list. Fully free pages beyond
+// `max_idle_pages` are unmapped by that thread; trim() unmaps every free page at once.
+// Block 0 is the null block: always mapped, never handed out; engines point padded block-table
+// slots at it.
+//
+// Thread safety: every public method is thread-safe.
+// Hot path: alloc(n, span) and free(span) allocate nothing and make no syscall when the mapped
+// reserve covers the request (a page mapped synchronously otherwise: the "cold" path).
+// Errors: alloc() beyond the limit, the budget or the device throws OutOfMemory; more blocks
+// than the cache can ever hold, unknown ids and double frees throw InvalidArgument. In every
+// case the cache is exactly as before the call (pages mapped by the failed call are unmapped).
+// A failure in the background thread is recorded and raised (StateError) by the next call.
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kvpager/common/ids.hpp"
+#include "kvpager/kv/block_allocator.hpp"
+#include "kvpager/kv/kv_geometry.hpp"
+#include "kvpager/kv/kv_space.hpp"
+#include "kvpager/limits/memory_budget.hpp"
+#include "kvpager/pool/page_pool.hpp"
+#include "kvpager/vmm/backend.hpp"
+
+namespace kvpager::kv {
+
+struct KvCacheConfig {
+  KvGeometry geometry;
+  KvLayout layout = KvLayout::kInterleaved;  // KVPAGER_LAYOUT
+  // Virtual capacity in blocks. 0: as many blocks as the device's total memory holds.
+  uint64_t num_blocks = 0;
+  // Physical handle (= page) size. 0: the backend granularity, rounded up so that one
+  // interleaved block fits. KVPAGER_HANDLE_SIZE.
+  uint64_t handle_bytes = 0;
+  uint64_t limit_bytes = 0;     // mapped-memory limit; 0 = none. KVPAGER_LIMIT.
+  size_t reserve_pages = 1;     // free pages kept mapped ahead. KVPAGER_RESERVE_PAGES.
+  size_t max_idle_pages = 4;    // free mapped pages beyond this are unmapped. KVPAGER_MAX_IDLE_PAGES.
+  bool zero_fill_unmapped = false;  // back unmapped pages with a read-only zero page. KVPAGER_ZERO_FILL.
+  bool background = true;       // mapper and pool threads; false: everything inline
+  size_t pool_min_ready = 2;    // physical handles created ahead (PagePool watermarks)
+  size_t pool_max_ready = 8;
+  // When set, unmapping waits for the work queued so far on this CUstream (an event, never a
+  // device-wide sync), so no kernel still reading a freed block loses its memory.
+  uintptr_t stream = 0;
+  bool wait_for_stream_before_unmap = false;
+};
+
+// Fills unset knobs of `config` from KVPAGER_* environment variables (see field comments).
+KvCacheConfig kv_cache_config_from_env(KvCacheConfig config);
+
+struct KvCacheStats {
+  uint64_t num_blocks = 0;          // virtual capacity
+  uint64_t usable_blocks = 0;       // blocks that can ever be handed out (null block excluded)
+  uint64_t blocks_in_use = 0;       // handed out, null block excluded
+  uint64_t free_mapped_blocks = 0;  // allocatable without mapping
+  uint64_t available_blocks = 0;    // allocatable now, mapping more within the limit
+  uint32_t num_pages = 0;
+  uint32_t mapped_pages = 0;
+  uint32_t free_pages = 0;          // mapped with no block in use
+  uint32_t max_blocks_per_page = 0;
+  uint64_t page_bytes = 0;          // physical bytes of one logical page (all its handles)
+  uint64_t mapped_bytes = 0;
+  uint64_t in_use_bytes = 0;        // bytes of pages holding at least one block in use
+  uint64_t limit_bytes = 0;         // 0 = none
+  uint64_t virtual_bytes = 0;
+  uint64_t alloc_calls = 0;
+  uint64_t free_calls = 0;
+  uint64_t cold_allocs = 0;         // allocs that mapped pages themselves
+  uint64_t pages_mapped_total = 0;
+  uint64_t pages_unmapped_total = 0;
+  pool::PagePoolStats pool;
+};
+
+class KvCache {
+ public:
+  KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
+          std::shared_ptr<limits::MemoryBudget> budget = nullptr);
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  void alloc(size_t n, std::span<BlockId> out);
+  std::vector<BlockId> alloc(size_t n);
+  void free(std::span<const BlockId> ids);
+
+  size_t available() const;
+  uint64_t mapped_bytes() const;
+  // Sets the mapped-memory limit (0 = none). Shrinking unmaps free pages down to the limit at
+  // once; pages holding blocks in use stay until their blocks are freed.
+  void resize(uint64_t limit_bytes);
+  // Unmaps every free page (the reserve too, until the next alloc) and releases the pool's ready
+  // handles. Returns the bytes unmapped.
+  uint64_t trim();
+  KvCacheStats stats() const;
+
+  BlockId null_block() const { return BlockId{0}; }
+  TensorView tensor(uint32_t layer, uint32_t component) const { return space_->tensor(layer, component); }
+  const KvSpace& space() const { return *space_; }
+  const KvCacheConfig& config() const { return config_; }
+  vmm::Backend& backend() { return *backend_; }
+  bool is_allocated(BlockId id) const;
+
+ private:
+  size_t limit_pages_locked() const;
+  void check_healthy_locked() const;
+  // Maps pages until `blocks_needed` more blocks are free; unlocks while mapping. All or
+  // nothing: on failure every page mapped here is unmapped again, then it rethrows.
+  void map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_needed, size_t request);
+  // Unmaps one claimed free page outside the lock; false if no free page.
+  bool unmap_one_locked(std::unique_lock<std::mutex>& lock);
+  void unmap_claimed(uint32_t page);
+  void run_mapper();
+
+  std::shared_ptr<vmm::Backend> backend_;
+  std::shared_ptr<limits::MemoryBudget> budget_;
+  KvCacheConfig config_;
+  std::unique_ptr<pool::PagePool> pool_;
+  std::unique_ptr<KvSpace> space_;
+  std::unique_ptr<BlockAllocator> allocator_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;  // wakes the mapper and waiters on pages in transition
+  bool stopping_ = false;
+  bool reserve_suspended_ = false;   // after trim(), until the next alloc
+  bool reserve_blocked_ = false;     // the budget refused the reserve; retried after a free
+  std::string broken_;               // first failure of the mapper thread
+  KvCacheStats counters_;
+  std::thread mapper_;
+};
+
+}  // namespace kvpager::kv

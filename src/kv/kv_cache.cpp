@@ -1,0 +1,350 @@
+#include "kvpager/kv/kv_cache.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "kvpager/common/error.hpp"
+#include "kvpager/common/units.hpp"
+
+namespace kvpager::kv {
+
+namespace {
+
+uint64_t choose_handle_bytes(const vmm::Backend& backend, const KvCacheConfig& c) {
+  const uint64_t g = backend.granularity();
+  uint64_t h = c.handle_bytes == 0 ? g : c.handle_bytes;
+  if (h % g != 0) {
+    throw InvalidArgument("KV cache: handle size " + format_size(h) +
+                          " is not a multiple of the device granularity " + format_size(g));
+  }
+  if (c.handle_bytes == 0 && c.layout == KvLayout::kInterleaved) {
+    h = std::max(h, round_up(c.geometry.block_bytes_all_layers(), g));
+  }
+  return h;
+}
+
+uint64_t choose_num_blocks(const vmm::Backend& backend, const KvCacheConfig& c) {
+  if (c.num_blocks != 0) return c.num_blocks;
+  const uint64_t per_block = c.geometry.block_bytes_all_layers();
+  return std::min<uint64_t>(backend.memory_info().total_bytes / per_block, INT32_MAX);
+}
+
+std::vector<PageBlocks> page_table(const KvSpace& space) {
+  std::vector<PageBlocks> pages(space.num_pages());
+  for (uint32_t p = 0; p < space.num_pages(); ++p) {
+    const BlockRange r = space.blocks_of_page(PageId{p});
+    pages[p] = {r.first, r.count};
+  }
+  return pages;
+}
+
+}  // namespace
+
+KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
+  auto env = [](const char* name) { return std::getenv(name); };
+  auto number = [](const char* name, const char* v) -> size_t {
+    char* end = nullptr;
+    const long long x = std::strtoll(v, &end, 10);
+    if (end == v || *end != '\0' || x < 0) {
+      throw InvalidArgument(std::string(name) + "='" + v + "' is not a non-negative integer");
+    }
+    return static_cast<size_t>(x);
+  };
+  if (const char* v = env("KVPAGER_LAYOUT")) c.layout = parse_layout(v);
+  if (const char* v = env("KVPAGER_HANDLE_SIZE")) c.handle_bytes = parse_size(v);
+  if (const char* v = env("KVPAGER_LIMIT")) c.limit_bytes = parse_size(v);
+  if (const char* v = env("KVPAGER_RESERVE_PAGES")) c.reserve_pages = number("KVPAGER_RESERVE_PAGES", v);
+  if (const char* v = env("KVPAGER_MAX_IDLE_PAGES")) c.max_idle_pages = number("KVPAGER_MAX_IDLE_PAGES", v);
+  if (const char* v = env("KVPAGER_ZERO_FILL")) c.zero_fill_unmapped = std::string(v) == "1";
+  return c;
+}
+
+KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
+                 std::shared_ptr<limits::MemoryBudget> budget)
+    : backend_(std::move(backend)), budget_(std::move(budget)), config_(config) {
+  config_.geometry.validate();
+  if (config_.max_idle_pages < config_.reserve_pages) {
+    throw InvalidArgument("KV cache: max_idle_pages (" + std::to_string(config_.max_idle_pages) +
+                          ") must be at least reserve_pages (" +
+                          std::to_string(config_.reserve_pages) + ")");
+  }
+  if (!budget_) budget_ = std::make_shared<limits::LocalBudget>();
+  config_.handle_bytes = choose_handle_bytes(*backend_, config_);
+  config_.num_blocks = choose_num_blocks(*backend_, config_);
+  pool_ = std::make_unique<pool::PagePool>(
+      backend_, budget_,
+      pool::PagePoolConfig{config_.handle_bytes, config_.pool_min_ready, config_.pool_max_ready,
+                           config_.background});
+  space_ = std::make_unique<KvSpace>(
+      backend_, *pool_,
+      KvSpaceConfig{config_.geometry, config_.layout, config_.num_blocks,
+                    config_.zero_fill_unmapped});
+  allocator_ = std::make_unique<BlockAllocator>(page_table(*space_),
+                                                static_cast<int32_t>(config_.num_blocks));
+  if (allocator_->usable_blocks() < 2) {
+    throw InvalidArgument("KV cache: capacity must hold the null block and at least one more");
+  }
+  // The null block's page is mapped for the life of the cache.
+  {
+    std::unique_lock lock(mutex_);
+    map_for_locked(lock, 1, 1);
+    allocator_->reserve_block(null_block());
+  }
+  if (config_.background) mapper_ = std::thread([this] { run_mapper(); });
+}
+
+KvCache::~KvCache() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  if (mapper_.joinable()) mapper_.join();
+  // space_ unmaps every page and returns handles to pool_; pool_ releases them.
+}
+
+size_t KvCache::limit_pages_locked() const {
+  if (config_.limit_bytes == 0) return space_->num_pages();
+  return static_cast<size_t>(config_.limit_bytes / space_->page_bytes());
+}
+
+void KvCache::check_healthy_locked() const {
+  if (!broken_.empty()) throw StateError("KV cache background mapper failed: " + broken_);
+}
+
+void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_needed,
+                             size_t request) {
+  std::vector<uint32_t> claimed;
+  size_t incoming = 0;
+  while (incoming < blocks_needed) {
+    const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
+    const bool at_limit = committed >= limit_pages_locked();
+    std::optional<uint32_t> page;
+    if (!at_limit) page = allocator_->claim_unmapped_page();
+    if (!page) {
+      for (uint32_t p : claimed) allocator_->finish_mapping(p, false);
+      const uint64_t pb = space_->page_bytes();
+      throw OutOfMemory(
+          "alloc of " + std::to_string(request) + " blocks: " +
+          (at_limit ? "the limit of " + format_size(config_.limit_bytes) + " is reached"
+                    : std::string("every page of the KV space is mapped")) +
+          " (" + format_size(allocator_->mapped_pages() * pb) + " mapped, " +
+          std::to_string(allocator_->used_blocks() - 1) + " blocks in use, " +
+          std::to_string(allocator_->free_mapped_blocks()) +
+          " free); free blocks or raise the limit");
+    }
+    claimed.push_back(*page);
+    incoming += static_cast<size_t>(allocator_->page_blocks(*page).count);
+  }
+  lock.unlock();
+  size_t mapped = 0;
+  try {
+    for (; mapped < claimed.size(); ++mapped) space_->map_page(PageId{claimed[mapped]});
+  } catch (...) {
+    for (size_t i = 0; i < mapped; ++i) {
+      try {
+        space_->unmap_page(PageId{claimed[i]});
+      } catch (const std::exception& e) {
+        lock.lock();
+        broken_ = std::string("could not undo a failed mapping: ") + e.what();
+        for (size_t j = 0; j < claimed.size(); ++j) allocator_->finish_mapping(claimed[j], j < i);
+        changed_.notify_all();
+        throw;
+      }
+    }
+    lock.lock();
+    for (uint32_t p : claimed) allocator_->finish_mapping(p, false);
+    changed_.notify_all();
+    throw;
+  }
+  lock.lock();
+  for (uint32_t p : claimed) allocator_->finish_mapping(p, true);
+  counters_.pages_mapped_total += claimed.size();
+  changed_.notify_all();
+}
+
+void KvCache::alloc(size_t n, std::span<BlockId> out) {
+  if (n == 0) return;
+  if (out.size() < n) throw InvalidArgument("alloc: output span holds fewer than n blocks");
+  std::unique_lock lock(mutex_);
+  check_healthy_locked();
+  const size_t capacity = allocator_->usable_blocks() - 1;  // null block excluded
+  if (n > capacity) {
+    throw InvalidArgument("alloc of " + std::to_string(n) + " blocks: the cache holds at most " +
+                          std::to_string(capacity) + " blocks");
+  }
+  ++counters_.alloc_calls;
+  reserve_suspended_ = false;
+  bool cold = false;
+  while (!allocator_->try_alloc(n, out)) {
+    if (allocator_->pages_in_transition() > 0) {
+      // The mapper is mapping or unmapping a page: wait for it, then look again.
+      changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });
+      continue;
+    }
+    cold = true;
+    map_for_locked(lock, n - allocator_->free_mapped_blocks(), n);
+  }
+  if (cold) ++counters_.cold_allocs;
+  if (config_.background && !reserve_blocked_ &&
+      allocator_->free_pages() < config_.reserve_pages && allocator_->unmapped_pages() > 0) {
+    changed_.notify_all();
+  }
+}
+
+std::vector<BlockId> KvCache::alloc(size_t n) {
+  std::vector<BlockId> out(n);
+  alloc(n, out);
+  return out;
+}
+
+void KvCache::free(std::span<const BlockId> ids) {
+  std::unique_lock lock(mutex_);
+  check_healthy_locked();
+  for (const BlockId id : ids) {
+    if (id == null_block()) throw InvalidArgument("free: block 0 is the null block; nothing was freed");
+  }
+  allocator_->free(ids);
+  ++counters_.free_calls;
+  reserve_blocked_ = false;
+  if (allocator_->free_pages() > config_.max_idle_pages) {
+    if (config_.background) {
+      changed_.notify_all();
+    } else {
+      while (allocator_->free_pages() > config_.max_idle_pages && unmap_one_locked(lock)) {
+      }
+    }
+  }
+}
+
+void KvCache::unmap_claimed(uint32_t page) {
+  if (config_.wait_for_stream_before_unmap) backend_->wait_for_stream(config_.stream);
+  space_->unmap_page(PageId{page});
+}
+
+bool KvCache::unmap_one_locked(std::unique_lock<std::mutex>& lock) {
+  const std::optional<uint32_t> page = allocator_->claim_free_page();
+  if (!page) return false;
+  lock.unlock();
+  try {
+    unmap_claimed(*page);
+  } catch (...) {
+    lock.lock();
+    allocator_->finish_unmapping(*page, false);
+    changed_.notify_all();
+    throw;
+  }
+  lock.lock();
+  allocator_->finish_unmapping(*page, true);
+  ++counters_.pages_unmapped_total;
+  changed_.notify_all();
+  return true;
+}
+
+size_t KvCache::available() const {
+  std::lock_guard lock(mutex_);
+  // Blocks of unmapped pages (and of pages in transition), as far as the limit lets them map.
+  const size_t mapped = allocator_->mapped_pages();
+  const size_t limit = limit_pages_locked();
+  const size_t headroom_pages = limit > mapped ? limit - mapped : 0;
+  const size_t not_mapped_blocks = allocator_->usable_blocks() - allocator_->used_blocks() -
+                                   allocator_->free_mapped_blocks();
+  return allocator_->free_mapped_blocks() +
+         std::min(not_mapped_blocks, headroom_pages * allocator_->max_blocks_per_page());
+}
+
+uint64_t KvCache::mapped_bytes() const {
+  return static_cast<uint64_t>(space_->mapped_pages()) * space_->page_bytes();
+}
+
+void KvCache::resize(uint64_t limit_bytes) {
+  std::unique_lock lock(mutex_);
+  check_healthy_locked();
+  config_.limit_bytes = limit_bytes;
+  reserve_blocked_ = false;
+  while (allocator_->mapped_pages() + allocator_->pages_in_transition() > limit_pages_locked()) {
+    if (allocator_->pages_in_transition() > 0) {
+      changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });
+      continue;
+    }
+    if (!unmap_one_locked(lock)) break;  // the rest holds blocks in use
+  }
+  changed_.notify_all();
+}
+
+uint64_t KvCache::trim() {
+  std::unique_lock lock(mutex_);
+  check_healthy_locked();
+  reserve_suspended_ = true;
+  changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });
+  uint64_t pages = 0;
+  while (unmap_one_locked(lock)) ++pages;
+  lock.unlock();
+  pool_->trim();
+  return pages * space_->page_bytes();
+}
+
+bool KvCache::is_allocated(BlockId id) const {
+  std::lock_guard lock(mutex_);
+  return id != null_block() && allocator_->in_use(id);
+}
+
+KvCacheStats KvCache::stats() const {
+  KvCacheStats s;
+  {
+    std::lock_guard lock(mutex_);
+    s = counters_;
+    s.num_blocks = config_.num_blocks;
+    s.usable_blocks = allocator_->usable_blocks() - 1;
+    s.blocks_in_use = allocator_->used_blocks() - 1;
+    s.free_mapped_blocks = allocator_->free_mapped_blocks();
+    s.num_pages = space_->num_pages();
+    s.mapped_pages = static_cast<uint32_t>(allocator_->mapped_pages());
+    s.free_pages = static_cast<uint32_t>(allocator_->free_pages());
+    s.max_blocks_per_page = allocator_->max_blocks_per_page();
+    s.page_bytes = space_->page_bytes();
+    s.mapped_bytes = s.mapped_pages * s.page_bytes;
+    s.in_use_bytes = (s.mapped_pages - s.free_pages) * s.page_bytes;
+    s.limit_bytes = config_.limit_bytes;
+    s.virtual_bytes = space_->reserved_bytes();
+  }
+  s.available_blocks = available();
+  s.pool = pool_->stats();
+  return s;
+}
+
+void KvCache::run_mapper() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    if (!broken_.empty()) {
+      changed_.wait(lock, [&] { return stopping_; });
+      break;
+    }
+    const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
+    const size_t limit = limit_pages_locked();
+    const bool want_map = !reserve_suspended_ && !reserve_blocked_ &&
+                          allocator_->free_pages() < config_.reserve_pages &&
+                          allocator_->unmapped_pages() > 0 && committed < limit;
+    const bool want_unmap = allocator_->free_pages() > 0 &&
+                            (allocator_->free_pages() > config_.max_idle_pages || committed > limit);
+    try {
+      if (want_unmap) {
+        unmap_one_locked(lock);
+      } else if (want_map) {
+        try {
+          map_for_locked(lock, 1, 0);
+        } catch (const OutOfMemory&) {
+          reserve_blocked_ = true;  // budget or device full: retry after a free or resize
+        }
+      } else {
+        changed_.wait(lock);
+      }
+    } catch (const std::exception& e) {
+      if (!lock.owns_lock()) lock.lock();
+      if (broken_.empty()) broken_ = e.what();
+      changed_.notify_all();
+    }
+  }
+}
+
+}  // namespace kvpager::kv

@@ -1,0 +1,200 @@
+#include "kvpager/pool/page_pool.hpp"
+
+#include "kvpager/common/error.hpp"
+#include "kvpager/common/units.hpp"
+
+namespace kvpager::pool {
+
+PagePool::PagePool(std::shared_ptr<vmm::Backend> backend,
+                   std::shared_ptr<limits::MemoryBudget> budget, PagePoolConfig config)
+    : backend_(std::move(backend)), budget_(std::move(budget)), config_(config) {
+  if (!budget_) budget_ = std::make_shared<limits::LocalBudget>();
+  const size_t g = backend_->granularity();
+  if (config_.handle_bytes == 0 || config_.handle_bytes % g != 0) {
+    throw InvalidArgument("page pool: handle size " + format_size(config_.handle_bytes) +
+                          " must be a positive multiple of the backend granularity " +
+                          format_size(g));
+  }
+  if (config_.min_ready > config_.max_ready) {
+    throw InvalidArgument("page pool: min_ready must not exceed max_ready");
+  }
+  ready_.reserve(config_.max_ready + 64);
+  if (config_.background) thread_ = std::thread([this] { run(); });
+}
+
+PagePool::~PagePool() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (auto h : ready_) {
+    try {
+      release_uncharged(h);
+    } catch (...) {  // never throw from a destructor; the process is giving the memory up
+    }
+  }
+}
+
+vmm::PhysicalHandle PagePool::create_charged() {
+  if (!budget_->try_charge(config_.handle_bytes)) return {};
+  try {
+    return backend_->create(config_.handle_bytes);
+  } catch (...) {
+    budget_->uncharge(config_.handle_bytes);
+    throw;
+  }
+}
+
+void PagePool::release_uncharged(vmm::PhysicalHandle handle) {
+  backend_->release(handle);
+  budget_->uncharge(handle.bytes);
+}
+
+void PagePool::acquire(std::span<vmm::PhysicalHandle> out) {
+  size_t from_ready = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (!background_error_.empty()) {
+      throw StateError("page pool background thread failed earlier: " + background_error_);
+    }
+    refill_suspended_ = false;
+    from_ready = std::min(out.size(), ready_.size());
+    for (size_t i = 0; i < from_ready; ++i) {
+      out[i] = ready_.back();
+      ready_.pop_back();
+    }
+    stats_.on_loan += from_ready;
+    stats_.acquired_ready += from_ready;
+  }
+  size_t created = 0;
+  try {
+    for (size_t i = from_ready; i < out.size(); ++i) {
+      vmm::PhysicalHandle h = create_charged();
+      if (!h.valid()) {
+        throw OutOfMemory("page pool: memory budget of " + format_size(budget_->limit_bytes()) +
+                          " reached (" + format_size(budget_->charged_bytes()) +
+                          " charged); free or trim blocks, or raise the limit");
+      }
+      out[i] = h;
+      ++created;
+    }
+  } catch (...) {
+    // All or nothing: give the ready ones back, release the ones made here.
+    for (size_t i = from_ready; i < from_ready + created; ++i) release_uncharged(out[i]);
+    std::lock_guard lock(mutex_);
+    for (size_t i = 0; i < from_ready; ++i) ready_.push_back(out[i]);
+    stats_.on_loan -= from_ready;
+    stats_.acquired_ready -= from_ready;
+    throw;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    stats_.on_loan += created;
+    stats_.created += created;
+    stats_.acquired_cold += created;
+  }
+  if (config_.background) wake_.notify_one();
+}
+
+void PagePool::give_back(std::span<const vmm::PhysicalHandle> handles) {
+  {
+    std::lock_guard lock(mutex_);
+    for (auto h : handles) ready_.push_back(h);
+    stats_.on_loan -= handles.size();
+    refill_blocked_ = false;
+  }
+  if (config_.background) {
+    wake_.notify_one();
+    return;
+  }
+  // No thread: release the surplus inline.
+  std::vector<vmm::PhysicalHandle> surplus;
+  {
+    std::lock_guard lock(mutex_);
+    while (ready_.size() > config_.max_ready) {
+      surplus.push_back(ready_.back());
+      ready_.pop_back();
+      stats_.released++;
+    }
+  }
+  for (auto h : surplus) release_uncharged(h);
+}
+
+void PagePool::trim() {
+  std::vector<vmm::PhysicalHandle> all;
+  {
+    std::lock_guard lock(mutex_);
+    all.swap(ready_);
+    ready_.reserve(config_.max_ready + 64);
+    stats_.released += all.size();
+    refill_suspended_ = true;
+  }
+  for (auto h : all) release_uncharged(h);
+}
+
+void PagePool::set_watermarks(size_t min_ready, size_t max_ready) {
+  if (min_ready > max_ready) throw InvalidArgument("page pool: min_ready must not exceed max_ready");
+  {
+    std::lock_guard lock(mutex_);
+    config_.min_ready = min_ready;
+    config_.max_ready = max_ready;
+    refill_blocked_ = false;
+  }
+  wake_.notify_one();
+}
+
+PagePoolStats PagePool::stats() const {
+  std::lock_guard lock(mutex_);
+  PagePoolStats s = stats_;
+  s.ready = ready_.size();
+  s.ready_bytes = static_cast<uint64_t>(ready_.size()) * config_.handle_bytes;
+  return s;
+}
+
+void PagePool::run() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    const bool want_more = !refill_suspended_ && !refill_blocked_ && background_error_.empty() &&
+                           ready_.size() < config_.min_ready;
+    const bool too_many = ready_.size() > config_.max_ready;
+    if (!want_more && !too_many) {
+      wake_.wait(lock);
+      continue;
+    }
+    lock.unlock();
+    try {
+      if (too_many) {
+        vmm::PhysicalHandle victim;
+        {
+          std::lock_guard g(mutex_);
+          if (ready_.size() > config_.max_ready) {
+            victim = ready_.back();
+            ready_.pop_back();
+            stats_.released++;
+          }
+        }
+        if (victim.valid()) release_uncharged(victim);
+      } else {
+        vmm::PhysicalHandle h = create_charged();
+        std::lock_guard g(mutex_);
+        if (h.valid()) {
+          ready_.push_back(h);
+          stats_.created++;
+        } else {
+          refill_blocked_ = true;  // budget full: wait for a give_back or new watermarks
+        }
+      }
+    } catch (const OutOfMemory&) {
+      std::lock_guard g(mutex_);
+      refill_blocked_ = true;  // device full: not an error, try again after a give_back
+    } catch (const std::exception& e) {
+      std::lock_guard g(mutex_);
+      if (background_error_.empty()) background_error_ = e.what();
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace kvpager::pool

@@ -1,0 +1,107 @@
+#include "kvpager/pool/page_pool.hpp"
+
+#include <gtest/gtest.h>
+
+#include "kvpager/common/error.hpp"
+#include "kvpager/vmm/fault_injecting_backend.hpp"
+#include "kvpager/vmm/host_backend.hpp"
+#include "support/wait_until.hpp"
+
+using namespace kvpager;
+using kvpager::testing::wait_until;
+
+namespace {
+constexpr size_t kGran = 64 * 1024;
+std::shared_ptr<vmm::HostBackend> host(uint64_t capacity = 0) {
+  return std::make_shared<vmm::HostBackend>(vmm::HostBackendConfig{kGran, capacity});
+}
+}  // namespace
+
+TEST(PagePool, BackgroundThreadFillsToMinReady) {
+  auto budget = std::make_shared<limits::LocalBudget>();
+  pool::PagePool p(host(), budget, {kGran, 3, 6, true});
+  ASSERT_TRUE(wait_until([&] { return p.stats().ready == 3; }));
+  EXPECT_EQ(budget->charged_bytes(), 3 * kGran);
+  std::vector<vmm::PhysicalHandle> hs(2);
+  p.acquire(hs);
+  EXPECT_EQ(p.stats().acquired_ready, 2u);
+  EXPECT_EQ(p.stats().on_loan, 2u);
+  ASSERT_TRUE(wait_until([&] { return p.stats().ready == 3; }));  // refilled
+  p.give_back(hs);
+  EXPECT_EQ(p.stats().on_loan, 0u);
+}
+
+TEST(PagePool, SurplusAboveMaxReadyIsReleased) {
+  auto budget = std::make_shared<limits::LocalBudget>();
+  pool::PagePool p(host(), budget, {kGran, 0, 2, true});
+  std::vector<vmm::PhysicalHandle> hs(5);
+  p.acquire(hs);  // all created cold
+  EXPECT_EQ(p.stats().acquired_cold, 5u);
+  p.give_back(hs);
+  ASSERT_TRUE(wait_until([&] { return p.stats().ready == 2; }));
+  EXPECT_EQ(budget->charged_bytes(), 2 * kGran);
+}
+
+TEST(PagePool, NeverExceedsTheBudgetAndAcquireIsAllOrNothing) {
+  auto budget = std::make_shared<limits::LocalBudget>(4 * kGran);
+  pool::PagePool p(host(), budget, {kGran, 8, 8, true});  // wants more than the budget
+  ASSERT_TRUE(wait_until([&] { return p.stats().ready == 4; }));
+  EXPECT_EQ(budget->charged_bytes(), 4 * kGran);
+  std::vector<vmm::PhysicalHandle> five(5);
+  EXPECT_THROW(p.acquire(five), OutOfMemory);
+  EXPECT_EQ(p.stats().ready, 4u);  // nothing taken
+  EXPECT_EQ(p.stats().on_loan, 0u);
+  EXPECT_LE(budget->charged_bytes(), 4 * kGran);
+  std::vector<vmm::PhysicalHandle> four(4);
+  p.acquire(four);
+  p.give_back(four);
+}
+
+TEST(PagePool, DeviceOutOfMemoryRollsBackCreatedHandles) {
+  auto budget = std::make_shared<limits::LocalBudget>();
+  auto b = host(3 * kGran);
+  pool::PagePool p(b, budget, {kGran, 0, 8, false});
+  std::vector<vmm::PhysicalHandle> four(4);
+  EXPECT_THROW(p.acquire(four), OutOfMemory);
+  EXPECT_EQ(budget->charged_bytes(), 0u);
+  EXPECT_EQ(b->memory_info().free_bytes, 3 * kGran);
+}
+
+TEST(PagePool, TrimReleasesReadyHandlesAndPausesRefill) {
+  auto budget = std::make_shared<limits::LocalBudget>();
+  pool::PagePool p(host(), budget, {kGran, 2, 4, true});
+  ASSERT_TRUE(wait_until([&] { return p.stats().ready == 2; }));
+  p.trim();
+  EXPECT_EQ(p.stats().ready, 0u);
+  EXPECT_EQ(budget->charged_bytes(), 0u);
+  std::vector<vmm::PhysicalHandle> one(1);
+  p.acquire(one);  // resumes refilling
+  ASSERT_TRUE(wait_until([&] { return p.stats().ready == 2; }));
+  p.give_back(one);
+}
+
+TEST(PagePool, RejectsBadConfig) {
+  auto budget = std::make_shared<limits::LocalBudget>();
+  EXPECT_THROW(pool::PagePool(host(), budget, {kGran + 1, 0, 1, false}), InvalidArgument);
+  EXPECT_THROW(pool::PagePool(host(), budget, {kGran, 3, 1, false}), InvalidArgument);
+}
+
+TEST(PagePool, BackgroundDriverErrorIsRaisedByTheNextAcquire) {
+  auto inner = host();
+  auto faulty = std::make_shared<vmm::FaultInjectingBackend>(inner);
+  faulty->fail_on(vmm::BackendOp::kCreate, 1);
+  pool::PagePool p(faulty, nullptr, {kGran, 1, 2, true});
+  // The thread's first create is the one that fails.
+  ASSERT_TRUE(wait_until([&] { return faulty->calls(vmm::BackendOp::kCreate) >= 1; }));
+  std::vector<vmm::PhysicalHandle> one(1);
+  ASSERT_TRUE(wait_until([&] {
+    try {
+      p.acquire(one);
+      p.give_back(one);
+      return false;
+    } catch (const StateError& e) {
+      EXPECT_NE(std::string(e.what()).find("injected"), std::string::npos);
+      return true;
+    }
+  }));
+}
