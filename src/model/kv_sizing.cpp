@@ -1,0 +1,84 @@
+#include "kvpager/model/kv_sizing.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "kvpager/common/error.hpp"
+
+namespace kvpager::model {
+
+uint32_t kv_element_bytes(std::string_view mode) {
+  if (mode == "fp8" || mode == "int8") return 1;
+  if (mode == "fp16" || mode == "bfloat16" || mode == "bf16") return 2;
+  if (mode == "fp32") return 4;
+  throw InvalidArgument("unknown KV cache precision '" + std::string(mode) +
+                        "' (expected fp8, int8, fp16, bfloat16, bf16 or fp32)");
+}
+
+RankKvShape rank_kv_shape(const ModelArchitecture& arch, uint32_t tp, uint32_t element_bytes) {
+  if (tp == 0) throw InvalidArgument("tp_size must be positive");
+  RankKvShape s;
+  s.element_bytes = element_bytes;
+  if (arch.attention == AttentionKind::kMLA) {
+    s.components = 1;
+    s.heads = 1;  // the latent is shared by all heads and is not split across TP ranks
+    s.head_dim = arch.mla_latent_dimension + arch.mla_rope_dimension;
+  } else {
+    s.components = 2;
+    s.heads = std::max<uint32_t>(1, (arch.num_kv_heads + tp - 1) / tp);
+    s.head_dim = arch.head_dimension;
+  }
+  return s;
+}
+
+uint64_t kv_bytes_per_token_per_layer(const ModelArchitecture& arch, uint32_t element_bytes) {
+  return rank_kv_shape(arch, 1, element_bytes).bytes();
+}
+
+uint64_t kv_bytes_per_token(const ModelArchitecture& arch, uint32_t element_bytes) {
+  return kv_bytes_per_token_per_layer(arch, element_bytes) * arch.num_layers;
+}
+
+uint64_t kv_bytes_for_tokens(const ModelArchitecture& arch, uint32_t element_bytes,
+                             uint64_t tokens) {
+  const uint64_t per_layer = kv_bytes_per_token_per_layer(arch, element_bytes);
+  uint64_t total = 0;
+  for (LayerKind kind : arch.layers) {
+    const uint64_t kept =
+        kind == LayerKind::kSliding ? std::min<uint64_t>(tokens, arch.sliding_window) : tokens;
+    total += per_layer * kept;
+  }
+  return total;
+}
+
+uint32_t layers_per_stage(const ModelArchitecture& arch, uint32_t pp) {
+  if (pp == 0) throw InvalidArgument("pp_size must be positive");
+  if (pp > arch.num_layers) {
+    throw InvalidArgument("pp_size " + std::to_string(pp) + " exceeds the " +
+                          std::to_string(arch.num_layers) + " layers of " + arch.name);
+  }
+  return (arch.num_layers + pp - 1) / pp;
+}
+
+TransferGeometry transfer_geometry(const ModelArchitecture& arch, const ModelConfig& config) {
+  config.validate_for(arch);
+  TransferGeometry g;
+  g.element_bytes = kv_element_bytes(config.strategy.kvcache_quant_mode);
+  g.layers_per_stage = layers_per_stage(arch, config.strategy.pp_size);
+  const RankKvShape shape = rank_kv_shape(arch, config.strategy.tp_size, g.element_bytes);
+  g.kv_heads_per_rank = shape.heads;
+  g.kv_bytes_per_token = kv_bytes_per_token(arch, g.element_bytes);
+  const uint64_t layers =
+      config.system.access_pattern == AccessPattern::kBlock ? g.layers_per_stage : 1;
+  g.io_bytes_per_token = shape.bytes() * layers;
+  g.block_bytes = g.io_bytes_per_token * config.system.page_size;
+  g.isl_kv_bytes = kv_bytes_for_tokens(arch, g.element_bytes, config.runtime.isl);
+  const unsigned __int128 wanted =
+      static_cast<unsigned __int128>(g.isl_kv_bytes) * config.runtime.num_requests;
+  const unsigned __int128 batch = (wanted + g.block_bytes - 1) / g.block_bytes;
+  if (batch > UINT64_MAX) throw InvalidArgument("batch size overflows 64 bits");
+  g.batch_size = static_cast<uint64_t>(batch);
+  return g;
+}
+
+}  // namespace kvpager::model
