@@ -18,7 +18,8 @@ uint64_t choose_handle_bytes(const vmm::Backend& backend, const KvCacheConfig& c
                           " is not a multiple of the device granularity " + format_size(g));
   }
   if (c.handle_bytes == 0 && c.layout == KvLayout::kInterleaved) {
-    h = std::max(h, round_up(c.geometry.block_bytes_all_layers(), g));
+    const uint64_t cells = std::max<uint32_t>(1, c.interleaved_blocks_per_page);
+    h = std::max(h, round_up(c.geometry.block_bytes_all_layers() * cells, g));
   }
   return h;
 }

@@ -202,10 +202,15 @@ TEST(KvCache, RejectsInconsistentConfig) {
   EXPECT_THROW(KvCache(test_host_backend(), config), InvalidArgument);
 }
 
-TEST(KvCache, DefaultHandleSizeHoldsOneInterleavedCell) {
+TEST(KvCache, DefaultHandleSizeHoldsTheConfiguredInterleavedBlocks) {
   auto config = small_cache_config(KvLayout::kInterleaved, 64);
   config.handle_bytes = 0;
   config.geometry.num_layers = 32;  // 256 KiB cell > 64 KiB granularity
-  KvCache cache(test_host_backend(), config);
-  EXPECT_EQ(cache.config().handle_bytes, 256 * 1024u);
+  config.interleaved_blocks_per_page = 1;
+  EXPECT_EQ(KvCache(test_host_backend(), config).config().handle_bytes, 256 * 1024u);
+  config.interleaved_blocks_per_page = 3;
+  EXPECT_EQ(KvCache(test_host_backend(), config).config().handle_bytes, 768 * 1024u);
+  EXPECT_EQ(KvCache(test_host_backend(), config).stats().max_blocks_per_page, 3u);
+  config.layout = KvLayout::kPerLayer;  // per-layer: the granularity
+  EXPECT_EQ(KvCache(test_host_backend(), config).config().handle_bytes, kTestGranularity);
 }

@@ -39,9 +39,12 @@ struct KvCacheConfig {
   KvLayout layout = KvLayout::kInterleaved;  // KVPAGER_LAYOUT
   // Virtual capacity in blocks. 0: as many blocks as the device's total memory holds.
   uint64_t num_blocks = 0;
-  // Physical handle (= page) size. 0: the backend granularity, rounded up so that one
-  // interleaved block fits. KVPAGER_HANDLE_SIZE.
+  // Physical handle size. 0: the backend granularity for the per-layer layout; for the
+  // interleaved layout, room for `interleaved_blocks_per_page` all-layer blocks rounded up to
+  // the granularity (fewer, larger handles: a map costs about the same whatever its size).
+  // KVPAGER_HANDLE_SIZE.
   uint64_t handle_bytes = 0;
+  uint32_t interleaved_blocks_per_page = 16;
   uint64_t limit_bytes = 0;     // mapped-memory limit; 0 = none. KVPAGER_LIMIT.
   size_t reserve_pages = 1;     // free pages kept mapped ahead. KVPAGER_RESERVE_PAGES.
   size_t max_idle_pages = 4;    // free mapped pages beyond this are unmapped. KVPAGER_MAX_IDLE_PAGES.
