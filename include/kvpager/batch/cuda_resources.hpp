@@ -102,7 +102,7 @@ class CudaGraphExec {
     std::swap(g_, o.g_);
     return *this;
   }
-  // Runs `body(stream)` under global-mode capture of `stream` and instantiates the result.
+  // Runs `body(stream)` under thread-local capture of `stream` and instantiates the result.
   template <class Body>
   static CudaGraphExec capture(cudaStream_t stream, Body&& body) {
     begin_capture(stream);
