@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds committed HEAD for the GPU machine (which lacks the Debian dev packages) into
+# build-gpu/, with the shared libraries it needs in build-gpu/lib, small enough to carry
+# (device tool: carry ["build-gpu"]). Then on the device: scripts/gpu/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+src=/tmp/kvpager-gpu-src
+rm -rf "$src" && git clone -q . "$src"
+cmake -S "$src" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DKVPAGER_BUILD_PYTHON=OFF -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+cmake --build "$root/build-gpu" -j "$(nproc)"
+mkdir -p build-gpu/lib
+# Shared libraries from Debian that the device image does not have.
+find build-gpu -type f -perm -u+x -not -path '*/CMakeFiles/*' -not -path '*/lib/*' | while read -r bin; do
+  ldd "$bin" 2>/dev/null | awk '/=> \//{print $3}' | grep -vE 'libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|ld-linux|libcuda\.so|libstdc\+\+|libgcc_s' || true
+done | sort -u | while read -r lib; do cp -L "$lib" build-gpu/lib/; done
+find build-gpu -type f -perm -u+x -not -path '*/CMakeFiles/*' -exec strip --strip-unneeded {} + 2>/dev/null || true
+rm -rf build-gpu/CMakeFiles/*.log
+du -sh build-gpu
+echo "source: $src (commit $(git -C "$src" rev-parse --short HEAD))"
