@@ -1,0 +1,98 @@
+#include "kv_cache_handle.hpp"
+
+#include <algorithm>
+
+#include "kvpager/common/error.hpp"
+#include "kvpager/vmm/backend.hpp"
+
+namespace kvpager::python {
+
+namespace {
+
+kv::KvKind parse_kind(const std::string& kind) {
+  if (kind == "kv") return kv::KvKind::kKeyValue;
+  if (kind == "latent") return kv::KvKind::kLatent;
+  throw InvalidArgument("unknown KV kind '" + kind + "' (choose kv or latent)");
+}
+
+}  // namespace
+
+KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dtype)) {
+  kv::KvCacheConfig config;
+  config.geometry.num_layers = o.num_layers;
+  config.geometry.kv_heads = o.kv_heads;
+  config.geometry.head_dim = o.head_dim;
+  config.geometry.dtype_bytes = dtype_->bytes;
+  config.geometry.block_size = o.block_size;
+  config.geometry.kind = parse_kind(o.kind);
+  config.geometry.validate();
+  config = kv::kv_cache_config_from_env(config);
+  config.num_blocks = o.num_blocks;
+  if (o.layout) {
+    std::string name = *o.layout;
+    std::replace(name.begin(), name.end(), '_', '-');
+    config.layout = kv::parse_layout(name);
+  }
+  if (o.limit_bytes) config.limit_bytes = *o.limit_bytes;
+  if (o.handle_bytes) config.handle_bytes = *o.handle_bytes;
+  if (o.reserve_pages) config.reserve_pages = *o.reserve_pages;
+  if (o.max_idle_pages) config.max_idle_pages = *o.max_idle_pages;
+  if (o.zero_fill) config.zero_fill_unmapped = *o.zero_fill;
+  if (o.stream) {
+    config.stream = *o.stream;
+    config.wait_for_stream_before_unmap = true;
+  }
+
+  vmm::BackendConfig backend_config = vmm::backend_config_from_env();
+  if (o.backend) backend_config.choice = vmm::parse_backend_choice(*o.backend);
+  if (o.device) backend_config.device = *o.device;
+  std::shared_ptr<vmm::Backend> backend = vmm::make_backend(backend_config);
+  device_ = backend->kind() == vmm::BackendKind::kCuda ? DLDevice{kDLCUDA, backend->device()}
+                                                       : DLDevice{kDLCPU, 0};
+  backend_description_ = backend->describe();
+
+  cache_ = std::make_shared<kv::KvCache>(std::move(backend), config);
+  geometry_ = cache_->config().geometry;
+  layout_ = cache_->config().layout;
+  num_blocks_ = cache_->config().num_blocks;
+}
+
+kv::KvCache& KvCacheHandle::cache() const {
+  if (!cache_) throw StateError("this KV cache was closed");
+  return *cache_;
+}
+
+std::shared_ptr<kv::KvCache> KvCacheHandle::shared() const {
+  cache();
+  return cache_;
+}
+
+KvRegion KvCacheHandle::region() const {
+  const kv::KvCache& c = cache();
+  return KvRegion{cache_, device_, c.tensor(0, 0).base, c.space().reserved_bytes()};
+}
+
+uint64_t KvCacheHandle::tensor_offset(uint32_t layer, uint32_t component) const {
+  const kv::KvCache& c = cache();
+  return c.tensor(layer, component).base - c.tensor(0, 0).base;
+}
+
+uint64_t KvCacheHandle::block_stride_bytes() const {
+  return cache().tensor(0, 0).block_stride_bytes;
+}
+
+KvTensor KvCacheHandle::tensor(uint32_t layer, uint32_t component) const {
+  const kv::TensorView v = cache().tensor(layer, component);
+  const int64_t token = int64_t{v.kv_heads} * v.head_dim;
+  return view(tensor_offset(layer, component),
+              {static_cast<int64_t>(v.num_blocks), v.block_size, v.kv_heads, v.head_dim},
+              {static_cast<int64_t>(v.block_stride_bytes / v.dtype_bytes), token, v.head_dim, 1},
+              *dtype_);
+}
+
+KvTensor KvCacheHandle::view(uint64_t byte_offset, std::vector<int64_t> shape,
+                             std::vector<int64_t> strides, const DType& dtype) const {
+  return KvTensor::make(region(), byte_offset, std::move(shape), std::move(strides), dtype);
+}
+
+}  // namespace kvpager::python

@@ -1,0 +1,84 @@
+#pragma once
+// KvCacheHandle: what Python's kvpager.KvCache holds. It builds a backend and a kv::KvCache
+// from keyword options (explicit options beat KVPAGER_* environment variables, which beat the
+// defaults documented in kv_cache.hpp and backend.hpp), and makes typed views of its tensors.
+//
+// Ownership: the handle holds one shared reference to the cache; close() drops it. Views and
+// DLPack tensors hold their own references, so memory is released when the handle is closed
+// (or collected) and the last view is gone.
+// Thread safety: the cache itself is thread-safe. The handle's reference is only read or reset
+// by binding code holding the GIL, which serialises close() against every other call.
+// Errors: calls after close() throw StateError; everything else is kv::KvCache's contract.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dtype.hpp"
+#include "kv_tensor.hpp"
+#include "kvpager/kv/kv_cache.hpp"
+
+namespace kvpager::python {
+
+struct KvCacheOptions {
+  uint32_t num_layers = 0;
+  uint32_t kv_heads = 0;
+  uint32_t head_dim = 0;
+  std::string dtype = "float16";
+  uint32_t block_size = 16;
+  uint64_t num_blocks = 0;                  // 0: as many as the device memory holds
+  std::string kind = "kv";                  // "kv" (K and V: MHA/GQA/MQA) or "latent" (MLA)
+  std::optional<std::string> layout;        // "interleaved" | "per-layer"
+  std::optional<uint64_t> limit_bytes;      // mapped-memory limit, 0 = none
+  std::optional<uint64_t> handle_bytes;     // page size
+  std::optional<size_t> reserve_pages;
+  std::optional<size_t> max_idle_pages;
+  std::optional<bool> zero_fill;            // back unmapped pages with a zero page
+  std::optional<std::string> backend;       // "auto" | "host" | "cuda"
+  std::optional<int> device;                // CUDA ordinal
+  std::optional<uintptr_t> stream;          // unmapping waits for this CUstream's queued work
+};
+
+class KvCacheHandle {
+ public:
+  explicit KvCacheHandle(const KvCacheOptions& options);
+
+  // The cache; throws StateError after close().
+  kv::KvCache& cache() const;
+  std::shared_ptr<kv::KvCache> shared() const;
+  void close() { cache_.reset(); }
+  bool closed() const { return cache_ == nullptr; }
+
+  const DType& dtype() const { return *dtype_; }
+  DLDevice device() const { return device_; }
+  const std::string& backend_description() const { return backend_description_; }
+  const kv::KvGeometry& geometry() const { return geometry_; }
+  kv::KvLayout layout() const { return layout_; }
+  uint64_t num_blocks() const { return num_blocks_; }
+
+  // The natural view of one layer's K (component 0), V (1) or latent (0) tensor:
+  // shape (num_blocks, block_size, kv_heads, head_dim), strides in elements of dtype();
+  // the block stride is the whole all-layer cell for the interleaved layout.
+  KvTensor tensor(uint32_t layer, uint32_t component) const;
+  // Any view of the cache's virtual space, byte_offset from its start (see KvTensor::make).
+  KvTensor view(uint64_t byte_offset, std::vector<int64_t> shape, std::vector<int64_t> strides,
+                const DType& dtype) const;
+  // Byte offset of a tensor from the start of the space (the base of view()).
+  uint64_t tensor_offset(uint32_t layer, uint32_t component) const;
+  // Bytes between consecutive blocks of one tensor.
+  uint64_t block_stride_bytes() const;
+
+ private:
+  KvRegion region() const;
+
+  std::shared_ptr<kv::KvCache> cache_;
+  const DType* dtype_ = nullptr;
+  DLDevice device_{kDLCPU, 0};
+  std::string backend_description_;
+  kv::KvGeometry geometry_;
+  kv::KvLayout layout_ = kv::KvLayout::kInterleaved;
+  uint64_t num_blocks_ = 0;
+};
+
+}  // namespace kvpager::python

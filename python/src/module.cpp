@@ -1,0 +1,18 @@
+// The kvpager._kvpager extension module. The Python package kvpager wraps it.
+#include <pybind11/pybind11.h>
+
+#include "bindings.hpp"
+#include "dtype.hpp"
+#include "errors.hpp"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_kvpager, m) {
+  m.doc() = "kvpager native module: the elastic KV cache and its zero-copy tensor views.";
+  kvpager::python::register_errors(m);
+  kvpager::python::bind_kv_tensor(m);
+  kvpager::python::bind_kv_cache(m);
+  m.def("known_dtypes", &kvpager::python::known_dtypes, "The dtype names KV tensors accept.");
+  m.attr("DLPACK_VERSION") = py::make_tuple(kDlpackMajorVersion,
+                                            kDlpackMinorVersion);
+}
