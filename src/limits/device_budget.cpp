@@ -1,0 +1,239 @@
+#include "kvpager/limits/device_budget.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+#include "kvpager/common/error.hpp"
+#include "kvpager/common/units.hpp"
+#include "kvpager/limits/robust_mutex.hpp"
+
+namespace kvpager::limits {
+
+namespace {
+
+using format::DeviceSegment;
+using format::DeviceSlot;
+
+void copy_string(char* dst, size_t cap, const std::string& src) {
+  std::memset(dst, 0, cap);
+  std::memcpy(dst, src.data(), std::min(src.size(), cap - 1));
+}
+
+bool owned_by(const DeviceSlot& s, const ProcessIdentity& who) {
+  return s.state.load(std::memory_order_acquire) == format::kSlotTaken &&
+         s.pid.load(std::memory_order_relaxed) == who.pid &&
+         s.start_time.load(std::memory_order_relaxed) == who.start_time;
+}
+
+ProcessIdentity owner_of(const DeviceSlot& s) {
+  return {s.pid.load(std::memory_order_relaxed), s.start_time.load(std::memory_order_relaxed)};
+}
+
+void free_slot(DeviceSlot& s) {
+  s.state.store(format::kSlotFree, std::memory_order_release);
+  s.charged.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const std::string& device,
+                                          uint64_t total_bytes) {
+  validate_registry_config(config);
+  validate_device_label(device);
+  if (total_bytes == 0) throw InvalidArgument("device " + device + ": memory size 0");
+  const uint64_t budget = parse_budget(config.gpu_utilization, total_bytes);
+  const std::string path = device_path(config, device);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto created = ShmFile::create_published(path, sizeof(DeviceSegment), config.mode, [&](void* p) {
+      auto* s = static_cast<DeviceSegment*>(p);
+      std::memcpy(s->header.magic, format::kDeviceMagic, sizeof s->header.magic);
+      s->header.version = format::kVersion;
+      s->header.segment_bytes = sizeof(DeviceSegment);
+      copy_string(s->device, sizeof s->device, device);
+      s->total_bytes = total_bytes;
+      s->budget_bytes.store(budget);
+      s->max_slots = format::kMaxSlots;
+      init_robust_mutex(&s->mutex);
+    });
+    if (created) return DeviceBudget(device, std::move(*created));
+    try {
+      return from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
+    } catch (const DriverError& e) {
+      if (e.result().rfind("ENOENT", 0) != 0) throw;  // removed between link and open: retry
+    }
+  }
+  throw StateError("device segment " + path + " keeps disappearing while being opened");
+}
+
+DeviceBudget DeviceBudget::open_existing(const RegistryConfig& config, const std::string& device) {
+  validate_registry_config(config);
+  validate_device_label(device);
+  const std::string path = device_path(config, device);
+  try {
+    return from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
+  } catch (const DriverError& e) {
+    if (e.result().rfind("ENOENT", 0) == 0) {
+      throw InvalidArgument("unknown device '" + device + "': no segment " + path);
+    }
+    throw;
+  }
+}
+
+DeviceBudget DeviceBudget::from_file(const std::string& device, ShmFile file) {
+  DeviceRecord record;
+  std::string why;
+  if (!decode_device(file.bytes(), &record, &why)) {
+    throw StateError("device segment " + file.path() + " is unusable: " + why +
+                     "; remove it once no kvpager process uses it");
+  }
+  if (record.device != device) {
+    throw StateError("device segment " + file.path() + " names device '" + record.device + "'");
+  }
+  return DeviceBudget(device, std::move(file));
+}
+
+uint64_t DeviceBudget::charged_of(uint32_t slot) const {
+  return segment().slots[slot].charged.load(std::memory_order_relaxed);
+}
+
+uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who) {
+  validate_instance_name(name);
+  DeviceSegment& s = segment();
+  RobustLock lock(&s.mutex, &s.recoveries);
+  for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
+    DeviceSlot& slot = s.slots[i];
+    if (slot.state.load(std::memory_order_acquire) != format::kSlotTaken) continue;
+    if (std::strncmp(slot.name, name.c_str(), sizeof slot.name) != 0) continue;
+    const ProcessIdentity owner = owner_of(slot);
+    if (is_alive(owner)) {
+      throw StateError("instance name '" + name + "' is in use on device " + device_ +
+                       " by pid " + std::to_string(owner.pid));
+    }
+    free_slot(slot);
+  }
+  for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
+    DeviceSlot& slot = s.slots[i];
+    if (slot.state.load(std::memory_order_acquire) != format::kSlotFree) continue;
+    copy_string(slot.name, sizeof slot.name, name);
+    slot.pid.store(who.pid, std::memory_order_relaxed);
+    slot.start_time.store(who.start_time, std::memory_order_relaxed);
+    slot.charged.store(0, std::memory_order_relaxed);
+    slot.state.store(format::kSlotTaken, std::memory_order_release);
+    return i;
+  }
+  reclaim_dead_locked(&who, nullptr);
+  throw OutOfMemory("device " + device_ + " already has " + std::to_string(format::kMaxSlots) +
+                    " instances; run `kvpager gc` or stop one");
+}
+
+void DeviceBudget::leave(uint32_t slot, const ProcessIdentity& who) noexcept {
+  if (slot >= format::kMaxSlots) return;
+  DeviceSegment& s = segment();
+  try {
+    RobustLock lock(&s.mutex, &s.recoveries);
+    if (owned_by(s.slots[slot], who)) free_slot(s.slots[slot]);
+  } catch (...) {  // a lock that cannot be taken: the slot stays until gc reclaims it
+  }
+}
+
+ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
+                                      uint64_t instance_limit, uint64_t* pressure) {
+  DeviceSegment& s = segment();
+  RobustLock lock(&s.mutex, &s.recoveries);
+  DeviceSlot& mine = s.slots[slot];
+  if (!owned_by(mine, who)) {
+    throw StateError("registry slot of this instance on device " + device_ +
+                     " was taken away (removed by gc or delete --force?)");
+  }
+  const uint64_t current = mine.charged.load(std::memory_order_relaxed);
+  if (bytes > instance_limit || current > instance_limit - bytes) return ChargeResult::kInstanceLimit;
+  const uint64_t budget = s.budget_bytes.load(std::memory_order_acquire);
+  for (int pass = 0; pass < 2; ++pass) {
+    uint64_t sum = 0;
+    for (const DeviceSlot& other : s.slots) {
+      if (other.state.load(std::memory_order_acquire) == format::kSlotTaken) {
+        sum += other.charged.load(std::memory_order_relaxed);
+      }
+    }
+    if (bytes <= budget && sum <= budget - bytes) {
+      mine.charged.fetch_add(bytes, std::memory_order_relaxed);
+      return ChargeResult::kCharged;
+    }
+    if (pass == 0 && reclaim_dead_locked(&who, nullptr) == 0) break;
+  }
+  const uint64_t p = s.pressure.fetch_add(1, std::memory_order_acq_rel) + 1;
+  if (pressure) *pressure = p;
+  return ChargeResult::kDeviceBudget;
+}
+
+uint64_t DeviceBudget::uncharge(uint32_t slot, uint64_t bytes) noexcept {
+  std::atomic<uint64_t>& charged = segment().slots[slot].charged;
+  uint64_t current = charged.load(std::memory_order_relaxed);
+  uint64_t take = 0;
+  do {
+    take = std::min(current, bytes);
+  } while (!charged.compare_exchange_weak(current, current - take, std::memory_order_acq_rel));
+  return take;
+}
+
+uint64_t DeviceBudget::reclaim_dead_locked(const ProcessIdentity* except,
+                                           std::vector<DeviceSlotRecord>* out) {
+  uint64_t reclaimed = 0;
+  for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
+    DeviceSlot& slot = segment().slots[i];
+    if (slot.state.load(std::memory_order_acquire) != format::kSlotTaken) continue;
+    const ProcessIdentity owner = owner_of(slot);
+    if (except && owner.pid == except->pid) continue;
+    if (is_alive(owner)) continue;
+    const uint64_t charged = slot.charged.load(std::memory_order_relaxed);
+    if (out) {
+      DeviceSlotRecord r;
+      r.index = i;
+      r.name.assign(slot.name, strnlen(slot.name, sizeof slot.name));
+      r.owner = owner;
+      r.charged_bytes = charged;
+      out->push_back(std::move(r));
+    }
+    reclaimed += charged;
+    free_slot(slot);
+  }
+  return reclaimed;
+}
+
+uint64_t DeviceBudget::reclaim_dead(std::vector<DeviceSlotRecord>* reclaimed) {
+  RobustLock lock(&segment().mutex, &segment().recoveries);
+  return reclaim_dead_locked(nullptr, reclaimed);
+}
+
+uint64_t DeviceBudget::release_member(const std::string& name, const ProcessIdentity& who) {
+  DeviceSegment& s = segment();
+  RobustLock lock(&s.mutex, &s.recoveries);
+  for (DeviceSlot& slot : s.slots) {
+    if (owned_by(slot, who) && std::strncmp(slot.name, name.c_str(), sizeof slot.name) == 0) {
+      const uint64_t charged = slot.charged.load(std::memory_order_relaxed);
+      free_slot(slot);
+      return charged;
+    }
+  }
+  return 0;
+}
+
+void DeviceBudget::set_budget(uint64_t bytes) {
+  if (bytes == 0) throw InvalidArgument("device budget must be above 0 bytes");
+  DeviceSegment& s = segment();
+  RobustLock lock(&s.mutex, &s.recoveries);
+  s.budget_bytes.store(bytes, std::memory_order_release);
+  s.budget_revision.fetch_add(1, std::memory_order_acq_rel);
+}
+
+DeviceRecord DeviceBudget::snapshot_locked() {
+  RobustLock lock(&segment().mutex, &segment().recoveries);
+  DeviceRecord r;
+  std::string why;
+  if (!decode_device(file_.bytes(), &r, &why)) {
+    throw StateError("device segment " + path() + " became unusable: " + why);
+  }
+  return r;
+}
+
+}  // namespace kvpager::limits
