@@ -24,7 +24,8 @@ trap 'rm -rf "$tmp"' EXIT
 ctest --test-dir build -L gpu -R batch --output-on-failure >>"$log" 2>&1
 test_rc=$?
 # gtest skips (no device, no kernels) pass in ctest; count them from ctest's full log.
-skipped=$(grep -c '^\[  SKIPPED \] [A-Za-z]' build/Testing/Temporary/LastTest.log 2>/dev/null || true)
+skipped=$(grep '^\[  SKIPPED \] [A-Za-z]' build/Testing/Temporary/LastTest.log 2>/dev/null |
+  sed 's/ (.*//' | sort -u | wc -l)
 echo "== skipped gpu test cases: ${skipped:-0}" >>"$log"
 
 bench_rc=0
