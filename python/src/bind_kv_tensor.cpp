@@ -8,6 +8,7 @@
 #include "bindings.hpp"
 #include "dlpack_capsule.hpp"
 #include "kv_tensor.hpp"
+#include "kvpager/common/error.hpp"
 
 namespace py = pybind11;
 
@@ -103,6 +104,20 @@ faults unless the cache was built with zero_fill=True.)doc")
             return py::make_tuple(static_cast<int>(t.device().device_type), t.device().device_id);
           },
           "(device_type, device_id): (1, 0) for the host backend, (2, N) for cuda:N.")
+      .def(
+          "with_dtype",
+          [](const KvTensor& t, const std::string& dtype) {
+            const DType& d = parse_dtype(dtype);
+            if (d.bytes != t.dtype().bytes) {
+              throw InvalidArgument("with_dtype: " + d.name + " elements are " +
+                                    std::to_string(d.bytes) + " bytes, " + t.dtype().name +
+                                    " elements " + std::to_string(t.dtype().bytes));
+            }
+            return t.retyped(d);
+          },
+          py::arg("dtype"),
+          "The same view read as another dtype of the same element size (e.g. float8 as "
+          "uint8, for frameworks whose DLPack import lacks float8).")
       .def_property_readonly("__array_interface__",
                              [](const KvTensor& t) { return array_interface(t, false); })
       .def_property_readonly("__cuda_array_interface__",

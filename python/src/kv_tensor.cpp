@@ -57,10 +57,10 @@ KvTensor KvTensor::make(const KvRegion& region, uint64_t byte_offset, std::vecto
   return t;
 }
 
-uint64_t KvTensor::numel() const {
-  uint64_t n = 1;
-  for (int64_t s : shape_) n *= static_cast<uint64_t>(s);
-  return n;
+KvTensor KvTensor::retyped(const DType& dtype) const {
+  KvTensor t = *this;
+  t.dtype_ = &dtype;
+  return t;
 }
 
 std::string KvTensor::device_name() const {

@@ -44,7 +44,8 @@ class KvTensor {
   const std::vector<int64_t>& shape() const { return shape_; }
   const std::vector<int64_t>& strides() const { return strides_; }
   const DType& dtype() const { return *dtype_; }
-  uint64_t numel() const;
+  // The same view with another dtype of the same element size (caller checks the size).
+  KvTensor retyped(const DType& dtype) const;
   // "cpu" or "cuda:N".
   std::string device_name() const;
 

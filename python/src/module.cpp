@@ -13,6 +13,13 @@ PYBIND11_MODULE(_kvpager, m) {
   kvpager::python::bind_kv_tensor(m);
   kvpager::python::bind_kv_cache(m);
   m.def("known_dtypes", &kvpager::python::known_dtypes, "The dtype names KV tensors accept.");
+  m.def(
+      "dtype_info",
+      [](const std::string& name) {
+        const kvpager::python::DType& d = kvpager::python::parse_dtype(name);
+        return py::make_tuple(d.name, d.bytes);
+      },
+      py::arg("name"), "(canonical name, element bytes) of a dtype name or alias.");
   m.attr("DLPACK_VERSION") = py::make_tuple(kDlpackMajorVersion,
                                             kDlpackMinorVersion);
 }

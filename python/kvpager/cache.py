@@ -1,0 +1,111 @@
+"""kvpager.KvCache: the elastic KV cache of one model instance, with kvpager's own names."""
+
+from typing import Optional
+
+from . import _kvpager
+from .devices import parse_device
+from .dtypes import dtype_name
+from .torch_interop import to_torch
+
+
+class KvCache(_kvpager.KvCache):
+    """The KV cache of one model instance (one rank).
+
+    Virtual tensors for ``num_layers`` layers of K and V (``kind="kv"``: MHA, GQA, MQA) or of one
+    latent buffer (``kind="latent"``: MLA, with ``kv_heads=1`` and ``head_dim`` the latent
+    width), ``num_blocks`` blocks of ``block_size`` tokens each (0: as many as the device
+    memory holds). Pages are mapped only while they hold blocks in use. Block 0 is the null
+    block: always mapped, never handed out; point padded block-table slots at it.
+
+    ``layout``: "interleaved" (one region; a block is a cell holding every layer, so a
+    tensor's block stride is the whole cell) or "per-layer" (one region per layer and K/V).
+    ``device``: None (KVPAGER_BACKEND/KVPAGER_DEVICE, default CUDA when present), "cpu"
+    (host backend), "cuda", "cuda:N", N or a torch.device. ``stream``: a CUstream handle (e.g.
+    ``torch.cuda.current_stream().cuda_stream``); unmapping then waits for the work queued on
+    it so far, never for the whole device. Unset options come from KVPAGER_* variables.
+
+    Methods (thread-safe; each releases the GIL while it works):
+      alloc(n) -> list[int]      all or nothing; OutOfMemory when n blocks do not fit now
+      free(ids)                  all or nothing; unknown ids, block 0, double frees raise
+                                 InvalidArgument (a ValueError)
+      available() -> int         blocks allocatable now
+      trim() -> int              unmaps every free page; bytes unmapped
+      resize(limit_bytes)        mapped-memory limit (0: none)
+      mapped_bytes(), stats()    usage; stats() is a dict
+      tensor(layer, component)   KvTensor view (DLPack/numpy), shape (num_blocks, block_size,
+                                 kv_heads, head_dim), strides in elements
+      torch_tensor(layer, component)  the same view as a torch.Tensor
+      close()                    drops this object's reference (also on ``with`` exit)
+
+    Lifetime: every view and tensor keeps the KV space alive; memory goes back when the cache
+    is closed or collected and the last view is gone. Only blocks in use (and block 0) are
+    backed: reading or writing any other block faults unless ``zero_fill=True``.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype="float16",
+        block_size: int = 16,
+        num_blocks: int = 0,
+        *,
+        kind: str = "kv",
+        layout: Optional[str] = None,
+        device=None,
+        limit_bytes: Optional[int] = None,
+        handle_bytes: Optional[int] = None,
+        reserve_pages: Optional[int] = None,
+        max_idle_pages: Optional[int] = None,
+        zero_fill: Optional[bool] = None,
+        stream: Optional[int] = None,
+    ):
+        backend, ordinal = parse_device(device)
+        super().__init__(
+            num_layers=num_layers,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            dtype=dtype_name(dtype),
+            block_size=block_size,
+            num_blocks=num_blocks,
+            kind=kind,
+            layout=layout,
+            limit_bytes=limit_bytes,
+            handle_bytes=handle_bytes,
+            reserve_pages=reserve_pages,
+            max_idle_pages=max_idle_pages,
+            zero_fill=zero_fill,
+            backend=backend,
+            device=ordinal,
+            stream=stream,
+        )
+
+    def torch_tensor(self, layer: int, component: int = 0):
+        """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the cache alive)."""
+        return to_torch(self.tensor(layer, component))
+
+    def key(self, layer: int):
+        """Layer ``layer``'s K tensor (torch), shape (num_blocks, block_size, kv_heads, head_dim)."""
+        return self.torch_tensor(layer, 0)
+
+    def value(self, layer: int):
+        """Layer ``layer``'s V tensor (torch); InvalidArgument for a latent (MLA) cache."""
+        return self.torch_tensor(layer, 1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        if self.closed:
+            return "KvCache(closed)"
+        return (
+            f"KvCache(num_layers={self.num_layers}, kv_heads={self.kv_heads}, "
+            f"head_dim={self.head_dim}, dtype={self.dtype}, block_size={self.block_size}, "
+            f"num_blocks={self.num_blocks}, kind={self.kind}, layout={self.layout}, "
+            f"device={self.device})"
+        )

@@ -1,0 +1,34 @@
+"""Shared set-up of the Python tests.
+
+The tests import the kvpager package from the build tree (scripts/test.sh and
+scripts/gpu/python.sh set PYTHONPATH=<build>/python). Host-backend caches use 64 KiB pages so a
+small cache spans several pages; KVPAGER_* variables already set by the caller win.
+"""
+
+import os
+
+os.environ.setdefault("KVPAGER_HOST_GRANULARITY", "64K")
+
+import pytest  # noqa: E402
+
+import kvpager  # noqa: E402
+
+LAYOUTS = ["interleaved", "per-layer"]
+
+
+def small_cache(layout, *, num_blocks=256, dtype="float16", kind="kv", **options):
+    """4 layers, 2 KV heads x 64, 4-token blocks on the host backend: 1 KiB per block per
+    layer and K/V (fp16), so 64 blocks per per-layer page and 8 per interleaved page."""
+    kv_heads, head_dim = (1, 128) if kind == "latent" else (2, 64)
+    return kvpager.KvCache(
+        4, kv_heads, head_dim, dtype, 4, num_blocks, kind=kind, layout=layout, device="cpu",
+        reserve_pages=0, **options
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engine_session():
+    """Every test starts and ends without a kvcached-style session."""
+    kvpager.shutdown_kvcached()
+    yield
+    kvpager.shutdown_kvcached()
