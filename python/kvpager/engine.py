@@ -356,6 +356,7 @@ class KvCacheManager:
         self._lock = threading.Lock()
         self._reserved: List[int] = []
         self._closed = False
+        self._limit = 0  # bytes, set by resize(); 0 = none
         self.num_blocks = cache.num_blocks
         self.block_size = block_size
         self.cell_size = cell_size
@@ -383,6 +384,8 @@ class KvCacheManager:
             take = min(len(self._reserved), need_size)
             ids = self._reserved[:take]
             if need_size > take:
+                if need_size - take > cache.available():
+                    return None
                 try:
                     ids += cache.alloc(need_size - take)
                 except OutOfMemory:
@@ -393,13 +396,22 @@ class KvCacheManager:
     def free(self, indices: Sequence[int]) -> None:
         """Frees blocks, all or nothing (InvalidArgument: unknown, null or already free)."""
         ids = [int(i) for i in indices]
-        if ids:
-            self.cache.free(ids)
+        if not ids:
+            return
+        cache = self.cache
+        cache.free(ids)
+        limit = self._limit
+        if limit and cache.mapped_bytes() > limit:
+            # A shrink resize() is pending (kvcached's "in_shrink"): give back the pages these
+            # frees emptied now rather than when the background mapper next wakes.
+            cache.resize(limit)
 
     def try_to_reserve(self, need_size: int) -> bool:
         """Sets ``need_size`` blocks aside for the next alloc() calls; False if they do not fit."""
         with self._lock:
             cache = self.cache
+            if need_size > cache.available():
+                return False
             try:
                 self._reserved += cache.alloc(need_size)
             except OutOfMemory:
@@ -430,6 +442,7 @@ class KvCacheManager:
         _check_int("new_mem_size", new_mem_size)
         limit = new_mem_size * self.num_layers * self.num_kv_buffers
         cache = self.cache
+        self._limit = limit
         cache.resize(limit)
         return cache.mapped_bytes() <= limit
 

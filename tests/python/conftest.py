@@ -18,7 +18,7 @@ LAYOUTS = ["interleaved", "per-layer"]
 
 def small_cache(layout, *, num_blocks=256, dtype="float16", kind="kv", **options):
     """4 layers, 2 KV heads x 64, 4-token blocks on the host backend: 1 KiB per block per
-    layer and K/V (fp16), so 64 blocks per per-layer page and 8 per interleaved page."""
+    layer and K/V (fp16), an 8 KiB interleaved cell; 64 KiB handles."""
     kv_heads, head_dim = (1, 128) if kind == "latent" else (2, 64)
     return kvpager.KvCache(
         4, kv_heads, head_dim, dtype, 4, num_blocks, kind=kind, layout=layout, device="cpu",
