@@ -26,6 +26,7 @@ struct VmmBenchConfig {
   int loop_pages = 100;
   int loop_iters = 20;
   std::vector<int> sweep_mib = {2, 4, 8, 16, 32, 64, 128, 256, 512};
+  bool shareable = false;
   bool json = false;
 };
 
@@ -37,6 +38,7 @@ void run_vmm_bench(const VmmBenchConfig& cfg) {
   vmm::BackendConfig bc = vmm::backend_config_from_env();
   bc.choice = vmm::parse_backend_choice(cfg.backend);
   bc.device = cfg.device;
+  bc.cuda_shareable_handles = cfg.shareable;
   auto backend = vmm::make_backend(bc);
   const size_t g = backend->granularity();
   const size_t two_mib = 2 * MiB;
@@ -44,6 +46,7 @@ void run_vmm_bench(const VmmBenchConfig& cfg) {
   nlohmann::json out;
   out["backend"] = backend->describe();
   out["iters"] = cfg.iters;
+  out["shareable_handles"] = cfg.shareable;
 
   // 1. Single-handle operations, 2 MiB (or the granularity if larger).
   const size_t span = base * static_cast<size_t>(std::max(cfg.loop_pages, 4));
@@ -196,6 +199,8 @@ void register_bench_vmm(CommandGroups& groups) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--sweep-mib", cfg->sweep_mib, "handle sizes (MiB) for the sweep")
       ->capture_default_str();
+  cmd->add_flag("--shareable", cfg->shareable,
+                "CUDA: create handles exportable as POSIX fds (KVPAGER_SHAREABLE_HANDLES)");
   cmd->add_flag("--json", cfg->json, "print one JSON object");
   cmd->callback([cfg] { run_vmm_bench(*cfg); });
 }

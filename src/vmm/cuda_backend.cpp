@@ -8,19 +8,21 @@ namespace kvpager::vmm {
 
 namespace {
 
-CUmemAllocationProp allocation_prop(int device) {
+CUmemAllocationProp allocation_prop(int device, bool shareable) {
   CUmemAllocationProp prop{};
   prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
   prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   prop.location.id = device;
-  // POSIX fds let tp workers and transfer engines share handles across processes.
-  prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+  // Exportable as POSIX fds (to share handles across processes) only when asked.
+  prop.requestedHandleTypes =
+      shareable ? CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR : CU_MEM_HANDLE_TYPE_NONE;
   return prop;
 }
 
 }  // namespace
 
-CudaBackend::CudaBackend(int device) : driver_(CudaDriver::get()), ordinal_(device) {
+CudaBackend::CudaBackend(int device, bool shareable_handles)
+    : driver_(CudaDriver::get()), ordinal_(device), shareable_(shareable_handles) {
   int count = 0;
   driver_.check(driver_.cuDeviceGetCount(&count), "cuDeviceGetCount");
   if (device < 0 || device >= count) {
@@ -37,7 +39,7 @@ CudaBackend::CudaBackend(int device) : driver_(CudaDriver::get()), ordinal_(devi
   driver_.cuDeviceGetName(name, sizeof name, dev);
   name_ = name;
   make_current();
-  CUmemAllocationProp prop = allocation_prop(device);
+  CUmemAllocationProp prop = allocation_prop(device, shareable_);
   driver_.check(driver_.cuMemGetAllocationGranularity(&granularity_, &prop,
                                                       CU_MEM_ALLOC_GRANULARITY_RECOMMENDED),
                 "cuMemGetAllocationGranularity");
@@ -75,7 +77,7 @@ PhysicalHandle CudaBackend::create(size_t bytes) {
                           std::to_string(granularity_));
   }
   make_current();
-  CUmemAllocationProp prop = allocation_prop(ordinal_);
+  CUmemAllocationProp prop = allocation_prop(ordinal_, shareable_);
   CUmemGenericAllocationHandle handle = 0;
   driver_.check(driver_.cuMemCreate(&handle, bytes, &prop, 0), "cuMemCreate", format_size(bytes));
   return PhysicalHandle{handle, bytes};

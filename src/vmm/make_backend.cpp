@@ -25,6 +25,9 @@ BackendConfig backend_config_from_env(BackendConfig config) {
       throw InvalidArgument(std::string("KVPAGER_DEVICE='") + v + "' is not a device number");
     }
   }
+  if (const char* v = std::getenv("KVPAGER_SHAREABLE_HANDLES")) {
+    config.cuda_shareable_handles = std::string(v) == "1";
+  }
   if (const char* v = std::getenv("KVPAGER_HOST_GRANULARITY")) config.host_granularity = parse_size(v);
   if (const char* v = std::getenv("KVPAGER_HOST_CAPACITY")) config.host_capacity_bytes = parse_size(v);
   return config;
@@ -33,7 +36,7 @@ BackendConfig backend_config_from_env(BackendConfig config) {
 std::shared_ptr<Backend> make_backend(const BackendConfig& config) {
   const bool cuda = config.choice == BackendChoice::kCuda ||
                     (config.choice == BackendChoice::kAuto && CudaDriver::device_present());
-  if (cuda) return std::make_shared<CudaBackend>(config.device);
+  if (cuda) return std::make_shared<CudaBackend>(config.device, config.cuda_shareable_handles);
   return std::make_shared<HostBackend>(
       HostBackendConfig{config.host_granularity, config.host_capacity_bytes});
 }

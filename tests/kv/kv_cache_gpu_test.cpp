@@ -85,7 +85,7 @@ TEST_P(KvCacheGpu, ZeroPageMakesUnmappedBlocksReadAsZero) {
   auto backend = std::make_shared<vmm::CudaBackend>(0);
   auto config = llama_like(GetParam());
   config.zero_fill_unmapped = true;
-  config.num_blocks = 64;
+  config.num_blocks = 256;  // per-layer: 4 pages of 64 blocks
   KvCache cache(backend, config);
   const auto& g = cache.config().geometry;
   auto ids = cache.alloc(30);

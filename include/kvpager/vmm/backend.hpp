@@ -74,6 +74,7 @@ enum class BackendChoice { kAuto, kHost, kCuda };
 struct BackendConfig {
   BackendChoice choice = BackendChoice::kAuto;  // KVPAGER_BACKEND=auto|host|cuda
   int device = 0;                               // KVPAGER_DEVICE
+  bool cuda_shareable_handles = false;          // KVPAGER_SHAREABLE_HANDLES=1
   // Host backend only: granularity and the capacity that stands in for device memory
   // (0 = physical RAM). KVPAGER_HOST_GRANULARITY, KVPAGER_HOST_CAPACITY.
   size_t host_granularity = 2u << 20;

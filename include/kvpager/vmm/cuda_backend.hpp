@@ -12,7 +12,11 @@ struct CudaDriver;
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device = 0);
+  // shareable_handles: physical handles can be exported as POSIX fds (cuMemExportToShareableHandle)
+  // for other processes; off by default since it makes set-access and unmap slower on some
+  // drivers (docs/benchmarks.md).
+  explicit CudaBackend(int device = 0, bool shareable_handles = false);
+  bool shareable_handles() const { return shareable_; }
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -40,6 +44,7 @@ class CudaBackend final : public Backend {
  private:
   const CudaDriver& driver_;
   int ordinal_;
+  bool shareable_;
   int cu_device_ = 0;
   void* context_ = nullptr;  // CUcontext
   size_t granularity_ = 0;
