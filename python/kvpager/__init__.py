@@ -19,6 +19,7 @@ Errors are ``kvpager.Error`` (a RuntimeError) subclasses carrying kvpager's mess
 
 from ._kvpager import (
     DLPACK_VERSION,
+    __version__,
     DriverError,
     Error,
     InvalidArgument,
@@ -38,8 +39,6 @@ from .engine import (
     shutdown_kvcached,
 )
 from .torch_interop import to_torch
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DLPACK_VERSION",

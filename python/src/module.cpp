@@ -9,6 +9,7 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(_kvpager, m) {
   m.doc() = "kvpager native module: the elastic KV cache and its zero-copy tensor views.";
+  m.attr("__version__") = KVPAGER_VERSION;
   kvpager::python::register_errors(m);
   kvpager::python::bind_kv_tensor(m);
   kvpager::python::bind_kv_cache(m);
