@@ -1,0 +1,27 @@
+#pragma once
+// What the registry commands (list, watch, top) show: the snapshot as a plain-text table, as
+// JSON, and the small formatting pieces top reuses. One place, so every view agrees.
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "kvpager/limits/registry.hpp"
+
+namespace kvpager::cli {
+
+// The registry of this environment (KVPAGER_SHM_* variables); InvalidArgument when malformed.
+limits::Registry registry_from_env();
+
+// "none" for an unlimited limit, else format_size.
+std::string limit_text(uint64_t bytes);
+// Compact sizes for narrow columns: "512M", "1.50G", "0".
+std::string short_size(uint64_t bytes);
+// "alive", "stale" (owner gone), or "hung" (owner alive, no heartbeat for > 5 s).
+std::string instance_state(const limits::InstanceStatus& s);
+
+// Devices, then instances, as aligned text. Skipped segments are not included.
+std::string render_registry_table(const limits::RegistrySnapshot& snap);
+nlohmann::json registry_json(const limits::RegistrySnapshot& snap);
+// One "kvpager: skipped PATH: REASON" line per skipped segment, on stderr.
+void report_skipped(const limits::RegistrySnapshot& snap);
+
+}  // namespace kvpager::cli
