@@ -1,0 +1,49 @@
+#pragma once
+// CommandExecutor: the worker side of the protocol, independent of the transport. It owns the
+// rank's backend, page pool and KV space (built from a WorkerConfig) and turns each Command
+// into a Reply. A map or unmap of several pages is all or nothing on this rank: every id is
+// checked against the range first, and a failure part-way undoes the pages already done.
+// Errors become the reply's status and message; execute() never throws.
+// Thread safety: one thread.
+#include <memory>
+
+#include "kvpager/kv/kv_space.hpp"
+#include "kvpager/pool/page_pool.hpp"
+#include "kvpager/tp/protocol.hpp"
+#include "kvpager/tp/tp_config.hpp"
+#include "kvpager/vmm/fault_injecting_backend.hpp"
+
+namespace kvpager::tp {
+
+class CommandExecutor {
+ public:
+  // Builds backend, pool and space and fills the pool with config.ready_pages pages of
+  // handles. Throws what they throw.
+  CommandExecutor(const WorkerConfig& config, const FaultSpec& fault);
+  ~CommandExecutor();
+
+  // Fills the hello: kOk with the page range.
+  void hello(Reply& out) const;
+  // Executes `command` into `out` (out.seq = command.seq).
+  void execute(const Command& command, Reply& out);
+
+  const kv::KvSpace& space() const { return *space_; }
+
+ private:
+  void map_pages(const Command& command);
+  void unmap_pages(const Command& command);
+  void check_range(const Command& command) const;
+  void prefill_pool();
+
+  WorkerConfig config_;
+  std::shared_ptr<vmm::Backend> backend_;
+  std::shared_ptr<vmm::FaultInjectingBackend> fault_backend_;
+  FaultSpec fault_;
+  std::unique_ptr<pool::PagePool> pool_;
+  std::unique_ptr<kv::KvSpace> space_;
+};
+
+// Fills `out` from the exception being handled (call inside a catch block).
+void reply_from_current_exception(Reply& out);
+
+}  // namespace kvpager::tp

@@ -1,0 +1,182 @@
+#include "kvpager/tp/command_executor.hpp"
+
+#include <exception>
+#include <thread>
+#include <vector>
+
+#include "kvpager/common/error.hpp"
+#include "kvpager/vmm/backend.hpp"
+
+namespace kvpager::tp {
+
+CommandExecutor::CommandExecutor(const WorkerConfig& config, const FaultSpec& fault)
+    : config_(config), fault_(fault) {
+  backend_ = vmm::make_backend(config_.backend);
+  if (fault_.rank >= 0) {
+    fault_backend_ = std::make_shared<vmm::FaultInjectingBackend>(backend_);
+    backend_ = fault_backend_;
+  }
+  const uint64_t handle = handle_bytes_for(config_.geometry, config_.layout, config_.handle_bytes,
+                                           backend_->granularity());
+  kv::KvSpaceConfig sc;
+  sc.geometry = config_.geometry;
+  sc.layout = config_.layout;
+  const uint64_t virtual_bytes =
+      config_.virtual_bytes != 0 ? config_.virtual_bytes : backend_->memory_info().total_bytes;
+  sc.num_blocks = std::max<uint64_t>(1, virtual_bytes / config_.geometry.block_bytes_all_layers());
+  sc.num_blocks = std::min<uint64_t>(sc.num_blocks, INT32_MAX);
+
+  pool::PagePoolConfig pc;
+  pc.handle_bytes = handle;
+  pc.min_ready = 0;
+  pc.max_ready = 0;
+  pc.background = config_.pool && config_.background_refill;
+  pool_ = std::make_unique<pool::PagePool>(backend_, nullptr, pc);
+  space_ = std::make_unique<kv::KvSpace>(backend_, *pool_, sc);
+  prefill_pool();
+  if (fault_backend_) fault_backend_->fail_on(fault_.op, fault_.nth_call);
+}
+
+CommandExecutor::~CommandExecutor() {
+  space_.reset();  // gives its handles back to the pool first
+  pool_.reset();
+}
+
+void CommandExecutor::prefill_pool() {
+  if (!config_.pool) return;  // max_ready 0: unmap releases, map creates
+  const size_t n = size_t{config_.ready_pages} * space_->handles_per_page();
+  if (config_.background_refill) {
+    pool_->set_watermarks(n, 2 * n + space_->handles_per_page());
+    while (pool_->stats().ready < n) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return;
+  }
+  pool_->set_watermarks(0, n);
+  std::vector<vmm::PhysicalHandle> handles(n);
+  pool_->acquire(handles);
+  pool_->give_back(handles);
+}
+
+void CommandExecutor::hello(Reply& out) const {
+  out = Reply{};
+  out.status = ReplyStatus::kOk;
+  out.num_pages = space_->num_pages();
+  out.handles_per_page = static_cast<uint32_t>(space_->handles_per_page());
+  out.start_ns = out.end_ns = monotonic_ns();
+}
+
+void CommandExecutor::check_range(const Command& command) const {
+  if (command.count > kMaxPagesPerCommand) {
+    throw InvalidArgument("command lists " + std::to_string(command.count) + " pages (at most " +
+                          std::to_string(kMaxPagesPerCommand) + ")");
+  }
+  for (uint32_t i = 0; i < command.count; ++i) {
+    if (command.pages[i] >= space_->num_pages()) {
+      throw InvalidArgument("page " + std::to_string(command.pages[i]) +
+                            " is beyond the virtual range of " +
+                            std::to_string(space_->num_pages()) + " pages");
+    }
+  }
+}
+
+namespace {
+// Runs `step` for pages[0..count); on a throw, runs `undo` for the pages done, newest first,
+// and rethrows (as StateError when an undo fails too).
+template <class Step, class Undo>
+void all_or_nothing(const Command& command, Step step, Undo undo) {
+  uint32_t done = 0;
+  try {
+    for (; done < command.count; ++done) step(PageId(command.pages[done]));
+  } catch (...) {
+    const std::exception_ptr original = std::current_exception();
+    std::string undo_failures;
+    while (done > 0) {
+      --done;
+      try {
+        undo(PageId(command.pages[done]));
+      } catch (const std::exception& e) {
+        undo_failures += "; undo of page " + std::to_string(command.pages[done]) +
+                         " failed: " + e.what();
+      }
+    }
+    if (undo_failures.empty()) std::rethrow_exception(original);
+    try {
+      std::rethrow_exception(original);
+    } catch (const std::exception& e) {
+      throw StateError(e.what() + undo_failures);
+    }
+  }
+}
+}  // namespace
+
+void CommandExecutor::map_pages(const Command& command) {
+  check_range(command);
+  all_or_nothing(
+      command, [&](PageId p) { space_->map_page(p); }, [&](PageId p) { space_->unmap_page(p); });
+}
+
+void CommandExecutor::unmap_pages(const Command& command) {
+  check_range(command);
+  all_or_nothing(
+      command, [&](PageId p) { space_->unmap_page(p); }, [&](PageId p) { space_->map_page(p); });
+}
+
+void CommandExecutor::execute(const Command& command, Reply& out) {
+  out.seq = command.seq;
+  out.start_ns = monotonic_ns();
+  out.state_checksum = 0;
+  out.call[0] = out.result[0] = out.message[0] = '\0';
+  try {
+    switch (command.kind) {
+      case CommandKind::kMap: map_pages(command); break;
+      case CommandKind::kUnmap: unmap_pages(command); break;
+      case CommandKind::kQuery: {
+        std::vector<uint32_t> mapped;
+        for (uint32_t p = 0; p < space_->num_pages(); ++p) {
+          if (space_->state(PageId(p)) == kv::PageState::kMapped) mapped.push_back(p);
+        }
+        out.state_checksum = page_state_checksum(mapped);
+        break;
+      }
+      case CommandKind::kPing:
+      case CommandKind::kShutdown: break;
+      default:
+        throw InvalidArgument("unknown command kind " +
+                              std::to_string(static_cast<uint32_t>(command.kind)));
+    }
+    out.status = ReplyStatus::kOk;
+  } catch (...) {
+    reply_from_current_exception(out);
+  }
+  out.num_pages = space_->num_pages();
+  out.mapped_pages = space_->mapped_pages();
+  out.handles_per_page = static_cast<uint32_t>(space_->handles_per_page());
+  out.end_ns = monotonic_ns();
+}
+
+void reply_from_current_exception(Reply& out) {
+  try {
+    throw;
+  } catch (const InvalidArgument& e) {
+    out.status = ReplyStatus::kInvalidArgument;
+    copy_text(out.message, e.what());
+  } catch (const OutOfMemory& e) {
+    out.status = ReplyStatus::kOutOfMemory;
+    copy_text(out.message, e.what());
+  } catch (const DriverError& e) {
+    out.status = ReplyStatus::kDriverError;
+    copy_text(out.call, e.call());
+    copy_text(out.result, e.result());
+    copy_text(out.message, e.what());
+  } catch (const StateError& e) {
+    out.status = ReplyStatus::kStateError;
+    copy_text(out.message, e.what());
+  } catch (const std::exception& e) {
+    out.status = ReplyStatus::kFailed;
+    copy_text(out.message, e.what());
+  } catch (...) {
+    out.status = ReplyStatus::kFailed;
+    copy_text(out.message, "unknown exception");
+  }
+}
+
+}  // namespace kvpager::tp

@@ -1,0 +1,32 @@
+// seq: one rank after another over UNIX sockets (the seed's sequential loop): post to rank r,
+// wait for its reply, then rank r+1. Latency is the sum over ranks.
+#include "kvpager/tp/broadcaster.hpp"
+
+namespace kvpager::tp {
+
+namespace {
+
+class SeqBroadcaster final : public Broadcaster {
+ public:
+  explicit SeqBroadcaster(Links links) : links_(links) {}
+
+  void broadcast(const Command& command, RankMask ranks, std::span<Reply> replies,
+                 Clock::time_point deadline) override {
+    for (size_t r = 0; r < links_.size(); ++r) {
+      if ((ranks >> r & 1) == 0) continue;
+      links_[r]->post(command);
+      links_[r]->await(replies[r], deadline);
+    }
+  }
+
+ private:
+  Links links_;
+};
+
+}  // namespace
+
+std::unique_ptr<Broadcaster> make_seq_broadcaster(Links links) {
+  return std::make_unique<SeqBroadcaster>(links);
+}
+
+}  // namespace kvpager::tp

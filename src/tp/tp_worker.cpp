@@ -1,0 +1,102 @@
+#include "kvpager/tp/tp_worker.hpp"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <memory>
+
+#include "kvpager/tp/command_executor.hpp"
+#include "kvpager/tp/shm_ring.hpp"
+#include "kvpager/tp/unique_fd.hpp"
+
+namespace kvpager::tp {
+
+namespace {
+
+// How often a sleeping worker checks that its scheduler is still there.
+constexpr std::chrono::milliseconds kParentCheck{100};
+
+bool send_reply(int fd, const Reply& reply) {
+  ssize_t n;
+  do {
+    n = ::send(fd, &reply, sizeof reply, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n == static_cast<ssize_t>(sizeof reply);
+}
+
+int serve_socket(int fd, CommandExecutor& executor) {
+  static Command command;  // 4 KiB: not on the stack, allocated once
+  Reply reply;
+  for (;;) {
+    ssize_t n;
+    do {
+      n = ::recv(fd, &command, sizeof command, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return 0;  // the scheduler is gone
+    if (static_cast<size_t>(n) < Command::kHeaderBytes ||
+        static_cast<size_t>(n) != command.wire_bytes()) {
+      reply = Reply{};
+      reply.seq = static_cast<size_t>(n) >= sizeof(uint64_t) ? command.seq : 0;
+      reply.status = ReplyStatus::kInvalidArgument;
+      copy_text(reply.message, "malformed command of " + std::to_string(n) + " bytes");
+    } else {
+      executor.execute(command, reply);
+    }
+    if (!send_reply(fd, reply)) return 0;
+    if (command.kind == CommandKind::kShutdown) return 0;
+  }
+}
+
+int serve_shm(ShmRing& ring, CommandExecutor& executor, pid_t parent,
+              std::chrono::nanoseconds spin) {
+  const auto never = std::chrono::steady_clock::time_point::max();
+  for (uint32_t seq = 1;; ++seq) {
+    const WaitResult r = wait_for(ring.posted, ring.worker_waiting, seq, spin, never, kParentCheck,
+                                  [&] { return getppid() != parent; });
+    if (r != WaitResult::kReady) return 0;
+    const Command& command = ring.commands[seq % ShmRing::kDepth];
+    const CommandKind kind = command.kind;
+    executor.execute(command, ring.replies[seq % ShmRing::kDepth]);
+    publish(ring.replied, ring.scheduler_waiting, seq + 1);
+    if (kind == CommandKind::kShutdown) return 0;
+  }
+}
+
+}  // namespace
+
+int run_worker(const WorkerLaunch& launch) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (launch.parent_pid != 0 && getppid() != launch.parent_pid) return 0;
+  UniqueFd channel(launch.channel_fd);
+  const FaultSpec fault =
+      launch.fault.rank == static_cast<int>(launch.rank.value) ? launch.fault : FaultSpec{};
+
+  std::unique_ptr<ShmSegment> segment;
+  if (launch.transport == Transport::kShm) segment = std::make_unique<ShmSegment>(std::move(channel));
+
+  std::unique_ptr<CommandExecutor> executor;
+  Reply hello;
+  try {
+    executor = std::make_unique<CommandExecutor>(launch.config, fault);
+    executor->hello(hello);
+  } catch (...) {
+    reply_from_current_exception(hello);
+  }
+  hello.seq = 0;
+
+  if (segment) {
+    ShmRing& ring = segment->ring();
+    ring.replies[0] = hello;
+    publish(ring.replied, ring.scheduler_waiting, 1);
+    if (!executor) return 1;
+    return serve_shm(ring, *executor, launch.parent_pid,
+                     std::chrono::microseconds(launch.config.spin_us));
+  }
+  if (!send_reply(channel.get(), hello) || !executor) return executor ? 0 : 1;
+  return serve_socket(channel.get(), *executor);
+}
+
+}  // namespace kvpager::tp
