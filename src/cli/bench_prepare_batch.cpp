@@ -36,8 +36,8 @@ struct PrepareBatchBenchConfig {
   std::vector<int> seq_lens{128, 256, 512, 1024};
   int iterations = 100;
   int warmup = 10;
-  int block_size = 16;
-  std::string mode = "decode";
+  std::vector<int> block_sizes{16};
+  std::vector<std::string> modes{"decode"};
   std::string output;
   bool json = false;
   bool graph = false;
@@ -58,13 +58,13 @@ double mean(const std::vector<double>& v) {
 }
 
 // Runs one (batch, seq_len) cell; times in microseconds.
-nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, int batch,
-                        int seq_len) {
+nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, int block_size,
+                        int batch, int seq_len) {
   WorkloadConfig w;
   w.mode = mode;
   w.batch = batch;
   w.seq_len = seq_len;
-  w.block_size = cfg.block_size;
+  w.block_size = block_size;
   w.steps = cfg.warmup + cfg.iterations;
   SyntheticWorkload cpu_work(w), gpu_work(w), graph_work(w);
   BlockTableManager manager(cpu_work.batch_config());
@@ -134,6 +134,8 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
   const std::string diff = got.first_difference(want);
 
   nlohmann::json cell = {
+      {"mode", to_string(mode)},
+      {"block_size", block_size},
       {"batch_size", batch},
       {"seq_len", seq_len},
       {"mean_new_tokens_per_step", mean(s.tokens)},
@@ -168,14 +170,15 @@ std::string utc_now() {
   return buf;
 }
 
-void print_table(const nlohmann::json& doc, bool graph) {
+// The seed's table for the cells of one (mode, block size), plus the per-step totals.
+void print_table(const nlohmann::json& doc, const std::string& mode, int block_size, bool graph) {
   const std::string rule(graph ? 138 : 124, '=');
   const std::string thin(rule.size(), '-');
   std::printf("%s\n", rule.c_str());
   std::printf(
       "KV Cache Management Benchmark: CPU vs GPU  (mode %s, block size %d, %d iterations, %s)\n",
-      doc["mode"].get<std::string>().c_str(), doc["block_size"].get<int>(),
-      doc["iterations"].get<int>(), doc["device"].get<std::string>().c_str());
+      mode.c_str(), block_size, doc["iterations"].get<int>(),
+      doc["device"].get<std::string>().c_str());
   std::printf("%s\n", rule.c_str());
   std::printf("%-12s %-9s %-15s %-15s %-9s %-13s %-13s %-9s %-15s %-15s", "Batch Size", "Seq Len",
               "CPU Update (ms)", "GPU Update (ms)", "Speedup", "CPU Pack (ms)", "GPU Pack (ms)",
@@ -183,6 +186,7 @@ void print_table(const nlohmann::json& doc, bool graph) {
   if (graph) std::printf(" %-13s", "Graph (us)");
   std::printf("\n%s\n", thin.c_str());
   for (const auto& c : doc["results"]) {
+    if (c["mode"] != mode || c["block_size"] != block_size) continue;
     auto ms = [&](const char* key) { return c[key]["mean"].get<double>() / 1000.0; };
     auto us = [&](const char* key) { return c[key]["mean"].get<double>(); };
     std::printf("%-12d %-9d %-15.4f %-15.4f %-9.2f %-13.4f %-13.4f %-9.2f %-15.1f %-15.1f",
@@ -195,23 +199,22 @@ void print_table(const nlohmann::json& doc, bool graph) {
     std::printf("\n");
   }
   std::printf("%s\n", thin.c_str());
-  std::printf(
-      "CPU: host update; pack into pinned memory + one H2D copy, waited for. GPU: CUDA events "
-      "around descriptor build + H2D + update kernel, and the pack kernel. Ready = update + "
-      "pack: metadata on the GPU.\n");
 }
 
 void run_prepare_batch_bench(const PrepareBatchBenchConfig& cfg) {
-  const WorkloadMode mode = parse_workload_mode(cfg.mode);
+  std::vector<WorkloadMode> modes;
+  for (const std::string& m : cfg.modes) modes.push_back(parse_workload_mode(m));
   if (cfg.iterations < 1 || cfg.warmup < 0)
     throw InvalidArgument("--iterations must be >= 1 and --warmup >= 0");
   for (int b : cfg.batch_sizes)
     if (b < 1) throw InvalidArgument("--batch-sizes must be >= 1");
   for (int l : cfg.seq_lens)
     if (l < 1) throw InvalidArgument("--seq-lens must be >= 1");
-  BatchConfig probe;
-  probe.block_size = cfg.block_size;
-  probe.validate();  // InvalidArgument for a bad --block-size
+  for (int bs : cfg.block_sizes) {
+    BatchConfig probe;
+    probe.block_size = bs;
+    probe.validate();  // InvalidArgument for a bad --block-size
+  }
   if (!gpu_kernels_built())
     throw Error(
         "bench prepare-batch: this kvpager was built without CUDA kernels (no nvcc); "
@@ -221,21 +224,20 @@ void run_prepare_batch_bench(const PrepareBatchBenchConfig& cfg) {
         "bench prepare-batch needs a CUDA device and none is present; no numbers to "
         "report (the CPU path alone is covered by the tests)");
 
-  nlohmann::json doc = {{"benchmark", "prepare-batch"},
-                        {"device", device_name()},
-                        {"date", utc_now()},
-                        {"mode", cfg.mode},
-                        {"block_size", cfg.block_size},
-                        {"iterations", cfg.iterations},
-                        {"warmup", cfg.warmup},
-                        {"graph", cfg.graph},
-                        {"results", nlohmann::json::array()}};
+  nlohmann::json doc = {
+      {"benchmark", "prepare-batch"},      {"device", device_name()}, {"date", utc_now()},
+      {"iterations", cfg.iterations},      {"warmup", cfg.warmup},    {"graph", cfg.graph},
+      {"results", nlohmann::json::array()}};
   bool identical = true;
-  for (int b : cfg.batch_sizes) {
-    for (int l : cfg.seq_lens) {
-      nlohmann::json cell = run_cell(cfg, mode, b, l);
-      identical = identical && cell["outputs_identical"].get<bool>();
-      doc["results"].push_back(std::move(cell));
+  for (int bs : cfg.block_sizes) {
+    for (WorkloadMode mode : modes) {
+      for (int b : cfg.batch_sizes) {
+        for (int l : cfg.seq_lens) {
+          nlohmann::json cell = run_cell(cfg, mode, bs, b, l);
+          identical = identical && cell["outputs_identical"].get<bool>();
+          doc["results"].push_back(std::move(cell));
+        }
+      }
     }
   }
   if (!cfg.output.empty()) {
@@ -246,7 +248,12 @@ void run_prepare_batch_bench(const PrepareBatchBenchConfig& cfg) {
   if (cfg.json) {
     std::cout << doc.dump(2) << std::endl;
   } else {
-    print_table(doc, cfg.graph);
+    for (int bs : cfg.block_sizes)
+      for (WorkloadMode mode : modes) print_table(doc, to_string(mode), bs, cfg.graph);
+    std::printf(
+        "CPU: host update; pack into pinned memory + one H2D copy, waited for. GPU: CUDA events "
+        "around descriptor build + H2D + update kernel, and the pack kernel. Ready = update + "
+        "pack: metadata on the GPU. Means over the timed steps.\n");
   }
   if (!identical) {
     std::fprintf(stderr, "kvpager: error: CPU and GPU metadata differ (see first_difference)\n");
@@ -262,9 +269,10 @@ void register_bench_prepare_batch(CommandGroups& groups) {
   cmd->add_option("--seq-lens", cfg->seq_lens, "sequence (prompt) lengths")->capture_default_str();
   cmd->add_option("--iterations", cfg->iterations, "timed steps per cell")->capture_default_str();
   cmd->add_option("--warmup", cfg->warmup, "untimed steps per cell")->capture_default_str();
-  cmd->add_option("--block-size", cfg->block_size, "tokens per KV block (1 = token pool)")
+  cmd->add_option("--block-size", cfg->block_sizes, "tokens per KV block (1 = token pool)")
       ->capture_default_str();
-  cmd->add_option("--mode", cfg->mode, "decode | prefill | mixed")->capture_default_str();
+  cmd->add_option("--mode", cfg->modes, "decode | prefill | mixed (one or more)")
+      ->capture_default_str();
   cmd->add_option("--output", cfg->output, "also write the results as JSON to this file");
   cmd->add_flag("--json", cfg->json, "print JSON instead of the table");
   cmd->add_flag("--graph", cfg->graph, "also time the GPU path replayed as a CUDA graph");
