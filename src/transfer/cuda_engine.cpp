@@ -1,0 +1,465 @@
+#include "kvpager/transfer/cuda_engine.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "kvpager/common/error.hpp"
+#include "kvpager/common/units.hpp"
+#include "kvpager/transfer/host_buffer.hpp"
+#include "kvpager/vmm/cuda_driver.hpp"
+#include "xfer_world.hpp"
+
+namespace kvpager::transfer {
+
+namespace {
+
+using vmm::CudaDriver;
+constexpr uint64_t kStaging = 64ull << 20;
+
+const CudaDriver& driver() {
+  const CudaDriver& d = CudaDriver::get();
+  if (!CudaDriver::device_present()) {
+    throw DriverError("cuDeviceGetCount", "no CUDA device",
+                      "--backend CUDA needs a GPU; use UCX or POSIX on this machine");
+  }
+  return d;
+}
+
+std::vector<int> devices_of(const XferConfig& c) {
+  const CudaDriver& d = driver();
+  int count = 0;
+  d.check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
+  std::vector<int> out;
+  if (c.device_list == "all") {
+    for (int i = 0; i < count; ++i) out.push_back(i);
+    return out;
+  }
+  std::stringstream s(c.device_list);
+  for (std::string item; std::getline(s, item, ',');) {
+    int id = -1;
+    try {
+      size_t used = 0;
+      id = std::stoi(item, &used);
+      if (used != item.size()) id = -1;
+    } catch (const std::exception&) {
+    }
+    if (id < 0 || id >= count) {
+      throw InvalidArgument("--device_list " + c.device_list + ": '" + item +
+                            "' is not a CUDA device index (0.." + std::to_string(count - 1) + ")");
+    }
+    out.push_back(id);
+  }
+  if (out.empty()) throw InvalidArgument("--device_list is empty");
+  return out;
+}
+
+// The device's primary context, retained for the object's life.
+class PrimaryContext {
+ public:
+  explicit PrimaryContext(int ordinal) : d_(driver()) {
+    d_.check(d_.cuDeviceGet(&device_, ordinal), "cuDeviceGet");
+    d_.check(d_.cuDevicePrimaryCtxRetain(&ctx_, device_), "cuDevicePrimaryCtxRetain");
+  }
+  ~PrimaryContext() { d_.cuDevicePrimaryCtxRelease(device_); }
+  PrimaryContext(const PrimaryContext&) = delete;
+  PrimaryContext& operator=(const PrimaryContext&) = delete;
+  void make_current() const { d_.check(d_.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"); }
+  CUdevice device() const { return device_; }
+  int ordinal() const { return static_cast<int>(device_); }
+
+ private:
+  const CudaDriver& d_;
+  CUdevice device_ = 0;
+  CUcontext ctx_ = nullptr;
+};
+
+// Memory addressable as a CUdeviceptr (unified addressing): pinned host or device.
+class CudaSegment : public Segment {
+ public:
+  CudaSegment(const PrimaryContext& ctx, uint64_t bytes, bool host)
+      : d_(driver()), ctx_(ctx), size_(bytes), host_(host) {}
+  uint64_t size() const override { return size_; }
+  CUdeviceptr ptr() const { return ptr_; }
+
+  void fill(uint64_t offset, uint64_t bytes, uint64_t pattern_offset, uint64_t seed) override {
+    if (host_) {
+      fill_pattern(reinterpret_cast<std::byte*>(ptr_) + offset, bytes, pattern_offset, seed);
+      return;
+    }
+    ctx_.make_current();
+    for (uint64_t done = 0; done < bytes;) {
+      const uint64_t n = std::min(kStaging, bytes - done);
+      staging().fill(0, n, pattern_offset + done, seed);
+      d_.check(d_.cuMemcpyHtoD(ptr_ + offset + done, staging().data(), n), "cuMemcpyHtoD");
+      done += n;
+    }
+  }
+  void clear(uint64_t offset, uint64_t bytes) override {
+    ctx_.make_current();
+    if (host_) {
+      std::memset(reinterpret_cast<std::byte*>(ptr_) + offset, 0, bytes);
+      return;
+    }
+    d_.check(d_.cuMemsetD8(ptr_ + offset, 0, bytes), "cuMemsetD8");
+    d_.check(d_.cuCtxSynchronize(), "cuCtxSynchronize");
+  }
+  uint64_t mismatches(uint64_t offset, uint64_t bytes, uint64_t pattern_offset,
+                      uint64_t seed) override {
+    if (host_) {
+      return count_mismatches(reinterpret_cast<std::byte*>(ptr_) + offset, bytes, pattern_offset,
+                              seed);
+    }
+    ctx_.make_current();
+    uint64_t bad = 0;
+    for (uint64_t done = 0; done < bytes;) {
+      const uint64_t n = std::min(kStaging, bytes - done);
+      d_.check(d_.cuMemcpyDtoH(staging().data(), ptr_ + offset + done, n), "cuMemcpyDtoH");
+      bad += staging().mismatches(0, n, pattern_offset + done, seed);
+      done += n;
+    }
+    return bad;
+  }
+
+ protected:
+  HostBuffer& staging() {
+    if (!staging_) staging_ = std::make_unique<HostBuffer>(kStaging);
+    return *staging_;
+  }
+  const CudaDriver& d_;
+  const PrimaryContext& ctx_;
+  uint64_t size_;
+  bool host_;
+  CUdeviceptr ptr_ = 0;
+  std::unique_ptr<HostBuffer> staging_;
+};
+
+class PinnedHost final : public CudaSegment {
+ public:
+  PinnedHost(const PrimaryContext& ctx, uint64_t bytes) : CudaSegment(ctx, bytes, true) {
+    ctx.make_current();
+    void* p = nullptr;
+    d_.check(d_.cuMemAllocHost(&p, bytes), "cuMemAllocHost", format_size(bytes) + " pinned");
+    ptr_ = reinterpret_cast<CUdeviceptr>(p);
+    std::memset(p, 0, bytes);
+  }
+  ~PinnedHost() override { d_.cuMemFreeHost(reinterpret_cast<void*>(ptr_)); }
+};
+
+class DeviceMemory final : public CudaSegment {
+ public:
+  DeviceMemory(const PrimaryContext& ctx, uint64_t bytes) : CudaSegment(ctx, bytes, false) {
+    ctx.make_current();
+    d_.check(d_.cuMemAlloc(&ptr_, bytes), "cuMemAlloc",
+             format_size(bytes) + " on device " + std::to_string(ctx.ordinal()));
+    d_.check(d_.cuMemsetD8(ptr_, 0, bytes), "cuMemsetD8");
+  }
+  ~DeviceMemory() override {
+    ctx_.make_current();
+    d_.cuMemFree(ptr_);
+  }
+};
+
+// VMM memory another process exported, mapped into this process.
+class ImportedVmm final : public CudaSegment {
+ public:
+  ImportedVmm(const PrimaryContext& ctx, int fd, uint64_t bytes) : CudaSegment(ctx, bytes, false) {
+    ctx.make_current();
+    d_.check(d_.cuMemImportFromShareableHandle(&handle_, reinterpret_cast<void*>(intptr_t{fd}),
+                                               CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
+             "cuMemImportFromShareableHandle");
+    try {
+      d_.check(d_.cuMemAddressReserve(&ptr_, bytes, 0, 0, 0), "cuMemAddressReserve");
+      d_.check(d_.cuMemMap(ptr_, bytes, 0, handle_, 0), "cuMemMap");
+      mapped_ = true;
+      CUmemAccessDesc access{};
+      access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+      access.location.id = ctx.ordinal();
+      access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+      d_.check(d_.cuMemSetAccess(ptr_, bytes, &access, 1), "cuMemSetAccess");
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~ImportedVmm() override { release(); }
+
+ private:
+  void release() noexcept {
+    if (mapped_) d_.cuMemUnmap(ptr_, size_);
+    if (ptr_) d_.cuMemAddressFree(ptr_, size_);
+    if (handle_) d_.cuMemRelease(handle_);
+    mapped_ = false;
+    ptr_ = 0;
+    handle_ = 0;
+  }
+  CUmemGenericAllocationHandle handle_ = 0;
+  bool mapped_ = false;
+};
+
+class CudaMover final : public BlockMover {
+ public:
+  CudaMover(const PrimaryContext& ctx, CudaSegment& initiator, std::vector<CudaSegment*> targets,
+            bool write)
+      : d_(driver()),
+        ctx_(ctx),
+        initiator_(initiator),
+        targets_(std::move(targets)),
+        write_(write) {
+    ctx_.make_current();
+    d_.check(d_.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  }
+  ~CudaMover() override {
+    ctx_.make_current();
+    d_.cuStreamSynchronize(stream_);
+    d_.cuStreamDestroy(stream_);
+  }
+  void post(const BlockOp& op) override {
+    if (std::this_thread::get_id() != bound_) {  // each benchmark thread sets the context once
+      ctx_.make_current();
+      bound_ = std::this_thread::get_id();
+    }
+    const CUdeviceptr local = initiator_.ptr() + op.local_offset;
+    const CUdeviceptr remote = targets_[op.peer]->ptr() + op.remote_offset;
+    d_.check(write_ ? d_.cuMemcpyAsync(remote, local, op.bytes, stream_)
+                    : d_.cuMemcpyAsync(local, remote, op.bytes, stream_),
+             "cuMemcpyAsync");
+  }
+  void wait() override { d_.check(d_.cuStreamSynchronize(stream_), "cuStreamSynchronize"); }
+
+ private:
+  const CudaDriver& d_;
+  const PrimaryContext& ctx_;
+  CudaSegment& initiator_;
+  std::vector<CudaSegment*> targets_;
+  bool write_;
+  CUstream stream_ = nullptr;
+  std::thread::id bound_{};
+};
+
+std::unique_ptr<CudaSegment> make_segment(const PrimaryContext& ctx, const std::string& type,
+                                          uint64_t bytes) {
+  if (type == "DRAM") return std::make_unique<PinnedHost>(ctx, bytes);
+  if (type == "VRAM") return std::make_unique<DeviceMemory>(ctx, bytes);
+  throw InvalidArgument("--backend CUDA moves DRAM and VRAM, not " + type);
+}
+
+class CudaLocalEngine : public LocalEngine {
+ public:
+  Segment& initiator() override { return *initiator_; }
+  Segment& target(uint32_t peer) override { return *targets_.at(peer); }
+  std::unique_ptr<BlockMover> mover(uint32_t, bool write) override {
+    std::vector<CudaSegment*> t;
+    for (auto& s : targets_) t.push_back(s.get());
+    return std::make_unique<CudaMover>(*contexts_.front(), *initiator_, std::move(t), write);
+  }
+
+ protected:
+  std::vector<std::unique_ptr<PrimaryContext>> contexts_;  // [0]: initiator's device
+  std::unique_ptr<CudaSegment> initiator_;
+  std::vector<std::unique_ptr<CudaSegment>> targets_;
+};
+
+class CudaEngine final : public CudaLocalEngine {
+ public:
+  CudaEngine(const XferConfig& c, const XferLayout& l) {
+    const auto devices = devices_of(c);
+    contexts_.push_back(std::make_unique<PrimaryContext>(devices[0]));
+    initiator_ = make_segment(*contexts_[0], c.initiator_seg_type, l.initiator_buffer_bytes());
+    const CudaDriver& d = driver();
+    for (uint32_t t = 0; t < l.targets; ++t) {
+      const int dev = devices.size() > 1 ? devices[(t + 1) % devices.size()] : devices[0];
+      contexts_.push_back(std::make_unique<PrimaryContext>(dev));
+      if (dev != devices[0] && c.target_seg_type == "VRAM") {
+        int can = 0;
+        d.check(d.cuDeviceCanAccessPeer(&can, contexts_[0]->device(), contexts_.back()->device()),
+                "cuDeviceCanAccessPeer");
+        if (can) {
+          contexts_[0]->make_current();
+          enable_peer(*contexts_.back());
+        }
+      }
+      targets_.push_back(
+          make_segment(*contexts_.back(), c.target_seg_type, l.target_buffer_bytes()));
+    }
+  }
+
+ private:
+  void enable_peer(const PrimaryContext& peer) {
+    CUcontext peer_ctx = nullptr;
+    peer.make_current();
+    driver().check(driver().cuCtxGetCurrent(&peer_ctx), "cuCtxGetCurrent");
+    contexts_[0]->make_current();
+    const CUresult rc = driver().cuCtxEnablePeerAccess(peer_ctx, 0);
+    if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) {
+      driver().check(rc, "cuCtxEnablePeerAccess");
+    }
+  }
+};
+
+// ---- cuda_ipc: a file descriptor over a UNIX socket ----
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+sockaddr_un abstract_address(const std::string& name, socklen_t& len) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  addr.sun_path[0] = '\0';  // abstract namespace: nothing to clean up on disk
+  const size_t n = std::min(name.size(), sizeof(addr.sun_path) - 2);
+  std::memcpy(addr.sun_path + 1, name.data(), n);
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+  return addr;
+}
+
+class CudaIpcInitiator final : public CudaLocalEngine {
+ public:
+  CudaIpcInitiator(const XferConfig& c, const XferLayout& l) : world_(c, l) {
+    const auto devices = devices_of(c);
+    contexts_.push_back(std::make_unique<PrimaryContext>(devices[0]));
+    initiator_ = make_segment(*contexts_[0], c.initiator_seg_type, l.initiator_buffer_bytes());
+    const auto info = nlohmann::json::parse(world_.wait("cuda_ipc/1", "the cuda_ipc target"));
+    const std::string name = info.at("socket");
+    const uint64_t bytes = info.at("bytes");
+    Fd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (sock.get() < 0) throw_errno("socket", errno);
+    socklen_t len = 0;
+    const sockaddr_un addr = abstract_address(name, len);
+    if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+      throw_errno("connect", errno, "cuda_ipc target socket @" + name);
+    }
+    char byte = 0;
+    char control[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{&byte, 1};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    if (::recvmsg(sock.get(), &msg, 0) != 1) throw_errno("recvmsg", errno, "cuda_ipc handle");
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    if (cm == nullptr || cm->cmsg_type != SCM_RIGHTS) {
+      throw DriverError("recvmsg", "no file descriptor", "cuda_ipc target sent no handle");
+    }
+    int fd = -1;
+    std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    Fd handle_fd(fd);
+    targets_.push_back(std::make_unique<ImportedVmm>(*contexts_[0], handle_fd.get(), bytes));
+  }
+  void finish() override {
+    world_.put("finished/0", "1");
+    world_.wait("bye/1", "the cuda_ipc target to finish");
+    world_.finish();
+  }
+
+ private:
+  detail::XferWorld world_;
+};
+
+}  // namespace
+
+std::unique_ptr<LocalEngine> make_cuda_engine(const XferConfig& c, const XferLayout& l) {
+  if (l.initiators != 1) {
+    throw InvalidArgument("--backend CUDA runs one initiator (schemes pairwise, onetomany, tp)");
+  }
+  return std::make_unique<CudaEngine>(c, l);
+}
+
+std::unique_ptr<LocalEngine> connect_cuda_ipc(const XferConfig& c, const XferLayout& l) {
+  if (c.target_seg_type != "VRAM") {
+    throw InvalidArgument("--cuda_ipc exports device memory: use --target_seg_type VRAM");
+  }
+  return std::make_unique<CudaIpcInitiator>(c, l);
+}
+
+void serve_cuda_ipc_target(const XferConfig& c, const XferLayout& l) {
+  if (c.target_seg_type != "VRAM") {
+    throw InvalidArgument("--cuda_ipc exports device memory: use --target_seg_type VRAM");
+  }
+  const auto devices = devices_of(c);
+  detail::XferWorld world(c, l);
+  PrimaryContext ctx(devices.size() > 1 ? devices[1] : devices[0]);
+  ctx.make_current();
+  const CudaDriver& d = driver();
+  CUmemAllocationProp prop{};
+  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  prop.location.id = ctx.ordinal();
+  prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+  size_t granularity = 0;
+  d.check(d.cuMemGetAllocationGranularity(&granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM),
+          "cuMemGetAllocationGranularity");
+  const uint64_t bytes = round_up(l.target_buffer_bytes(), granularity);
+  CUmemGenericAllocationHandle handle = 0;
+  d.check(d.cuMemCreate(&handle, bytes, &prop, 0), "cuMemCreate", format_size(bytes));
+  struct Release {
+    const CudaDriver& d;
+    CUmemGenericAllocationHandle h;
+    ~Release() { d.cuMemRelease(h); }
+  } release{d, handle};
+  int exported = -1;
+  d.check(d.cuMemExportToShareableHandle(&exported, handle,
+                                         CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
+          "cuMemExportToShareableHandle");
+  Fd export_fd(exported);
+
+  const std::string name = "kvpager-xfer-" + c.benchmark_group + "-" + std::to_string(::getpid());
+  Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (listener.get() < 0) throw_errno("socket", errno);
+  socklen_t len = 0;
+  const sockaddr_un addr = abstract_address(name, len);
+  if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+    throw_errno("bind", errno, "@" + name);
+  }
+  if (::listen(listener.get(), 1) != 0) throw_errno("listen", errno);
+  world.put("cuda_ipc/1", nlohmann::json{{"socket", name}, {"bytes", bytes}}.dump());
+
+  pollfd pfd{listener.get(), POLLIN, 0};
+  const int ready = ::poll(&pfd, 1, static_cast<int>(c.peer_timeout_s * 1000));
+  if (ready <= 0) {
+    throw Timeout("no cuda_ipc initiator connected to @" + name + " within " +
+                  std::to_string(c.peer_timeout_s) + " s");
+  }
+  Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (conn.get() < 0) throw_errno("accept4", errno);
+  char byte = 1;
+  char control[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{&byte, 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  const int fd = export_fd.get();
+  std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+  if (::sendmsg(conn.get(), &msg, 0) != 1) throw_errno("sendmsg", errno, "cuda_ipc handle");
+  // The initiator maps the memory and runs; keep the allocation until it is done.
+  world.wait("finished/0", "the cuda_ipc initiator to finish");
+  world.put("bye/1", "1");
+}
+
+}  // namespace kvpager::transfer
