@@ -1,10 +1,12 @@
 #include "kvpager/tp/tp_scheduler.hpp"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <thread>
 
 #include "kvpager/common/error.hpp"
 #include "kvpager/tp/shm_link.hpp"
@@ -30,6 +32,13 @@ int cuda_device_count(const vmm::BackendConfig& backend) {
   int count = 0;
   vmm::CudaDriver::get().cuDeviceGetCount(&count);
   return count;
+}
+
+int available_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::thread::hardware_concurrency());
 }
 
 std::string page_list(std::span<const PageId> pages) {
@@ -63,6 +72,11 @@ TpScheduler::TpScheduler(TpConfig config)
   config_.device_mode = mode;
   all_ = config_.tp_size == 64 ? ~RankMask{0} : (RankMask{1} << config_.tp_size) - 1;
   replies_.resize(static_cast<size_t>(config_.tp_size));
+  if (available_cpus() < config_.tp_size + 1) {
+    // Spinning only steals the CPU the peer needs: sleep on the futex at once.
+    config_.spin_us = 0;
+    config_.worker.spin_us = 0;
+  }
 
   // Spawn every worker first so they build their KV tensors in parallel, then wait for all.
   const std::chrono::nanoseconds spin = std::chrono::microseconds(config_.spin_us);

@@ -47,6 +47,8 @@ struct WorkerConfig {
   uint32_t spin_us = 100;           // shm: spin for the next command before sleeping
 };
 
+// Spinning (spin_us, worker.spin_us) is turned off by the scheduler when the process may use
+// fewer CPUs than tp_size + 1: a spinner would only steal the CPU its peer needs.
 struct TpConfig {
   int tp_size = 1;                                  // 1..64 worker processes
   std::string strategy = "shm";                     // a name from strategies()
