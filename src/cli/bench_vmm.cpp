@@ -59,6 +59,14 @@ void run_vmm_bench(const VmmBenchConfig& cfg) {
     backend->free_reservation(tmp, big);
   }
   va = backend->reserve(span, base);
+  // Warm-up: the first few hundred VMM calls of a process run slower (driver and GPU state).
+  for (int i = 0; i < 200; ++i) {
+    vmm::PhysicalHandle h = backend->create(base);
+    backend->map(va, base, h, 0);
+    backend->set_access(va, base, vmm::Access::kReadWrite);
+    backend->unmap(va, base);
+    backend->release(h);
+  }
   OpSamples s;
   for (int i = 0; i < cfg.iters + 5; ++i) {
     vmm::PhysicalHandle h;

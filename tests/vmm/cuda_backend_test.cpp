@@ -41,15 +41,21 @@ TEST_F(CudaBackendTest, ErrorsNameTheCallAndResult) {
   CudaBackend b(0);
   const size_t g = b.granularity();
   const uintptr_t va = b.reserve(g, g);
+  PhysicalHandle h1 = b.create(g);
+  PhysicalHandle h2 = b.create(g);
+  b.map(va, g, h1, 0);
   try {
-    b.unmap(va, g);  // nothing mapped
-    FAIL() << "unmap of an unmapped range succeeded";
+    b.map(va, g, h2, 0);  // the range is mapped already
+    FAIL() << "a second map onto a mapped range succeeded";
   } catch (const DriverError& e) {
-    EXPECT_EQ(e.call(), "cuMemUnmap");
+    EXPECT_EQ(e.call(), "cuMemMap");
     EXPECT_NE(e.result().find("CUDA_ERROR"), std::string::npos) << e.what();
   }
   EXPECT_THROW(b.create(g + 1), InvalidArgument);
   EXPECT_THROW(CudaBackend(1000), InvalidArgument);
+  b.unmap(va, g);
+  b.release(h1);
+  b.release(h2);
   b.free_reservation(va, g);
 }
 
