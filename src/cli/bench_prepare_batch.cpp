@@ -86,7 +86,7 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
   gpu.synchronize();
   if (graph) graph->synchronize();
 
-  CudaEvent e0(true), e1(true), e2(true);
+  CudaEvent e0(true), e1(true), e2(true), g0(true), g1(true);
   Samples s;
   for (int i = 0; i < cfg.warmup + cfg.iterations; ++i) {
     const bool keep = i >= cfg.warmup;
@@ -111,11 +111,11 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
     double graph_us = 0;
     if (graph) {
       const Step& ws = graph_work.next();
-      e0.record(graph->stream());
+      g0.record(graph->stream());
       graph->prepare_graph(ws);
-      e2.record(graph->stream());
-      e2.synchronize();
-      graph_us = 1000.0 * CudaEvent::elapsed_ms(e0, e2);
+      g1.record(graph->stream());
+      g1.synchronize();
+      graph_us = 1000.0 * CudaEvent::elapsed_ms(g0, g1);
     }
     if (!keep) continue;
     s.cpu_update.push_back(t1 - t0);
@@ -131,7 +131,12 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
   gpu.synchronize();  // throws if the device ran out of blocks
   const MetadataSnapshot want = snapshot(cpu.host_metadata());
   const MetadataSnapshot got = gpu.download();
-  const std::string diff = got.first_difference(want);
+  std::string diff = got.first_difference(want);
+  if (diff.empty() && graph) {
+    const MetadataSnapshot replayed = graph->download();
+    const std::string d = replayed.first_difference(want);
+    if (!d.empty()) diff = "graph replay: " + d;
+  }
 
   nlohmann::json cell = {
       {"mode", to_string(mode)},
