@@ -1,6 +1,7 @@
 #include "kvpager/kv/kv_cache.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 
 #include "kvpager/common/error.hpp"
@@ -69,6 +70,10 @@ KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
                           ") must be at least reserve_pages (" +
                           std::to_string(config_.reserve_pages) + ")");
   }
+  if (config_.registry_link && !config_.background) {
+    throw InvalidArgument("KV cache: following a registry entry needs the background thread");
+  }
+  if (!budget_ && config_.registry_link) budget_ = config_.registry_link->budget();
   if (!budget_) budget_ = std::make_shared<limits::LocalBudget>();
   config_.handle_bytes = choose_handle_bytes(*backend_, config_);
   config_.num_blocks = choose_num_blocks(*backend_, config_);
@@ -104,9 +109,22 @@ KvCache::~KvCache() {
   // space_ unmaps every page and returns handles to pool_; pool_ releases them.
 }
 
+uint64_t KvCache::limit_bytes_locked() const {
+  uint64_t limit = config_.limit_bytes;
+  if (config_.registry_link) {
+    const uint64_t linked = config_.registry_link->instance_limit_bytes();
+    if (limit == 0 || linked < limit) limit = linked;
+  }
+  return limit;
+}
+
 size_t KvCache::limit_pages_locked() const {
-  if (config_.limit_bytes == 0) return space_->num_pages();
-  return static_cast<size_t>(config_.limit_bytes / space_->page_bytes());
+  const uint64_t all = space_->num_pages();
+  uint64_t pages = config_.limit_bytes == 0 ? all : config_.limit_bytes / space_->page_bytes();
+  if (config_.registry_link) {
+    pages = std::min(pages, config_.registry_link->instance_limit_bytes() / space_->page_bytes());
+  }
+  return static_cast<size_t>(std::min(pages, all));
 }
 
 void KvCache::check_healthy_locked() const {
@@ -127,7 +145,7 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
       const uint64_t pb = space_->page_bytes();
       throw OutOfMemory(
           "alloc of " + std::to_string(request) + " blocks: " +
-          (at_limit ? "the limit of " + format_size(config_.limit_bytes) + " is reached"
+          (at_limit ? "the limit of " + format_size(limit_bytes_locked()) + " is reached"
                     : std::string("every page of the KV space is mapped")) +
           " (" + format_size(allocator_->mapped_pages() * pb) + " mapped, " +
           std::to_string(allocator_->used_blocks() - 1) + " blocks in use, " +
@@ -176,6 +194,7 @@ void KvCache::alloc(size_t n, std::span<BlockId> out) {
   }
   ++counters_.alloc_calls;
   reserve_suspended_ = false;
+  shedding_ = false;
   bool cold = false;
   while (!allocator_->try_alloc(n, out)) {
     if (allocator_->pages_in_transition() > 0) {
@@ -314,29 +333,61 @@ KvCacheStats KvCache::stats() const {
   return s;
 }
 
+bool KvCache::poll_link_locked() {
+  limits::InstanceUsage usage;
+  usage.used_bytes = static_cast<uint64_t>(allocator_->mapped_pages() - allocator_->free_pages()) *
+                     space_->page_bytes();
+  const limits::LinkEvents events = config_.registry_link->poll(usage);
+  if (events.shed) {
+    shedding_ = true;
+    reserve_suspended_ = true;  // until the next alloc: the reserve would only be taken back
+  }
+  if (events.limit_changed || events.shed) reserve_blocked_ = false;
+  return events.limit_changed || events.shed;
+}
+
 void KvCache::run_mapper() {
+  using Clock = std::chrono::steady_clock;
+  const auto interval = config_.registry_link ? config_.registry_link->poll_interval()
+                                              : std::chrono::milliseconds(0);
+  auto next_poll = Clock::now();
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     if (!broken_.empty()) {
       changed_.wait(lock, [&] { return stopping_; });
       break;
     }
+    if (config_.registry_link && Clock::now() >= next_poll) {
+      next_poll = Clock::now() + interval;
+      if (poll_link_locked()) pool_trim_pending_ = true;
+    }
+    if (shedding_ && allocator_->free_pages() == 0) shedding_ = false;
     const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
     const size_t limit = limit_pages_locked();
     const bool want_map = !reserve_suspended_ && !reserve_blocked_ &&
                           allocator_->free_pages() < config_.reserve_pages &&
                           allocator_->unmapped_pages() > 0 && committed < limit;
     const bool want_unmap = allocator_->free_pages() > 0 &&
-                            (allocator_->free_pages() > config_.max_idle_pages || committed > limit);
+                            (allocator_->free_pages() > config_.max_idle_pages ||
+                             committed > limit || shedding_);
     try {
       if (want_unmap) {
         unmap_one_locked(lock);
+      } else if (pool_trim_pending_) {
+        // Ready handles count against the limit too: release them once the pages above it are
+        // unmapped (outside our lock; the pool never calls back into the cache).
+        pool_trim_pending_ = false;
+        lock.unlock();
+        pool_->trim();
+        lock.lock();
       } else if (want_map) {
         try {
           map_for_locked(lock, 1, 0);
         } catch (const OutOfMemory&) {
           reserve_blocked_ = true;  // budget or device full: retry after a free or resize
         }
+      } else if (config_.registry_link) {
+        changed_.wait_until(lock, next_poll);
       } else {
         changed_.wait(lock);
       }

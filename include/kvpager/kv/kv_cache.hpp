@@ -15,6 +15,11 @@
 // than the cache can ever hold, unknown ids and double frees throw InvalidArgument. In every
 // case the cache is exactly as before the call (pages mapped by the failed call are unmapped).
 // A failure in the background thread is recorded and raised (StateError) by the next call.
+// Registry: with `config.registry_link` set, the cache charges the link's budget, its limit is
+// the smaller of limit_bytes and the link's instance limit, and the background thread polls the
+// link every poll_interval(): it publishes usage, and on a changed limit unmaps free pages above
+// it and releases ready handles (so a lowered limit is honoured within about one interval),
+// and on device pressure gives back every free page until the next alloc.
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -28,6 +33,7 @@
 #include "kvpager/kv/block_allocator.hpp"
 #include "kvpager/kv/kv_geometry.hpp"
 #include "kvpager/kv/kv_space.hpp"
+#include "kvpager/limits/instance_link.hpp"
 #include "kvpager/limits/memory_budget.hpp"
 #include "kvpager/pool/page_pool.hpp"
 #include "kvpager/vmm/backend.hpp"
@@ -56,6 +62,9 @@ struct KvCacheConfig {
   // device-wide sync), so no kernel still reading a freed block loses its memory.
   uintptr_t stream = 0;
   bool wait_for_stream_before_unmap = false;
+  // Entry in the shared-memory registry to follow (limits/instance_registration.hpp); its
+  // budget is used when the constructor gets none. Needs `background`.
+  std::shared_ptr<limits::InstanceLink> registry_link;
 };
 
 // Fills unset knobs of `config` from KVPAGER_* environment variables (see field comments).
@@ -115,6 +124,9 @@ class KvCache {
 
  private:
   size_t limit_pages_locked() const;
+  uint64_t limit_bytes_locked() const;  // effective limit; 0 = none
+  // Registry poll from the mapper thread; returns true when ready handles should be released.
+  bool poll_link_locked();
   void check_healthy_locked() const;
   // Maps pages until `blocks_needed` more blocks are free; unlocks while mapping. All or
   // nothing: on failure every page mapped here is unmapped again, then it rethrows.
@@ -136,6 +148,8 @@ class KvCache {
   bool stopping_ = false;
   bool reserve_suspended_ = false;   // after trim(), until the next alloc
   bool reserve_blocked_ = false;     // the budget refused the reserve; retried after a free
+  bool shedding_ = false;            // device pressure: unmap every free page
+  bool pool_trim_pending_ = false;   // limit changed or pressure: release ready handles
   std::string broken_;               // first failure of the mapper thread
   KvCacheStats counters_;
   std::thread mapper_;
