@@ -8,8 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-py=${PYTHON_GPU:-$(command -v python3.12 || ls -d /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)}
-[ -x "$py" ] || { echo "python_pack: no Python 3.12 here; set PYTHON_GPU" >&2; exit 1; }
+py=${PYTHON_GPU:-}
+if [ -z "$py" ]; then
+  for candidate in python3.12 $(ls -d /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | sort -r); do
+    if "$candidate" -c 'import sys' 2>/dev/null; then py=$candidate; break; fi
+  done
+fi
+[ -n "$py" ] || { echo "python_pack: no working Python 3.12 here; set PYTHON_GPU" >&2; exit 1; }
 venv=/tmp/kvpager-gpu-pyvenv
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -c 'import pybind11' 2>/dev/null || "$venv/bin/python" -m pip install -q pybind11
