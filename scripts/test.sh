@@ -12,6 +12,9 @@ jobs=$(nproc)
 echo "== build and test (build/)"
 scripts/setup.sh
 ctest --test-dir build --output-on-failure -j "$jobs"
+echo "== Python tests (tests/python against build/python, Debian's python3)"
+PYTHONPATH="$PWD/build/python" /usr/bin/python3 -m pytest tests/python -q -p no:cacheprovider || {
+  rc=$?; [ "$rc" -eq 5 ] && echo "pytest collected no tests" >&2; exit 1; }
 
 if [ "${KVPAGER_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "== AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/, label unit)"
