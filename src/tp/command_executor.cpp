@@ -33,6 +33,11 @@ CommandExecutor::CommandExecutor(const WorkerConfig& config, const FaultSpec& fa
   pc.background = config_.pool && config_.background_refill;
   pool_ = std::make_unique<pool::PagePool>(backend_, nullptr, pc);
   space_ = std::make_unique<kv::KvSpace>(backend_, *pool_, sc);
+  if (config_.ready_pages > space_->num_pages()) {
+    throw InvalidArgument(std::to_string(config_.ready_pages) +
+                          " pages asked to be ready, but the KV space has only " +
+                          std::to_string(space_->num_pages()) + " virtual pages");
+  }
   prefill_pool();
   if (fault_backend_) fault_backend_->fail_on(fault_.op, fault_.nth_call);
 }
