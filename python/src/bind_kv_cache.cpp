@@ -71,13 +71,13 @@ handed out). Every method is thread-safe and releases the GIL while it works.
 Errors: kvpager.OutOfMemory (limit/budget/device exhausted), kvpager.InvalidArgument
 (a ValueError: bad sizes, unknown ids, double frees), kvpager.StateError (closed cache); a
 failed call changes nothing.)doc")
-      .def(py::init([](uint32_t num_layers, uint32_t kv_heads, uint32_t head_dim,
-                       std::string dtype, uint32_t block_size, uint64_t num_blocks,
-                       std::string kind, std::optional<std::string> layout,
-                       std::optional<uint64_t> limit_bytes, std::optional<uint64_t> handle_bytes,
-                       std::optional<size_t> reserve_pages, std::optional<size_t> max_idle_pages,
-                       std::optional<bool> zero_fill, std::optional<std::string> backend,
-                       std::optional<int> device, std::optional<uintptr_t> stream) {
+      .def(py::init([](uint32_t num_layers, uint32_t kv_heads, uint32_t head_dim, std::string dtype,
+                       uint32_t block_size, uint64_t num_blocks, std::string kind,
+                       std::optional<std::string> layout, std::optional<uint64_t> limit_bytes,
+                       std::optional<uint64_t> handle_bytes, std::optional<size_t> reserve_pages,
+                       std::optional<size_t> max_idle_pages, std::optional<bool> zero_fill,
+                       std::optional<std::string> backend, std::optional<int> device,
+                       std::optional<uintptr_t> stream) {
              KvCacheOptions o;
              o.num_layers = num_layers;
              o.kv_heads = kv_heads;
@@ -162,10 +162,9 @@ failed call changes nothing.)doc")
           "is_allocated",
           [](const KvCacheHandle& h, int32_t id) { return h.cache().is_allocated(BlockId{id}); },
           py::arg("id"))
-      .def(
-          "tensor", &KvCacheHandle::tensor, py::arg("layer"), py::arg("component") = 0,
-          "The view of one layer's K (component 0), V (1) or MLA latent (0): shape (num_blocks, "
-          "block_size, kv_heads, head_dim), strides in elements.")
+      .def("tensor", &KvCacheHandle::tensor, py::arg("layer"), py::arg("component") = 0,
+           "The view of one layer's K (component 0), V (1) or MLA latent (0): shape (num_blocks, "
+           "block_size, kv_heads, head_dim), strides in elements.")
       .def(
           "view",
           [](const KvCacheHandle& h, uint64_t byte_offset, std::vector<int64_t> shape,
@@ -189,8 +188,10 @@ failed call changes nothing.)doc")
       .def_property_readonly("num_blocks", &KvCacheHandle::num_blocks)
       .def_property_readonly("num_layers",
                              [](const KvCacheHandle& h) { return h.geometry().num_layers; })
-      .def_property_readonly("kv_heads", [](const KvCacheHandle& h) { return h.geometry().kv_heads; })
-      .def_property_readonly("head_dim", [](const KvCacheHandle& h) { return h.geometry().head_dim; })
+      .def_property_readonly("kv_heads",
+                             [](const KvCacheHandle& h) { return h.geometry().kv_heads; })
+      .def_property_readonly("head_dim",
+                             [](const KvCacheHandle& h) { return h.geometry().head_dim; })
       .def_property_readonly("block_size",
                              [](const KvCacheHandle& h) { return h.geometry().block_size; })
       .def_property_readonly("components",

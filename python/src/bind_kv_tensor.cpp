@@ -86,18 +86,18 @@ Lifetime: the view, and every tensor made from it, keeps the KV space alive.
 Only blocks in use (and the null block 0) are backed by memory; touching any other block
 faults unless the cache was built with zero_fill=True.)doc")
       .def_property_readonly("shape", [](const KvTensor& t) { return as_tuple(t.shape()); })
-      .def_property_readonly("strides", [](const KvTensor& t) { return as_tuple(t.strides()); },
-                             "Strides in elements.")
+      .def_property_readonly(
+          "strides", [](const KvTensor& t) { return as_tuple(t.strides()); },
+          "Strides in elements.")
       .def_property_readonly("dtype", [](const KvTensor& t) { return t.dtype().name; })
       .def_property_readonly("itemsize", [](const KvTensor& t) { return t.dtype().bytes; })
       .def_property_readonly("device", &KvTensor::device_name, "'cpu' or 'cuda:N'.")
       .def_property_readonly("data_ptr", &KvTensor::data, "Address of element 0.")
       .def_property_readonly("ndim", [](const KvTensor& t) { return t.shape().size(); })
-      .def(
-          "__dlpack__", &dlpack, py::kw_only(), py::arg("stream") = py::none(),
-          py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(),
-          py::arg("copy") = py::none(),
-          "A DLPack capsule over this view (versioned when max_version >= (1, 0)). Never copies.")
+      .def("__dlpack__", &dlpack, py::kw_only(), py::arg("stream") = py::none(),
+           py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(),
+           py::arg("copy") = py::none(),
+           "A DLPack capsule over this view (versioned when max_version >= (1, 0)). Never copies.")
       .def(
           "__dlpack_device__",
           [](const KvTensor& t) {
@@ -127,8 +127,8 @@ faults unless the cache was built with zero_fill=True.)doc")
         for (int64_t s : t.shape()) shape += (shape.empty() ? "" : ", ") + std::to_string(s);
         std::string strides;
         for (int64_t s : t.strides()) strides += (strides.empty() ? "" : ", ") + std::to_string(s);
-        return "KvTensor(shape=(" + shape + "), strides=(" + strides + "), dtype=" +
-               t.dtype().name + ", device=" + t.device_name() + ")";
+        return "KvTensor(shape=(" + shape + "), strides=(" + strides +
+               "), dtype=" + t.dtype().name + ", device=" + t.device_name() + ")";
       });
 }
 

@@ -9,10 +9,10 @@
 namespace kvpager::python {
 
 struct DType {
-  std::string name;        // canonical: "float16", "bfloat16", "float8_e4m3fn", ...
-  uint32_t bytes = 0;      // size of one element
-  DLDataType dlpack{};     // code, bits, lanes = 1
-  std::string typestr;     // numpy array-interface type string; empty: numpy has no such type
+  std::string name;     // canonical: "float16", "bfloat16", "float8_e4m3fn", ...
+  uint32_t bytes = 0;   // size of one element
+  DLDataType dlpack{};  // code, bits, lanes = 1
+  std::string typestr;  // numpy array-interface type string; empty: numpy has no such type
 };
 
 // Looks a dtype up by its canonical name or a common alias ("fp16", "half", "bf16", "fp8",

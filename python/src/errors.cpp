@@ -54,8 +54,8 @@ void translate(std::exception_ptr p) {
 
 void register_errors(py::module_& m) {
   auto base = [](PyObject* t) { return py::reinterpret_borrow<py::object>(t); };
-  g_types.error = make_type(m, "Error", "Every kvpager failure.",
-                            py::make_tuple(base(PyExc_RuntimeError)));
+  g_types.error =
+      make_type(m, "Error", "Every kvpager failure.", py::make_tuple(base(PyExc_RuntimeError)));
   g_types.invalid = make_type(m, "InvalidArgument",
                               "Bad input (shape, dtype, size, unknown id, double free); the "
                               "operation changed nothing.",
@@ -70,11 +70,10 @@ void register_errors(py::module_& m) {
                             py::make_tuple(base(g_types.error)));
   g_types.timeout = make_type(m, "Timeout", "A wait ran past its deadline.",
                               py::make_tuple(base(g_types.error), base(PyExc_TimeoutError)));
-  g_types.driver = make_type(m, "DriverError",
-                             "A driver or system call failed; .call and .result name it.",
-                             py::make_tuple(base(g_types.error)));
+  g_types.driver =
+      make_type(m, "DriverError", "A driver or system call failed; .call and .result name it.",
+                py::make_tuple(base(g_types.error)));
   py::register_exception_translator(&translate);
 }
-
 
 }  // namespace kvpager::python

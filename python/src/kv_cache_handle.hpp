@@ -27,17 +27,17 @@ struct KvCacheOptions {
   uint32_t head_dim = 0;
   std::string dtype = "float16";
   uint32_t block_size = 16;
-  uint64_t num_blocks = 0;                  // 0: as many as the device memory holds
-  std::string kind = "kv";                  // "kv" (K and V: MHA/GQA/MQA) or "latent" (MLA)
-  std::optional<std::string> layout;        // "interleaved" | "per-layer"
-  std::optional<uint64_t> limit_bytes;      // mapped-memory limit, 0 = none
-  std::optional<uint64_t> handle_bytes;     // page size
+  uint64_t num_blocks = 0;               // 0: as many as the device memory holds
+  std::string kind = "kv";               // "kv" (K and V: MHA/GQA/MQA) or "latent" (MLA)
+  std::optional<std::string> layout;     // "interleaved" | "per-layer"
+  std::optional<uint64_t> limit_bytes;   // mapped-memory limit, 0 = none
+  std::optional<uint64_t> handle_bytes;  // page size
   std::optional<size_t> reserve_pages;
   std::optional<size_t> max_idle_pages;
-  std::optional<bool> zero_fill;            // back unmapped pages with a zero page
-  std::optional<std::string> backend;       // "auto" | "host" | "cuda"
-  std::optional<int> device;                // CUDA ordinal
-  std::optional<uintptr_t> stream;          // unmapping waits for this CUstream's queued work
+  std::optional<bool> zero_fill;       // back unmapped pages with a zero page
+  std::optional<std::string> backend;  // "auto" | "host" | "cuda"
+  std::optional<int> device;           // CUDA ordinal
+  std::optional<uintptr_t> stream;     // unmapping waits for this CUstream's queued work
 };
 
 class KvCacheHandle {

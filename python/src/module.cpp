@@ -21,6 +21,5 @@ PYBIND11_MODULE(_kvpager, m) {
         return py::make_tuple(d.name, d.bytes);
       },
       py::arg("name"), "(canonical name, element bytes) of a dtype name or alias.");
-  m.attr("DLPACK_VERSION") = py::make_tuple(kDlpackMajorVersion,
-                                            kDlpackMinorVersion);
+  m.attr("DLPACK_VERSION") = py::make_tuple(kDlpackMajorVersion, kDlpackMinorVersion);
 }
