@@ -75,7 +75,8 @@ void CudaGraphExec::launch(cudaStream_t stream) const {
   check_cuda(cudaGraphLaunch(g_, stream), "cudaGraphLaunch");
 }
 void CudaGraphExec::begin_capture(cudaStream_t stream) {
-  check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+             "cudaStreamBeginCapture");
 }
 void CudaGraphExec::abandon_capture(cudaStream_t stream) noexcept {
   cudaGraph_t graph = nullptr;

@@ -44,8 +44,8 @@ constexpr int kDescHeaderInts = 4;
 // Each returns the launch's cudaError_t (cudaGetLastError).
 cudaError_t launch_init(const Tables& t, cudaStream_t stream);
 // One thread block: 256 threads when max_batch <= 256, else 1024.
-cudaError_t launch_update(const Tables& t, const Outputs& o, const int32_t* desc,
-                          int32_t max_batch, cudaStream_t stream);
+cudaError_t launch_update(const Tables& t, const Outputs& o, const int32_t* desc, int32_t max_batch,
+                          cudaStream_t stream);
 cudaError_t launch_pack(const Tables& t, const Outputs& o, const int32_t* desc, int32_t max_batch,
                         cudaStream_t stream);
 

@@ -201,7 +201,8 @@ StepTotals GpuBatchPreparer::update(const Step& step) {
   m.done[slot].record(s);
   m.pending[slot] = true;
   ++m.serial;
-  check_cuda(gpu::launch_update(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s), "update_kernel launch");
+  check_cuda(gpu::launch_update(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s),
+             "update_kernel launch");
   m.apply_to_shadow(step, totals);
   return totals;
 }
@@ -220,7 +221,8 @@ void GpuBatchPreparer::capture_graph() {
     check_cuda(cudaMemcpyAsync(m.desc_dev.data(), m.staged(kRing),
                                ints(static_cast<int64_t>(m.desc_ints)), cudaMemcpyHostToDevice, s),
                "cudaMemcpyAsync");
-    check_cuda(gpu::launch_update(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s), "update_kernel launch");
+    check_cuda(gpu::launch_update(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s),
+               "update_kernel launch");
     check_cuda(gpu::launch_pack(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s),
                "pack_kernel launch");
   });
