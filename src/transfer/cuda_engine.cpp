@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <sstream>
 #include <thread>
@@ -17,7 +18,6 @@
 #include "kvpager/common/units.hpp"
 #include "kvpager/transfer/host_buffer.hpp"
 #include "kvpager/vmm/cuda_driver.hpp"
-#include "xfer_world.hpp"
 
 namespace kvpager::transfer {
 
@@ -27,12 +27,17 @@ using vmm::CudaDriver;
 constexpr uint64_t kStaging = 64ull << 20;
 
 const CudaDriver& driver() {
-  const CudaDriver& d = CudaDriver::get();
   if (!CudaDriver::device_present()) {
-    throw DriverError("cuDeviceGetCount", "no CUDA device",
-                      "--backend CUDA needs a GPU; use UCX or POSIX on this machine");
+    std::string why = "no CUDA device";
+    try {
+      CudaDriver::get();
+    } catch (const DriverError& e) {
+      why = e.result();
+    }
+    throw DriverError("load CUDA driver", why,
+                      "--backend CUDA needs a GPU; use --backend UCX or POSIX on this machine");
   }
-  return d;
+  return CudaDriver::get();
 }
 
 std::vector<int> devices_of(const XferConfig& c) {
@@ -332,48 +337,83 @@ sockaddr_un abstract_address(const std::string& name, socklen_t& len) {
   return addr;
 }
 
+std::string ipc_socket_name(const XferConfig& c) {
+  return "kvpager-xfer-" + c.benchmark_group;
+}
+
+// Sends or receives exactly `n` data bytes, with an optional descriptor (SCM_RIGHTS).
+void send_with_fd(int sock, const void* data, size_t n, int fd) {
+  char control[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{const_cast<void*>(data), n};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+  if (::sendmsg(sock, &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) {
+    throw_errno("sendmsg", errno, "cuda_ipc handle");
+  }
+}
+
+int receive_with_fd(int sock, void* data, size_t n) {
+  char control[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{data, n};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  if (::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != static_cast<ssize_t>(n)) {
+    throw_errno("recvmsg", errno ? errno : EPROTO, "cuda_ipc handle");
+  }
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  if (cm == nullptr || cm->cmsg_type != SCM_RIGHTS) {
+    throw DriverError("recvmsg", "no file descriptor", "the cuda_ipc target sent no handle");
+  }
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+  return fd;
+}
+
+// Rank 0 of cuda_ipc: connects to the target's socket (retrying until it is up), receives
+// the exported allocation and maps it; finish() tells the target it may release it.
 class CudaIpcInitiator final : public CudaLocalEngine {
  public:
-  CudaIpcInitiator(const XferConfig& c, const XferLayout& l) : world_(c, l) {
+  CudaIpcInitiator(const XferConfig& c, const XferLayout& l) {
     const auto devices = devices_of(c);
     contexts_.push_back(std::make_unique<PrimaryContext>(devices[0]));
     initiator_ = make_segment(*contexts_[0], c.initiator_seg_type, l.initiator_buffer_bytes());
-    const auto info = nlohmann::json::parse(world_.wait("cuda_ipc/1", "the cuda_ipc target"));
-    const std::string name = info.at("socket");
-    const uint64_t bytes = info.at("bytes");
-    Fd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (sock.get() < 0) throw_errno("socket", errno);
+    const std::string name = ipc_socket_name(c);
     socklen_t len = 0;
     const sockaddr_un addr = abstract_address(name, len);
-    if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
-      throw_errno("connect", errno, "cuda_ipc target socket @" + name);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(c.peer_timeout_s);
+    for (;;) {
+      sock_ = std::make_unique<Fd>(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (sock_->get() < 0) throw_errno("socket", errno);
+      if (::connect(sock_->get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw Timeout("no cuda_ipc target listening on @" + name + " within " +
+                      std::to_string(c.peer_timeout_s) + " s (start rank 1 with the same flags)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    char byte = 0;
-    char control[CMSG_SPACE(sizeof(int))] = {};
-    iovec iov{&byte, 1};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    if (::recvmsg(sock.get(), &msg, 0) != 1) throw_errno("recvmsg", errno, "cuda_ipc handle");
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    if (cm == nullptr || cm->cmsg_type != SCM_RIGHTS) {
-      throw DriverError("recvmsg", "no file descriptor", "cuda_ipc target sent no handle");
-    }
-    int fd = -1;
-    std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-    Fd handle_fd(fd);
+    uint64_t bytes = 0;
+    Fd handle_fd(receive_with_fd(sock_->get(), &bytes, sizeof bytes));
     targets_.push_back(std::make_unique<ImportedVmm>(*contexts_[0], handle_fd.get(), bytes));
   }
   void finish() override {
-    world_.put("finished/0", "1");
-    world_.wait("bye/1", "the cuda_ipc target to finish");
-    world_.finish();
+    targets_.clear();  // unmapped before the target releases it
+    const char done = 1;
+    if (::send(sock_->get(), &done, 1, MSG_NOSIGNAL) != 1) throw_errno("send", errno, "cuda_ipc");
   }
 
  private:
-  detail::XferWorld world_;
+  std::unique_ptr<Fd> sock_;
 };
 
 }  // namespace
@@ -397,7 +437,6 @@ void serve_cuda_ipc_target(const XferConfig& c, const XferLayout& l) {
     throw InvalidArgument("--cuda_ipc exports device memory: use --target_seg_type VRAM");
   }
   const auto devices = devices_of(c);
-  detail::XferWorld world(c, l);
   PrimaryContext ctx(devices.size() > 1 ? devices[1] : devices[0]);
   ctx.make_current();
   const CudaDriver& d = driver();
@@ -423,17 +462,16 @@ void serve_cuda_ipc_target(const XferConfig& c, const XferLayout& l) {
           "cuMemExportToShareableHandle");
   Fd export_fd(exported);
 
-  const std::string name = "kvpager-xfer-" + c.benchmark_group + "-" + std::to_string(::getpid());
+  // Abstract UNIX socket: nothing on disk to clean up; the group makes the name unique.
+  const std::string name = ipc_socket_name(c);
   Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (listener.get() < 0) throw_errno("socket", errno);
   socklen_t len = 0;
   const sockaddr_un addr = abstract_address(name, len);
   if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
-    throw_errno("bind", errno, "@" + name);
+    throw_errno("bind", errno, "@" + name + " (another run with this --benchmark_group?)");
   }
   if (::listen(listener.get(), 1) != 0) throw_errno("listen", errno);
-  world.put("cuda_ipc/1", nlohmann::json{{"socket", name}, {"bytes", bytes}}.dump());
-
   pollfd pfd{listener.get(), POLLIN, 0};
   const int ready = ::poll(&pfd, 1, static_cast<int>(c.peer_timeout_s * 1000));
   if (ready <= 0) {
@@ -442,24 +480,12 @@ void serve_cuda_ipc_target(const XferConfig& c, const XferLayout& l) {
   }
   Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (conn.get() < 0) throw_errno("accept4", errno);
-  char byte = 1;
-  char control[CMSG_SPACE(sizeof(int))] = {};
-  iovec iov{&byte, 1};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  const int fd = export_fd.get();
-  std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-  if (::sendmsg(conn.get(), &msg, 0) != 1) throw_errno("sendmsg", errno, "cuda_ipc handle");
-  // The initiator maps the memory and runs; keep the allocation until it is done.
-  world.wait("finished/0", "the cuda_ipc initiator to finish");
-  world.put("bye/1", "1");
+  send_with_fd(conn.get(), &bytes, sizeof bytes, export_fd.get());
+  // The initiator maps the memory and runs; keep the allocation until it says it is done (a
+  // byte) or goes away (end of stream).
+  char done = 0;
+  while (::recv(conn.get(), &done, 1, 0) < 0 && errno == EINTR) {
+  }
 }
 
 }  // namespace kvpager::transfer

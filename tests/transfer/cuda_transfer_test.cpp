@@ -7,7 +7,6 @@
 #include "cli/kvbench_run.hpp"
 #include "kvpager/transfer/xfer_bench.hpp"
 #include "kvpager/vmm/cuda_driver.hpp"
-#include "transfer/etcd_server.hpp"
 
 using namespace kvpager::transfer;
 
@@ -62,33 +61,33 @@ TEST_F(CudaTransfer, TensorParallelTargetsGetTheirShards) {
 }
 
 TEST_F(CudaTransfer, ExportedVmmMemoryOfAnotherProcess) {
-  kvpager::testing::EtcdServer etcd;
-  for (const char* op : {"WRITE", "READ"}) {
-    const auto r = kvpager::testing::run_kvpager({"bench",
-                                                  "xfer",
-                                                  "--backend",
-                                                  "CUDA",
-                                                  "--cuda_ipc",
-                                                  "--spawn_local",
-                                                  "--initiator_seg_type",
-                                                  "VRAM",
-                                                  "--target_seg_type",
-                                                  "VRAM",
-                                                  "--op_type",
-                                                  op,
-                                                  "--etcd-endpoints",
-                                                  etcd.url(),
-                                                  "--start_block_size",
-                                                  "64K",
-                                                  "--max_block_size",
-                                                  "1M",
-                                                  "--max_batch_size",
-                                                  "8",
-                                                  "--num_iter",
-                                                  "3",
-                                                  "--warmup_iter",
-                                                  "1",
-                                                  "--check_consistency"});
+  for (const std::string op : {"WRITE", "READ"}) {
+    const std::vector<std::string> args = {"bench",
+                                           "xfer",
+                                           "--backend",
+                                           "CUDA",
+                                           "--cuda_ipc",
+                                           "--spawn_local",
+                                           "--initiator_seg_type",
+                                           "VRAM",
+                                           "--target_seg_type",
+                                           "VRAM",
+                                           "--op_type",
+                                           op,
+                                           "--benchmark_group",
+                                           "ipc-" + op + "-" + std::to_string(::getpid()),
+                                           "--start_block_size",
+                                           "64K",
+                                           "--max_block_size",
+                                           "1M",
+                                           "--max_batch_size",
+                                           "8",
+                                           "--num_iter",
+                                           "3",
+                                           "--warmup_iter",
+                                           "1",
+                                           "--check_consistency"};
+    const auto r = kvpager::testing::run_kvpager(args);
     EXPECT_EQ(r.rc, 0) << op << "\n" << r.err;
     EXPECT_NE(r.out.find("1048576"), std::string::npos) << r.out;
   }

@@ -7,8 +7,9 @@
 //             the second listed device when there is one: GPU<->GPU). Blocks move with
 //             cuMemcpyAsync on one stream per thread.
 //   cuda_ipc  two processes: the target (rank 1) allocates VRAM with cuMemCreate, exports it
-//             as a POSIX file descriptor and hands it over a UNIX socket named in etcd; the
-//             initiator (rank 0) imports and maps it, then copies as above.
+//             as a POSIX file descriptor and hands it over an abstract UNIX socket named after
+//             --benchmark_group (no etcd needed); the initiator (rank 0) imports and maps it,
+//             copies as above, and tells the target when it may release the memory.
 // Owns every allocation, mapping, stream and socket it makes; releases them in reverse order.
 #include <iosfwd>
 #include <memory>
