@@ -31,6 +31,7 @@ struct MapParallelOptions {
   std::string handle_size = "2M";
   bool no_pool = false;
   int warmup = 2;
+  bool no_device_lock = false;
   bool json = false;
 };
 
@@ -65,6 +66,7 @@ CaseResult run_case(const MapParallelOptions& o, const char* key, std::string ti
   config.worker.geometry = tp::bench_geometry(o.num_layers, o.block_size);
   config.worker.layout = kv::parse_layout(o.layout);
   config.worker.handle_bytes = parse_size(o.handle_size);
+  config.device_lock = !o.no_device_lock;
   config.worker.ready_pages = pages_per_proc;
   config.worker.pool = !o.no_pool;
 
@@ -139,6 +141,7 @@ void run_map_parallel(const MapParallelOptions& o) {
                         {"device_mode", cases[2].device_mode},
                         {"backend", o.backend},
                         {"pool", !o.no_pool},
+                        {"device_lock", !o.no_device_lock},
                         {"speedup_mean", speedup}};
     for (const auto& c : cases) {
       const std::string k = c.key;
@@ -152,11 +155,12 @@ void run_map_parallel(const MapParallelOptions& o) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  std::printf("Layout: %s, %u layers, block %u; handles %s; device mode %s\n\n", o.layout.c_str(),
-              o.num_layers, o.block_size,
+  std::printf("Layout: %s, %u layers, block %u; handles %s; device mode %s%s\n\n",
+              o.layout.c_str(), o.num_layers, o.block_size,
               o.no_pool ? "created inside map, released inside unmap (--no-pool)"
                         : "taken from a pre-filled pool",
-              cases[2].device_mode.c_str());
+              cases[2].device_mode.c_str(),
+              o.no_device_lock ? " (no device lock)" : "");
   for (const auto& c : cases) print_case(c, o.iters);
   std::printf("Speedup (parallel vs serial): mean x%.2f   (ideal being approximately %.2f if "
               "perfect overlap)\n",
@@ -192,6 +196,8 @@ void register_map_parallel(CommandGroups& groups) {
   cmd->add_flag("--no-pool", o->no_pool,
                 "Create handles inside map and release them inside unmap (no pool)");
   cmd->add_option("--warmup", o->warmup, "Untimed iterations first")->capture_default_str();
+  cmd->add_flag("--no-device-lock", o->no_device_lock,
+                "Let ranks on one device call the driver at once (default: they take turns)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of the tables");
   cmd->callback([o] { run_map_parallel(*o); });
 }

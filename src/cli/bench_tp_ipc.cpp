@@ -33,6 +33,7 @@ struct TpIpcOptions {
   std::string handle_size = "2M";
   int warmup = 3;
   int noop_iters = 1000;
+  bool no_device_lock = false;
   bool json = false;
 };
 
@@ -52,6 +53,7 @@ void run_tp_ipc(const TpIpcOptions& o) {
   config.worker.geometry = tp::bench_geometry(o.num_layers, o.block_size);
   config.worker.layout = kv::parse_layout(o.layout);
   config.worker.handle_bytes = parse_size(o.handle_size);
+  config.device_lock = !o.no_device_lock;
   config.worker.ready_pages = o.pages_per_iter;
   config.worker.background_refill = o.async_sched;
   tp::find_strategy(o.map_impl);  // a clear error before any process starts
@@ -115,6 +117,7 @@ void run_tp_ipc(const TpIpcOptions& o) {
         {"device_mode", tp::device_mode_name(cfg.device_mode)},
         {"backend", backend_name},
         {"async_sched", o.async_sched},
+        {"device_lock", !o.no_device_lock},
         {"num_pages", scheduler.num_pages()},
         {"handles_per_page", scheduler.handles_per_page()},
         {"map_mean_ms", m.mean},
@@ -195,6 +198,8 @@ void register_tp_ipc(CommandGroups& groups) {
   cmd->add_option("--warmup", o->warmup, "Untimed map/unmap iterations first")
       ->capture_default_str();
   cmd->add_option("--noop-iters", o->noop_iters, "No-op round trips timed")->capture_default_str();
+  cmd->add_flag("--no-device-lock", o->no_device_lock,
+                "Let ranks on one device call the driver at once (default: they take turns)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of the table");
   cmd->callback([o] { run_tp_ipc(*o); });
 }

@@ -9,8 +9,9 @@
 
 namespace kvpager::tp {
 
-CommandExecutor::CommandExecutor(const WorkerConfig& config, const FaultSpec& fault)
-    : config_(config), fault_(fault) {
+CommandExecutor::CommandExecutor(const WorkerConfig& config, const FaultSpec& fault,
+                                 DeviceLock* device_lock)
+    : config_(config), fault_(fault), device_lock_(device_lock) {
   backend_ = vmm::make_backend(config_.backend);
   if (fault_.rank >= 0) {
     fault_backend_ = std::make_shared<vmm::FaultInjectingBackend>(backend_);
@@ -115,12 +116,14 @@ void all_or_nothing(const Command& command, Step step, Undo undo) {
 
 void CommandExecutor::map_pages(const Command& command) {
   check_range(command);
+  DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.spin_us));
   all_or_nothing(
       command, [&](PageId p) { space_->map_page(p); }, [&](PageId p) { space_->unmap_page(p); });
 }
 
 void CommandExecutor::unmap_pages(const Command& command) {
   check_range(command);
+  DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.spin_us));
   all_or_nothing(
       command, [&](PageId p) { space_->unmap_page(p); }, [&](PageId p) { space_->map_page(p); });
 }

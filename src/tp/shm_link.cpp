@@ -10,9 +10,11 @@ constexpr std::chrono::milliseconds kLivenessSlice{2};
 }  // namespace
 
 ShmLink::ShmLink(RankId rank, const std::string& binary, const std::vector<std::string>& args,
-                 std::chrono::nanoseconds spin)
+                 const std::vector<int>& extra_fds, std::chrono::nanoseconds spin)
     : spin_(spin) {
-  process_ = std::make_unique<WorkerProcess>(rank, binary, args, segment_.fd());
+  std::vector<int> fds = {segment_.fd()};
+  fds.insert(fds.end(), extra_fds.begin(), extra_fds.end());
+  process_ = std::make_unique<WorkerProcess>(rank, binary, args, fds);
   segment_.close_fd();  // the mapping stays; the memory goes with the last mapping
 }
 

@@ -12,14 +12,16 @@
 namespace kvpager::tp {
 
 SocketLink::SocketLink(RankId rank, const std::string& binary,
-                       const std::vector<std::string>& args) {
+                       const std::vector<std::string>& args, const std::vector<int>& extra_fds) {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
     throw_errno("socketpair", errno, "tp rank " + std::to_string(rank.value));
   }
   fd_.reset(pair[0]);
   UniqueFd worker_end(pair[1]);
-  process_ = std::make_unique<WorkerProcess>(rank, binary, args, worker_end.get());
+  std::vector<int> fds = {worker_end.get()};
+  fds.insert(fds.end(), extra_fds.begin(), extra_fds.end());
+  process_ = std::make_unique<WorkerProcess>(rank, binary, args, fds);
   // worker_end closes here: the worker holds the only other end, so its death is EOF.
 }
 

@@ -78,6 +78,20 @@ TpScheduler::TpScheduler(TpConfig config)
     config_.worker.spin_us = 0;
   }
 
+  for (int r = 0; r < config_.tp_size; ++r) {
+    devices_.push_back(mode == DeviceMode::kPerRank ? r : 0);
+  }
+  // Ranks that share a device take turns at the driver (device_lock.hpp).
+  std::vector<int> lock_fd(devices_.size(), -1);
+  for (size_t r = 0; r < devices_.size(); ++r) {
+    const auto sharing = std::count(devices_.begin(), devices_.end(), devices_[r]);
+    if (!config_.device_lock || sharing < 2 || lock_fd[r] >= 0) continue;
+    device_locks_.push_back(std::make_unique<DeviceLock>());
+    for (size_t q = r; q < devices_.size(); ++q) {
+      if (devices_[q] == devices_[r]) lock_fd[q] = device_locks_.back()->fd();
+    }
+  }
+
   // Spawn every worker first so they build their KV tensors in parallel, then wait for all.
   const std::chrono::nanoseconds spin = std::chrono::microseconds(config_.spin_us);
   for (int r = 0; r < config_.tp_size; ++r) {
@@ -86,14 +100,20 @@ TpScheduler::TpScheduler(TpConfig config)
     launch.transport = strategy_.transport;
     launch.parent_pid = getpid();
     launch.config = config_.worker;
-    launch.config.backend.device = mode == DeviceMode::kPerRank ? r : 0;
+    launch.config.backend.device = devices_[static_cast<size_t>(r)];
     launch.fault = config_.fault;
-    devices_.push_back(launch.config.backend.device);
+    std::vector<int> extra_fds;
+    if (lock_fd[static_cast<size_t>(r)] >= 0) {
+      extra_fds.push_back(lock_fd[static_cast<size_t>(r)]);
+      launch.device_lock_fd = kWorkerChannelFd + 1;
+    }
     const auto args = worker_command_line(launch);
     if (strategy_.transport == Transport::kShm) {
-      links_.push_back(std::make_unique<ShmLink>(launch.rank, config_.worker_binary, args, spin));
+      links_.push_back(
+          std::make_unique<ShmLink>(launch.rank, config_.worker_binary, args, extra_fds, spin));
     } else {
-      links_.push_back(std::make_unique<SocketLink>(launch.rank, config_.worker_binary, args));
+      links_.push_back(
+          std::make_unique<SocketLink>(launch.rank, config_.worker_binary, args, extra_fds));
     }
   }
   const auto deadline = Clock::now() + config_.start_timeout;

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "kvpager/tp/command_executor.hpp"
+#include "kvpager/tp/device_lock.hpp"
 #include "kvpager/tp/shm_ring.hpp"
 #include "kvpager/tp/unique_fd.hpp"
 
@@ -77,10 +78,14 @@ int run_worker(const WorkerLaunch& launch) {
   std::unique_ptr<ShmSegment> segment;
   if (launch.transport == Transport::kShm) segment = std::make_unique<ShmSegment>(std::move(channel));
 
+  std::unique_ptr<DeviceLock> device_lock;
   std::unique_ptr<CommandExecutor> executor;
   Reply hello;
   try {
-    executor = std::make_unique<CommandExecutor>(launch.config, fault);
+    if (launch.device_lock_fd >= 0) {
+      device_lock = std::make_unique<DeviceLock>(UniqueFd(launch.device_lock_fd));
+    }
+    executor = std::make_unique<CommandExecutor>(launch.config, fault, device_lock.get());
     executor->hello(hello);
   } catch (...) {
     reply_from_current_exception(hello);

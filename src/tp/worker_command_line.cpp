@@ -39,6 +39,7 @@ std::vector<std::string> worker_command_line(const WorkerLaunch& l) {
       "--transport", transport_name(l.transport),
       "--channel-fd", std::to_string(l.channel_fd),
       "--parent-pid", std::to_string(l.parent_pid),
+      "--device-lock-fd", std::to_string(l.device_lock_fd),
       "--backend", choice_name(c.backend.choice),
       "--device", std::to_string(c.backend.device),
       "--host-granularity", std::to_string(c.backend.host_granularity),
@@ -82,12 +83,14 @@ WorkerLaunch parse_worker_command_line(const std::vector<std::string>& args) {
   };
   uint64_t granularity = c.backend.host_granularity;
   uint32_t rank = 0, device = 0, fd = 3, parent = 0;
+  std::string lock_fd = "-1";
   bool latent = false;
   const std::map<std::string, Setter> setters = {
       {"--rank", u32(rank)},
       {"--transport", [&](auto&, auto& v) { l.transport = parse_transport(v); }},
       {"--channel-fd", u32(fd)},
       {"--parent-pid", u32(parent)},
+      {"--device-lock-fd", [&](auto&, auto& v) { lock_fd = v; }},
       {"--backend", [&](auto&, auto& v) { c.backend.choice = vmm::parse_backend_choice(v); }},
       {"--device", u32(device)},
       {"--host-granularity", u64(granularity)},
@@ -117,6 +120,7 @@ WorkerLaunch parse_worker_command_line(const std::vector<std::string>& args) {
   l.rank = RankId(rank);
   l.channel_fd = static_cast<int>(fd);
   l.parent_pid = static_cast<pid_t>(parent);
+  l.device_lock_fd = lock_fd == "-1" ? -1 : static_cast<int>(number("--device-lock-fd", lock_fd));
   c.backend.device = static_cast<int>(device);
   c.backend.host_granularity = granularity;
   c.geometry.kind = latent ? kv::KvKind::kLatent : kv::KvKind::kKeyValue;

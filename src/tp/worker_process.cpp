@@ -15,7 +15,7 @@
 namespace kvpager::tp {
 
 WorkerProcess::WorkerProcess(RankId rank, const std::string& binary,
-                             const std::vector<std::string>& args, int channel_fd)
+                             const std::vector<std::string>& args, const std::vector<int>& fds)
     : rank_(rank), binary_(binary) {
   // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
   std::vector<char*> argv;
@@ -30,10 +30,15 @@ WorkerProcess::WorkerProcess(RankId rank, const std::string& binary,
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (channel_fd == kWorkerChannelFd) {
-      fcntl(kWorkerChannelFd, F_SETFD, 0);  // keep it across exec
-    } else if (dup2(channel_fd, kWorkerChannelFd) < 0) {
-      _exit(126);
+    // Move the sources out of the way first (close-on-exec copies), then put them in place.
+    int moved[8];
+    const size_t n = fds.size() < 8 ? fds.size() : 8;
+    for (size_t i = 0; i < n; ++i) {
+      moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64);
+      if (moved[i] < 0) _exit(126);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (dup2(moved[i], kWorkerChannelFd + static_cast<int>(i)) < 0) _exit(126);
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(0);  // the scheduler died before the prctl

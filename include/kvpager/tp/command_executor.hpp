@@ -9,6 +9,7 @@
 
 #include "kvpager/kv/kv_space.hpp"
 #include "kvpager/pool/page_pool.hpp"
+#include "kvpager/tp/device_lock.hpp"
 #include "kvpager/tp/protocol.hpp"
 #include "kvpager/tp/tp_config.hpp"
 #include "kvpager/vmm/fault_injecting_backend.hpp"
@@ -18,8 +19,10 @@ namespace kvpager::tp {
 class CommandExecutor {
  public:
   // Builds backend, pool and space and fills the pool with config.ready_pages pages of
-  // handles. Throws what they throw.
-  CommandExecutor(const WorkerConfig& config, const FaultSpec& fault);
+  // handles. Throws what they throw. With `device_lock`, map and unmap commands hold it (it
+  // must outlive the executor).
+  CommandExecutor(const WorkerConfig& config, const FaultSpec& fault,
+                  DeviceLock* device_lock = nullptr);
   ~CommandExecutor();
 
   // Fills the hello: kOk with the page range.
@@ -41,6 +44,7 @@ class CommandExecutor {
   FaultSpec fault_;
   std::unique_ptr<pool::PagePool> pool_;
   std::unique_ptr<kv::KvSpace> space_;
+  DeviceLock* device_lock_ = nullptr;
 };
 
 // Fills `out` from the exception being handled (call inside a catch block).

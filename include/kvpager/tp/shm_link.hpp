@@ -10,7 +10,7 @@ namespace kvpager::tp {
 class ShmLink final : public RankLink {
  public:
   ShmLink(RankId rank, const std::string& binary, const std::vector<std::string>& args,
-          std::chrono::nanoseconds spin);
+          const std::vector<int>& extra_fds, std::chrono::nanoseconds spin);
   Transport transport() const override { return Transport::kShm; }
 
   void post(const Command& command) override;

@@ -10,8 +10,9 @@ namespace kvpager::tp {
 
 class SocketLink final : public RankLink {
  public:
-  // Spawns the worker for `rank` with `args` (its command line, minus the channel).
-  SocketLink(RankId rank, const std::string& binary, const std::vector<std::string>& args);
+  // Spawns the worker for `rank` with `args`; the channel is its fd 3, extra_fds follow.
+  SocketLink(RankId rank, const std::string& binary, const std::vector<std::string>& args,
+             const std::vector<int>& extra_fds);
   Transport transport() const override { return Transport::kSocket; }
 
   void post(const Command& command) override;

@@ -58,6 +58,7 @@ struct TpConfig {
   std::chrono::milliseconds start_timeout{120000};  // workers ready; KVPAGER_TP_START_TIMEOUT_MS
   uint32_t spin_us = 500;                           // shm: spin for acks before sleeping
   std::string worker_binary;  // kvpager binary run as `tp-worker`; "" = this executable
+  bool device_lock = true;    // ranks sharing a device take turns (device_lock.hpp)
   FaultSpec fault;
 };
 

@@ -27,6 +27,7 @@
 
 #include "kvpager/common/ids.hpp"
 #include "kvpager/tp/broadcaster.hpp"
+#include "kvpager/tp/device_lock.hpp"
 #include "kvpager/tp/tp_config.hpp"
 
 namespace kvpager::tp {
@@ -81,6 +82,7 @@ class TpScheduler {
   TpConfig config_;
   const StrategyInfo& strategy_;
   std::vector<int> devices_;
+  std::vector<std::unique_ptr<DeviceLock>> device_locks_;  // one per shared device
   std::vector<std::unique_ptr<RankLink>> links_;
   std::unique_ptr<Broadcaster> broadcaster_;  // destroyed before the links
   Command command_{};

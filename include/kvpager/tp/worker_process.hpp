@@ -1,7 +1,7 @@
 #pragma once
 // WorkerProcess: one tp worker as a child process (fork + exec of the kvpager binary), owned
-// for its whole life. The child gets exactly one inherited descriptor, the channel, as fd 3
-// (everything else the scheduler holds is close-on-exec), PR_SET_PDEATHSIG(SIGKILL) and an
+// for its whole life. The child inherits exactly the descriptors it is given, as fd 3, 4, ...
+// (the channel first; everything else the scheduler holds is close-on-exec), PR_SET_PDEATHSIG(SIGKILL) and an
 // empty signal mask; no CUDA state crosses the fork because the child execs at once.
 // PR_SET_PDEATHSIG fires when the *thread* that spawned the worker ends, so create workers
 // on a thread that outlives them (workers also exit when their channel says the scheduler
@@ -26,9 +26,9 @@ inline constexpr int kWorkerChannelFd = 3;
 
 class WorkerProcess {
  public:
-  // Runs `binary` with `args` (args[0] is argv[0]); `channel_fd` becomes fd 3 in the child.
+  // Runs `binary` with `args` (args[0] is argv[0]); fds[i] becomes fd 3 + i in the child.
   WorkerProcess(RankId rank, const std::string& binary, const std::vector<std::string>& args,
-                int channel_fd);
+                const std::vector<int>& fds);
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
