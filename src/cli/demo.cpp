@@ -1,209 +1,337 @@
-// kvpager demo: an elastic KV cache serving a synthetic, bursty request stream. Mapped memory
-// follows the load up during bursts and back down between them; a summary ends the run.
+// kvpager demo: several model instances — separate processes, each with its own elastic KV
+// cache — share one device under one budget while a bursty synthetic request stream moves the
+// load from one to the next (demo_workload.hpp). Memory flows to the busy instance and back:
+// idle instances unmap what they do not use, and give back even their reserve when another
+// instance is refused by the budget. Live lines while it runs, a summary at the end.
 // Runs on the CUDA backend when a GPU is present, on the host backend otherwise.
+// The demo keeps its own registry namespace (--prefix): watch it with
+//   KVPAGER_SHM_PREFIX=kvpager-demo- kvpager top
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <deque>
-#include <random>
+#include <nlohmann/json.hpp>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "command_registry.hpp"
+#include "demo_workload.hpp"
 #include "kvpager/common/error.hpp"
-#include "kvpager/common/latency_stats.hpp"
 #include "kvpager/common/units.hpp"
-#include "kvpager/kv/kv_cache.hpp"
+#include "kvpager/limits/device_budget.hpp"
+#include "kvpager/limits/registry.hpp"
+#include "kvpager/vmm/backend.hpp"
+#include "registry_view.hpp"
+
+extern char** environ;
 
 namespace kvpager::cli {
 namespace {
 
-struct DemoConfig {
-  std::string backend = "auto";
-  std::string layout = "interleaved";
-  double duration_s = 12;
-  double tick_ms = 50;
-  int bursts = 3;
-  double peak_rate = 40;  // requests per second at a burst's peak
-  double idle_rate = 1;
-  std::string capacity = "4GiB";  // virtual KV capacity
-  std::string limit;              // mapped-memory limit (empty: none)
-  unsigned seed = 1;
+using Clock = std::chrono::steady_clock;
+
+// One `kvpager demo-worker` process with its stdin/stdout on pipes. RAII: a worker still
+// running when this goes away is killed and reaped.
+class WorkerProcess {
+ public:
+  WorkerProcess(const std::vector<std::string>& args, const std::vector<std::string>& extra_env) {
+    int in[2], out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe2", errno);
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
+    std::vector<char*> argv, envp;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ < 0) throw_errno("fork", errno);
+    if (pid_ == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::execve("/proc/self/exe", argv.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    in_ = in[1];
+    out_ = out[0];
+  }
+  ~WorkerProcess() {
+    if (in_ >= 0) ::close(in_);
+    if (out_ >= 0) ::close(out_);
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      int st;
+      ::waitpid(pid_, &st, 0);
+    }
+  }
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  void send(const std::string& line) {
+    const std::string l = line + "\n";
+    if (::write(in_, l.data(), l.size()) != static_cast<ssize_t>(l.size())) {
+      throw StateError("demo: a model instance exited early (see its error above)");
+    }
+  }
+  // The next stdout line, waiting until `deadline`; StateError if the worker exits first.
+  std::string read_line(Clock::time_point deadline) {
+    for (;;) {
+      const size_t nl = buffer_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = buffer_.substr(0, nl);
+        buffer_.erase(0, nl + 1);
+        return line;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) throw Timeout("demo: a model instance did not answer in time");
+      pollfd p{out_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::read(out_, buf, sizeof buf);
+      if (n <= 0) throw StateError("demo: a model instance exited early (see its error above)");
+      buffer_.append(buf, static_cast<size_t>(n));
+    }
+  }
+  int wait() {
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    reaped_ = true;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int in_ = -1, out_ = -1;
+  std::string buffer_;
 };
 
-struct Request {
-  std::vector<BlockId> blocks;
-  uint32_t tokens = 0;
-  uint32_t remaining_output = 0;
-};
-
-std::string bar(double fraction, int width) {
-  const int n = std::clamp(static_cast<int>(std::lround(fraction * width)), 0, width);
-  return std::string(static_cast<size_t>(n), '#') + std::string(static_cast<size_t>(width - n), '.');
+std::string bar(uint64_t value, uint64_t scale, int width) {
+  const double f = scale ? std::min(1.0, static_cast<double>(value) / static_cast<double>(scale)) : 0;
+  const int n = static_cast<int>(std::lround(f * width));
+  return "[" + std::string(n, '#') + std::string(width - n, '.') + "]";
 }
 
+// Per-slot statistics of what each instance held, sampled by the coordinator.
+struct SlotStats {
+  std::vector<double> mapped_sum;  // per instance, summed over samples
+  std::vector<uint64_t> mapped_max;
+  uint64_t samples = 0;
+};
+
 void run_demo(const DemoConfig& cfg) {
-  vmm::BackendConfig bc = vmm::backend_config_from_env();
-  bc.choice = vmm::parse_backend_choice(cfg.backend);
-  auto backend = vmm::make_backend(bc);
+  // Validate everything before starting anything.
+  if (cfg.instances < 1 || cfg.instances > 4) throw InvalidArgument("demo: --instances must be 1 to 4");
+  vmm::parse_backend_choice(cfg.backend);
+  parse_size(cfg.capacity);
+  if (!cfg.limit.empty()) parse_size(cfg.limit);
+  limits::parse_budget(cfg.budget, 1ull << 40);
+  limits::RegistryConfig rc = limits::registry_config_from_env();
+  rc.prefix = cfg.prefix;
+  limits::validate_registry_config(rc);
+  limits::Registry registry(rc);
+  registry.gc();  // leftovers of an interrupted earlier demo
 
-  kv::KvCacheConfig kc;
-  kc.geometry = {32, 8, 128, 2, 16, kv::KvKind::kKeyValue};  // Llama-3.1-8B, bf16
-  kc.layout = kv::parse_layout(cfg.layout);
-  kc.num_blocks = parse_size(cfg.capacity) / kc.geometry.block_bytes_all_layers();
-  kc.limit_bytes = cfg.limit.empty() ? 0 : parse_size(cfg.limit);
-  kc.reserve_pages = 2;
-  kc.max_idle_pages = 8;
-  kc = kv::kv_cache_config_from_env(kc);
-  kv::KvCache cache(backend, kc);
-  const kv::KvCacheStats s0 = cache.stats();
-  const bool host = backend->kind() == vmm::BackendKind::kHost;
-  const kv::TensorView layer0 = cache.tensor(0, 0);
-
-  std::printf("kvpager demo: elastic KV cache on %s\n", backend->describe().c_str());
-  std::printf("model shape: %s, layout %s, %s per page, virtual %s (%llu blocks)%s\n\n",
-              kc.geometry.describe().c_str(), kv::layout_name(kc.layout),
-              format_size(s0.page_bytes).c_str(), format_size(s0.virtual_bytes).c_str(),
-              static_cast<unsigned long long>(s0.num_blocks),
-              kc.limit_bytes ? (", limit " + format_size(kc.limit_bytes)).c_str() : "");
-
-  std::mt19937 rng(cfg.seed);
-  std::uniform_int_distribution<uint32_t> prompt_len(256, 2048), output_len(64, 512);
-  const uint32_t bs = kc.geometry.block_size;
-  const uint32_t tokens_per_tick = 16;  // decode steps per tick per request
-  std::vector<Request> active;
-  std::deque<Request> waiting;
-  std::vector<double> alloc_us;
-  uint64_t finished = 0, admitted = 0, refused = 0, peak_mapped = 0;
-  const auto start = std::chrono::steady_clock::now();
-  const int ticks = static_cast<int>(cfg.duration_s * 1000 / cfg.tick_ms);
-  double arrivals = 0;
-  const double scale = static_cast<double>(s0.virtual_bytes);  // bar: mapped / virtual
-
-  auto try_alloc = [&](size_t n, std::vector<BlockId>& into) {
-    const size_t old = into.size();
-    into.resize(old + n);
-    const auto t0 = std::chrono::steady_clock::now();
-    try {
-      cache.alloc(n, std::span<BlockId>(into.data() + old, n));
-    } catch (const OutOfMemory&) {
-      into.resize(old);
-      return false;
+  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  for (int i = 0; i < cfg.instances; ++i) {
+    char num[64];
+    std::vector<std::string> args = {"kvpager", "demo-worker", "--index", std::to_string(i),
+                                     "--instances", std::to_string(cfg.instances),
+                                     "--backend", cfg.backend, "--layout", cfg.layout};
+    std::snprintf(num, sizeof num, "%.17g", cfg.duration_s);
+    args.insert(args.end(), {"--duration", num, "--bursts", std::to_string(cfg.bursts)});
+    std::snprintf(num, sizeof num, "%.17g", cfg.peak_rate);
+    args.insert(args.end(), {"--peak-rate", num});
+    std::snprintf(num, sizeof num, "%.17g", cfg.idle_rate);
+    args.insert(args.end(), {"--idle-rate", num, "--capacity", cfg.capacity, "--seed",
+                             std::to_string(cfg.seed)});
+    if (!cfg.limit.empty()) args.insert(args.end(), {"--limit", cfg.limit});
+    workers.push_back(std::make_unique<WorkerProcess>(
+        args, std::vector<std::string>{"KVPAGER_SHM_PREFIX=" + rc.prefix,
+                                       "KVPAGER_SHM_DIR=" + rc.dir,
+                                       "KVPAGER_GPU_UTILIZATION=" + cfg.budget}));
+  }
+  std::string device, description;
+  uint64_t total = 0;
+  for (auto& w : workers) {
+    const std::string ready = w->read_line(Clock::now() + std::chrono::seconds(120));
+    char dev[64] = {0};
+    unsigned long long tot = 0;
+    int used = 0;
+    if (std::sscanf(ready.c_str(), "ready %63s %llu %n", dev, &tot, &used) < 2) {
+      throw StateError("demo: unexpected answer from a model instance: " + ready);
     }
-    alloc_us.push_back(
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-    if (host) {  // touch the blocks: the memory is real
-      for (size_t i = old; i < into.size(); ++i) {
-        std::memset(reinterpret_cast<void*>(layer0.base + into[i].value * layer0.block_stride_bytes),
-                    0x11, 64);
+    device = dev;
+    total = tot;
+    description = ready.substr(static_cast<size_t>(used));
+  }
+  // The budget segment may predate this run: set it explicitly.
+  limits::DeviceBudget budget = limits::DeviceBudget::open_existing(rc, device);
+  budget.set_budget(limits::parse_budget(cfg.budget, total));
+  const uint64_t budget_bytes = budget.budget_bytes();
+
+  std::printf("kvpager demo: %d model instances (processes) share %s under a budget of %s\n",
+              cfg.instances, description.c_str(), format_size(budget_bytes).c_str());
+  std::printf("each: Llama-3.1-8B KV shape, %s virtual KV space%s; load moves between them in "
+              "%d bursts\n",
+              cfg.capacity.c_str(), cfg.limit.empty() ? "" : (", limit " + cfg.limit).c_str(),
+              demo_slots(cfg));
+  std::printf("watch it live: KVPAGER_SHM_PREFIX=%s kvpager top\n\n", rc.prefix.c_str());
+  std::fflush(stdout);
+
+  const auto start = Clock::now() + std::chrono::milliseconds(200);
+  for (auto& w : workers) {
+    w->send("go " + std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       start.time_since_epoch()).count()));
+  }
+  std::this_thread::sleep_until(start);
+
+  // Sample the registry every 50 ms; print a line every 500 ms.
+  const int n = cfg.instances;
+  std::vector<SlotStats> slots(static_cast<size_t>(demo_slots(cfg)));
+  for (auto& s : slots) {
+    s.mapped_sum.assign(static_cast<size_t>(n), 0);
+    s.mapped_max.assign(static_cast<size_t>(n), 0);
+  }
+  uint64_t samples = 0, peak_sum = 0;
+  int next_print = 0;
+  const auto end = start + std::chrono::duration<double>(cfg.duration_s);
+  while (Clock::now() < end) {
+    const double t = std::chrono::duration<double>(Clock::now() - start).count();
+    const limits::DeviceRecord d = budget.snapshot_locked();  // consistent under the lock
+    if (d.charged_bytes > d.budget_bytes) {
+      throw StateError("demo: the device budget was exceeded (" + format_size(d.charged_bytes) + ")");
+    }
+    peak_sum = std::max(peak_sum, d.charged_bytes);
+    ++samples;
+    std::vector<uint64_t> mapped(static_cast<size_t>(n), 0);
+    for (const auto& m : d.members) {
+      for (int i = 0; i < n; ++i) {
+        if (m.name == demo_instance_name(i)) mapped[static_cast<size_t>(i)] = m.charged_bytes;
       }
     }
-    return true;
-  };
-
-  for (int tick = 0; tick < ticks; ++tick) {
-    const double t = tick * cfg.tick_ms / 1000.0;
-    // Bursty arrival rate: `bursts` raised-cosine peaks over the first 80 % of the run.
-    const double phase = std::fmod(t / (cfg.duration_s * 0.8) * cfg.bursts, 1.0);
-    const bool in_run = t < cfg.duration_s * 0.8;
-    const double burst = in_run ? std::pow(std::max(0.0, std::sin(phase * M_PI)), 4) : 0.0;
-    arrivals += (cfg.idle_rate + (cfg.peak_rate - cfg.idle_rate) * burst) * cfg.tick_ms / 1000.0;
-    if (!in_run) arrivals = std::min(arrivals, 0.0);
-    while (arrivals >= 1) {
-      arrivals -= 1;
-      Request r;
-      r.tokens = prompt_len(rng);
-      r.remaining_output = output_len(rng);
-      waiting.push_back(std::move(r));
-    }
-    // Admit waiting requests (prefill) while memory allows.
-    while (!waiting.empty()) {
-      Request& r = waiting.front();
-      if (!try_alloc((r.tokens + bs - 1) / bs, r.blocks)) {
-        ++refused;
-        break;
+    const int slot = demo_slot(cfg, t);
+    if (slot >= 0) {
+      SlotStats& s = slots[static_cast<size_t>(slot)];
+      for (size_t i = 0; i < mapped.size(); ++i) {
+        s.mapped_sum[i] += static_cast<double>(mapped[i]);
+        s.mapped_max[i] = std::max(s.mapped_max[i], mapped[i]);
       }
-      active.push_back(std::move(r));
-      waiting.pop_front();
-      ++admitted;
+      ++s.samples;
     }
-    // Decode: every active request produces tokens; a new block at each boundary.
-    for (size_t i = 0; i < active.size();) {
-      Request& r = active[i];
-      const uint32_t step = std::min(tokens_per_tick, r.remaining_output);
-      const uint32_t need = (r.tokens + step + bs - 1) / bs;
-      if (need > r.blocks.size() && !try_alloc(need - r.blocks.size(), r.blocks)) {
-        ++i;  // stalled this tick: memory full
-        continue;
+    if (t * 2 >= next_print) {
+      ++next_print;
+      const int busy = demo_busy_instance(cfg, t);
+      std::string line;
+      char head[64];
+      std::snprintf(head, sizeof head, "t=%5.1fs %-7s|", t,
+                    busy < 0 ? "drain" : ("busy " + std::string(1, static_cast<char>('a' + busy))).c_str());
+      line = head;
+      for (int i = 0; i < n; ++i) {
+        char cell[96];
+        std::snprintf(cell, sizeof cell, " %c%c %6s %s", 'a' + i, i == busy ? '*' : ' ',
+                      short_size(mapped[static_cast<size_t>(i)]).c_str(),
+                      bar(mapped[static_cast<size_t>(i)], budget_bytes, 10).c_str());
+        line += cell;
       }
-      r.tokens += step;
-      r.remaining_output -= step;
-      if (r.remaining_output == 0) {
-        cache.free(r.blocks);
-        ++finished;
-        active[i] = std::move(active.back());
-        active.pop_back();
-      } else {
-        ++i;
-      }
-    }
-    const kv::KvCacheStats s = cache.stats();
-    peak_mapped = std::max(peak_mapped, s.mapped_bytes);
-    if (tick % std::max(1, static_cast<int>(500 / cfg.tick_ms)) == 0) {
-      const double frac = static_cast<double>(s.mapped_bytes) / scale;
-      std::printf("t=%5.1fs  active %4zu  waiting %4zu  in use %7s  mapped %10s  |%s|\n", t,
-                  active.size(), waiting.size(),
-                  format_size(s.blocks_in_use * kc.geometry.block_bytes_all_layers()).c_str(),
-                  format_size(s.mapped_bytes).c_str(), bar(frac, 30).c_str());
+      char tail[64];
+      std::snprintf(tail, sizeof tail, " | sum %s/%s", short_size(d.charged_bytes).c_str(),
+                    short_size(budget_bytes).c_str());
+      std::printf("%s%s\n", line.c_str(), tail);
       std::fflush(stdout);
     }
-    std::this_thread::sleep_until(start + std::chrono::microseconds(
-                                              static_cast<int64_t>((tick + 1) * cfg.tick_ms * 1000)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  // Drain: finish what is running, then trim.
-  for (auto& r : active) cache.free(r.blocks);
-  // Idle: the mapper unmaps free pages beyond max_idle_pages (give it up to a second).
-  for (int i = 0; i < 100 && cache.stats().free_pages > kc.max_idle_pages; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+
+  std::vector<nlohmann::json> summaries;
+  for (auto& w : workers) {
+    const std::string line = w->read_line(Clock::now() + std::chrono::seconds(60));
+    if (line.rfind("summary ", 0) != 0) throw StateError("demo: unexpected worker output: " + line);
+    summaries.push_back(nlohmann::json::parse(line.substr(8)));
   }
-  const uint64_t idle_mapped = cache.mapped_bytes();
-  cache.trim();
-  const kv::KvCacheStats end = cache.stats();
-  const LatencySummary a = summarize(alloc_us);
-  std::printf("\n=== demo summary ===\n");
-  std::printf("requests admitted / finished   : %llu / %llu (%llu admissions deferred for memory)\n",
-              static_cast<unsigned long long>(admitted), static_cast<unsigned long long>(finished),
-              static_cast<unsigned long long>(refused));
-  std::printf("peak mapped                    : %s\n", format_size(peak_mapped).c_str());
-  std::printf("mapped when idle (idle pages)  : %s\n", format_size(idle_mapped).c_str());
-  std::printf("mapped after trim              : %s (null block page)\n",
-              format_size(end.mapped_bytes).c_str());
-  std::printf("pages mapped / unmapped        : %llu / %llu\n",
-              static_cast<unsigned long long>(end.pages_mapped_total),
-              static_cast<unsigned long long>(end.pages_unmapped_total));
-  std::printf("allocs / cold allocs           : %llu / %llu\n",
-              static_cast<unsigned long long>(end.alloc_calls),
-              static_cast<unsigned long long>(end.cold_allocs));
-  std::printf("alloc latency p50 / p99        : %.2f / %.2f us\n", a.p50, a.p99);
+  for (auto& w : workers) {
+    if (w->wait() != 0) throw StateError("demo: a model instance failed");
+  }
+
+  std::printf("\n=== demo summary: %d instances on %s, budget %s ===\n", n, device.c_str(),
+              format_size(budget_bytes).c_str());
+  std::printf("%-8s %9s %9s %9s %9s %12s %17s\n", "instance", "admitted", "finished", "deferred",
+              "preempted", "peak mapped", "alloc p50/p99 us");
+  for (const auto& s : summaries) {
+    std::printf("%-8s %9llu %9llu %9llu %9llu %12s %8.1f/%-8.1f\n",
+                s["name"].get<std::string>().c_str(), s["admitted"].get<unsigned long long>(),
+                s["finished"].get<unsigned long long>(), s["deferred"].get<unsigned long long>(),
+                s["preempted"].get<unsigned long long>(),
+                format_size(s["peak_mapped"].get<uint64_t>()).c_str(),
+                s["alloc_p50_us"].get<double>(), s["alloc_p99_us"].get<double>());
+  }
+  std::printf("\nmemory held per burst (mean while it ran; * = the busy instance):\n%-6s %-6s", "burst",
+              "busy");
+  for (int i = 0; i < n; ++i) std::printf(" %12s", demo_instance_name(i).c_str());
+  std::printf(" %14s\n", "busy share");
+  double share_sum = 0;
+  int share_count = 0;
+  for (size_t k = 0; k < slots.size(); ++k) {
+    const SlotStats& s = slots[k];
+    if (s.samples == 0) continue;
+    const int busy = static_cast<int>(k % static_cast<size_t>(n));
+    std::printf("%-6zu %-6s", k + 1, demo_instance_name(busy).c_str());
+    double all = 0;
+    for (int i = 0; i < n; ++i) all += s.mapped_sum[static_cast<size_t>(i)];
+    for (int i = 0; i < n; ++i) {
+      const double mean = s.mapped_sum[static_cast<size_t>(i)] / static_cast<double>(s.samples);
+      std::printf(" %11s%c", format_size(static_cast<uint64_t>(mean)).c_str(), i == busy ? '*' : ' ');
+    }
+    const double share = all > 0 ? s.mapped_sum[static_cast<size_t>(busy)] / all : 0;
+    share_sum += share;
+    ++share_count;
+    std::printf(" %13.0f%%\n", share * 100);
+  }
+  std::printf("\npeak of the sum: %s of the %s budget (%llu samples under the device lock, never "
+              "above)\n",
+              format_size(peak_sum).c_str(), format_size(budget_bytes).c_str(),
+              static_cast<unsigned long long>(samples));
+  if (share_count > 0 && n > 1) {
+    std::printf("memory followed the load: the busy instance held %.0f%% of the instances' memory "
+                "on average during its burst (an even split would be %.0f%%)\n",
+                100 * share_sum / share_count, 100.0 / n);
+  }
 }
 
 void register_demo(CommandGroups& groups) {
   auto cfg = std::make_shared<DemoConfig>();
   CLI::App* cmd = groups.root.add_subcommand(
-      "demo", "Elastic KV cache under a bursty synthetic request stream");
+      "demo", "Model instances (processes) sharing one device's memory under a bursty load");
   cmd->add_option("--backend", cfg->backend, "auto|host|cuda")->capture_default_str();
   cmd->add_option("--layout", cfg->layout, "per-layer|interleaved")->capture_default_str();
   cmd->add_option("--duration", cfg->duration_s, "seconds")->capture_default_str()
       ->check(CLI::Range(1.0, 600.0));
-  cmd->add_option("--bursts", cfg->bursts, "load peaks during the run")->capture_default_str()
-      ->check(CLI::Range(1, 100));
+  cmd->add_option("--bursts", cfg->bursts, "load peaks during the run (rotating between instances)")
+      ->capture_default_str()->check(CLI::Range(1, 100));
   cmd->add_option("--peak-rate", cfg->peak_rate, "requests/s at a peak")->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--capacity", cfg->capacity, "virtual KV capacity (e.g. 4GiB)")
+  cmd->add_option("--idle-rate", cfg->idle_rate, "requests/s outside a burst")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--capacity", cfg->capacity, "virtual KV capacity per instance (e.g. 4GiB)")
       ->capture_default_str();
-  cmd->add_option("--limit", cfg->limit, "mapped-memory limit (e.g. 2GiB)");
+  cmd->add_option("--limit", cfg->limit, "memory limit per instance (e.g. 2GiB)");
   cmd->add_option("--seed", cfg->seed, "random seed")->capture_default_str();
+  cmd->add_option("--instances", cfg->instances, "model instances (processes), 1 to 4")
+      ->capture_default_str();
+  cmd->add_option("--budget", cfg->budget, "device budget: size, fraction or percentage")
+      ->capture_default_str();
+  cmd->add_option("--prefix", cfg->prefix, "registry namespace of the demo (/dev/shm prefix)")
+      ->capture_default_str();
   cmd->callback([cfg] { run_demo(*cfg); });
 }
 
