@@ -72,10 +72,11 @@ CaseResult run_case(const MapParallelOptions& o, const char* key, std::string ti
 
   tp::TpScheduler scheduler(config);
   if (pages_per_proc > scheduler.num_pages() || pages_per_proc > tp::kMaxPagesPerCommand) {
-    throw InvalidArgument(std::to_string(pages_per_proc) + " pages per process do not fit: the KV "
-                          "space has " + std::to_string(scheduler.num_pages()) +
-                          " virtual pages (at most " + std::to_string(tp::kMaxPagesPerCommand) +
-                          " per command)");
+    throw InvalidArgument(std::to_string(pages_per_proc) +
+                          " pages per process do not fit: the KV "
+                          "space has " +
+                          std::to_string(scheduler.num_pages()) + " virtual pages (at most " +
+                          std::to_string(tp::kMaxPagesPerCommand) + " per command)");
   }
   std::vector<PageId> pages;
   for (uint32_t i = 0; i < pages_per_proc; ++i) pages.push_back(PageId(i));
@@ -155,19 +156,20 @@ void run_map_parallel(const MapParallelOptions& o) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  std::printf("Layout: %s, %u layers, block %u; handles %s; device mode %s%s\n\n",
-              o.layout.c_str(), o.num_layers, o.block_size,
+  std::printf("Layout: %s, %u layers, block %u; handles %s; device mode %s%s\n\n", o.layout.c_str(),
+              o.num_layers, o.block_size,
               o.no_pool ? "created inside map, released inside unmap (--no-pool)"
                         : "taken from a pre-filled pool",
-              cases[2].device_mode.c_str(),
-              o.no_device_lock ? " (no device lock)" : "");
+              cases[2].device_mode.c_str(), o.no_device_lock ? " (no device lock)" : "");
   for (const auto& c : cases) print_case(c, o.iters);
-  std::printf("Speedup (parallel vs serial): mean x%.2f   (ideal being approximately %.2f if "
-              "perfect overlap)\n",
-              speedup, static_cast<double>(o.procs));
+  std::printf(
+      "Speedup (parallel vs serial): mean x%.2f   (ideal being approximately %.2f if "
+      "perfect overlap)\n",
+      speedup, static_cast<double>(o.procs));
   if (cases[2].device_mode == "same" && o.procs > 1) {
-    std::printf("All processes share device 0: the CUDA driver serialises VMM work per device, "
-                "so no speed-up is possible on one GPU.\n");
+    std::printf(
+        "All processes share device 0: the CUDA driver serialises VMM work per device, "
+        "so no speed-up is possible on one GPU.\n");
   }
 }
 
@@ -180,12 +182,14 @@ void register_map_parallel(CommandGroups& groups) {
   cmd->add_option("--procs", o->procs, "Worker processes (P)")
       ->capture_default_str()
       ->check(CLI::Range(1, tp::kMaxRanks));
-  cmd->add_option("--iters", o->iters, "Benchmark iterations")->capture_default_str()
+  cmd->add_option("--iters", o->iters, "Benchmark iterations")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--num-layers", o->num_layers, "Layers (8 KV heads x 128, fp16)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--block-size", o->block_size, "Tokens per block")->capture_default_str()
+  cmd->add_option("--block-size", o->block_size, "Tokens per block")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--layout", o->layout, "per-layer | interleaved")->capture_default_str();
   cmd->add_option("--device-mode", o->device_mode,

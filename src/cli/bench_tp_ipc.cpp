@@ -37,7 +37,9 @@ struct TpIpcOptions {
   bool json = false;
 };
 
-double ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
+double ms(int64_t ns) {
+  return static_cast<double>(ns) / 1e6;
+}
 
 int64_t elapsed_ns(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
@@ -61,8 +63,7 @@ void run_tp_ipc(const TpIpcOptions& o) {
   tp::TpScheduler scheduler(config);
   if (o.pages_per_iter == 0 || o.pages_per_iter > scheduler.num_pages() ||
       o.pages_per_iter > tp::kMaxPagesPerCommand) {
-    throw InvalidArgument("--pages-per-iter " + std::to_string(o.pages_per_iter) +
-                          " must be 1.." +
+    throw InvalidArgument("--pages-per-iter " + std::to_string(o.pages_per_iter) + " must be 1.." +
                           std::to_string(std::min(scheduler.num_pages(), tp::kMaxPagesPerCommand)) +
                           " (the KV space has " + std::to_string(scheduler.num_pages()) +
                           " virtual pages)");
@@ -98,11 +99,10 @@ void run_tp_ipc(const TpIpcOptions& o) {
   const LatencySummary n = summarize(noop_us);
   const double per_page = 1.0 / o.pages_per_iter;
   const auto& cfg = scheduler.config();
-  const std::string backend_name =
-      cfg.worker.backend.choice == vmm::BackendChoice::kHost ? "host"
-      : cfg.worker.backend.choice == vmm::BackendChoice::kCuda ? "cuda"
-      : vmm::CudaDriver::device_present()                      ? "cuda"
-                                                               : "host";
+  const std::string backend_name = cfg.worker.backend.choice == vmm::BackendChoice::kHost   ? "host"
+                                   : cfg.worker.backend.choice == vmm::BackendChoice::kCuda ? "cuda"
+                                   : vmm::CudaDriver::device_present()                      ? "cuda"
+                                                                       : "host";
 
   if (o.json) {
     nlohmann::json j = {
@@ -158,9 +158,10 @@ void run_tp_ipc(const TpIpcOptions& o) {
   std::printf("|---------------|-----------|------------|\n");
   std::printf("| per-page mean | %9.3f | %10.3f |\n", m.mean * per_page, u.mean * per_page);
   std::printf("+---------------+-----------+------------+\n\n");
-  std::printf("Broadcast overhead (no-op round trip to %d rank(s), %zu samples): p50 %.1f us, "
-              "mean %.1f us, p95 %.1f us\n",
-              o.tp_size, n.count, n.p50, n.mean, n.p95);
+  std::printf(
+      "Broadcast overhead (no-op round trip to %d rank(s), %zu samples): p50 %.1f us, "
+      "mean %.1f us, p95 %.1f us\n",
+      o.tp_size, n.count, n.p50, n.mean, n.p95);
 }
 
 void register_tp_ipc(CommandGroups& groups) {
@@ -172,12 +173,12 @@ void register_tp_ipc(CommandGroups& groups) {
       ->check(CLI::Range(1, tp::kMaxRanks));
   cmd->add_option("--pages-per-iter", o->pages_per_iter, "Pages to map per iteration")
       ->capture_default_str();
-  cmd->add_option("--iters", o->iters, "Benchmark iterations")->capture_default_str()
+  cmd->add_option("--iters", o->iters, "Benchmark iterations")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   std::string impls;
   for (const auto& s : tp::strategies()) impls += (impls.empty() ? "" : "|") + std::string(s.name);
-  cmd->add_option("--map-impl", o->map_impl, "Broadcast strategy: " + impls)
-      ->capture_default_str();
+  cmd->add_option("--map-impl", o->map_impl, "Broadcast strategy: " + impls)->capture_default_str();
   cmd->add_flag("-v,--verbose", o->verbose, "Show per-iteration timings");
   cmd->add_option("--num-layers", o->num_layers, "Layers (8 KV heads x 128, fp16)")
       ->capture_default_str()
@@ -185,7 +186,8 @@ void register_tp_ipc(CommandGroups& groups) {
   cmd->add_flag("--async-sched", o->async_sched,
                 "Workers keep handles ready with a background pool thread (else the pool is "
                 "filled once and refilled inline)");
-  cmd->add_option("--block-size", o->block_size, "Tokens per block")->capture_default_str()
+  cmd->add_option("--block-size", o->block_size, "Tokens per block")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--layout", o->layout, "per-layer | interleaved")->capture_default_str();
   cmd->add_option("--device-mode", o->device_mode,

@@ -1,7 +1,7 @@
 // kvpager tp-worker: the hidden subcommand a TpScheduler execs for each rank. Its command line
 // is written by tp::worker_command_line(); nobody types it.
-#include "command_registry.hpp"
 #include "kvpager/tp/tp_worker.hpp"
+#include "command_registry.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -44,9 +44,10 @@ class AsyncBroadcaster final : public Broadcaster {
       const auto now = Clock::now();
       int wait_ms = 0;
       if (now < deadline) {
-        wait_ms = static_cast<int>(
-                      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count()) +
-                  1;
+        wait_ms =
+            static_cast<int>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count()) +
+            1;
       }
       const int n = epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()),
                                now < deadline ? wait_ms : 0);

@@ -100,8 +100,8 @@ void all_or_nothing(const Command& command, Step step, Undo undo) {
       try {
         undo(PageId(command.pages[done]));
       } catch (const std::exception& e) {
-        undo_failures += "; undo of page " + std::to_string(command.pages[done]) +
-                         " failed: " + e.what();
+        undo_failures +=
+            "; undo of page " + std::to_string(command.pages[done]) + " failed: " + e.what();
       }
     }
     if (undo_failures.empty()) std::rethrow_exception(original);
@@ -116,14 +116,14 @@ void all_or_nothing(const Command& command, Step step, Undo undo) {
 
 void CommandExecutor::map_pages(const Command& command) {
   check_range(command);
-  DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.spin_us));
+  DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.lock_spin_us));
   all_or_nothing(
       command, [&](PageId p) { space_->map_page(p); }, [&](PageId p) { space_->unmap_page(p); });
 }
 
 void CommandExecutor::unmap_pages(const Command& command) {
   check_range(command);
-  DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.spin_us));
+  DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.lock_spin_us));
   all_or_nothing(
       command, [&](PageId p) { space_->unmap_page(p); }, [&](PageId p) { space_->map_page(p); });
 }
@@ -135,8 +135,12 @@ void CommandExecutor::execute(const Command& command, Reply& out) {
   out.call[0] = out.result[0] = out.message[0] = '\0';
   try {
     switch (command.kind) {
-      case CommandKind::kMap: map_pages(command); break;
-      case CommandKind::kUnmap: unmap_pages(command); break;
+      case CommandKind::kMap:
+        map_pages(command);
+        break;
+      case CommandKind::kUnmap:
+        unmap_pages(command);
+        break;
       case CommandKind::kQuery: {
         std::vector<uint32_t> mapped;
         for (uint32_t p = 0; p < space_->num_pages(); ++p) {
@@ -146,7 +150,8 @@ void CommandExecutor::execute(const Command& command, Reply& out) {
         break;
       }
       case CommandKind::kPing:
-      case CommandKind::kShutdown: break;
+      case CommandKind::kShutdown:
+        break;
       default:
         throw InvalidArgument("unknown command kind " +
                               std::to_string(static_cast<uint32_t>(command.kind)));

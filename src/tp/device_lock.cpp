@@ -35,7 +35,7 @@ DeviceLock::DeviceLock() {
 }
 
 DeviceLock::DeviceLock(UniqueFd fd) : fd_(std::move(fd)) {
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd_.get(), &st) != 0) throw_errno("fstat", errno, "tp device lock");
   if (static_cast<size_t>(st.st_size) != sizeof(Shared)) {
     throw InvalidArgument("tp device lock fd " + std::to_string(fd_.get()) + " is not a lock");
@@ -76,6 +76,8 @@ void DeviceLock::lock(std::chrono::nanoseconds spin) {
   if (rc != 0) throw_errno("pthread_mutex_lock", rc, "tp device lock");
 }
 
-void DeviceLock::unlock() { pthread_mutex_unlock(&shared_->mutex); }
+void DeviceLock::unlock() {
+  pthread_mutex_unlock(&shared_->mutex);
+}
 
 }  // namespace kvpager::tp

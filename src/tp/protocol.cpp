@@ -21,26 +21,40 @@ uint64_t page_state_checksum(std::span<const uint32_t> mapped_pages_ascending) {
 
 const char* command_name(CommandKind kind) {
   switch (kind) {
-    case CommandKind::kQuery: return "query";
-    case CommandKind::kMap: return "map";
-    case CommandKind::kUnmap: return "unmap";
-    case CommandKind::kPing: return "ping";
-    case CommandKind::kShutdown: return "shutdown";
+    case CommandKind::kQuery:
+      return "query";
+    case CommandKind::kMap:
+      return "map";
+    case CommandKind::kUnmap:
+      return "unmap";
+    case CommandKind::kPing:
+      return "ping";
+    case CommandKind::kShutdown:
+      return "shutdown";
   }
   return "?";
 }
 
 const char* status_name(ReplyStatus status) {
   switch (status) {
-    case ReplyStatus::kOk: return "ok";
-    case ReplyStatus::kInvalidArgument: return "invalid argument";
-    case ReplyStatus::kOutOfMemory: return "out of memory";
-    case ReplyStatus::kDriverError: return "driver error";
-    case ReplyStatus::kStateError: return "state error";
-    case ReplyStatus::kFailed: return "failed";
-    case ReplyStatus::kTimeout: return "timed out";
-    case ReplyStatus::kDied: return "died";
-    case ReplyStatus::kProtocol: return "protocol error";
+    case ReplyStatus::kOk:
+      return "ok";
+    case ReplyStatus::kInvalidArgument:
+      return "invalid argument";
+    case ReplyStatus::kOutOfMemory:
+      return "out of memory";
+    case ReplyStatus::kDriverError:
+      return "driver error";
+    case ReplyStatus::kStateError:
+      return "state error";
+    case ReplyStatus::kFailed:
+      return "failed";
+    case ReplyStatus::kTimeout:
+      return "timed out";
+    case ReplyStatus::kDied:
+      return "died";
+    case ReplyStatus::kProtocol:
+      return "protocol error";
   }
   return "?";
 }

@@ -8,8 +8,8 @@ void RankLink::fail_died(Reply& out, const char* when) {
   out.seq = seq_;
   out.status = ReplyStatus::kDied;
   copy_text(out.message, "rank " + std::to_string(rank().value) + " (pid " +
-                             std::to_string(process_->pid()) + ") " +
-                             process_->exit_description() + " " + when);
+                             std::to_string(process_->pid()) + ") " + process_->exit_description() +
+                             " " + when);
 }
 
 void RankLink::fail_timeout(Reply& out) {

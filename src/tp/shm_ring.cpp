@@ -15,7 +15,9 @@
 namespace kvpager::tp {
 
 namespace {
-uint32_t* word_of(std::atomic<uint32_t>& a) { return reinterpret_cast<uint32_t*>(&a); }
+uint32_t* word_of(std::atomic<uint32_t>& a) {
+  return reinterpret_cast<uint32_t*>(&a);
+}
 }  // namespace
 
 void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, std::chrono::nanoseconds timeout) {
@@ -40,19 +42,20 @@ void publish(std::atomic<uint32_t>& counter, std::atomic<uint32_t>& peer_waiting
 ShmSegment::ShmSegment() {
   fd_.reset(memfd_create("kvpager-tp-ring", MFD_CLOEXEC));
   if (!fd_.valid()) throw_errno("memfd_create", errno, "tp command ring");
-  if (ftruncate(fd_.get(), sizeof(ShmRing)) != 0) throw_errno("ftruncate", errno, "tp command ring");
+  if (ftruncate(fd_.get(), sizeof(ShmRing)) != 0)
+    throw_errno("ftruncate", errno, "tp command ring");
   void* p = mmap(nullptr, sizeof(ShmRing), PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
   if (p == MAP_FAILED) throw_errno("mmap", errno, "tp command ring");
   ring_ = new (p) ShmRing();
 }
 
 ShmSegment::ShmSegment(UniqueFd fd) : fd_(std::move(fd)) {
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd_.get(), &st) != 0) throw_errno("fstat", errno, "tp command ring");
   if (static_cast<size_t>(st.st_size) != sizeof(ShmRing)) {
-    throw InvalidArgument("tp channel fd " + std::to_string(fd_.get()) + " is not a command ring (" +
-                          std::to_string(st.st_size) + " bytes, expected " +
-                          std::to_string(sizeof(ShmRing)) + ")");
+    throw InvalidArgument("tp channel fd " + std::to_string(fd_.get()) +
+                          " is not a command ring (" + std::to_string(st.st_size) +
+                          " bytes, expected " + std::to_string(sizeof(ShmRing)) + ")");
   }
   void* p = mmap(nullptr, sizeof(ShmRing), PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
   if (p == MAP_FAILED) throw_errno("mmap", errno, "tp command ring");

@@ -11,8 +11,8 @@
 
 namespace kvpager::tp {
 
-SocketLink::SocketLink(RankId rank, const std::string& binary,
-                       const std::vector<std::string>& args, const std::vector<int>& extra_fds) {
+SocketLink::SocketLink(RankId rank, const std::string& binary, const std::vector<std::string>& args,
+                       const std::vector<int>& extra_fds) {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
     throw_errno("socketpair", errno, "tp rank " + std::to_string(rank.value));

@@ -19,7 +19,9 @@ const StrategyInfo kStrategies[] = {
 #undef KVPAGER_TP_STRATEGY
 }  // namespace
 
-std::span<const StrategyInfo> strategies() { return kStrategies; }
+std::span<const StrategyInfo> strategies() {
+  return kStrategies;
+}
 
 const StrategyInfo& find_strategy(std::string_view name) {
   std::string known;

@@ -15,9 +15,12 @@ DeviceMode parse_device_mode(const std::string& name) {
 
 const char* device_mode_name(DeviceMode mode) {
   switch (mode) {
-    case DeviceMode::kAuto: return "auto";
-    case DeviceMode::kPerRank: return "per-rank";
-    case DeviceMode::kSame: return "same";
+    case DeviceMode::kAuto:
+      return "auto";
+    case DeviceMode::kPerRank:
+      return "per-rank";
+    case DeviceMode::kSame:
+      return "same";
   }
   return "?";
 }
@@ -75,8 +78,9 @@ FaultSpec parse_fault(const std::string& text, int rank) {
     }
   }
   if (!known || nth < 1) {
-    throw InvalidArgument("fault '" + text +
-                          "' is not op:nth (op: create, release, map, set_access, unmap; nth >= 1)");
+    throw InvalidArgument(
+        "fault '" + text +
+        "' is not op:nth (op: create, release, map, set_access, unmap; nth >= 1)");
   }
   f.nth_call = nth;
   f.rank = rank;
@@ -98,6 +102,8 @@ TpConfig tp_config_from_env(TpConfig config) {
   config.spin_us = static_cast<uint32_t>(env_number("KVPAGER_TP_SPIN_US", config.spin_us));
   config.worker.spin_us =
       static_cast<uint32_t>(env_number("KVPAGER_TP_WORKER_SPIN_US", config.worker.spin_us));
+  config.worker.lock_spin_us =
+      static_cast<uint32_t>(env_number("KVPAGER_TP_LOCK_SPIN_US", config.worker.lock_spin_us));
   return config;
 }
 

@@ -76,6 +76,7 @@ TpScheduler::TpScheduler(TpConfig config)
     // Spinning only steals the CPU the peer needs: sleep on the futex at once.
     config_.spin_us = 0;
     config_.worker.spin_us = 0;
+    config_.worker.lock_spin_us = 0;
   }
 
   for (int r = 0; r < config_.tp_size; ++r) {
@@ -208,16 +209,21 @@ void TpScheduler::rollback(CommandKind undo, RankMask ranks, std::string& messag
 void TpScheduler::throw_failure(int rank, const std::string& message) {
   const Reply& reply = replies_[static_cast<size_t>(rank)];
   switch (reply.status) {
-    case ReplyStatus::kInvalidArgument: throw InvalidArgument(message);
-    case ReplyStatus::kOutOfMemory: throw OutOfMemory(message);
+    case ReplyStatus::kInvalidArgument:
+      throw InvalidArgument(message);
+    case ReplyStatus::kOutOfMemory:
+      throw OutOfMemory(message);
     case ReplyStatus::kDriverError:
       throw DriverError("tp rank " + std::to_string(rank) + ": " + reply.call, reply.result,
                         message);
-    case ReplyStatus::kTimeout: throw Timeout(message);
+    case ReplyStatus::kTimeout:
+      throw Timeout(message);
     case ReplyStatus::kDied:
     case ReplyStatus::kProtocol:
-    case ReplyStatus::kStateError: throw StateError(message);
-    default: throw Error(message);
+    case ReplyStatus::kStateError:
+      throw StateError(message);
+    default:
+      throw Error(message);
   }
 }
 
@@ -256,9 +262,15 @@ void TpScheduler::run(CommandKind kind, std::span<const PageId> pages) {
   throw_failure(first_failed, message);
 }
 
-void TpScheduler::map(std::span<const PageId> pages) { run(CommandKind::kMap, pages); }
-void TpScheduler::unmap(std::span<const PageId> pages) { run(CommandKind::kUnmap, pages); }
-void TpScheduler::ping() { run(CommandKind::kPing, {}); }
+void TpScheduler::map(std::span<const PageId> pages) {
+  run(CommandKind::kMap, pages);
+}
+void TpScheduler::unmap(std::span<const PageId> pages) {
+  run(CommandKind::kUnmap, pages);
+}
+void TpScheduler::ping() {
+  run(CommandKind::kPing, {});
+}
 
 std::vector<RankState> TpScheduler::query() {
   run(CommandKind::kQuery, {});
@@ -289,8 +301,8 @@ void TpScheduler::shutdown() {
   if (broadcaster_ && live != 0) {
     command_.kind = CommandKind::kShutdown;
     command_.count = 0;
-    const auto grace = std::min<std::chrono::milliseconds>(config_.timeout,
-                                                           std::chrono::milliseconds(2000));
+    const auto grace =
+        std::min<std::chrono::milliseconds>(config_.timeout, std::chrono::milliseconds(2000));
     broadcaster_->broadcast(command_, live, replies_, Clock::now() + grace);
     for (auto& link : links_) link->process().wait_exit(grace);
   }

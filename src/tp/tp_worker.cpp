@@ -76,7 +76,8 @@ int run_worker(const WorkerLaunch& launch) {
       launch.fault.rank == static_cast<int>(launch.rank.value) ? launch.fault : FaultSpec{};
 
   std::unique_ptr<ShmSegment> segment;
-  if (launch.transport == Transport::kShm) segment = std::make_unique<ShmSegment>(std::move(channel));
+  if (launch.transport == Transport::kShm)
+    segment = std::make_unique<ShmSegment>(std::move(channel));
 
   std::unique_ptr<DeviceLock> device_lock;
   std::unique_ptr<CommandExecutor> executor;

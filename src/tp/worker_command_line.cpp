@@ -12,9 +12,12 @@ namespace {
 
 const char* choice_name(vmm::BackendChoice c) {
   switch (c) {
-    case vmm::BackendChoice::kAuto: return "auto";
-    case vmm::BackendChoice::kHost: return "host";
-    case vmm::BackendChoice::kCuda: return "cuda";
+    case vmm::BackendChoice::kAuto:
+      return "auto";
+    case vmm::BackendChoice::kHost:
+      return "host";
+    case vmm::BackendChoice::kCuda:
+      return "cuda";
   }
   return "auto";
 }
@@ -34,29 +37,54 @@ uint64_t number(const std::string& key, const std::string& value) {
 std::vector<std::string> worker_command_line(const WorkerLaunch& l) {
   const WorkerConfig& c = l.config;
   std::vector<std::string> a = {
-      "kvpager", "tp-worker",
-      "--rank", std::to_string(l.rank.value),
-      "--transport", transport_name(l.transport),
-      "--channel-fd", std::to_string(l.channel_fd),
-      "--parent-pid", std::to_string(l.parent_pid),
-      "--device-lock-fd", std::to_string(l.device_lock_fd),
-      "--backend", choice_name(c.backend.choice),
-      "--device", std::to_string(c.backend.device),
-      "--host-granularity", std::to_string(c.backend.host_granularity),
-      "--host-capacity", std::to_string(c.backend.host_capacity_bytes),
-      "--num-layers", std::to_string(c.geometry.num_layers),
-      "--kv-heads", std::to_string(c.geometry.kv_heads),
-      "--head-dim", std::to_string(c.geometry.head_dim),
-      "--dtype-bytes", std::to_string(c.geometry.dtype_bytes),
-      "--block-size", std::to_string(c.geometry.block_size),
-      "--latent", c.geometry.kind == kv::KvKind::kLatent ? "1" : "0",
-      "--layout", kv::layout_name(c.layout),
-      "--virtual-bytes", std::to_string(c.virtual_bytes),
-      "--handle-bytes", std::to_string(c.handle_bytes),
-      "--ready-pages", std::to_string(c.ready_pages),
-      "--pool", c.pool ? "1" : "0",
-      "--background-refill", c.background_refill ? "1" : "0",
-      "--spin-us", std::to_string(c.spin_us),
+      "kvpager",
+      "tp-worker",
+      "--rank",
+      std::to_string(l.rank.value),
+      "--transport",
+      transport_name(l.transport),
+      "--channel-fd",
+      std::to_string(l.channel_fd),
+      "--parent-pid",
+      std::to_string(l.parent_pid),
+      "--device-lock-fd",
+      std::to_string(l.device_lock_fd),
+      "--backend",
+      choice_name(c.backend.choice),
+      "--device",
+      std::to_string(c.backend.device),
+      "--host-granularity",
+      std::to_string(c.backend.host_granularity),
+      "--host-capacity",
+      std::to_string(c.backend.host_capacity_bytes),
+      "--num-layers",
+      std::to_string(c.geometry.num_layers),
+      "--kv-heads",
+      std::to_string(c.geometry.kv_heads),
+      "--head-dim",
+      std::to_string(c.geometry.head_dim),
+      "--dtype-bytes",
+      std::to_string(c.geometry.dtype_bytes),
+      "--block-size",
+      std::to_string(c.geometry.block_size),
+      "--latent",
+      c.geometry.kind == kv::KvKind::kLatent ? "1" : "0",
+      "--layout",
+      kv::layout_name(c.layout),
+      "--virtual-bytes",
+      std::to_string(c.virtual_bytes),
+      "--handle-bytes",
+      std::to_string(c.handle_bytes),
+      "--ready-pages",
+      std::to_string(c.ready_pages),
+      "--pool",
+      c.pool ? "1" : "0",
+      "--background-refill",
+      c.background_refill ? "1" : "0",
+      "--spin-us",
+      std::to_string(c.spin_us),
+      "--lock-spin-us",
+      std::to_string(c.lock_spin_us),
   };
   if (l.fault.rank == static_cast<int>(l.rank.value)) {
     a.push_back("--inject-fault");
@@ -79,7 +107,8 @@ WorkerLaunch parse_worker_command_line(const std::vector<std::string>& args) {
     return Setter([&field](const std::string& k, const std::string& v) { field = number(k, v); });
   };
   auto flag = [](bool& field) {
-    return Setter([&field](const std::string& k, const std::string& v) { field = number(k, v) != 0; });
+    return Setter(
+        [&field](const std::string& k, const std::string& v) { field = number(k, v) != 0; });
   };
   uint64_t granularity = c.backend.host_granularity;
   uint32_t rank = 0, device = 0, fd = 3, parent = 0;
@@ -108,6 +137,7 @@ WorkerLaunch parse_worker_command_line(const std::vector<std::string>& args) {
       {"--pool", flag(c.pool)},
       {"--background-refill", flag(c.background_refill)},
       {"--spin-us", u32(c.spin_us)},
+      {"--lock-spin-us", u32(c.lock_spin_us)},
       {"--inject-fault", [&](auto&, auto& v) { fault = v; }},
   };
   for (size_t i = 0; i < args.size(); i += 2) {

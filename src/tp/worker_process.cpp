@@ -48,7 +48,9 @@ WorkerProcess::WorkerProcess(RankId rank, const std::string& binary,
   pid_ = pid;
 }
 
-WorkerProcess::~WorkerProcess() { kill_and_reap(); }
+WorkerProcess::~WorkerProcess() {
+  kill_and_reap();
+}
 
 bool WorkerProcess::poll_locked() {
   if (reaped_) return true;

@@ -1,6 +1,6 @@
 // DeviceLock across processes: mutual exclusion, and recovery when a holder dies.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 

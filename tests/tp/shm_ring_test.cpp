@@ -17,8 +17,9 @@ void ping_pong(std::chrono::nanoseconds spin, uint32_t rounds) {
   const auto far = std::chrono::steady_clock::now() + 60s;
   std::thread worker([&] {
     for (uint32_t seq = 1; seq <= rounds; ++seq) {
-      ASSERT_EQ(wait_for(ring.posted, ring.worker_waiting, seq, spin, far, 1ms, [] { return false; }),
-                WaitResult::kReady);
+      ASSERT_EQ(
+          wait_for(ring.posted, ring.worker_waiting, seq, spin, far, 1ms, [] { return false; }),
+          WaitResult::kReady);
       ring.replies[seq % ShmRing::kDepth].seq = ring.commands[seq % ShmRing::kDepth].seq;
       publish(ring.replied, ring.scheduler_waiting, seq + 1);
     }
@@ -34,8 +35,12 @@ void ping_pong(std::chrono::nanoseconds spin, uint32_t rounds) {
   worker.join();
 }
 
-TEST(TpShmRing, PingPongWhileSleeping) { ping_pong(0ns, 2000); }
-TEST(TpShmRing, PingPongWhileSpinning) { ping_pong(50us, 2000); }
+TEST(TpShmRing, PingPongWhileSleeping) {
+  ping_pong(0ns, 2000);
+}
+TEST(TpShmRing, PingPongWhileSpinning) {
+  ping_pong(50us, 2000);
+}
 
 TEST(TpShmRing, WaitEndsAtTheDeadlineOrWhenGivingUp) {
   ShmSegment segment;

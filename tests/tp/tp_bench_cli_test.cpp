@@ -38,15 +38,15 @@ class TpBenchCli : public ::testing::Test {
 TEST_F(TpBenchCli, TpIpcRunsEveryStrategy) {
   for (const char* impl : {"seq", "thread", "async", "shm"}) {
     const CliRun r = kvpager(std::string("bench tp-ipc --backend host --tp-size 2 --iters 3 "
-                                      "--noop-iters 20 --num-layers 4 --json --map-impl ") +
-                          impl);
+                                         "--noop-iters 20 --num-layers 4 --json --map-impl ") +
+                             impl);
     ASSERT_EQ(r.status, 0) << r.out;
     const auto j = nlohmann::json::parse(r.out);
     EXPECT_EQ(j["map_impl"], impl);
     EXPECT_EQ(j["tp_size"], 2);
-    for (const char* key : {"map_mean_ms", "map_p95_ms", "map_max_ms", "map_min_ms",
-                            "map_per_page_mean_ms", "unmap_mean_ms", "unmap_per_page_mean_ms",
-                            "noop_p50_us", "noop_mean_us"}) {
+    for (const char* key :
+         {"map_mean_ms", "map_p95_ms", "map_max_ms", "map_min_ms", "map_per_page_mean_ms",
+          "unmap_mean_ms", "unmap_per_page_mean_ms", "noop_p50_us", "noop_mean_us"}) {
       ASSERT_TRUE(j.contains(key)) << key;
       EXPECT_GT(j[key].template get<double>(), 0.0) << key;
     }
@@ -54,8 +54,9 @@ TEST_F(TpBenchCli, TpIpcRunsEveryStrategy) {
 }
 
 TEST_F(TpBenchCli, TpIpcPrintsTheSeedTable) {
-  const CliRun r = kvpager("bench tp-ipc --backend host --tp-size 2 --iters 2 --noop-iters 5 "
-                        "--num-layers 4 --layout per-layer --map-impl shm -v");
+  const CliRun r = kvpager(
+      "bench tp-ipc --backend host --tp-size 2 --iters 2 --noop-iters 5 "
+      "--num-layers 4 --layout per-layer --map-impl shm -v");
   ASSERT_EQ(r.status, 0) << r.out;
   for (const char* text : {"=== IPC Benchmark Summary ===", "| per-page mean |",
                            "Broadcast overhead (no-op round trip", "iter   0:"}) {
@@ -64,15 +65,17 @@ TEST_F(TpBenchCli, TpIpcPrintsTheSeedTable) {
 }
 
 TEST_F(TpBenchCli, MapParallelPrintsThreeCasesAndTheSpeedUp) {
-  CliRun r = kvpager("bench map-parallel --backend host --pages-total 8 --procs 2 --iters 2 "
-                  "--num-layers 4");
+  CliRun r = kvpager(
+      "bench map-parallel --backend host --pages-total 8 --procs 2 --iters 2 "
+      "--num-layers 4");
   ASSERT_EQ(r.status, 0) << r.out;
   for (const char* text : {"Single Process case", "Serial case", "Parallel case (2 procs",
                            "Speedup (parallel vs serial)"}) {
     EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
   }
-  r = kvpager("bench map-parallel --backend host --pages-total 4 --procs 2 --iters 2 "
-              "--num-layers 4 --no-pool --layout per-layer --json");
+  r = kvpager(
+      "bench map-parallel --backend host --pages-total 4 --procs 2 --iters 2 "
+      "--num-layers 4 --no-pool --layout per-layer --json");
   ASSERT_EQ(r.status, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["pool"], false);
@@ -85,8 +88,9 @@ TEST_F(TpBenchCli, BadInputIsAUsageError) {
   CliRun r = kvpager("bench tp-ipc --backend host --tp-size 1 --iters 1 --map-impl smoke-signals");
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("unknown broadcast strategy"), std::string::npos) << r.out;
-  r = kvpager("bench tp-ipc --backend host --tp-size 1 --iters 1 --num-layers 4 "
-              "--pages-per-iter 100000000");
+  r = kvpager(
+      "bench tp-ipc --backend host --tp-size 1 --iters 1 --num-layers 4 "
+      "--pages-per-iter 100000000");
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("virtual pages"), std::string::npos) << r.out;
   r = kvpager("bench map-parallel --backend host --pages-total 7 --procs 2");

@@ -72,6 +72,17 @@ TEST_P(TpBroadcast, MapAndUnmapReachEveryRank) {
   for (const Reply& r : s.last_replies()) EXPECT_LE(r.start_ns, r.end_ns);
 }
 
+TEST_P(TpBroadcast, SingleRankWithSpinningWaits) {
+  TpScheduler s(config(1));  // one rank: spinning stays on even on a two-CPU machine
+  for (uint32_t p = 0; p < 20; ++p) {
+    s.map(ids({p}));
+    s.ping();
+  }
+  std::vector<uint32_t> all;
+  for (uint32_t p = 0; p < 20; ++p) all.push_back(p);
+  expect_mapped_everywhere(s, all);
+}
+
 TEST_P(TpBroadcast, PerLayerLayoutMapsEveryHandle) {
   TpConfig c = config(2);
   c.worker.layout = kv::KvLayout::kPerLayer;
@@ -89,7 +100,8 @@ TEST_P(TpBroadcast, PageBeyondTheRangeIsRejectedBeforeAnyRankMaps) {
     s.map(ids({3, s.num_pages()}));
     FAIL() << "expected InvalidArgument";
   } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("beyond the virtual range"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("beyond the virtual range"), std::string::npos)
+        << e.what();
   }
   expect_mapped_everywhere(s, {});
   // A page in the wrong state fails on every rank, and each rank undoes its own part.

@@ -60,6 +60,8 @@ inline std::vector<std::string> dir_entries(const std::string& dir) {
 }
 
 // Descriptors this process holds (the iterator's own one included, the same every time).
-inline size_t open_fd_count() { return dir_entries("/proc/self/fd").size(); }
+inline size_t open_fd_count() {
+  return dir_entries("/proc/self/fd").size();
+}
 
 }  // namespace kvpager::testing

@@ -8,7 +8,8 @@
 // Thread safety: one broadcast at a time.
 //
 // Adding a strategy: write src/tp/<name>_broadcaster.cpp defining a factory
-//   std::unique_ptr<Broadcaster> make_<name>_broadcaster(std::span<const std::unique_ptr<RankLink>>)
+//   std::unique_ptr<Broadcaster> make_<name>_broadcaster(std::span<const
+//   std::unique_ptr<RankLink>>)
 // and add one KVPAGER_TP_STRATEGY line to src/tp/strategies.inc (benchmarks/tp/README.md).
 #include <cstdint>
 #include <memory>
@@ -37,7 +38,7 @@ struct StrategyInfo {
   const char* name;
   Transport transport;  // which links the strategy needs
   BroadcasterFactory make;
-  const char* source;   // the file that implements it, as the seed's summary prints
+  const char* source;  // the file that implements it, as the seed's summary prints
   const char* summary;
 };
 

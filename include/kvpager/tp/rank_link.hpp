@@ -42,7 +42,7 @@ class RankLink {
 
  protected:
   std::unique_ptr<WorkerProcess> process_;
-  uint64_t seq_ = 0;  // of the last posted command
+  uint64_t seq_ = 0;                            // of the last posted command
   Clock::time_point posted_at_ = Clock::now();  // when it was posted (or the link made)
 };
 

@@ -44,26 +44,28 @@ struct WorkerConfig {
   uint32_t ready_pages = 1;         // logical pages of handles created before "ready"
   bool pool = true;                 // false: create handles inside map, release inside unmap
   bool background_refill = false;   // a pool thread keeps handles ready (--async-sched)
-  uint32_t spin_us = 100;           // shm: spin for the next command before sleeping
+  uint32_t spin_us = 1000;          // shm: spin for the next command before sleeping
+  uint32_t lock_spin_us = 2000;     // spin for the device lock before sleeping
 };
 
-// Spinning (spin_us, worker.spin_us) is turned off by the scheduler when the process may use
-// fewer CPUs than tp_size + 1: a spinner would only steal the CPU its peer needs.
+// Spinning (spin_us, worker.spin_us, worker.lock_spin_us) is turned off by the scheduler when the
+// process may use fewer CPUs than tp_size + 1: a spinner would only steal the CPU its peer needs.
 struct TpConfig {
-  int tp_size = 1;                                  // 1..64 worker processes
-  std::string strategy = "shm";                     // a name from strategies()
+  int tp_size = 1;               // 1..64 worker processes
+  std::string strategy = "shm";  // a name from strategies()
   DeviceMode device_mode = DeviceMode::kAuto;
   WorkerConfig worker;
   std::chrono::milliseconds timeout{10000};         // per broadcast; KVPAGER_TP_TIMEOUT_MS
   std::chrono::milliseconds start_timeout{120000};  // workers ready; KVPAGER_TP_START_TIMEOUT_MS
-  uint32_t spin_us = 500;                           // shm: spin for acks before sleeping
+  uint32_t spin_us = 1000;                          // shm: spin for acks before sleeping
   std::string worker_binary;  // kvpager binary run as `tp-worker`; "" = this executable
   bool device_lock = true;    // ranks sharing a device take turns (device_lock.hpp)
   FaultSpec fault;
 };
 
-// Fills timeouts and spin from KVPAGER_TP_* variables (unset ones keep their value);
-// InvalidArgument naming the variable for a malformed value.
+// Fills timeouts and spins from KVPAGER_TP_TIMEOUT_MS, KVPAGER_TP_START_TIMEOUT_MS,
+// KVPAGER_TP_SPIN_US, KVPAGER_TP_WORKER_SPIN_US, KVPAGER_TP_LOCK_SPIN_US (unset ones keep their
+// value); InvalidArgument naming the variable for a malformed value.
 TpConfig tp_config_from_env(TpConfig config = TpConfig{});
 
 // The geometry the benchmarks use (as the seeds do): `num_layers` layers, 8 KV heads x 128,

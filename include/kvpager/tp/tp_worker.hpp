@@ -17,10 +17,10 @@ struct WorkerLaunch {
   RankId rank;
   Transport transport = Transport::kShm;
   int channel_fd = 3;
-  pid_t parent_pid = 0;  // the worker exits when its parent changes
+  pid_t parent_pid = 0;     // the worker exits when its parent changes
   int device_lock_fd = -1;  // an inherited DeviceLock shared with the ranks of this device
-  WorkerConfig config;   // config.backend.device is this rank's device
-  FaultSpec fault;       // applies when fault.rank == rank
+  WorkerConfig config;      // config.backend.device is this rank's device
+  FaultSpec fault;          // applies when fault.rank == rank
 };
 
 // The command line that makes `kvpager tp-worker` rebuild `launch` (argv[0] included).

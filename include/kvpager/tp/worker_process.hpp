@@ -1,11 +1,11 @@
 #pragma once
 // WorkerProcess: one tp worker as a child process (fork + exec of the kvpager binary), owned
 // for its whole life. The child inherits exactly the descriptors it is given, as fd 3, 4, ...
-// (the channel first; everything else the scheduler holds is close-on-exec), PR_SET_PDEATHSIG(SIGKILL) and an
-// empty signal mask; no CUDA state crosses the fork because the child execs at once.
-// PR_SET_PDEATHSIG fires when the *thread* that spawned the worker ends, so create workers
-// on a thread that outlives them (workers also exit when their channel says the scheduler
-// is gone).
+// (the channel first; everything else the scheduler holds is close-on-exec),
+// PR_SET_PDEATHSIG(SIGKILL) and an empty signal mask; no CUDA state crosses the fork because the
+// child execs at once. PR_SET_PDEATHSIG fires when the *thread* that spawned the worker ends, so
+// create workers on a thread that outlives them (workers also exit when their channel says the
+// scheduler is gone).
 //
 // Ownership: the destructor SIGKILLs a worker that still runs and reaps it: no zombies.
 // Thread safety: all methods are thread-safe.

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# GPU runs of the tp layer (issue 9) on a one-GPU machine, all ranks on device 0.
+# Needs a built tree in build/ (build/kvpager). Runs the tp gpu test, then the target
+# benchmarks with --json. Writes $OUT/tp/tp.log (everything) and $OUT/tp/tp.jsonl (one line per
+# run: {"label": ..., "result": <the bench's JSON>} or {"label": ..., "error": ...}) and prints a
+# compact summary table last. Takes about a minute; every step is bounded by `timeout`.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD_DIR:-build}
+BIN=${KVPAGER_BIN:-$BUILD/kvpager}
+BACKEND=${TP_BACKEND:-cuda}  # host: a dry run of this script on a machine without a GPU
+OUT=${OUT:-/tmp/kvpager-gpu-out}
+mkdir -p "$OUT/tp"
+LOG="$OUT/tp/tp.log"
+JSONL="$OUT/tp/tp.jsonl"
+: >"$LOG"
+: >"$JSONL"
+
+{
+  echo "== tp GPU runs, $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  echo "cpus: $(nproc)"
+} >>"$LOG"
+
+echo "== tp gpu test" | tee -a "$LOG"
+if [ -f "$BUILD/CTestTestfile.cmake" ]; then
+  timeout 150 ctest --test-dir "$BUILD" -R '^tp_gpu_test$' --output-on-failure >>"$LOG" 2>&1 &&
+    echo "tp_gpu_test: passed" | tee -a "$LOG" || echo "tp_gpu_test: FAILED (see tp.log)" | tee -a "$LOG"
+fi
+
+# run LABEL LIMIT_S ARGS...: one benchmark run, its JSON appended to tp.jsonl.
+run() {
+  local label=$1 limit=$2
+  shift 2
+  echo "== $label: $BIN $* --json" >>"$LOG"
+  local out rc=0
+  out=$(timeout "$limit" "$BIN" "$@" --json 2>>"$LOG") || rc=$?
+  if [ "$rc" = 0 ]; then
+    echo "$out" >>"$LOG"
+    printf '{"label":"%s","result":%s}\n' "$label" "$out" >>"$JSONL"
+  else
+    echo "   FAILED (exit $rc)" >>"$LOG"
+    printf '{"label":"%s","error":"exit status %s, see tp.log"}\n' "$label" "$rc" >>"$JSONL"
+  fi
+  echo "done: $label"
+}
+
+IPC=(bench tp-ipc --backend "$BACKEND" --device-mode same --pages-per-iter 1 --num-layers 32)
+for impl in seq thread async shm; do
+  run "tp-ipc tp4 interleaved $impl" 60 "${IPC[@]}" --tp-size 4 --iters 200 --noop-iters 2000 \
+    --layout interleaved --map-impl "$impl"
+done
+run "tp-ipc tp1 interleaved shm" 60 "${IPC[@]}" --tp-size 1 --iters 200 --noop-iters 2000 \
+  --layout interleaved --map-impl shm
+run "tp-ipc tp4 per-layer shm" 60 "${IPC[@]}" --tp-size 4 --iters 40 --layout per-layer --map-impl shm
+run "tp-ipc tp4 per-layer seq" 60 "${IPC[@]}" --tp-size 4 --iters 40 --layout per-layer --map-impl seq
+run "tp-ipc tp4 interleaved shm no-lock" 60 "${IPC[@]}" --tp-size 4 --iters 200 \
+  --layout interleaved --map-impl shm --no-device-lock
+
+MP=(bench map-parallel --backend "$BACKEND" --device-mode same --pages-total 100 --procs 4 --num-layers 32)
+run "map-parallel interleaved pool" 60 "${MP[@]}" --iters 20 --layout interleaved
+run "map-parallel interleaved no-pool" 60 "${MP[@]}" --iters 20 --layout interleaved --no-pool
+run "map-parallel interleaved pool no-lock" 60 "${MP[@]}" --iters 20 --layout interleaved --no-device-lock
+run "map-parallel per-layer pool" 90 "${MP[@]}" --iters 8 --layout per-layer
+run "map-parallel per-layer no-pool" 90 "${MP[@]}" --iters 4 --layout per-layer --no-pool
+
+echo
+echo "== summary (ms unless marked; targets from issue 9)"
+python3 - "$JSONL" <<'PY' | tee -a "$LOG"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"{'run':40} {'map':>9} {'unmap':>9} {'noop p50 us':>12}  target")
+targets = {
+    "tp-ipc tp4 interleaved shm": "map<=0.20 unmap<=0.12 noop<=20us",
+    "tp-ipc tp1 interleaved shm": "map<=0.06 unmap<=0.04",
+    "tp-ipc tp4 per-layer shm": "map<=10 unmap<=6",
+}
+for r in rows:
+    label = r["label"]
+    if "error" in r:
+        print(f"{label:40} ERROR {r['error']}")
+        continue
+    j = r["result"]
+    if j["bench"] == "tp-ipc":
+        print(f"{label:40} {j['map_mean_ms']:9.3f} {j['unmap_mean_ms']:9.3f} "
+              f"{j['noop_p50_us']:12.1f}  {targets.get(label, '')}")
+print()
+print(f"{'run':40} {'single':>9} {'serial':>9} {'parallel':>9} {'par/ser':>8}  target")
+for r in rows:
+    if "error" in r or r["result"]["bench"] != "map-parallel":
+        continue
+    j = r["result"]
+    ratio = j["parallel_mean_ms"] / j["serial_mean_ms"]
+    t = "serial<=3.0 par<=1.1x" if r["label"] == "map-parallel interleaved pool" else ""
+    print(f"{r['label']:40} {j['single_mean_ms']:9.3f} {j['serial_mean_ms']:9.3f} "
+          f"{j['parallel_mean_ms']:9.3f} {ratio:8.2f}  {t}")
+PY
