@@ -21,6 +21,7 @@ namespace {
 
 struct TopOptions {
   double interval_s = 1.0;
+  bool json = false;  // one snapshot as JSON (what the screen shows), no terminal needed
 };
 
 enum class SortKey { kMapped, kUsed, kLimit, kName };
@@ -143,6 +144,12 @@ void run_top(const TopOptions& o) {
     throw InvalidArgument("top: --interval must be between 0.1 and 10 seconds");
   }
   const limits::Registry registry = registry_from_env();
+  if (o.json) {
+    const limits::RegistrySnapshot snap = registry.scan();
+    report_skipped(snap);
+    std::printf("%s\n", registry_json(snap).dump(2).c_str());
+    return;
+  }
   if (!::isatty(STDIN_FILENO) || !::isatty(STDOUT_FILENO)) {
     throw StateError("top needs a terminal; use `kvpager watch` or `kvpager list --json`");
   }
@@ -173,6 +180,7 @@ void register_top(CommandGroups& groups) {
   CLI::App* cmd = groups.root.add_subcommand(
       "top", "Full-screen live view: device budgets and per-instance used/mapped/limit bars");
   cmd->add_option("-n,--interval", o->interval_s, "Seconds between refreshes (default 1)");
+  cmd->add_flag("--json", o->json, "Print one snapshot as JSON and exit");
   cmd->callback([o] { run_top(*o); });
 }
 

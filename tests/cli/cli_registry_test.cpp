@@ -115,6 +115,10 @@ TEST_F(CliRegistry, ListShowsInstancesAsTextAndJson) {
   EXPECT_EQ(j["devices"][0]["charged_bytes"], 96 * MiB);
   EXPECT_EQ(j["devices"][0]["live_members"], 1);
   EXPECT_TRUE(j["skipped"].empty());
+  const CommandResult top = kvpager({"top", "--json"});  // the same snapshot, no terminal
+  ASSERT_EQ(top.status, 0) << top.err;
+  EXPECT_EQ(nlohmann::json::parse(top.out)["instances"].size(), 2u);
+  EXPECT_EQ(kvpager({"top"}).status, 1);  // no terminal: one clear line, exit 1
 }
 
 TEST_F(CliRegistry, LimitAcceptsEverySizeFormAndBumpsTheRevision) {

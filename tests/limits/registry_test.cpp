@@ -1,6 +1,7 @@
 // The registry inside one process: validation, accounting against the instance limit and the
 // device budget, control through Registry, and a KvCache following its registry entry.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include "kv/kv_test_support.hpp"
 #include "kvpager/common/error.hpp"
@@ -81,6 +82,22 @@ TEST(InstanceRegistration, ChargesStayWithinInstanceLimitAndDeviceBudget) {
   EXPECT_EQ(snap.devices[0].live_members, 2u);
   a->uncharge(6 * MiB);
   b->uncharge(4 * MiB);
+}
+
+TEST(InstanceRegistration, SegmentsAreOwnerOnlyUnlessTheModeWidensThem) {
+  ScopedRegistry reg("mode");
+  const mode_t old = ::umask(0);  // the mode must not depend on the umask either way
+  auto a = InstanceRegistration::create(reg.config, spec("private"));
+  struct stat st{};
+  ASSERT_EQ(::stat(reg.path("inst-private").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat(reg.path("dev-host0").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  reg.config.mode = 0660;
+  auto b = InstanceRegistration::create(reg.config, spec("group"));
+  ASSERT_EQ(::stat(reg.path("inst-group").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  ::umask(old);
 }
 
 TEST(InstanceRegistration, NamesAreUniqueWhileTheOwnerLivesAndFilesGoWithIt) {
