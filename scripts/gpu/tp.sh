@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU runs of the tp layer (issue 9) on a one-GPU machine, all ranks on device 0.
 # Needs a built tree in build/ (build/kvpager). Runs the tp gpu test, then the target
-# benchmarks with --json. Writes $OUT/tp/tp.log (everything) and $OUT/tp/tp.jsonl (one line per
-# run: {"label": ..., "result": <the bench's JSON>} or {"label": ..., "error": ...}) and prints a
-# compact summary table last. Takes about a minute; every step is bounded by `timeout`.
+# benchmarks with --json. Writes one file, $OUT/tp/tp.jsonl (one line per run: {"label": ...,
+# "result": <the bench's JSON>} or {"label": ..., "error": ...}); the log goes to stdout (which
+# scripts/gpu/run.sh keeps as $OUT/tp/section.log) and a compact summary table comes last.
+# Takes about a minute; every step is bounded by `timeout`.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD_DIR:-build}
@@ -11,38 +12,35 @@ BIN=${KVPAGER_BIN:-$BUILD/kvpager}
 BACKEND=${TP_BACKEND:-cuda}  # host: a dry run of this script on a machine without a GPU
 OUT=${OUT:-/tmp/kvpager-gpu-out}
 mkdir -p "$OUT/tp"
-LOG="$OUT/tp/tp.log"
 JSONL="$OUT/tp/tp.jsonl"
-: >"$LOG"
 : >"$JSONL"
 
 {
   echo "== tp GPU runs, $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
   echo "cpus: $(nproc)"
-} >>"$LOG"
+}
 
-echo "== tp gpu test" | tee -a "$LOG"
+echo "== tp gpu test"
 if [ -f "$BUILD/CTestTestfile.cmake" ]; then
-  timeout 150 ctest --test-dir "$BUILD" -R '^tp_gpu_test$' --output-on-failure >>"$LOG" 2>&1 &&
-    echo "tp_gpu_test: passed" | tee -a "$LOG" || echo "tp_gpu_test: FAILED (see tp.log)" | tee -a "$LOG"
+  timeout 150 ctest --test-dir "$BUILD" -R '^tp_gpu_test$' --output-on-failure 2>&1 | tail -n 40
+  [ "${PIPESTATUS[0]}" = 0 ] && echo "tp_gpu_test: passed" || echo "tp_gpu_test: FAILED"
 fi
 
 # run LABEL LIMIT_S ARGS...: one benchmark run, its JSON appended to tp.jsonl.
 run() {
   local label=$1 limit=$2
   shift 2
-  echo "== $label: $BIN $* --json" >>"$LOG"
+  echo "== $label: $BIN $* --json"
   local out rc=0
-  out=$(timeout "$limit" "$BIN" "$@" --json 2>>"$LOG") || rc=$?
+  out=$(timeout "$limit" "$BIN" "$@" --json) || rc=$?
   if [ "$rc" = 0 ]; then
-    echo "$out" >>"$LOG"
+    echo "$out"
     printf '{"label":"%s","result":%s}\n' "$label" "$out" >>"$JSONL"
   else
-    echo "   FAILED (exit $rc)" >>"$LOG"
-    printf '{"label":"%s","error":"exit status %s, see tp.log"}\n' "$label" "$rc" >>"$JSONL"
+    echo "   FAILED (exit $rc)"
+    printf '{"label":"%s","error":"exit status %s, see the log"}\n' "$label" "$rc" >>"$JSONL"
   fi
-  echo "done: $label"
 }
 
 IPC=(bench tp-ipc --backend "$BACKEND" --device-mode same --pages-per-iter 1 --num-layers 32)
@@ -66,7 +64,7 @@ run "map-parallel per-layer no-pool" 90 "${MP[@]}" --iters 4 --layout per-layer 
 
 echo
 echo "== summary (ms unless marked; targets from issue 9)"
-python3 - "$JSONL" <<'PY' | tee -a "$LOG"
+python3 - "$JSONL" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(f"{'run':40} {'map':>9} {'unmap':>9} {'noop p50 us':>12}  target")
