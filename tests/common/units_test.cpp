@@ -46,3 +46,20 @@ TEST(Summarize, NearestRankPercentiles) {
   EXPECT_DOUBLE_EQ(s.min, 1);
   EXPECT_EQ(summarize({}).count, 0u);
 }
+
+#include "kvpager/limits/memory_budget.hpp"
+
+TEST(LocalBudget, ChargesUpToTheLimitAndNeverPast) {
+  kvpager::limits::LocalBudget b(100);
+  EXPECT_TRUE(b.try_charge(60));
+  EXPECT_FALSE(b.try_charge(41));
+  EXPECT_EQ(b.charged_bytes(), 60u);
+  EXPECT_TRUE(b.try_charge(40));
+  EXPECT_FALSE(b.try_charge(1));
+  b.uncharge(50);
+  b.set_limit(40);  // below the charge: refuses until enough is uncharged
+  EXPECT_FALSE(b.try_charge(1));
+  b.uncharge(20);
+  EXPECT_TRUE(b.try_charge(10));
+  EXPECT_FALSE(b.try_charge(UINT64_MAX));
+}
