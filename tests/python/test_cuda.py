@@ -46,7 +46,8 @@ def fill_and_attend(k_cache, v_cache, block_ids, seed, dtype):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_attention_on_kvpager_memory_matches_torch_memory_bitwise(layout, dtype):
     cache = cuda_cache(layout, dtype, stream=torch.cuda.current_stream().cuda_stream)
-    ids = cache.alloc(37)
+    n = cache.stats()["max_blocks_per_page"] + 5  # more than one page, so trim has work
+    ids = cache.alloc(n)
     for layer in range(LAYERS):
         k, v = cache.key(layer), cache.value(layer)
         assert k.is_cuda and k.device.index == 0 and k.dtype == dtype
@@ -60,7 +61,7 @@ def test_attention_on_kvpager_memory_matches_torch_memory_bitwise(layout, dtype)
     # free, trim (pages unmapped after the queued kernels finished), allocate again, recompute
     cache.free(ids)
     assert cache.trim() > 0
-    again = cache.alloc(37)
+    again = cache.alloc(n)
     out = fill_and_attend(cache.key(1), cache.value(1), again, seed=99, dtype=dtype)
     ref_k = torch.empty(BLOCKS, BS, KV_HEADS, HEAD, device="cuda", dtype=dtype)
     ref = fill_and_attend(ref_k, torch.empty_like(ref_k), again, seed=99, dtype=dtype)
@@ -78,7 +79,7 @@ def test_engine_interface_on_cuda(layout, monkeypatch):
         pytest.skip(f"kvpager cannot use CUDA here: {exc}")
     manager = get_kv_cache_manager(BLOCKS, BS, KV_HEADS * HEAD * 2, LAYERS)
     assert manager.cache.device == "cuda:0" and manager.cache.layout == layout
-    ids = manager.alloc(20)
+    ids = manager.alloc(manager.cache.stats()["max_blocks_per_page"] + 5)  # over a page
     for layer, t in enumerate(kv):
         assert t.is_cuda and t.shape == (2, BLOCKS, BS, KV_HEADS, HEAD)
         ref_k = torch.empty(BLOCKS, BS, KV_HEADS, HEAD, device="cuda", dtype=torch.float16)
