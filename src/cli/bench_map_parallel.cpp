@@ -43,6 +43,7 @@ struct CaseResult {
   LatencySummary map;
   LatencySummary unmap;
   std::string device_mode;
+  bool device_lock = false;
 };
 
 // Wall time of the last broadcast in ms: first rank's start to last rank's end.
@@ -66,7 +67,7 @@ CaseResult run_case(const MapParallelOptions& o, const char* key, std::string ti
   config.worker.geometry = tp::bench_geometry(o.num_layers, o.block_size);
   config.worker.layout = kv::parse_layout(o.layout);
   config.worker.handle_bytes = parse_size(o.handle_size);
-  config.device_lock = !o.no_device_lock;
+  if (o.no_device_lock) config.device_lock = tp::DeviceLockMode::kOff;
   config.worker.ready_pages = pages_per_proc;
   config.worker.pool = !o.no_pool;
 
@@ -97,7 +98,8 @@ CaseResult run_case(const MapParallelOptions& o, const char* key, std::string ti
                     pages_per_proc,
                     summarize(map_ms),
                     summarize(unmap_ms),
-                    tp::device_mode_name(scheduler.config().device_mode)};
+                    tp::device_mode_name(scheduler.config().device_mode),
+                    scheduler.device_lock_active()};
 }
 
 void print_case(const CaseResult& c, int iters) {
@@ -142,7 +144,7 @@ void run_map_parallel(const MapParallelOptions& o) {
                         {"device_mode", cases[2].device_mode},
                         {"backend", o.backend},
                         {"pool", !o.no_pool},
-                        {"device_lock", !o.no_device_lock},
+                        {"device_lock", cases[2].device_lock},
                         {"speedup_mean", speedup}};
     for (const auto& c : cases) {
       const std::string k = c.key;
@@ -160,7 +162,8 @@ void run_map_parallel(const MapParallelOptions& o) {
               o.num_layers, o.block_size,
               o.no_pool ? "created inside map, released inside unmap (--no-pool)"
                         : "taken from a pre-filled pool",
-              cases[2].device_mode.c_str(), o.no_device_lock ? " (no device lock)" : "");
+              cases[2].device_mode.c_str(),
+              cases[2].device_lock ? ", processes take turns at the driver" : "");
   for (const auto& c : cases) print_case(c, o.iters);
   std::printf(
       "Speedup (parallel vs serial): mean x%.2f   (ideal being approximately %.2f if "
@@ -201,7 +204,7 @@ void register_map_parallel(CommandGroups& groups) {
                 "Create handles inside map and release them inside unmap (no pool)");
   cmd->add_option("--warmup", o->warmup, "Untimed iterations first")->capture_default_str();
   cmd->add_flag("--no-device-lock", o->no_device_lock,
-                "Let ranks on one device call the driver at once (default: they take turns)");
+                "Let ranks on one CUDA device call the driver at once (default: they take turns)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of the tables");
   cmd->callback([o] { run_map_parallel(*o); });
 }

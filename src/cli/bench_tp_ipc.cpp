@@ -55,7 +55,7 @@ void run_tp_ipc(const TpIpcOptions& o) {
   config.worker.geometry = tp::bench_geometry(o.num_layers, o.block_size);
   config.worker.layout = kv::parse_layout(o.layout);
   config.worker.handle_bytes = parse_size(o.handle_size);
-  config.device_lock = !o.no_device_lock;
+  if (o.no_device_lock) config.device_lock = tp::DeviceLockMode::kOff;
   config.worker.ready_pages = o.pages_per_iter;
   config.worker.background_refill = o.async_sched;
   tp::find_strategy(o.map_impl);  // a clear error before any process starts
@@ -117,7 +117,7 @@ void run_tp_ipc(const TpIpcOptions& o) {
         {"device_mode", tp::device_mode_name(cfg.device_mode)},
         {"backend", backend_name},
         {"async_sched", o.async_sched},
-        {"device_lock", !o.no_device_lock},
+        {"device_lock", scheduler.device_lock_active()},
         {"num_pages", scheduler.num_pages()},
         {"handles_per_page", scheduler.handles_per_page()},
         {"map_mean_ms", m.mean},
@@ -146,8 +146,9 @@ void run_tp_ipc(const TpIpcOptions& o) {
   std::printf("Pages Per Iteration     : %u\n", o.pages_per_iter);
   std::printf("Layout                  : %s, %u layers, block %u (%u handle(s) per page)\n",
               o.layout.c_str(), o.num_layers, o.block_size, scheduler.handles_per_page());
-  std::printf("Devices                 : %s, device mode %s\n\n", backend_name.c_str(),
-              tp::device_mode_name(cfg.device_mode));
+  std::printf("Devices                 : %s, device mode %s%s\n\n", backend_name.c_str(),
+              tp::device_mode_name(cfg.device_mode),
+              scheduler.device_lock_active() ? ", ranks take turns per device" : "");
   std::printf("+---------------+-----------+------------+\n");
   std::printf("| Metric        |  Map (ms) | Unmap (ms) |\n");
   std::printf("|---------------|-----------|------------|\n");
@@ -201,7 +202,7 @@ void register_tp_ipc(CommandGroups& groups) {
       ->capture_default_str();
   cmd->add_option("--noop-iters", o->noop_iters, "No-op round trips timed")->capture_default_str();
   cmd->add_flag("--no-device-lock", o->no_device_lock,
-                "Let ranks on one device call the driver at once (default: they take turns)");
+                "Let ranks on one CUDA device call the driver at once (default: they take turns)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of the table");
   cmd->callback([o] { run_tp_ipc(*o); });
 }

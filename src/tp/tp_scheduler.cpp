@@ -83,10 +83,14 @@ TpScheduler::TpScheduler(TpConfig config)
     devices_.push_back(mode == DeviceMode::kPerRank ? r : 0);
   }
   // Ranks that share a device take turns at the driver (device_lock.hpp).
+  const bool on_cuda = config_.worker.backend.choice == vmm::BackendChoice::kCuda ||
+                       (config_.worker.backend.choice == vmm::BackendChoice::kAuto && devices > 0);
+  const bool lock_devices = config_.device_lock == DeviceLockMode::kOn ||
+                            (config_.device_lock == DeviceLockMode::kAuto && on_cuda);
   std::vector<int> lock_fd(devices_.size(), -1);
   for (size_t r = 0; r < devices_.size(); ++r) {
     const auto sharing = std::count(devices_.begin(), devices_.end(), devices_[r]);
-    if (!config_.device_lock || sharing < 2 || lock_fd[r] >= 0) continue;
+    if (!lock_devices || sharing < 2 || lock_fd[r] >= 0) continue;
     device_locks_.push_back(std::make_unique<DeviceLock>());
     for (size_t q = r; q < devices_.size(); ++q) {
       if (devices_[q] == devices_[r]) lock_fd[q] = device_locks_.back()->fd();

@@ -23,6 +23,7 @@ inline tp::TpConfig small_tp_config(const std::string& strategy, int tp_size) {
   c.tp_size = tp_size;
   c.strategy = strategy;
   c.device_mode = tp::DeviceMode::kSame;
+  c.device_lock = tp::DeviceLockMode::kOn;  // exercised on the host too
   c.worker.backend.choice = vmm::BackendChoice::kHost;
   c.worker.backend.host_granularity = kTpGranularity;
   c.worker.backend.host_capacity_bytes = 256 * MiB;

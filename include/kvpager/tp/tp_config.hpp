@@ -19,6 +19,11 @@ enum class DeviceMode { kAuto, kPerRank, kSame };
 DeviceMode parse_device_mode(const std::string& name);  // "auto" | "per-rank" | "same"
 const char* device_mode_name(DeviceMode mode);
 
+// Whether ranks that share one device take turns at the driver (device_lock.hpp). kAuto: yes
+// on CUDA (the driver serialises VMM work per device anyway), no on the host backend (mmap in
+// different processes runs in parallel).
+enum class DeviceLockMode { kAuto, kOn, kOff };
+
 enum class Transport { kSocket, kShm };
 const char* transport_name(Transport transport);
 Transport parse_transport(const std::string& name);  // "socket" | "shm"
@@ -59,7 +64,7 @@ struct TpConfig {
   std::chrono::milliseconds start_timeout{120000};  // workers ready; KVPAGER_TP_START_TIMEOUT_MS
   uint32_t spin_us = 1000;                          // shm: spin for acks before sleeping
   std::string worker_binary;  // kvpager binary run as `tp-worker`; "" = this executable
-  bool device_lock = true;    // ranks sharing a device take turns (device_lock.hpp)
+  DeviceLockMode device_lock = DeviceLockMode::kAuto;
   FaultSpec fault;
 };
 

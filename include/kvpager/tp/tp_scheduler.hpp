@@ -60,6 +60,8 @@ class TpScheduler {
   uint32_t handles_per_page() const { return handles_per_page_; }
   int device_of(RankId rank) const { return devices_.at(rank.value); }
   pid_t worker_pid(RankId rank) const;
+  // True when ranks share a device and take turns through a DeviceLock.
+  bool device_lock_active() const { return !device_locks_.empty(); }
 
   void map(std::span<const PageId> pages);
   void unmap(std::span<const PageId> pages);
