@@ -22,7 +22,11 @@ class KvCache(_kvpager.KvCache):
     ``device``: None (KVPAGER_BACKEND/KVPAGER_DEVICE, default CUDA when present), "cpu"
     (host backend), "cuda", "cuda:N", N or a torch.device. ``stream``: a CUstream handle (e.g.
     ``torch.cuda.current_stream().cuda_stream``); unmapping then waits for the work queued on
-    it so far, never for the whole device. Unset options come from KVPAGER_* variables.
+    it so far, never for the whole device. ``instance``: register the cache under this name
+    in the machine's shared-memory registry, so ``kvpager list/top`` show it, ``kvpager limit``
+    caps it and the device budget shared with other processes applies (``model`` is shown
+    beside it); the name is released when the cache goes. Unset options come from KVPAGER_*
+    variables.
 
     Methods (thread-safe; each releases the GIL while it works):
       alloc(n) -> list[int]      all or nothing; OutOfMemory when n blocks do not fit now
@@ -60,6 +64,8 @@ class KvCache(_kvpager.KvCache):
         max_idle_pages: Optional[int] = None,
         zero_fill: Optional[bool] = None,
         stream: Optional[int] = None,
+        instance: Optional[str] = None,
+        model: str = "",
     ):
         backend, ordinal = parse_device(device)
         super().__init__(
@@ -79,6 +85,8 @@ class KvCache(_kvpager.KvCache):
             backend=backend,
             device=ordinal,
             stream=stream,
+            instance=instance,
+            model=model,
         )
 
     def torch_tensor(self, layer: int, component: int = 0):

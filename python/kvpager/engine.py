@@ -42,6 +42,8 @@ class _Session:
     is_worker: bool
     device: Optional[str]
     async_sched: bool
+    instance: Optional[str]
+    model: str
     cache: Optional[KvCache] = None
     tensors_made: bool = False
     managers: List["KvCacheManager"] = field(default_factory=list)
@@ -72,6 +74,9 @@ def init_kvcached(
     is_worker: bool = False,
     device=None,
     async_sched: bool = False,
+    *,
+    instance: Optional[str] = None,
+    model: str = "",
 ) -> None:
     """Starts kvpager in this process (kvcached's name).
 
@@ -79,6 +84,9 @@ def init_kvcached(
     KVPAGER_DEVICE; CUDA when present). A second call is allowed (an engine's scheduler and
     worker may both call it in one process): it records is_worker/async_sched and must name
     the same device. ``async_sched`` needs nothing extra: kvpager is always thread-safe.
+    kvpager's additions (keyword-only): ``instance`` registers the process's cache under that
+    name in the shared-memory registry (default: $KVPAGER_INSTANCE; unset: not registered), so
+    ``kvpager top`` shows it and ``kvpager limit`` caps it; ``model`` is shown beside it.
 
     Raises NotImplementedError for world_size > 1 (see the module docstring), ValueError for
     a bad rank or device, or a device different from the first call's.
@@ -103,7 +111,8 @@ def init_kvcached(
             _session.is_worker = _session.is_worker or is_worker
             _session.async_sched = _session.async_sched or async_sched
             return
-        _session = _Session(tp_rank, world_size, is_worker, wanted, async_sched)
+        _session = _Session(tp_rank, world_size, is_worker, wanted, async_sched,
+                            instance or os.environ.get("KVPAGER_INSTANCE") or None, model)
 
 
 def shutdown_kvcached() -> bool:
@@ -155,7 +164,8 @@ def _cuda_stream(device: Optional[str]) -> Optional[int]:
 
 def _make_cache(session: _Session, device, **geometry) -> KvCache:
     target = _resolve_device(session, device)
-    cache = KvCache(**geometry, device=target, stream=_cuda_stream(target))
+    cache = KvCache(**geometry, device=target, stream=_cuda_stream(target),
+                    instance=session.instance, model=session.model)
     session.device = cache.device
     return cache
 

@@ -77,7 +77,8 @@ failed call changes nothing.)doc")
                        std::optional<uint64_t> handle_bytes, std::optional<size_t> reserve_pages,
                        std::optional<size_t> max_idle_pages, std::optional<bool> zero_fill,
                        std::optional<std::string> backend, std::optional<int> device,
-                       std::optional<uintptr_t> stream) {
+                       std::optional<uintptr_t> stream, std::optional<std::string> instance,
+                       std::string model) {
              KvCacheOptions o;
              o.num_layers = num_layers;
              o.kv_heads = kv_heads;
@@ -95,6 +96,8 @@ failed call changes nothing.)doc")
              o.backend = std::move(backend);
              o.device = device;
              o.stream = stream;
+             o.instance = std::move(instance);
+             o.model = std::move(model);
              py::gil_scoped_release release;
              return std::make_unique<KvCacheHandle>(o);
            }),
@@ -104,7 +107,8 @@ failed call changes nothing.)doc")
            py::arg("limit_bytes") = py::none(), py::arg("handle_bytes") = py::none(),
            py::arg("reserve_pages") = py::none(), py::arg("max_idle_pages") = py::none(),
            py::arg("zero_fill") = py::none(), py::arg("backend") = py::none(),
-           py::arg("device") = py::none(), py::arg("stream") = py::none())
+           py::arg("device") = py::none(), py::arg("stream") = py::none(),
+           py::arg("instance") = py::none(), py::arg("model") = "")
       .def(
           "alloc",
           [](const KvCacheHandle& h, size_t n) {

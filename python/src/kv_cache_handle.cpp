@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "kvpager/common/error.hpp"
+#include "kvpager/limits/instance_registration.hpp"
+#include "kvpager/limits/registry_config.hpp"
 #include "kvpager/vmm/backend.hpp"
 
 namespace kvpager::python {
@@ -51,6 +53,17 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
                                                        : DLDevice{kDLCPU, 0};
   backend_description_ = backend->describe();
 
+  if (o.instance) {
+    limits::InstanceSpec spec;
+    spec.name = *o.instance;
+    spec.model = o.model;
+    spec.device =
+        (device_.device_type == kDLCUDA ? "cuda" : "host") + std::to_string(device_.device_id);
+    spec.device_total_bytes = backend->memory_info().total_bytes;
+    if (config.limit_bytes != 0) spec.limit_bytes = config.limit_bytes;
+    config.registry_link =
+        limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
+  }
   cache_ = std::make_shared<kv::KvCache>(std::move(backend), config);
   geometry_ = cache_->config().geometry;
   layout_ = cache_->config().layout;

@@ -38,6 +38,10 @@ struct KvCacheOptions {
   std::optional<std::string> backend;  // "auto" | "host" | "cuda"
   std::optional<int> device;           // CUDA ordinal
   std::optional<uintptr_t> stream;     // unmapping waits for this CUstream's queued work
+  // Registers the cache in the shared-memory registry under this name (kvpager list/top/limit
+  // see it; its limit and the device budget apply). KVPAGER_SHM_* configure the registry.
+  std::optional<std::string> instance;
+  std::string model;  // free text shown by kvpager list/top
 };
 
 class KvCacheHandle {

@@ -1,0 +1,53 @@
+"""Python caches in the shared-memory registry (kvpager list/top/limit see them)."""
+
+import gc
+import os
+import uuid
+
+import pytest
+import torch
+
+import kvpager
+from conftest import small_cache
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A private registry namespace in /dev/shm, removed afterwards."""
+    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
+    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
+    yield lambda name: os.path.join("/dev/shm", f"{prefix}inst-{name}")
+    for f in os.listdir("/dev/shm"):
+        if f.startswith(prefix):
+            os.unlink(os.path.join("/dev/shm", f))
+
+
+def test_a_registered_cache_owns_its_name_until_it_goes(registry):
+    cache = small_cache("interleaved", instance="py-a", model="toy")
+    assert os.path.exists(registry("py-a"))
+    ids = cache.alloc(40)
+    with pytest.raises(kvpager.StateError):
+        small_cache("interleaved", instance="py-a")  # the name is in use by a live process
+    cache.free(ids)
+    cache.close()
+    gc.collect()
+    assert not os.path.exists(registry("py-a"))
+
+
+def test_registered_limit_applies(registry):
+    probe = small_cache("per-layer")
+    page = probe.stats()["page_bytes"]
+    cache = small_cache("per-layer", instance="py-b", limit_bytes=2 * page)
+    per_page = cache.stats()["max_blocks_per_page"]
+    cache.alloc(2 * per_page - 1)
+    with pytest.raises(kvpager.OutOfMemory):
+        cache.alloc(1)
+
+
+def test_engine_session_registers_through_init(registry):
+    kvpager.init_kvcached(device="cpu", instance="py-engine", model="toy-engine")
+    kvpager.alloc_kv_cache((2, 64, 4, 2, 64), 4, torch.float16, "cpu", 2)
+    assert os.path.exists(registry("py-engine"))
+    kvpager.shutdown_kvcached()
+    gc.collect()
+    assert not os.path.exists(registry("py-engine"))
