@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "kvpager/common/error.hpp"
-#include "kvpager/transfer/host_buffer.hpp"
 #include "ucx_resources.hpp"
 #include "xfer_rows.hpp"
 #include "xfer_world.hpp"
@@ -104,12 +103,11 @@ XferReport run_target(const XferConfig& c, const XferLayout& l, XferWorld& world
   const uint32_t rank = world.rank();
   UcxContext ctx(false);
   UcxWorker worker(ctx);
-  HostBuffer buffer(l.target_buffer_bytes());
-  UcxRegistration reg(ctx, buffer.data(), buffer.size());
+  UcxBuffer buffer(ctx, l.target_buffer_bytes());
   const bool write = c.op_type == "WRITE";
   if (!write) buffer.fill(0, buffer.size(), 0, kReadSeed);
   nlohmann::json info = {{"address", to_hex(worker.address())},
-                         {"rkey", to_hex(reg.packed_rkey())},
+                         {"rkey", to_hex(buffer.packed_rkey())},
                          {"base", reinterpret_cast<uint64_t>(buffer.data())}};
   world.put(key("target", rank), info.dump());
   const auto flows = l.flows_of(rank);
@@ -118,7 +116,7 @@ XferReport run_target(const XferConfig& c, const XferLayout& l, XferWorld& world
     for (const auto& row : rows_of(c)) {
       uint64_t bad = 0;
       for (const Flow& f : flows) {
-        world.wait(key("done", row.index, f.initiator),
+        world.wait(key("done", row.index, f.initiator), f.initiator,
                    "initiator " + std::to_string(f.initiator) + " to finish row " +
                        std::to_string(row.index),
                    idle);
@@ -129,7 +127,7 @@ XferReport run_target(const XferConfig& c, const XferLayout& l, XferWorld& world
     }
   }
   for (const Flow& f : flows) {
-    world.wait(key("finished", f.initiator),
+    world.wait(key("finished", f.initiator), f.initiator,
                "initiator " + std::to_string(f.initiator) + " to finish", idle);
   }
   world.put(key("bye", rank), "1");
@@ -142,13 +140,12 @@ XferReport run_initiator(const XferConfig& c, const XferLayout& l, XferWorld& wo
   const bool write = c.op_type == "WRITE";
   const auto flows = l.flows_of(rank);
   UcxContext ctx(c.num_threads > 1);
-  HostBuffer buffer(l.initiator_buffer_bytes());
-  UcxRegistration reg(ctx, buffer.data(), buffer.size());
+  UcxBuffer buffer(ctx, l.initiator_buffer_bytes());
 
   std::vector<TargetInfo> targets(l.targets);
   for (const Flow& f : flows) {
     const auto info = nlohmann::json::parse(
-        world.wait(key("target", f.target), "target rank " + std::to_string(f.target)));
+        world.wait(key("target", f.target), f.target, "target rank " + std::to_string(f.target)));
     auto& t = targets[f.target - l.initiators];
     t.address = from_hex(info.at("address").get<std::string>());
     t.rkey = from_hex(info.at("rkey").get<std::string>());
@@ -179,7 +176,7 @@ XferReport run_initiator(const XferConfig& c, const XferLayout& l, XferWorld& wo
     }
     world.put(key("ready", row.index, rank), "1");
     for (uint32_t i = 0; i < l.initiators; ++i) {
-      world.wait(key("ready", row.index, i),
+      world.wait(key("ready", row.index, i), i,
                  "initiator " + std::to_string(i) + " for row " + std::to_string(row.index));
     }
     const auto ops = ops_for(l, rank, row, static_cast<uint32_t>(c.num_threads));
@@ -189,7 +186,7 @@ XferReport run_initiator(const XferConfig& c, const XferLayout& l, XferWorld& wo
       if (write) {
         world.put(key("done", row.index, rank), "1");
         for (const Flow& f : flows) {
-          bad += std::stoull(world.wait(key("verify", row.index, f.target),
+          bad += std::stoull(world.wait(key("verify", row.index, f.target), f.target,
                                         "target " + std::to_string(f.target) + " to verify row " +
                                             std::to_string(row.index)));
         }
@@ -205,8 +202,8 @@ XferReport run_initiator(const XferConfig& c, const XferLayout& l, XferWorld& wo
     if (rank == 0) {
       XferRow r{row.block, row.batch, c.num_iter, 0, 0, 0, c.check_consistency};
       for (uint32_t i = 0; i < l.initiators; ++i) {
-        const auto t = nlohmann::json::parse(
-            world.wait(key("time", row.index, i), "initiator " + std::to_string(i) + " timings"));
+        const auto t = nlohmann::json::parse(world.wait(
+            key("time", row.index, i), i, "initiator " + std::to_string(i) + " timings"));
         r.bytes += t.at("bytes").get<uint64_t>();
         r.seconds = std::max(r.seconds, t.at("seconds").get<double>());
         r.mismatches += t.at("bad").get<uint64_t>();
@@ -220,10 +217,10 @@ XferReport run_initiator(const XferConfig& c, const XferLayout& l, XferWorld& wo
   world.put(key("finished", rank), "1");
   if (rank == 0) {
     for (uint32_t t = l.initiators; t < l.world_size(); ++t) {
-      world.wait(key("bye", t), "target " + std::to_string(t) + " to finish");
+      world.wait(key("bye", t), t, "target " + std::to_string(t) + " to finish");
     }
     for (uint32_t i = 1; i < l.initiators; ++i) {
-      world.wait(key("finished", i), "initiator " + std::to_string(i) + " to finish");
+      world.wait(key("finished", i), i, "initiator " + std::to_string(i) + " to finish");
     }
     world.finish();
     if (total_bad > 0) {

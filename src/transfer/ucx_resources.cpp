@@ -1,6 +1,10 @@
 #include "ucx_resources.hpp"
 
+#include <cstring>
+
 #include "kvpager/common/error.hpp"
+#include "kvpager/common/units.hpp"
+#include "kvpager/transfer/xfer_layout.hpp"
 
 namespace kvpager::transfer::detail {
 
@@ -56,21 +60,34 @@ void UcxWorker::wait(void* request, const char* call) {
   if (st != UCS_OK) throw_ucs(call, st);
 }
 
-UcxRegistration::UcxRegistration(const UcxContext& context, void* address, uint64_t bytes)
-    : context_(context.get()) {
+UcxBuffer::UcxBuffer(const UcxContext& context, uint64_t bytes)
+    : context_(context.get()), size_(bytes) {
   ucp_mem_map_params_t params{};
-  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-  params.address = address;
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+  params.address = nullptr;
   params.length = bytes;
-  const ucs_status_t st = ucp_mem_map(context_, &params, &memh_);
-  if (st != UCS_OK) throw_ucs("ucp_mem_map", st, std::to_string(bytes) + " bytes");
+  params.flags = UCP_MEM_MAP_ALLOCATE;
+  ucs_status_t st = ucp_mem_map(context_, &params, &memh_);
+  if (st != UCS_OK) {
+    throw_ucs("ucp_mem_map", st, format_size(bytes) + " buffer; lower --total_buffer_size");
+  }
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  st = ucp_mem_query(memh_, &attr);
+  if (st != UCS_OK || attr.length < bytes) {
+    ucp_mem_unmap(context_, memh_);
+    throw_ucs("ucp_mem_query", st == UCS_OK ? UCS_ERR_NO_MEMORY : st);
+  }
+  data_ = static_cast<std::byte*>(attr.address);
+  std::memset(data_, 0, bytes);
 }
 
-UcxRegistration::~UcxRegistration() {
+UcxBuffer::~UcxBuffer() {
   ucp_mem_unmap(context_, memh_);
 }
 
-std::string UcxRegistration::packed_rkey() const {
+std::string UcxBuffer::packed_rkey() const {
   void* buf = nullptr;
   size_t len = 0;
   const ucs_status_t st = ucp_rkey_pack(context_, memh_, &buf, &len);
@@ -78,6 +95,19 @@ std::string UcxRegistration::packed_rkey() const {
   std::string out(static_cast<const char*>(buf), len);
   ucp_rkey_buffer_release(buf);
   return out;
+}
+
+void UcxBuffer::fill(uint64_t offset, uint64_t bytes, uint64_t pattern_offset, uint64_t seed) {
+  fill_pattern(data_ + offset, bytes, pattern_offset, seed);
+}
+
+void UcxBuffer::clear(uint64_t offset, uint64_t bytes) {
+  std::memset(data_ + offset, 0, bytes);
+}
+
+uint64_t UcxBuffer::mismatches(uint64_t offset, uint64_t bytes, uint64_t pattern_offset,
+                               uint64_t seed) {
+  return count_mismatches(data_ + offset, bytes, pattern_offset, seed);
 }
 
 UcxEndpoint::UcxEndpoint(UcxWorker& worker, const std::string& remote_address) : worker_(worker) {

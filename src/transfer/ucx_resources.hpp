@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kvpager/transfer/segment.hpp"
+
 namespace kvpager::transfer::detail {
 
 [[noreturn]] void throw_ucs(const char* call, ucs_status_t status, const std::string& context = {});
@@ -39,18 +41,30 @@ class UcxWorker {
   ucp_worker_h worker_ = nullptr;
 };
 
-// Registers [address, address + bytes) for RMA.
-class UcxRegistration {
+// Memory UCX allocates and registers for RMA (ucp_mem_map with ALLOCATE). UCX places it
+// where its transports reach it best: on one host, a shared-memory segment a peer maps, so a
+// put is one memcpy with no syscall and no work at the target (as in ucx_perftest). Touched
+// (zeroed) up front; a Segment for the check pattern.
+class UcxBuffer final : public Segment {
  public:
-  UcxRegistration(const UcxContext& context, void* address, uint64_t bytes);
-  ~UcxRegistration();
-  UcxRegistration(const UcxRegistration&) = delete;
-  UcxRegistration& operator=(const UcxRegistration&) = delete;
+  UcxBuffer(const UcxContext& context, uint64_t bytes);
+  ~UcxBuffer() override;
+  UcxBuffer(const UcxBuffer&) = delete;
+  UcxBuffer& operator=(const UcxBuffer&) = delete;
   std::string packed_rkey() const;
+  std::byte* data() const { return data_; }
+
+  uint64_t size() const override { return size_; }
+  void fill(uint64_t offset, uint64_t bytes, uint64_t pattern_offset, uint64_t seed) override;
+  void clear(uint64_t offset, uint64_t bytes) override;
+  uint64_t mismatches(uint64_t offset, uint64_t bytes, uint64_t pattern_offset,
+                      uint64_t seed) override;
 
  private:
   ucp_context_h context_;
   ucp_mem_h memh_ = nullptr;
+  std::byte* data_ = nullptr;
+  uint64_t size_ = 0;
 };
 
 class UcxEndpoint {

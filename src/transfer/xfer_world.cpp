@@ -4,6 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <exception>
+#include <optional>
+
 #include "kvpager/common/error.hpp"
 
 namespace kvpager::transfer::detail {
@@ -23,6 +27,7 @@ std::string fingerprint(const XferConfig& c) {
 
 XferWorld::XferWorld(const XferConfig& c, const XferLayout& l)
     : etcd_(c.etcd_endpoints),
+      endpoints_(c.etcd_endpoints),
       prefix_("/kvpager/xfer/" + c.benchmark_group + "/"),
       timeout_(std::chrono::seconds(c.peer_timeout_s)) {
   const uint32_t world = l.world_size();
@@ -60,9 +65,32 @@ XferWorld::XferWorld(const XferConfig& c, const XferLayout& l)
                        "flags (or pass another --benchmark_group)");
     }
   }
+  heartbeat_ = std::thread(&XferWorld::beat, this, c.etcd_endpoints);
+}
+
+void XferWorld::beat(std::string endpoints) {
+  try {
+    EtcdClient etcd(endpoints);  // a client per thread
+    const std::string key = prefix_ + "alive/" + std::to_string(rank_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (uint64_t n = 0; !stop_; ++n) {
+      lock.unlock();
+      etcd.put(key, std::to_string(n));
+      lock.lock();
+      stop_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
+    }
+  } catch (...) {
+    // etcd went away: peers notice the silence; the main thread's next call reports it
+  }
 }
 
 XferWorld::~XferWorld() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (heartbeat_.joinable()) heartbeat_.join();
   if (rank_ != 0 || !finished_) return;
   try {
     etcd_.erase_prefix(prefix_);
@@ -75,9 +103,50 @@ void XferWorld::put(const std::string& name, const std::string& value) {
   etcd_.put(prefix_ + name, value);
 }
 
-std::string XferWorld::wait(const std::string& name, const std::string& what,
+std::string XferWorld::wait(const std::string& name, uint32_t peer, const std::string& what,
                             const std::function<void()>& idle) {
-  return etcd_.wait_for(prefix_ + name, timeout_, what, idle);
+  if (!idle) return wait_with(etcd_, name, peer, what);
+  std::atomic<bool> done{false};
+  std::string value;
+  std::exception_ptr error;
+  std::thread poller([&] {
+    try {
+      EtcdClient etcd(endpoints_);
+      value = wait_with(etcd, name, peer, what);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    done.store(true, std::memory_order_release);
+  });
+  while (!done.load(std::memory_order_acquire)) idle();
+  poller.join();
+  if (error) std::rethrow_exception(error);
+  return value;
+}
+
+std::string XferWorld::wait_with(EtcdClient& etcd, const std::string& name, uint32_t peer,
+                                 const std::string& what) {
+  const std::string alive_key = prefix_ + "alive/" + std::to_string(peer);
+  std::optional<std::string> last_beat;
+  auto last_change = std::chrono::steady_clock::now();
+  for (;;) {
+    try {
+      // Short slices; between them, a moving heartbeat extends the deadline.
+      return etcd.wait_for(prefix_ + name, std::chrono::milliseconds(500), what);
+    } catch (const Timeout&) {
+    }
+    auto beat = etcd.get(alive_key);
+    const auto now = std::chrono::steady_clock::now();
+    if (beat && beat != last_beat) {
+      last_beat = beat;
+      last_change = now;
+    } else if (now - last_change > timeout_) {
+      throw Timeout("waited " + std::to_string(timeout_.count() / 1000) + " s for " + what +
+                    (beat ? " (rank " + std::to_string(peer) + " stopped beating)"
+                          : " (rank " + std::to_string(peer) + " never joined)") +
+                    " (etcd key " + prefix_ + name + " at " + etcd.endpoint() + ")");
+    }
+  }
 }
 
 }  // namespace kvpager::transfer::detail
