@@ -23,7 +23,8 @@ void run_budget(const BudgetOptions& o) {
 void register_budget(CommandGroups& groups) {
   auto o = std::make_shared<BudgetOptions>();
   CLI::App* cmd = groups.root.add_subcommand(
-      "budget", "Set a device's memory budget: a size (40G), a fraction (0.9) or a percentage (90%)");
+      "budget",
+      "Set a device's memory budget: a size (40G), a fraction (0.9) or a percentage (90%)");
   cmd->add_option("device", o->device, "Device: cuda0, cuda:0, host0 or an ordinal")->required();
   cmd->add_option("value", o->value, "Budget")->required();
   cmd->callback([o] { run_budget(*o); });

@@ -92,7 +92,8 @@ class WorkerProcess {
         buffer_.erase(0, nl + 1);
         return line;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) throw Timeout("demo: a model instance did not answer in time");
       pollfd p{out_, POLLIN, 0};
       if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
@@ -117,7 +118,8 @@ class WorkerProcess {
 };
 
 std::string bar(uint64_t value, uint64_t scale, int width) {
-  const double f = scale ? std::min(1.0, static_cast<double>(value) / static_cast<double>(scale)) : 0;
+  const double f =
+      scale ? std::min(1.0, static_cast<double>(value) / static_cast<double>(scale)) : 0;
   const int n = static_cast<int>(std::lround(f * width));
   return "[" + std::string(n, '#') + std::string(width - n, '.') + "]";
 }
@@ -131,7 +133,8 @@ struct SlotStats {
 
 void run_demo(const DemoConfig& cfg) {
   // Validate everything before starting anything.
-  if (cfg.instances < 1 || cfg.instances > 4) throw InvalidArgument("demo: --instances must be 1 to 4");
+  if (cfg.instances < 1 || cfg.instances > 4)
+    throw InvalidArgument("demo: --instances must be 1 to 4");
   vmm::parse_backend_choice(cfg.backend);
   parse_size(cfg.capacity);
   if (!cfg.limit.empty()) parse_size(cfg.limit);
@@ -145,9 +148,11 @@ void run_demo(const DemoConfig& cfg) {
   std::vector<std::unique_ptr<WorkerProcess>> workers;
   for (int i = 0; i < cfg.instances; ++i) {
     char num[64];
-    std::vector<std::string> args = {"kvpager", "demo-worker", "--index", std::to_string(i),
+    std::vector<std::string> args = {"kvpager",     "demo-worker",
+                                     "--index",     std::to_string(i),
                                      "--instances", std::to_string(cfg.instances),
-                                     "--backend", cfg.backend, "--layout", cfg.layout};
+                                     "--backend",   cfg.backend,
+                                     "--layout",    cfg.layout};
     std::snprintf(num, sizeof num, "%.17g", cfg.duration_s);
     args.insert(args.end(), {"--duration", num, "--bursts", std::to_string(cfg.bursts)});
     std::snprintf(num, sizeof num, "%.17g", cfg.peak_rate);
@@ -157,9 +162,9 @@ void run_demo(const DemoConfig& cfg) {
                              std::to_string(cfg.seed)});
     if (!cfg.limit.empty()) args.insert(args.end(), {"--limit", cfg.limit});
     workers.push_back(std::make_unique<WorkerProcess>(
-        args, std::vector<std::string>{"KVPAGER_SHM_PREFIX=" + rc.prefix,
-                                       "KVPAGER_SHM_DIR=" + rc.dir,
-                                       "KVPAGER_GPU_UTILIZATION=" + cfg.budget}));
+        args,
+        std::vector<std::string>{"KVPAGER_SHM_PREFIX=" + rc.prefix, "KVPAGER_SHM_DIR=" + rc.dir,
+                                 "KVPAGER_GPU_UTILIZATION=" + cfg.budget}));
   }
   std::string device, description;
   uint64_t total = 0;
@@ -182,17 +187,19 @@ void run_demo(const DemoConfig& cfg) {
 
   std::printf("kvpager demo: %d model instances (processes) share %s under a budget of %s\n",
               cfg.instances, description.c_str(), format_size(budget_bytes).c_str());
-  std::printf("each: Llama-3.1-8B KV shape, %s virtual KV space%s; load moves between them in "
-              "%d bursts\n",
-              cfg.capacity.c_str(), cfg.limit.empty() ? "" : (", limit " + cfg.limit).c_str(),
-              demo_slots(cfg));
+  std::printf(
+      "each: Llama-3.1-8B KV shape, %s virtual KV space%s; load moves between them in "
+      "%d bursts\n",
+      cfg.capacity.c_str(), cfg.limit.empty() ? "" : (", limit " + cfg.limit).c_str(),
+      demo_slots(cfg));
   std::printf("watch it live: KVPAGER_SHM_PREFIX=%s kvpager top\n\n", rc.prefix.c_str());
   std::fflush(stdout);
 
   const auto start = Clock::now() + std::chrono::milliseconds(200);
   for (auto& w : workers) {
     w->send("go " + std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       start.time_since_epoch()).count()));
+                                       start.time_since_epoch())
+                                       .count()));
   }
   std::this_thread::sleep_until(start);
 
@@ -210,7 +217,8 @@ void run_demo(const DemoConfig& cfg) {
     const double t = std::chrono::duration<double>(Clock::now() - start).count();
     const limits::DeviceRecord d = budget.snapshot_locked();  // consistent under the lock
     if (d.charged_bytes > d.budget_bytes) {
-      throw StateError("demo: the device budget was exceeded (" + format_size(d.charged_bytes) + ")");
+      throw StateError("demo: the device budget was exceeded (" + format_size(d.charged_bytes) +
+                       ")");
     }
     peak_sum = std::max(peak_sum, d.charged_bytes);
     ++samples;
@@ -234,8 +242,9 @@ void run_demo(const DemoConfig& cfg) {
       const int busy = demo_busy_instance(cfg, t);
       std::string line;
       char head[64];
-      std::snprintf(head, sizeof head, "t=%5.1fs %-7s|", t,
-                    busy < 0 ? "drain" : ("busy " + std::string(1, static_cast<char>('a' + busy))).c_str());
+      std::snprintf(
+          head, sizeof head, "t=%5.1fs %-7s|", t,
+          busy < 0 ? "drain" : ("busy " + std::string(1, static_cast<char>('a' + busy))).c_str());
       line = head;
       for (int i = 0; i < n; ++i) {
         char cell[96];
@@ -275,8 +284,8 @@ void run_demo(const DemoConfig& cfg) {
                 format_size(s["peak_mapped"].get<uint64_t>()).c_str(),
                 s["alloc_p50_us"].get<double>(), s["alloc_p99_us"].get<double>());
   }
-  std::printf("\nmemory held per burst (mean while it ran; * = the busy instance):\n%-6s %-6s", "burst",
-              "busy");
+  std::printf("\nmemory held per burst (mean while it ran; * = the busy instance):\n%-6s %-6s",
+              "burst", "busy");
   for (int i = 0; i < n; ++i) std::printf(" %12s", demo_instance_name(i).c_str());
   std::printf(" %14s\n", "busy share");
   double share_sum = 0;
@@ -290,21 +299,24 @@ void run_demo(const DemoConfig& cfg) {
     for (int i = 0; i < n; ++i) all += s.mapped_sum[static_cast<size_t>(i)];
     for (int i = 0; i < n; ++i) {
       const double mean = s.mapped_sum[static_cast<size_t>(i)] / static_cast<double>(s.samples);
-      std::printf(" %11s%c", format_size(static_cast<uint64_t>(mean)).c_str(), i == busy ? '*' : ' ');
+      std::printf(" %11s%c", format_size(static_cast<uint64_t>(mean)).c_str(),
+                  i == busy ? '*' : ' ');
     }
     const double share = all > 0 ? s.mapped_sum[static_cast<size_t>(busy)] / all : 0;
     share_sum += share;
     ++share_count;
     std::printf(" %13.0f%%\n", share * 100);
   }
-  std::printf("\npeak of the sum: %s of the %s budget (%llu samples under the device lock, never "
-              "above)\n",
-              format_size(peak_sum).c_str(), format_size(budget_bytes).c_str(),
-              static_cast<unsigned long long>(samples));
+  std::printf(
+      "\npeak of the sum: %s of the %s budget (%llu samples under the device lock, never "
+      "above)\n",
+      format_size(peak_sum).c_str(), format_size(budget_bytes).c_str(),
+      static_cast<unsigned long long>(samples));
   if (share_count > 0 && n > 1) {
-    std::printf("memory followed the load: the busy instance held %.0f%% of the instances' memory "
-                "on average during its burst (an even split would be %.0f%%)\n",
-                100 * share_sum / share_count, 100.0 / n);
+    std::printf(
+        "memory followed the load: the busy instance held %.0f%% of the instances' memory "
+        "on average during its burst (an even split would be %.0f%%)\n",
+        100 * share_sum / share_count, 100.0 / n);
   }
 }
 
@@ -314,14 +326,18 @@ void register_demo(CommandGroups& groups) {
       "demo", "Model instances (processes) sharing one device's memory under a bursty load");
   cmd->add_option("--backend", cfg->backend, "auto|host|cuda")->capture_default_str();
   cmd->add_option("--layout", cfg->layout, "per-layer|interleaved")->capture_default_str();
-  cmd->add_option("--duration", cfg->duration_s, "seconds")->capture_default_str()
+  cmd->add_option("--duration", cfg->duration_s, "seconds")
+      ->capture_default_str()
       ->check(CLI::Range(1.0, 600.0));
   cmd->add_option("--bursts", cfg->bursts, "load peaks during the run (rotating between instances)")
-      ->capture_default_str()->check(CLI::Range(1, 100));
-  cmd->add_option("--peak-rate", cfg->peak_rate, "requests/s at a peak")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  cmd->add_option("--peak-rate", cfg->peak_rate, "requests/s at a peak")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--idle-rate", cfg->idle_rate, "requests/s outside a burst")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--capacity", cfg->capacity, "virtual KV capacity per instance (e.g. 4GiB)")
       ->capture_default_str();
   cmd->add_option("--limit", cfg->limit, "memory limit per instance (e.g. 2GiB)");

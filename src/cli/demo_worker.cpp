@@ -72,7 +72,8 @@ void run_worker(const WorkerOptions& o) {
   const kv::TensorView layer0 = cache.tensor(0, 0);
 
   std::printf("ready %s %llu %s\n", device.c_str(),
-              static_cast<unsigned long long>(spec.device_total_bytes), backend->describe().c_str());
+              static_cast<unsigned long long>(spec.device_total_bytes),
+              backend->describe().c_str());
   std::fflush(stdout);
   std::string word;
   int64_t start_ns = 0;
@@ -105,8 +106,9 @@ void run_worker(const WorkerOptions& o) {
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     if (host) {  // touch the blocks: the memory is real
       for (size_t i = old; i < into.size(); ++i) {
-        std::memset(reinterpret_cast<void*>(layer0.base + into[i].value * layer0.block_stride_bytes),
-                    0x11, 64);
+        std::memset(
+            reinterpret_cast<void*>(layer0.base + into[i].value * layer0.block_stride_bytes), 0x11,
+            64);
       }
     }
     return true;
@@ -171,21 +173,27 @@ void run_worker(const WorkerOptions& o) {
       }
     }
     peak_mapped = std::max(peak_mapped, cache.mapped_bytes());
-    std::this_thread::sleep_until(start + std::chrono::microseconds(
-                                              static_cast<int64_t>((tick + 1) * cfg.tick_ms * 1000)));
+    std::this_thread::sleep_until(
+        start + std::chrono::microseconds(static_cast<int64_t>((tick + 1) * cfg.tick_ms * 1000)));
   }
   for (auto& r : active) cache.free(r.blocks);
   const kv::KvCacheStats s = cache.stats();
   const LatencySummary a = summarize(alloc_us);
-  const nlohmann::json summary = {
-      {"name", spec.name},          {"admitted", admitted},
-      {"finished", finished},       {"unserved", active.size() + waiting.size()},
-      {"deferred", deferred},       {"stalled", stalled},
-      {"preempted", preempted},
-      {"peak_mapped", peak_mapped}, {"alloc_p50_us", a.p50},
-      {"alloc_p99_us", a.p99},      {"allocs", s.alloc_calls},
-      {"cold_allocs", s.cold_allocs}, {"pages_mapped", s.pages_mapped_total},
-      {"pages_unmapped", s.pages_unmapped_total}, {"page_bytes", s.page_bytes}};
+  const nlohmann::json summary = {{"name", spec.name},
+                                  {"admitted", admitted},
+                                  {"finished", finished},
+                                  {"unserved", active.size() + waiting.size()},
+                                  {"deferred", deferred},
+                                  {"stalled", stalled},
+                                  {"preempted", preempted},
+                                  {"peak_mapped", peak_mapped},
+                                  {"alloc_p50_us", a.p50},
+                                  {"alloc_p99_us", a.p99},
+                                  {"allocs", s.alloc_calls},
+                                  {"cold_allocs", s.cold_allocs},
+                                  {"pages_mapped", s.pages_mapped_total},
+                                  {"pages_unmapped", s.pages_unmapped_total},
+                                  {"page_bytes", s.page_bytes}};
   std::printf("summary %s\n", summary.dump().c_str());
   std::fflush(stdout);
 }

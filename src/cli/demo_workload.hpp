@@ -23,8 +23,8 @@ struct DemoConfig {
   std::string capacity = "4GiB";  // virtual KV capacity of each instance
   std::string limit;              // per-instance limit (empty: none; the budget still applies)
   unsigned seed = 1;
-  int instances = 3;              // model processes sharing the device
-  std::string budget = "3GiB";    // device budget: size, fraction or percentage
+  int instances = 3;                     // model processes sharing the device
+  std::string budget = "3GiB";           // device budget: size, fraction or percentage
   std::string prefix = "kvpager-demo-";  // registry namespace of the demo
 };
 
@@ -32,8 +32,12 @@ inline std::string demo_instance_name(int index) {
   return std::string("demo-") + static_cast<char>('a' + index);
 }
 
-inline int demo_slots(const DemoConfig& c) { return std::max(c.bursts, c.instances); }
-inline double demo_active_s(const DemoConfig& c) { return c.duration_s * 0.8; }
+inline int demo_slots(const DemoConfig& c) {
+  return std::max(c.bursts, c.instances);
+}
+inline double demo_active_s(const DemoConfig& c) {
+  return c.duration_s * 0.8;
+}
 
 // The slot running at time t (seconds from the start), or -1 during the drain.
 inline int demo_slot(const DemoConfig& c, double t) {

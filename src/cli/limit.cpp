@@ -25,7 +25,7 @@ void report(const std::string& name, uint64_t before, uint64_t after) {
 void run_limit(const LimitOptions& o) {
   // Validate everything before touching anything.
   const uint64_t bytes = (o.value == "none" || o.value == "unlimited") ? limits::format::kUnlimited
-                                                                        : parse_size(o.value);
+                                                                       : parse_size(o.value);
   limits::Registry registry = registry_from_env();
   const limits::InstanceRecord before = registry.set_limit(o.name, bytes);
   report(o.name, before.limit_bytes, bytes);

@@ -14,8 +14,7 @@ struct ListOptions {
 void run_list(const ListOptions& o) {
   const limits::RegistrySnapshot snap = registry_from_env().scan();
   report_skipped(snap);
-  const std::string out =
-      o.json ? registry_json(snap).dump(2) + "\n" : render_registry_table(snap);
+  const std::string out = o.json ? registry_json(snap).dump(2) + "\n" : render_registry_table(snap);
   std::fwrite(out.data(), 1, out.size(), stdout);
 }
 

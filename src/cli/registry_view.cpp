@@ -31,7 +31,9 @@ std::string columns(const std::vector<std::vector<std::string>>& rows) {
 
 }  // namespace
 
-limits::Registry registry_from_env() { return limits::Registry(limits::registry_config_from_env()); }
+limits::Registry registry_from_env() {
+  return limits::Registry(limits::registry_config_from_env());
+}
 
 std::string limit_text(uint64_t bytes) {
   return bytes == limits::format::kUnlimited ? "none" : format_size(bytes);
@@ -64,7 +66,8 @@ std::string instance_state(const limits::InstanceStatus& s) {
 
 std::string render_registry_table(const limits::RegistrySnapshot& snap) {
   std::string out;
-  std::vector<std::vector<std::string>> dev{{"DEVICE", "BUDGET", "CHARGED", "FREE", "MEMORY", "INSTANCES"}};
+  std::vector<std::vector<std::string>> dev{
+      {"DEVICE", "BUDGET", "CHARGED", "FREE", "MEMORY", "INSTANCES"}};
   for (const auto& d : snap.devices) {
     const auto& r = d.record;
     const uint64_t free = r.budget_bytes > r.charged_bytes ? r.budget_bytes - r.charged_bytes : 0;
@@ -101,24 +104,39 @@ nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
     const auto& r = d.record;
     json members = json::array();
     for (const auto& m : r.members) {
-      members.push_back({{"slot", m.index}, {"name", m.name}, {"pid", m.owner.pid},
+      members.push_back({{"slot", m.index},
+                         {"name", m.name},
+                         {"pid", m.owner.pid},
                          {"charged_bytes", m.charged_bytes}});
     }
-    devices.push_back({{"device", r.device}, {"path", d.path}, {"total_bytes", r.total_bytes},
-                       {"budget_bytes", r.budget_bytes}, {"charged_bytes", r.charged_bytes},
-                       {"budget_revision", r.budget_revision}, {"pressure", r.pressure},
-                       {"lock_recoveries", r.recoveries}, {"live_members", d.live_members},
+    devices.push_back({{"device", r.device},
+                       {"path", d.path},
+                       {"total_bytes", r.total_bytes},
+                       {"budget_bytes", r.budget_bytes},
+                       {"charged_bytes", r.charged_bytes},
+                       {"budget_revision", r.budget_revision},
+                       {"pressure", r.pressure},
+                       {"lock_recoveries", r.recoveries},
+                       {"live_members", d.live_members},
                        {"members", members}});
   }
   for (const auto& s : snap.instances) {
     const auto& r = s.record;
     instances.push_back(
-        {{"name", r.name}, {"model", r.model}, {"device", r.device}, {"path", s.path},
-         {"pid", r.owner.pid}, {"start_time", r.owner.start_time},
-         {"limit_bytes", r.limit_bytes == limits::format::kUnlimited ? json(nullptr) : json(r.limit_bytes)},
-         {"used_bytes", r.used_bytes}, {"mapped_bytes", r.mapped_bytes},
-         {"reserved_bytes", r.reserved_bytes}, {"revision", r.revision},
-         {"heartbeat_age_ms", s.heartbeat_age_ms}, {"alive", s.alive},
+        {{"name", r.name},
+         {"model", r.model},
+         {"device", r.device},
+         {"path", s.path},
+         {"pid", r.owner.pid},
+         {"start_time", r.owner.start_time},
+         {"limit_bytes",
+          r.limit_bytes == limits::format::kUnlimited ? json(nullptr) : json(r.limit_bytes)},
+         {"used_bytes", r.used_bytes},
+         {"mapped_bytes", r.mapped_bytes},
+         {"reserved_bytes", r.reserved_bytes},
+         {"revision", r.revision},
+         {"heartbeat_age_ms", s.heartbeat_age_ms},
+         {"alive", s.alive},
          {"status", instance_state(s)}});
   }
   for (const auto& k : snap.skipped) skipped.push_back({{"path", k.path}, {"reason", k.reason}});

@@ -79,10 +79,14 @@ void put(int row, const std::string& text, attr_t attr = A_NORMAL) {
 void sort_instances(std::vector<limits::InstanceStatus>& v, SortKey key) {
   std::stable_sort(v.begin(), v.end(), [key](const auto& a, const auto& b) {
     switch (key) {
-      case SortKey::kMapped: return a.record.mapped_bytes > b.record.mapped_bytes;
-      case SortKey::kUsed: return a.record.used_bytes > b.record.used_bytes;
-      case SortKey::kLimit: return a.record.limit_bytes > b.record.limit_bytes;
-      case SortKey::kName: return a.record.name < b.record.name;
+      case SortKey::kMapped:
+        return a.record.mapped_bytes > b.record.mapped_bytes;
+      case SortKey::kUsed:
+        return a.record.used_bytes > b.record.used_bytes;
+      case SortKey::kLimit:
+        return a.record.limit_bytes > b.record.limit_bytes;
+      case SortKey::kName:
+        return a.record.name < b.record.name;
     }
     return false;
   });
@@ -92,7 +96,8 @@ void draw(const limits::Registry& registry, limits::RegistrySnapshot snap, SortK
           double interval_s) {
   erase();
   char line[512];
-  std::snprintf(line, sizeof line, "kvpager top  %s*  every %.1fs  sort:%s   q quit +/- rate s sort",
+  std::snprintf(line, sizeof line,
+                "kvpager top  %s*  every %.1fs  sort:%s   q quit +/- rate s sort",
                 registry.config().prefix.c_str(), interval_s, kSortNames[static_cast<int>(key)]);
   put(0, std::string(line) + std::string(std::max(0, COLS - static_cast<int>(strlen(line))), ' '),
       A_REVERSE);
@@ -105,7 +110,8 @@ void draw(const limits::Registry& registry, limits::RegistrySnapshot snap, SortK
     const std::string tail = line;
     const int width = std::max(10, COLS - 9 - static_cast<int>(tail.size()) - 1);
     std::snprintf(line, sizeof line, "%-8.8s %s%s", r.device.c_str(),
-                  bar(r.charged_bytes, r.charged_bytes, r.budget_bytes, width).c_str(), tail.c_str());
+                  bar(r.charged_bytes, r.charged_bytes, r.budget_bytes, width).c_str(),
+                  tail.c_str());
     put(row++, line, A_BOLD);
   }
   if (snap.devices.empty()) put(row++, "no devices registered");

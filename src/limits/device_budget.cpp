@@ -44,17 +44,18 @@ DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const st
   const uint64_t budget = parse_budget(config.gpu_utilization, total_bytes);
   const std::string path = device_path(config, device);
   for (int attempt = 0; attempt < 3; ++attempt) {
-    auto created = ShmFile::create_published(path, sizeof(DeviceSegment), config.mode, [&](void* p) {
-      auto* s = static_cast<DeviceSegment*>(p);
-      std::memcpy(s->header.magic, format::kDeviceMagic, sizeof s->header.magic);
-      s->header.version = format::kVersion;
-      s->header.segment_bytes = sizeof(DeviceSegment);
-      copy_string(s->device, sizeof s->device, device);
-      s->total_bytes = total_bytes;
-      s->budget_bytes.store(budget);
-      s->max_slots = format::kMaxSlots;
-      init_robust_mutex(&s->mutex);
-    });
+    auto created =
+        ShmFile::create_published(path, sizeof(DeviceSegment), config.mode, [&](void* p) {
+          auto* s = static_cast<DeviceSegment*>(p);
+          std::memcpy(s->header.magic, format::kDeviceMagic, sizeof s->header.magic);
+          s->header.version = format::kVersion;
+          s->header.segment_bytes = sizeof(DeviceSegment);
+          copy_string(s->device, sizeof s->device, device);
+          s->total_bytes = total_bytes;
+          s->budget_bytes.store(budget);
+          s->max_slots = format::kMaxSlots;
+          init_robust_mutex(&s->mutex);
+        });
     if (created) return DeviceBudget(device, std::move(*created));
     try {
       return from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
@@ -106,8 +107,8 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who)
     if (std::strncmp(slot.name, name.c_str(), sizeof slot.name) != 0) continue;
     const ProcessIdentity owner = owner_of(slot);
     if (is_alive(owner)) {
-      throw StateError("instance name '" + name + "' is in use on device " + device_ +
-                       " by pid " + std::to_string(owner.pid));
+      throw StateError("instance name '" + name + "' is in use on device " + device_ + " by pid " +
+                       std::to_string(owner.pid));
     }
     free_slot(slot);
   }
@@ -146,7 +147,8 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
                      " was taken away (removed by gc or delete --force?)");
   }
   const uint64_t current = mine.charged.load(std::memory_order_relaxed);
-  if (bytes > instance_limit || current > instance_limit - bytes) return ChargeResult::kInstanceLimit;
+  if (bytes > instance_limit || current > instance_limit - bytes)
+    return ChargeResult::kInstanceLimit;
   const uint64_t budget = s.budget_bytes.load(std::memory_order_acquire);
   for (int pass = 0; pass < 2; ++pass) {
     uint64_t sum = 0;

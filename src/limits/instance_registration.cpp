@@ -76,8 +76,8 @@ std::shared_ptr<InstanceRegistration> InstanceRegistration::create(const Registr
       throw;
     }
     if (file) {
-      return std::shared_ptr<InstanceRegistration>(new InstanceRegistration(
-          config, spec, std::move(device), self, slot, std::move(*file)));
+      return std::shared_ptr<InstanceRegistration>(
+          new InstanceRegistration(config, spec, std::move(device), self, slot, std::move(*file)));
     }
     device.leave(slot, self);
     const std::string why = why_name_is_taken(path, self);
@@ -87,13 +87,12 @@ std::shared_ptr<InstanceRegistration> InstanceRegistration::create(const Registr
     // A dead instance's segment: replace it (and drop its slot, wherever it is).
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("unlink", errno, path);
   }
-  throw StateError("cannot register instance '" + spec.name + "': " + path +
-                   " keeps reappearing");
+  throw StateError("cannot register instance '" + spec.name + "': " + path + " keeps reappearing");
 }
 
 InstanceRegistration::InstanceRegistration(RegistryConfig config, InstanceSpec spec,
-                                           DeviceBudget device, ProcessIdentity self,
-                                           uint32_t slot, ShmFile file)
+                                           DeviceBudget device, ProcessIdentity self, uint32_t slot,
+                                           ShmFile file)
     : config_(std::move(config)),
       spec_(std::move(spec)),
       device_(std::move(device)),
@@ -112,8 +111,7 @@ InstanceRegistration::~InstanceRegistration() {
 
 bool InstanceRegistration::try_charge(uint64_t bytes) {
   uint64_t pressure = 0;
-  const ChargeResult r =
-      device_.try_charge(slot_, self_, bytes, instance_limit_bytes(), &pressure);
+  const ChargeResult r = device_.try_charge(slot_, self_, bytes, instance_limit_bytes(), &pressure);
   if (r == ChargeResult::kDeviceBudget) own_pressure_.store(pressure, std::memory_order_relaxed);
   if (r != ChargeResult::kCharged) return false;
   segment().mapped_bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -134,7 +132,9 @@ uint64_t InstanceRegistration::limit_bytes() const {
   return std::min(instance_limit_bytes(), device_.budget_bytes());
 }
 
-uint64_t InstanceRegistration::charged_bytes() const { return device_.charged_of(slot_); }
+uint64_t InstanceRegistration::charged_bytes() const {
+  return device_.charged_of(slot_);
+}
 
 uint64_t InstanceRegistration::instance_limit_bytes() const {
   return segment().limit_bytes.load(std::memory_order_acquire);
@@ -160,8 +160,8 @@ LinkEvents InstanceRegistration::poll(const InstanceUsage& usage) noexcept {
   seen_revision_ = revision;
   seen_budget_revision_ = budget_revision;
   const uint64_t pressure = device_.pressure();
-  events.shed = pressure != seen_pressure_ &&
-                pressure != own_pressure_.load(std::memory_order_relaxed);
+  events.shed =
+      pressure != seen_pressure_ && pressure != own_pressure_.load(std::memory_order_relaxed);
   seen_pressure_ = pressure;
   return events;
 }

@@ -77,7 +77,8 @@ RegistrySnapshot Registry::scan() const {
       InstanceStatus s;
       if (copy && decode_instance(copy->bytes(), &s.record, &why)) {
         if (s.record.name != rest.substr(kInstanceTag.size())) {
-          snap.skipped.push_back({path, "names instance '" + s.record.name + "', not its file name"});
+          snap.skipped.push_back(
+              {path, "names instance '" + s.record.name + "', not its file name"});
           continue;
         }
         s.path = path;
@@ -91,7 +92,8 @@ RegistrySnapshot Registry::scan() const {
       DeviceStatus d;
       if (copy && decode_device(copy->bytes(), &d.record, &why)) {
         if (d.record.device != rest.substr(kDeviceTag.size())) {
-          snap.skipped.push_back({path, "names device '" + d.record.device + "', not its file name"});
+          snap.skipped.push_back(
+              {path, "names device '" + d.record.device + "', not its file name"});
           continue;
         }
         d.path = path;
@@ -113,8 +115,9 @@ std::string Registry::resolve_device(const std::string& text) const {
   std::string label = text;
   label.erase(std::remove(label.begin(), label.end(), ':'), label.end());
   if (snap.find_device(label)) return label;
-  const bool ordinal = !text.empty() && text.size() < 6 &&
-                       std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  const bool ordinal =
+      !text.empty() && text.size() < 6 &&
+      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
   if (ordinal) {
     std::vector<std::string> matches;
     for (const auto& d : snap.devices) {
@@ -130,8 +133,8 @@ std::string Registry::resolve_device(const std::string& text) const {
   }
   std::string known;
   for (const auto& d : snap.devices) known += (known.empty() ? "" : ", ") + d.record.device;
-  throw InvalidArgument("unknown device '" + text.substr(0, 80) + "' (known: " +
-                        (known.empty() ? "none" : known) + ")");
+  throw InvalidArgument("unknown device '" + text.substr(0, 80) +
+                        "' (known: " + (known.empty() ? "none" : known) + ")");
 }
 
 InstanceStatus Registry::find_instance(const std::string& name) const {
@@ -193,7 +196,8 @@ void Registry::remove(const std::string& name, bool force) {
                      std::to_string(found.record.owner.pid) +
                      "); stop it, or pass --force to remove its segment anyway");
   }
-  if (::unlink(found.path.c_str()) != 0 && errno != ENOENT) throw_errno("unlink", errno, found.path);
+  if (::unlink(found.path.c_str()) != 0 && errno != ENOENT)
+    throw_errno("unlink", errno, found.path);
   if (found.alive) return;  // its slot is accounting for memory the process still holds
   try {
     DeviceBudget::open_existing(config_, found.record.device)

@@ -70,7 +70,8 @@ void validate_model_name(std::string_view model) {
 bool is_valid_device_label(std::string_view device) noexcept {
   if (device.empty() || device.size() >= format::kDeviceBytes) return false;
   for (char c : device) {
-    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c))))
+    if (!(std::islower(static_cast<unsigned char>(c)) ||
+          std::isdigit(static_cast<unsigned char>(c))))
       return false;
   }
   return true;

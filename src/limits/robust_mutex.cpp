@@ -32,13 +32,16 @@ RobustLock::RobustLock(pthread_mutex_t* m, std::atomic<uint64_t>* recoveries) : 
     rc = 0;
   }
   if (rc == ENOTRECOVERABLE) {
-    throw StateError("registry lock is not recoverable (a holder died and the lock was then "
-                     "released without being made consistent); remove the device segment");
+    throw StateError(
+        "registry lock is not recoverable (a holder died and the lock was then "
+        "released without being made consistent); remove the device segment");
   }
   if (rc == EINVAL) throw StateError("registry lock memory holds no valid mutex (corrupt segment)");
   if (rc != 0) throw_errno("pthread_mutex_lock", rc);
 }
 
-RobustLock::~RobustLock() { pthread_mutex_unlock(m_); }
+RobustLock::~RobustLock() {
+  pthread_mutex_unlock(m_);
+}
 
 }  // namespace kvpager::limits

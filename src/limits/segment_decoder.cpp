@@ -58,7 +58,8 @@ bool bounded_string(const char (&field)[N], std::string* out) {
 
 }  // namespace
 
-bool decode_instance(std::span<const std::byte> bytes, InstanceRecord* out, std::string* why) noexcept {
+bool decode_instance(std::span<const std::byte> bytes, InstanceRecord* out,
+                     std::string* why) noexcept {
   try {
     if (!check_header<InstanceSegment>(bytes, kInstanceMagic, "instance", why)) return false;
     const auto* s = reinterpret_cast<const InstanceSegment*>(bytes.data());
@@ -99,7 +100,8 @@ bool decode_device(std::span<const std::byte> bytes, DeviceRecord* out, std::str
     if (!bounded_string(s->device, &r.device) || !is_valid_device_label(r.device)) {
       return fail(why, "corrupt: invalid device label");
     }
-    if (s->max_slots != kMaxSlots) return fail(why, "corrupt: slot count " + std::to_string(s->max_slots));
+    if (s->max_slots != kMaxSlots)
+      return fail(why, "corrupt: slot count " + std::to_string(s->max_slots));
     if (s->total_bytes == 0) return fail(why, "corrupt: device memory size 0");
     r.total_bytes = s->total_bytes;
     r.budget_bytes = s->budget_bytes.load(std::memory_order_acquire);

@@ -24,7 +24,8 @@ struct Fd {
 };
 
 void* map_fd(int fd, size_t bytes, bool writable, const std::string& path) {
-  void* p = ::mmap(nullptr, bytes, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  void* p =
+      ::mmap(nullptr, bytes, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) throw_errno("mmap", errno, path);
   return p;
 }
@@ -61,7 +62,7 @@ std::optional<ShmFile> ShmFile::create_published(const std::string& path, size_t
 ShmFile ShmFile::open_mapped(const std::string& path, size_t bytes, bool writable) {
   Fd fd{::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW)};
   if (fd.fd < 0) throw_errno("open", errno, path);
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.fd, &st) != 0) throw_errno("fstat", errno, path);
   if (!S_ISREG(st.st_mode)) throw StateError(path + " is not a regular file");
   if (static_cast<uint64_t>(st.st_size) != bytes) {
@@ -73,8 +74,10 @@ ShmFile ShmFile::open_mapped(const std::string& path, size_t bytes, bool writabl
 }
 
 ShmFile::ShmFile(ShmFile&& o) noexcept
-    : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)),
-      data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    : path_(std::move(o.path_)),
+      fd_(std::exchange(o.fd_, -1)),
+      data_(std::exchange(o.data_, nullptr)),
+      size_(std::exchange(o.size_, 0)) {}
 
 ShmFile& ShmFile::operator=(ShmFile&& o) noexcept {
   if (this != &o) {
@@ -87,7 +90,9 @@ ShmFile& ShmFile::operator=(ShmFile&& o) noexcept {
   return *this;
 }
 
-ShmFile::~ShmFile() { reset(); }
+ShmFile::~ShmFile() {
+  reset();
+}
 
 void ShmFile::reset() noexcept {
   if (data_) ::munmap(data_, size_);
@@ -97,7 +102,8 @@ void ShmFile::reset() noexcept {
 }
 
 bool ShmFile::still_linked() const {
-  struct stat mine{}, named{};
+  struct stat mine {
+  }, named{};
   if (fd_ < 0 || ::fstat(fd_, &mine) != 0) return false;
   if (::lstat(path_.c_str(), &named) != 0) return false;
   return mine.st_dev == named.st_dev && mine.st_ino == named.st_ino;
@@ -110,7 +116,7 @@ std::optional<FileCopy> read_file_copy(const std::string& path, size_t max_bytes
     *why = std::string("cannot open: ") + std::strerror(errno);
     return std::nullopt;
   }
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     *why = "not a regular file";
     return std::nullopt;
@@ -120,7 +126,8 @@ std::optional<FileCopy> read_file_copy(const std::string& path, size_t max_bytes
   auto* buf = reinterpret_cast<char*>(copy.words.data());
   const size_t want = max_bytes + 1;
   while (copy.size < want) {
-    const ssize_t n = ::pread(fd.fd, buf + copy.size, want - copy.size, static_cast<off_t>(copy.size));
+    const ssize_t n =
+        ::pread(fd.fd, buf + copy.size, want - copy.size, static_cast<off_t>(copy.size));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       *why = std::string("cannot read: ") + std::strerror(errno);

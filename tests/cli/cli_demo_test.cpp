@@ -11,9 +11,8 @@ TEST(CliDemo, InstancesShareTheBudgetAndTheSummaryShowsIt) {
   ASSERT_FALSE(kvpager_binary().empty()) << "KVPAGER_BINARY is not set";
   ScopedRegistry reg("demo");
   const CommandResult r =
-      run_command({kvpager_binary(), "demo", "--backend", "host", "--duration", "4",
-                   "--capacity", "1GiB", "--budget", "512M", "--peak-rate", "8", "--prefix",
-                   reg.config.prefix},
+      run_command({kvpager_binary(), "demo", "--backend", "host", "--duration", "4", "--capacity",
+                   "1GiB", "--budget", "512M", "--peak-rate", "8", "--prefix", reg.config.prefix},
                   {});
   ASSERT_EQ(r.status, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("3 model instances (processes)"), std::string::npos) << r.out;

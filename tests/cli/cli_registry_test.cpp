@@ -24,13 +24,15 @@ class CliRegistry : public ::testing::Test {
   void SetUp() override {
     ASSERT_FALSE(kvpager_binary().empty()) << "KVPAGER_BINARY is not set";
     reg_.config.gpu_utilization = "1G";
-    live_ = InstanceRegistration::create(reg_.config, {"live-a", "llama-3-8b", "host0", 4 * GiB, 512 * MiB});
+    live_ = InstanceRegistration::create(reg_.config,
+                                         {"live-a", "llama-3-8b", "host0", 4 * GiB, 512 * MiB});
     ASSERT_TRUE(live_->try_charge(64 * MiB));
     // A process that registered and vanished: a stale segment.
     const pid_t pid = ::fork();
     if (pid == 0) {
       try {
-        auto r = InstanceRegistration::create(reg_.config, {"gone-b", "qwen", "host0", 4 * GiB, format::kUnlimited});
+        auto r = InstanceRegistration::create(
+            reg_.config, {"gone-b", "qwen", "host0", 4 * GiB, format::kUnlimited});
         r->try_charge(32 * MiB);
         ::_exit(0);  // no destructors: the segment and the charge stay behind
       } catch (...) {
@@ -60,20 +62,29 @@ class CliRegistry : public ::testing::Test {
   std::shared_ptr<InstanceRegistration> live_;
 };
 
-size_t lines(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
+size_t lines(const std::string& s) {
+  return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
+}
 
 }  // namespace
 
 TEST_F(CliRegistry, BadInputIsOneLineOnStderrExit2AndChangesNothing) {
-  const std::vector<std::vector<std::string>> bad = {
-      {"limit", "live-a", "12XB"},      {"limit", "live-a", "-1G"},
-      {"limit", "live-a", ""},          {"limit", "nobody", "1G"},
-      {"limit", "../etc/passwd", "1G"}, {"limit", "a/b", "1G"},
-      {"limit-percent", "live-a", "101%"}, {"limit-percent", "live-a", "-3"},
-      {"limit-percent", "nobody", "10"},   {"budget", "host0", "101%"},
-      {"budget", "host0", "12XB"},      {"budget", "host0", "-1G"},
-      {"budget", "cuda7", "1G"},        {"budget", "7", "50%"},
-      {"delete", "nobody"},             {"watch", "-n", "0"}};
+  const std::vector<std::vector<std::string>> bad = {{"limit", "live-a", "12XB"},
+                                                     {"limit", "live-a", "-1G"},
+                                                     {"limit", "live-a", ""},
+                                                     {"limit", "nobody", "1G"},
+                                                     {"limit", "../etc/passwd", "1G"},
+                                                     {"limit", "a/b", "1G"},
+                                                     {"limit-percent", "live-a", "101%"},
+                                                     {"limit-percent", "live-a", "-3"},
+                                                     {"limit-percent", "nobody", "10"},
+                                                     {"budget", "host0", "101%"},
+                                                     {"budget", "host0", "12XB"},
+                                                     {"budget", "host0", "-1G"},
+                                                     {"budget", "cuda7", "1G"},
+                                                     {"budget", "7", "50%"},
+                                                     {"delete", "nobody"},
+                                                     {"watch", "-n", "0"}};
   for (const auto& args : bad) {
     const CommandResult r = kvpager(args);
     std::string shown;

@@ -35,7 +35,8 @@ class TopInTmux : public ::testing::Test {
     socket_ = "kvptest-top-" + std::to_string(::getpid());
     reg_.config.gpu_utilization = "16M";
     alpha_ = InstanceRegistration::create(reg_.config, {"alpha", "llama", "host0", GiB, 8 * MiB});
-    beta_ = InstanceRegistration::create(reg_.config, {"beta", "qwen", "host0", GiB, format::kUnlimited});
+    beta_ = InstanceRegistration::create(reg_.config,
+                                         {"beta", "qwen", "host0", GiB, format::kUnlimited});
     ASSERT_TRUE(alpha_->try_charge(1 * MiB));
     ASSERT_TRUE(beta_->try_charge(3 * MiB));
     alpha_->poll({512 * KiB});  // publishes used bytes, as a KvCache's thread does
@@ -83,7 +84,7 @@ TEST_F(TopInTmux, ShowsBudgetAndInstancesSortsRefreshesAndQuits) {
   EXPECT_NE(s.find("kvpager top"), std::string::npos) << s;
   EXPECT_NE(s.find("sort:mapped"), std::string::npos) << s;
   EXPECT_NE(row_of(s, "host0"), std::string::npos) << s;
-  EXPECT_NE(s.find("4M/16M"), std::string::npos) << s;  // the device budget bar's figures
+  EXPECT_NE(s.find("4M/16M"), std::string::npos) << s;    // the device budget bar's figures
   EXPECT_LT(row_of(s, "beta"), row_of(s, "alpha")) << s;  // 3 MiB mapped before 1 MiB
   std::istringstream rows(s);
   std::string line;
@@ -105,10 +106,13 @@ TEST_F(TopInTmux, ShowsBudgetAndInstancesSortsRefreshesAndQuits) {
 
   // Live: alpha grows past beta and moves to the top.
   ASSERT_TRUE(alpha_->try_charge(5 * MiB));
-  ASSERT_TRUE(wait_until([&] {
-    const std::string now = screen();
-    return now.find("6M") != std::string::npos && row_of(now, "alpha") < row_of(now, "beta");
-  }, 15s)) << screen();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const std::string now = screen();
+        return now.find("6M") != std::string::npos && row_of(now, "alpha") < row_of(now, "beta");
+      },
+      15s))
+      << screen();
 
   tmux({"send-keys", "-t", "top", "s"});
   ASSERT_TRUE(screen_shows("sort:used")) << screen();

@@ -23,8 +23,8 @@ TEST(LimitsGpu, LoweredLimitReturnsDeviceMemoryAndKeepsBlocksInUse) {
   reg.config.gpu_utilization = "4G";
   auto backend = std::make_shared<vmm::CudaBackend>(0);
   auto link = limits::InstanceRegistration::create(
-      reg.config, {"gpu-a", "llama", "cuda0", backend->memory_info().total_bytes,
-                   limits::format::kUnlimited});
+      reg.config,
+      {"gpu-a", "llama", "cuda0", backend->memory_info().total_bytes, limits::format::kUnlimited});
   kv::KvCacheConfig c;
   c.geometry = {32, 8, 128, 2, 16, kv::KvKind::kKeyValue};  // 2 MiB per interleaved block
   c.layout = kv::KvLayout::kInterleaved;

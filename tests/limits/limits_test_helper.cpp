@@ -4,9 +4,10 @@
 // answer line each on stdout).
 //
 //   serve NAME MAX_IDLE        alloc N | free N | fill | check | stats | quit
-//   churn NAME SECONDS SEED    after a line on stdin, random alloc/free for SECONDS; prints "done allocs=A refused=R"
-//   hold-lock DEVICE           takes the device segment's lock, prints "locked", sleeps
-//   register-and-die NAME      registers, charges 1 MiB, prints "registered", _exit(0) without
+//   churn NAME SECONDS SEED    after a line on stdin, random alloc/free for SECONDS; prints "done
+//   allocs=A refused=R" hold-lock DEVICE           takes the device segment's lock, prints
+//   "locked", sleeps register-and-die NAME      registers, charges 1 MiB, prints "registered",
+//   _exit(0) without
 //                              cleaning up (a process that vanished)
 #include <unistd.h>
 
@@ -15,8 +16,8 @@
 #include <cstring>
 #include <iostream>
 #include <random>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kv/kv_test_support.hpp"
@@ -29,7 +30,9 @@ using namespace kvpager;
 
 namespace {
 
-std::shared_ptr<vmm::HostBackend> backend() { return testing::test_host_backend(); }
+std::shared_ptr<vmm::HostBackend> backend() {
+  return testing::test_host_backend();
+}
 
 std::shared_ptr<limits::InstanceRegistration> register_instance(const std::string& name,
                                                                 const vmm::Backend& b) {
@@ -41,8 +44,7 @@ std::shared_ptr<limits::InstanceRegistration> register_instance(const std::strin
   return limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
 }
 
-kv::KvCacheConfig cache_config(std::shared_ptr<limits::InstanceRegistration> reg,
-                               size_t max_idle) {
+kv::KvCacheConfig cache_config(std::shared_ptr<limits::InstanceRegistration> reg, size_t max_idle) {
   kv::KvCacheConfig c = testing::small_cache_config(kv::KvLayout::kInterleaved, 4096, true);
   c.max_idle_pages = max_idle;
   c.reserve_pages = 1;
@@ -54,7 +56,8 @@ kv::KvCacheConfig cache_config(std::shared_ptr<limits::InstanceRegistration> reg
 
 uint64_t* block_word(const kv::KvCache& cache, BlockId id) {
   const kv::TensorView t = cache.tensor(0, 0);
-  return reinterpret_cast<uint64_t*>(t.base + static_cast<uint64_t>(id.value) * t.block_stride_bytes);
+  return reinterpret_cast<uint64_t*>(t.base +
+                                     static_cast<uint64_t>(id.value) * t.block_stride_bytes);
 }
 
 int serve(const std::string& name, size_t max_idle) {

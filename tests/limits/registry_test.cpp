@@ -88,7 +88,7 @@ TEST(InstanceRegistration, SegmentsAreOwnerOnlyUnlessTheModeWidensThem) {
   ScopedRegistry reg("mode");
   const mode_t old = ::umask(0);  // the mode must not depend on the umask either way
   auto a = InstanceRegistration::create(reg.config, spec("private"));
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(reg.path("inst-private").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   ASSERT_EQ(::stat(reg.path("dev-host0").c_str(), &st), 0);
@@ -146,7 +146,8 @@ TEST(KvCacheRegistry, LoweredLimitUnmapsFreePagesAndKeepsBlocksInUse) {
   auto keep = cache.alloc(8);
   auto drop = cache.alloc(60);
   cache.free(drop);  // ~30 free pages stay mapped (max_idle_pages is high)
-  ASSERT_TRUE(wait_until([&] { return Registry(reg.config).scan().instances[0].record.used_bytes > 0; }));
+  ASSERT_TRUE(
+      wait_until([&] { return Registry(reg.config).scan().instances[0].record.used_bytes > 0; }));
   const uint64_t in_use = cache.stats().in_use_bytes;
   ASSERT_GT(link->charged_bytes(), in_use + 10 * page);
 

@@ -17,8 +17,8 @@ class ScopedRegistry {
  public:
   explicit ScopedRegistry(const std::string& tag) {
     static std::atomic<int> counter{0};
-    config.prefix = "kvptest-" + std::to_string(::getpid()) + "-" + tag + "-" +
-                    std::to_string(counter++) + "-";
+    config.prefix =
+        "kvptest-" + std::to_string(::getpid()) + "-" + tag + "-" + std::to_string(counter++) + "-";
     env["KVPAGER_SHM_PREFIX"] = config.prefix;
     env["KVPAGER_SHM_DIR"] = config.dir;
     clean();
@@ -27,7 +27,9 @@ class ScopedRegistry {
   ScopedRegistry(const ScopedRegistry&) = delete;
   ScopedRegistry& operator=(const ScopedRegistry&) = delete;
 
-  std::string path(const std::string& rest) const { return config.dir + "/" + config.prefix + rest; }
+  std::string path(const std::string& rest) const {
+    return config.dir + "/" + config.prefix + rest;
+  }
 
   void clean() const {
     DIR* d = ::opendir(config.dir.c_str());

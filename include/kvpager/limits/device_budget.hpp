@@ -41,7 +41,9 @@ class DeviceBudget {
   const std::string& path() const { return file_.path(); }
   uint64_t total_bytes() const { return segment().total_bytes; }
   uint64_t budget_bytes() const { return segment().budget_bytes.load(std::memory_order_acquire); }
-  uint64_t budget_revision() const { return segment().budget_revision.load(std::memory_order_acquire); }
+  uint64_t budget_revision() const {
+    return segment().budget_revision.load(std::memory_order_acquire);
+  }
   uint64_t pressure() const { return segment().pressure.load(std::memory_order_acquire); }
   uint64_t charged_of(uint32_t slot) const;
 
@@ -72,9 +74,12 @@ class DeviceBudget {
   std::atomic<uint64_t>* recoveries() { return &segment().recoveries; }
 
  private:
-  DeviceBudget(std::string device, ShmFile file) : device_(std::move(device)), file_(std::move(file)) {}
+  DeviceBudget(std::string device, ShmFile file)
+      : device_(std::move(device)), file_(std::move(file)) {}
   static DeviceBudget from_file(const std::string& device, ShmFile file);
-  format::DeviceSegment& segment() const { return *static_cast<format::DeviceSegment*>(file_.data()); }
+  format::DeviceSegment& segment() const {
+    return *static_cast<format::DeviceSegment*>(file_.data());
+  }
   uint64_t reclaim_dead_locked(const ProcessIdentity* except, std::vector<DeviceSlotRecord>* out);
 
   std::string device_;

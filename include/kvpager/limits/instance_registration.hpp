@@ -26,10 +26,10 @@
 namespace kvpager::limits {
 
 struct InstanceSpec {
-  std::string name;                      // instance name, unique on the machine
-  std::string model;                     // free text shown by list/top
-  std::string device;                    // device label, e.g. "cuda0", "host0"
-  uint64_t device_total_bytes = 0;       // device memory, for the default budget
+  std::string name;                           // instance name, unique on the machine
+  std::string model;                          // free text shown by list/top
+  std::string device;                         // device label, e.g. "cuda0", "host0"
+  uint64_t device_total_bytes = 0;            // device memory, for the default budget
   uint64_t limit_bytes = format::kUnlimited;  // initial instance limit
 };
 
@@ -77,7 +77,7 @@ class InstanceRegistration final : public MemoryBudget,
   uint32_t slot_;
   ShmFile file_;
   std::atomic<uint64_t> own_pressure_{0};  // pressure value this process produced last
-  uint64_t seen_revision_ = 0;              // poll() thread only
+  uint64_t seen_revision_ = 0;             // poll() thread only
   uint64_t seen_budget_revision_ = 0;
   uint64_t seen_pressure_ = 0;
 };

@@ -2,8 +2,8 @@
 // Which process owns a registry entry, robust against pid reuse: the pid plus the process's
 // start time (/proc/<pid>/stat field 22, clock ticks after boot).
 // Thread safety: free functions, thread-safe. They make syscalls: never on a hot path.
-#include <cstdint>
 #include <sys/types.h>
+#include <cstdint>
 
 namespace kvpager::limits {
 

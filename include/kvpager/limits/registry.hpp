@@ -45,7 +45,7 @@ struct RegistrySnapshot {
 };
 
 struct GcReport {
-  std::vector<std::string> removed_instances;    // segments of dead owners, unlinked
+  std::vector<std::string> removed_instances;     // segments of dead owners, unlinked
   std::vector<DeviceSlotRecord> reclaimed_slots;  // device accounting of dead owners
   uint64_t reclaimed_bytes = 0;
   std::vector<std::string> removed_temporaries;  // half-created files of dead creators

@@ -45,15 +45,15 @@ struct InstanceSegment {
   char model[kNameBytes];
   char device[kDeviceBytes];
   int32_t pid;
-  uint32_t slot;            // index into the device segment's slots
-  uint64_t start_time;      // /proc/<pid>/stat field 22: tells a reused pid apart
+  uint32_t slot;        // index into the device segment's slots
+  uint64_t start_time;  // /proc/<pid>/stat field 22: tells a reused pid apart
   uint64_t created_unix_ms;
-  std::atomic<uint64_t> limit_bytes;  // kUnlimited: only the device budget bounds it
-  std::atomic<uint64_t> revision;     // bumped after every limit change
-  std::atomic<uint64_t> mapped_bytes;   // physical bytes held (copy of the device slot charge)
-  std::atomic<uint64_t> used_bytes;     // bytes of pages holding blocks in use
-  std::atomic<uint64_t> reserved_bytes; // held but not in use: free mapped pages, ready handles
-  std::atomic<uint64_t> heartbeat_ns;   // CLOCK_MONOTONIC of the owner's last poll
+  std::atomic<uint64_t> limit_bytes;     // kUnlimited: only the device budget bounds it
+  std::atomic<uint64_t> revision;        // bumped after every limit change
+  std::atomic<uint64_t> mapped_bytes;    // physical bytes held (copy of the device slot charge)
+  std::atomic<uint64_t> used_bytes;      // bytes of pages holding blocks in use
+  std::atomic<uint64_t> reserved_bytes;  // held but not in use: free mapped pages, ready handles
+  std::atomic<uint64_t> heartbeat_ns;    // CLOCK_MONOTONIC of the owner's last poll
 };
 
 enum SlotState : uint32_t { kSlotFree = 0, kSlotTaken = 1 };
@@ -69,14 +69,14 @@ struct DeviceSlot {
 struct DeviceSegment {
   SegmentHeader header;
   char device[kDeviceBytes];
-  uint64_t total_bytes;                 // device memory, as the creating process saw it
-  std::atomic<uint64_t> budget_bytes;   // bound on the sum of the slots' charges
+  uint64_t total_bytes;                // device memory, as the creating process saw it
+  std::atomic<uint64_t> budget_bytes;  // bound on the sum of the slots' charges
   std::atomic<uint64_t> budget_revision;
-  std::atomic<uint64_t> pressure;       // bumped when a charge is refused by the budget
-  std::atomic<uint64_t> recoveries;     // locks recovered from a dead owner (EOWNERDEAD)
-  uint32_t max_slots;                   // kMaxSlots
+  std::atomic<uint64_t> pressure;    // bumped when a charge is refused by the budget
+  std::atomic<uint64_t> recoveries;  // locks recovered from a dead owner (EOWNERDEAD)
+  uint32_t max_slots;                // kMaxSlots
   uint32_t reserved0;
-  pthread_mutex_t mutex;                // robust, process-shared; guards slot changes
+  pthread_mutex_t mutex;  // robust, process-shared; guards slot changes
   DeviceSlot slots[kMaxSlots];
 };
 

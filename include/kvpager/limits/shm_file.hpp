@@ -37,9 +37,7 @@ class ShmFile {
 
   void* data() const { return data_; }
   size_t size() const { return size_; }
-  std::span<const std::byte> bytes() const {
-    return {static_cast<const std::byte*>(data_), size_};
-  }
+  std::span<const std::byte> bytes() const { return {static_cast<const std::byte*>(data_), size_}; }
   const std::string& path() const { return path_; }
   // True while `path()` still names this very file (not a replacement of the same name).
   bool still_linked() const;
@@ -67,7 +65,6 @@ struct FileCopy {
 
 // Reads at most `max_bytes + 1` bytes of `path` (so an oversized file is visible as such).
 // Returns nullopt and sets `why` when the file cannot be opened or is not a regular file.
-std::optional<FileCopy> read_file_copy(const std::string& path, size_t max_bytes,
-                                       std::string* why);
+std::optional<FileCopy> read_file_copy(const std::string& path, size_t max_bytes, std::string* why);
 
 }  // namespace kvpager::limits
