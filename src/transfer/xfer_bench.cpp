@@ -68,6 +68,16 @@ XferReport run_local(LocalEngine& engine, const XferConfig& c, const XferLayout&
 
 XferReport run_xfer_bench(const XferConfig& c, std::ostream& table) {
   c.validate();
+  if (c.enable_vmm) {
+    throw InvalidArgument(
+        "--enable_vmm: kvpager bench xfer allocates DRAM through UCX (shared "
+        "memory) or as pinned CUDA host memory; VMM-backed DRAM is not offered");
+  }
+  if (c.mode == "MG") {
+    throw InvalidArgument(
+        "--mode MG: kvpager bench xfer drives one device per process (SG); "
+        "start one rank per device");
+  }
   const XferLayout layout = make_layout(c);
   if (c.backend == "UCX" || c.backend == "UCX_MO") return detail::run_ucx_rank(c, layout, table);
   if (c.backend == "POSIX" || c.backend == "GDS") {
