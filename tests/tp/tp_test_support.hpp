@@ -52,10 +52,13 @@ inline bool process_gone(pid_t pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
 }
 
-inline std::vector<std::string> dir_entries(const std::string& dir) {
+// Entries of `dir` whose name contains `part` (all of them for "").
+inline std::vector<std::string> dir_entries(const std::string& dir, const std::string& part = "") {
   std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) out.push_back(e.path());
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().filename().string().find(part) != std::string::npos) out.push_back(e.path());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
