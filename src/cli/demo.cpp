@@ -272,9 +272,41 @@ void run_demo(const DemoConfig& cfg) {
     if (w->wait() != 0) throw StateError("demo: a model instance failed");
   }
 
-  std::printf("\n=== demo summary: %d instances on %s, budget %s ===\n", n, device.c_str(),
+  uint64_t admitted = 0, finished = 0, deferred = 0, preempted = 0, peak_one = 0, idle_max = 0;
+  uint64_t trim_min = UINT64_MAX, trim_max = 0;
+  double p50 = 0, p99 = 0;
+  for (const auto& s : summaries) {
+    admitted += s["admitted"].get<uint64_t>();
+    finished += s["finished"].get<uint64_t>();
+    deferred += s["deferred"].get<uint64_t>();
+    preempted += s["preempted"].get<uint64_t>();
+    peak_one = std::max(peak_one, s["peak_mapped"].get<uint64_t>());
+    idle_max = std::max(idle_max, s["idle_mapped"].get<uint64_t>());
+    trim_min = std::min(trim_min, s["mapped_after_trim"].get<uint64_t>());
+    trim_max = std::max(trim_max, s["mapped_after_trim"].get<uint64_t>());
+    p50 = std::max(p50, s["alloc_p50_us"].get<double>());
+    p99 = std::max(p99, s["alloc_p99_us"].get<double>());
+  }
+  std::printf("\n=== demo summary ===\n");
+  std::printf("instances / device / budget    : %d processes on %s, budget %s\n", n, device.c_str(),
               format_size(budget_bytes).c_str());
-  std::printf("%-8s %9s %9s %9s %9s %12s %17s\n", "instance", "admitted", "finished", "deferred",
+  std::printf(
+      "requests admitted / finished   : %llu / %llu (%llu admissions deferred for memory, "
+      "%llu preemptions)\n",
+      static_cast<unsigned long long>(admitted), static_cast<unsigned long long>(finished),
+      static_cast<unsigned long long>(deferred), static_cast<unsigned long long>(preempted));
+  std::printf("peak mapped                    : %s (largest instance); all together at most %s\n",
+              format_size(peak_one).c_str(), format_size(peak_sum).c_str());
+  std::printf(
+      "budget never exceeded          : %llu samples of the sum under the device lock, "
+      "never above %s\n",
+      static_cast<unsigned long long>(samples), format_size(budget_bytes).c_str());
+  std::printf("mapped when idle (idle pages)  : %s (largest instance)\n",
+              format_size(idle_max).c_str());
+  std::printf("mapped after trim              : %s (null block page%s)\n",
+              format_size(trim_max).c_str(), trim_min == trim_max ? ", per instance" : "; largest");
+  std::printf("alloc latency p50 / p99        : %.2f / %.2f us (slowest instance)\n", p50, p99);
+  std::printf("\n%-8s %9s %9s %9s %9s %12s %17s\n", "instance", "admitted", "finished", "deferred",
               "preempted", "peak mapped", "alloc p50/p99 us");
   for (const auto& s : summaries) {
     std::printf("%-8s %9llu %9llu %9llu %9llu %12s %8.1f/%-8.1f\n",
@@ -307,11 +339,6 @@ void run_demo(const DemoConfig& cfg) {
     ++share_count;
     std::printf(" %13.0f%%\n", share * 100);
   }
-  std::printf(
-      "\npeak of the sum: %s of the %s budget (%llu samples under the device lock, never "
-      "above)\n",
-      format_size(peak_sum).c_str(), format_size(budget_bytes).c_str(),
-      static_cast<unsigned long long>(samples));
   if (share_count > 0 && n > 1) {
     std::printf(
         "memory followed the load: the busy instance held %.0f%% of the instances' memory "

@@ -176,13 +176,20 @@ void run_worker(const WorkerOptions& o) {
     std::this_thread::sleep_until(
         start + std::chrono::microseconds(static_cast<int64_t>((tick + 1) * cfg.tick_ms * 1000)));
   }
+  const size_t unserved = active.size() + waiting.size();
   for (auto& r : active) cache.free(r.blocks);
+  // Idle: the mapper unmaps free pages beyond max_idle_pages (give it up to a second).
+  for (int i = 0; i < 100 && cache.stats().free_pages > kc.max_idle_pages; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const uint64_t idle_mapped = cache.mapped_bytes();
+  cache.trim();
   const kv::KvCacheStats s = cache.stats();
   const LatencySummary a = summarize(alloc_us);
   const nlohmann::json summary = {{"name", spec.name},
                                   {"admitted", admitted},
                                   {"finished", finished},
-                                  {"unserved", active.size() + waiting.size()},
+                                  {"unserved", unserved},
                                   {"deferred", deferred},
                                   {"stalled", stalled},
                                   {"preempted", preempted},
@@ -193,7 +200,9 @@ void run_worker(const WorkerOptions& o) {
                                   {"cold_allocs", s.cold_allocs},
                                   {"pages_mapped", s.pages_mapped_total},
                                   {"pages_unmapped", s.pages_unmapped_total},
-                                  {"page_bytes", s.page_bytes}};
+                                  {"page_bytes", s.page_bytes},
+                                  {"idle_mapped", idle_mapped},
+                                  {"mapped_after_trim", s.mapped_bytes}};
   std::printf("summary %s\n", summary.dump().c_str());
   std::fflush(stdout);
 }
