@@ -112,17 +112,19 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who)
     }
     free_slot(slot);
   }
-  for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
-    DeviceSlot& slot = s.slots[i];
-    if (slot.state.load(std::memory_order_acquire) != format::kSlotFree) continue;
-    copy_string(slot.name, sizeof slot.name, name);
-    slot.pid.store(who.pid, std::memory_order_relaxed);
-    slot.start_time.store(who.start_time, std::memory_order_relaxed);
-    slot.charged.store(0, std::memory_order_relaxed);
-    slot.state.store(format::kSlotTaken, std::memory_order_release);
-    return i;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
+      DeviceSlot& slot = s.slots[i];
+      if (slot.state.load(std::memory_order_acquire) != format::kSlotFree) continue;
+      copy_string(slot.name, sizeof slot.name, name);
+      slot.pid.store(who.pid, std::memory_order_relaxed);
+      slot.start_time.store(who.start_time, std::memory_order_relaxed);
+      slot.charged.store(0, std::memory_order_relaxed);
+      slot.state.store(format::kSlotTaken, std::memory_order_release);
+      return i;
+    }
+    if (pass == 0) reclaim_dead_locked(&who, nullptr);  // every slot taken: free the dead ones
   }
-  reclaim_dead_locked(&who, nullptr);
   throw OutOfMemory("device " + device_ + " already has " + std::to_string(format::kMaxSlots) +
                     " instances; run `kvpager gc` or stop one");
 }

@@ -100,6 +100,19 @@ TEST(InstanceRegistration, SegmentsAreOwnerOnlyUnlessTheModeWidensThem) {
   ::umask(old);
 }
 
+TEST(DeviceBudget, AFullSlotTableMakesRoomByReclaimingDeadMembers) {
+  ScopedRegistry reg("slots");
+  DeviceBudget dev = DeviceBudget::open_or_create(reg.config, "host0", GiB);
+  const ProcessIdentity dead{INT32_MAX - 1, 1};  // no such process
+  for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
+    dev.join("dead" + std::to_string(i), dead);
+  }
+  EXPECT_EQ(Registry(reg.config).scan().devices[0].record.members.size(), format::kMaxSlots);
+  const uint32_t slot = dev.join("alive", current_process());
+  EXPECT_LT(slot, format::kMaxSlots);
+  EXPECT_EQ(Registry(reg.config).scan().devices[0].record.members.size(), 1u);
+}
+
 TEST(InstanceRegistration, NamesAreUniqueWhileTheOwnerLivesAndFilesGoWithIt) {
   ScopedRegistry reg("unique");
   {
