@@ -227,11 +227,18 @@ void KvCache::free(std::span<const BlockId> ids) {
   allocator_->free(ids);
   ++counters_.free_calls;
   reserve_blocked_ = false;
-  if (allocator_->free_pages() > config_.max_idle_pages) {
+  // Unmap when too many pages sit idle, or when the limit was lowered below what is mapped
+  // (pages that held blocks in use at resize() time go as soon as they empty).
+  auto over = [&] {
+    return allocator_->free_pages() > 0 &&
+           (allocator_->free_pages() > config_.max_idle_pages ||
+            allocator_->mapped_pages() + allocator_->pages_in_transition() > limit_pages_locked());
+  };
+  if (over()) {
     if (config_.background) {
       changed_.notify_all();
     } else {
-      while (allocator_->free_pages() > config_.max_idle_pages && unmap_one_locked(lock)) {
+      while (over() && unmap_one_locked(lock)) {
       }
     }
   }

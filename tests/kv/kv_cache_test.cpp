@@ -94,7 +94,8 @@ TEST_P(KvCacheLayouts, LimitIsEnforcedAndResizeShrinksWithoutTakingBlocksInUse) 
   // Free the last page's blocks: resize(…) keeps the limit, the page can go.
   std::vector<BlockId> tail(blocks.end() - static_cast<long>(per_page), blocks.end());
   blocks.resize(blocks.size() - per_page);
-  cache.free(tail);
+  cache.free(tail);  // the emptied page is above the lowered limit: free() unmaps it
+  EXPECT_EQ(cache.mapped_bytes(), 2 * page);
   cache.resize(page);
   EXPECT_LE(cache.mapped_bytes(), 3 * page);
   EXPECT_EQ(cache.available(), static_cast<size_t>(cache.stats().free_mapped_blocks));
