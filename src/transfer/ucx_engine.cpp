@@ -57,6 +57,7 @@ class UcxMover final : public BlockMover {
     }
   }
   ~UcxMover() override {
+    for (void* req : pending_) ucp_request_free(req);  // after an error: released on completion
     rkeys_.clear();
     eps_.clear();  // endpoints close before the worker goes
   }
@@ -75,8 +76,11 @@ class UcxMover final : public BlockMover {
 
   // Every put/get completes locally, then a flush completes them at the target.
   void wait() override {
-    for (void* req : pending_) worker_->wait(req, write_ ? "ucp_put_nbx" : "ucp_get_nbx");
-    pending_.clear();
+    while (!pending_.empty()) {  // a request leaves the list before it can throw
+      void* req = pending_.back();
+      pending_.pop_back();
+      worker_->wait(req, write_ ? "ucp_put_nbx" : "ucp_get_nbx");
+    }
     ucp_request_param_t param{};
     worker_->wait(ucp_worker_flush_nbx(worker_->get(), &param), "ucp_worker_flush_nbx");
   }
@@ -131,6 +135,7 @@ XferReport run_target(const XferConfig& c, const XferLayout& l, XferWorld& world
                "initiator " + std::to_string(f.initiator) + " to finish", idle);
   }
   world.put(key("bye", rank), "1");
+  world.finish();
   return {};
 }
 
@@ -215,6 +220,7 @@ XferReport run_initiator(const XferConfig& c, const XferLayout& l, XferWorld& wo
   }
   movers.clear();
   world.put(key("finished", rank), "1");
+  if (rank != 0) world.finish();
   if (rank == 0) {
     for (uint32_t t = l.initiators; t < l.world_size(); ++t) {
       world.wait(key("bye", t), t, "target " + std::to_string(t) + " to finish");

@@ -91,7 +91,9 @@ XferWorld::~XferWorld() {
   }
   stop_cv_.notify_all();
   if (heartbeat_.joinable()) heartbeat_.join();
-  if (rank_ != 0 || !finished_) return;
+  // Rank 0 after a clean run, or any rank that fails: a half-finished group must not feed a
+  // later run stale addresses, so it goes (peers still waiting then report the missing rank).
+  if (finished_ && rank_ != 0) return;
   try {
     etcd_.erase_prefix(prefix_);
   } catch (...) {

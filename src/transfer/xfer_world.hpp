@@ -3,10 +3,11 @@
 // nixlbench does (internal to the transfer layer). Keys live under
 // /kvpager/xfer/<benchmark_group>/. A rank is claimed with a create-if-absent transaction (the
 // requested --rank, or the first free one); the first rank records the run's configuration
-// and every later rank must match it. Rank 0 removes the whole group when it finishes; a
-// group left behind by a crashed run is reported by the next run, which should pass another
-// --benchmark_group. Every rank beats a heartbeat key (alive/<rank>) once a second from its
-// own thread and etcd client, so peers can tell a slow rank from a dead one.
+// and every later rank must match it. Rank 0 removes the whole group when it finishes, and a
+// rank that fails removes it at once; a group left behind by a killed run is reported by the
+// next run, which should pass another --benchmark_group. Every rank beats a heartbeat key
+// (alive/<rank>) once a second from its own thread and etcd client, so peers can tell a slow rank
+// from a dead one.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -26,7 +27,7 @@ class XferWorld {
   // Connects and claims a rank. Throws Error when etcd is unreachable, InvalidArgument when
   // the requested rank is out of range, StateError when the group is full or disagrees.
   XferWorld(const XferConfig& config, const XferLayout& layout);
-  ~XferWorld();  // rank 0, after finish(): removes the group's keys
+  ~XferWorld();  // rank 0 after finish(), or any rank without finish(): removes the group
   XferWorld(const XferWorld&) = delete;
   XferWorld& operator=(const XferWorld&) = delete;
 
