@@ -73,6 +73,10 @@ XferReport run_xfer_bench(const XferConfig& c, std::ostream& table) {
         "--enable_vmm: kvpager bench xfer allocates DRAM through UCX (shared "
         "memory) or as pinned CUDA host memory; VMM-backed DRAM is not offered");
   }
+  if (c.worker_type != "nixl") {
+    throw InvalidArgument("--worker_type " + c.worker_type +
+                          ": kvpager bench xfer runs nixl-style workers only");
+  }
   if (c.mode == "MG") {
     throw InvalidArgument(
         "--mode MG: kvpager bench xfer drives one device per process (SG); "

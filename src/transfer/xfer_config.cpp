@@ -63,10 +63,6 @@ void XferConfig::validate() const {
   if ((scheme == "onetomany" || scheme == "tp") && num_initiator_dev != 1) {
     throw InvalidArgument("--scheme " + scheme + " needs --num_initiator_dev 1");
   }
-  if (worker_type != "nixl") {
-    throw InvalidArgument("--worker_type " + worker_type +
-                          ": kvpager's transfer engines are nixl-style workers only");
-  }
 }
 
 std::vector<XferFlag> nixlbench_flags(const XferConfig& c) {

@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <sstream>
 #include <vector>
 
 #include "kvpager/common/error.hpp"
 #include "kvpager/transfer/host_buffer.hpp"
+#include "kvpager/transfer/xfer_bench.hpp"
 #include "kvpager/transfer/xfer_layout.hpp"
 
 using namespace kvpager;
@@ -57,6 +59,14 @@ TEST(XferConfig, ValidationNamesTheFlag) {
   c.scheme = "manytoone";
   c.num_target_dev = 2;
   EXPECT_NE(message(c).find("manytoone"), std::string::npos);
+  c = {};
+  c.worker_type = "nvshmem";  // a plan may name it; bench xfer refuses to run it
+  EXPECT_EQ(message(c), "");
+  std::ostringstream table;
+  EXPECT_THROW(run_xfer_bench(c, table), InvalidArgument);
+  c = {};
+  c.enable_vmm = true;
+  EXPECT_THROW(run_xfer_bench(c, table), InvalidArgument);
 }
 
 TEST(XferConfig, SegmentsPerBackend) {
