@@ -184,7 +184,9 @@ TEST(KvbenchCli, EveryCommandOnEveryShippedModelAndConfig) {
     size_t blocks = 0;
     for (const auto& line : lines_of(r.out)) {
       if (line.rfind("Model Config           : ", 0) == 0) file = line.substr(25), ++blocks;
-      if (line.rfind("Model                  : ", 0) == 0) EXPECT_EQ(line.substr(25), ref.name);
+      if (line.rfind("Model                  : ", 0) == 0) {
+        EXPECT_EQ(line.substr(25), ref.name);
+      }
       if (line.rfind("Batch Size             : ", 0) == 0) {
         EXPECT_EQ(line.substr(25), std::to_string(want.at(file).batch)) << file;
       }
