@@ -303,9 +303,13 @@ uint64_t KvCache::trim() {
   std::unique_lock lock(mutex_);
   check_healthy_locked();
   reserve_suspended_ = true;
-  changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });
   uint64_t pages = 0;
-  while (unmap_one_locked(lock)) ++pages;
+  for (;;) {
+    // The mapper may be unmapping a page too: wait for it, so every free page is gone on return.
+    changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });
+    if (!unmap_one_locked(lock)) break;
+    ++pages;
+  }
   lock.unlock();
   pool_->trim();
   return pages * space_->page_bytes();

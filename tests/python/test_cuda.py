@@ -104,7 +104,8 @@ def test_float8_tensors_on_cuda(name):
     k = cache.key(0)
     assert k.dtype == fp8 and k.stride() == cache.tensor(0, 0).strides
     src = torch.randn(3, BS, KV_HEADS, HEAD, device="cuda").to(fp8)
-    k.index_copy_(0, torch.tensor(ids, device="cuda"), src)
+    # torch has no CUDA index_copy_ for float8: copy the bytes through a uint8 view.
+    k.view(torch.uint8).index_copy_(0, torch.tensor(ids, device="cuda"), src.view(torch.uint8))
     assert torch.equal(k[ids].view(torch.uint8), src.view(torch.uint8))
     torch.cuda.synchronize()
 
