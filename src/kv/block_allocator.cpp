@@ -48,17 +48,15 @@ BlockAllocator::BlockAllocator(std::vector<PageBlocks> pages, int32_t num_blocks
   bucket_bits_.assign(max_per_page_ / 64 + 1, 0);
 }
 
-void BlockAllocator::list_remove(uint32_t page) {
-  const uint32_t used = used_[page];
+uint32_t* BlockAllocator::list_head(uint32_t page) {
+  if (used_[page] == 0) return &free_head_;
   const uint32_t free = free_in(page);
-  uint32_t* head = nullptr;
-  if (used == 0) {
-    head = &free_head_;
-  } else if (free > 0) {
-    head = &bucket_head_[free];
-  } else {
-    return;  // full pages are in no list
-  }
+  return free > 0 ? &bucket_head_[free] : nullptr;  // full pages are in no list
+}
+
+void BlockAllocator::list_remove(uint32_t page) {
+  uint32_t* head = list_head(page);
+  if (head == nullptr) return;
   if (prev_[page] != kNone) {
     next_[prev_[page]] = next_[page];
   } else {
@@ -66,20 +64,18 @@ void BlockAllocator::list_remove(uint32_t page) {
   }
   if (next_[page] != kNone) prev_[next_[page]] = prev_[page];
   prev_[page] = next_[page] = kNone;
-  if (used != 0 && bucket_head_[free] == kNone) bucket_bits_[free / 64] &= ~(1ull << (free % 64));
+  const uint32_t free = free_in(page);
+  if (used_[page] != 0 && bucket_head_[free] == kNone) {
+    bucket_bits_[free / 64] &= ~(1ull << (free % 64));
+  }
 }
 
 void BlockAllocator::list_push(uint32_t page) {
-  const uint32_t used = used_[page];
-  const uint32_t free = free_in(page);
-  uint32_t* head = nullptr;
-  if (used == 0) {
-    head = &free_head_;
-  } else if (free > 0) {
-    head = &bucket_head_[free];
+  uint32_t* head = list_head(page);
+  if (head == nullptr) return;
+  if (used_[page] != 0) {
+    const uint32_t free = free_in(page);
     bucket_bits_[free / 64] |= 1ull << (free % 64);
-  } else {
-    return;
   }
   prev_[page] = kNone;
   next_[page] = *head;

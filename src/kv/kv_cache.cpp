@@ -120,11 +120,8 @@ uint64_t KvCache::limit_bytes_locked() const {
 
 size_t KvCache::limit_pages_locked() const {
   const uint64_t all = space_->num_pages();
-  uint64_t pages = config_.limit_bytes == 0 ? all : config_.limit_bytes / space_->page_bytes();
-  if (config_.registry_link) {
-    pages = std::min(pages, config_.registry_link->instance_limit_bytes() / space_->page_bytes());
-  }
-  return static_cast<size_t>(std::min(pages, all));
+  const uint64_t limit = limit_bytes_locked();
+  return static_cast<size_t>(limit == 0 ? all : std::min(limit / space_->page_bytes(), all));
 }
 
 void KvCache::check_healthy_locked() const {

@@ -61,6 +61,8 @@ class BlockAllocator {
 
  private:
   static constexpr uint32_t kNone = UINT32_MAX;
+  // The list a page belongs in for its current counts (nullptr: a full page, in no list).
+  uint32_t* list_head(uint32_t page);
   void list_remove(uint32_t page);
   void list_push(uint32_t page);  // by current free count; fully free pages go to free_head_
   uint32_t free_in(uint32_t page) const { return static_cast<uint32_t>(pages_[page].count) - used_[page]; }
