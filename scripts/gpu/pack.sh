@@ -17,5 +17,6 @@ find build-gpu -type f -perm -u+x -not -path '*/CMakeFiles/*' -not -path '*/lib/
 done | sort -u | while read -r lib; do cp -L "$lib" build-gpu/lib/; done
 find build-gpu -type f -perm -u+x -not -path '*/CMakeFiles/*' -exec strip --strip-unneeded {} + 2>/dev/null || true
 rm -rf build-gpu/CMakeFiles/*.log
+find build-gpu \( -name "*.a" -o -name "*.o" \) -delete  # not needed to run; keeps the carry small
 du -sh build-gpu
 echo "source: $src (commit $(git -C "$src" rev-parse --short HEAD))"
