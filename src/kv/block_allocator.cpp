@@ -12,7 +12,7 @@ namespace {
 constexpr uint8_t kFree = 0, kUsed = 1, kUnusable = 2, kFreeing = 3;
 }
 
-BlockAllocator::BlockAllocator(std::vector<PageBlocks> pages, int32_t num_blocks)
+BlockAllocator::BlockAllocator(std::vector<BlockRange> pages, int32_t num_blocks)
     : pages_(std::move(pages)), num_blocks_(num_blocks) {
   const size_t n = pages_.size();
   stack_.assign(static_cast<size_t>(num_blocks_), 0);
@@ -26,7 +26,7 @@ BlockAllocator::BlockAllocator(std::vector<PageBlocks> pages, int32_t num_blocks
   unmapped_.reserve(n);
   int32_t expected_first = 0;
   for (uint32_t p = 0; p < n; ++p) {
-    const PageBlocks& pb = pages_[p];
+    const BlockRange& pb = pages_[p];
     if (pb.count < 0 || pb.first < expected_first || pb.first + pb.count > num_blocks_) {
       throw InvalidArgument("block allocator: page " + std::to_string(p) +
                             " has an invalid block range");
@@ -196,7 +196,7 @@ void BlockAllocator::finish_mapping(uint32_t page, bool success) {
     ++unmapped_pages_;
     return;
   }
-  const PageBlocks pb = pages_[page];
+  const BlockRange pb = pages_[page];
   for (int32_t j = 0; j < pb.count; ++j) {
     stack_[static_cast<size_t>(pb.first + j)] = pb.first + pb.count - 1 - j;  // pop lowest first
   }

@@ -31,12 +31,9 @@ uint64_t choose_num_blocks(const vmm::Backend& backend, const KvCacheConfig& c) 
   return std::min<uint64_t>(backend.memory_info().total_bytes / per_block, INT32_MAX);
 }
 
-std::vector<PageBlocks> page_table(const KvSpace& space) {
-  std::vector<PageBlocks> pages(space.num_pages());
-  for (uint32_t p = 0; p < space.num_pages(); ++p) {
-    const BlockRange r = space.blocks_of_page(PageId{p});
-    pages[p] = {r.first, r.count};
-  }
+std::vector<BlockRange> page_table(const KvSpace& space) {
+  std::vector<BlockRange> pages(space.num_pages());
+  for (uint32_t p = 0; p < space.num_pages(); ++p) pages[p] = space.blocks_of_page(PageId{p});
   return pages;
 }
 

@@ -17,20 +17,16 @@
 #include <vector>
 
 #include "kvpager/common/ids.hpp"
+#include "kvpager/kv/block_range.hpp"
 
 namespace kvpager::kv {
-
-struct PageBlocks {
-  int32_t first = 0;
-  int32_t count = 0;
-};
 
 enum class AllocPageState : uint8_t { kUnmapped, kMapping, kMapped, kUnmapping };
 
 class BlockAllocator {
  public:
   // pages[p] = blocks lying wholly inside page p (ascending, disjoint). num_blocks = id range.
-  BlockAllocator(std::vector<PageBlocks> pages, int32_t num_blocks);
+  BlockAllocator(std::vector<BlockRange> pages, int32_t num_blocks);
 
   // Takes n blocks from mapped pages, all or nothing: false (nothing changed) if fewer than n
   // are free in mapped pages.
@@ -57,7 +53,7 @@ class BlockAllocator {
   AllocPageState page_state(uint32_t page) const { return page_state_[page]; }
   uint32_t used_in_page(uint32_t page) const { return used_[page]; }
   bool in_use(BlockId id) const;
-  PageBlocks page_blocks(uint32_t page) const { return pages_[page]; }
+  BlockRange page_blocks(uint32_t page) const { return pages_[page]; }
 
  private:
   static constexpr uint32_t kNone = UINT32_MAX;
@@ -67,7 +63,7 @@ class BlockAllocator {
   void list_push(uint32_t page);  // by current free count; fully free pages go to free_head_
   uint32_t free_in(uint32_t page) const { return static_cast<uint32_t>(pages_[page].count) - used_[page]; }
 
-  std::vector<PageBlocks> pages_;
+  std::vector<BlockRange> pages_;
   int32_t num_blocks_;
   std::vector<int32_t> stack_;        // per-page free stacks: page p uses [first, first+count)
   std::vector<uint32_t> top_;         // free entries in each page's stack

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kvpager/common/ids.hpp"
+#include "kvpager/kv/block_range.hpp"
 #include "kvpager/kv/kv_geometry.hpp"
 #include "kvpager/pool/page_pool.hpp"
 #include "kvpager/vmm/backend.hpp"
@@ -45,11 +46,6 @@ struct TensorView {
   uint32_t kv_heads = 0;
   uint32_t head_dim = 0;
   uint32_t dtype_bytes = 0;
-};
-
-struct BlockRange {
-  int32_t first = 0;
-  int32_t count = 0;
 };
 
 enum class PageState : uint8_t { kReserved, kMapping, kMapped, kUnmapping };
