@@ -160,6 +160,12 @@ failed call changes nothing.)doc")
           "Unmaps every free page now and releases the pool's ready handles; returns the bytes "
           "unmapped.")
       .def(
+          "set_unmap_stream",
+          [](const KvCacheHandle& h, uintptr_t stream) { h.shared()->set_unmap_stream(stream); },
+          py::arg("stream"),
+          "From now on, unmapping a page waits for the work queued on this CUstream handle "
+          "(e.g. torch.cuda.Stream.cuda_stream; 0 is the legacy default stream).")
+      .def(
           "stats", [](const KvCacheHandle& h) { return stats_dict(h.cache().stats()); },
           "A dict of the cache's statistics (kv::KvCacheStats, with 'pool' nested).")
       .def(

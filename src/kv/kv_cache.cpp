@@ -52,8 +52,10 @@ KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
   if (const char* v = env("KVPAGER_LAYOUT")) c.layout = parse_layout(v);
   if (const char* v = env("KVPAGER_HANDLE_SIZE")) c.handle_bytes = parse_size(v);
   if (const char* v = env("KVPAGER_LIMIT")) c.limit_bytes = parse_size(v);
-  if (const char* v = env("KVPAGER_RESERVE_PAGES")) c.reserve_pages = number("KVPAGER_RESERVE_PAGES", v);
-  if (const char* v = env("KVPAGER_MAX_IDLE_PAGES")) c.max_idle_pages = number("KVPAGER_MAX_IDLE_PAGES", v);
+  if (const char* v = env("KVPAGER_RESERVE_PAGES"))
+    c.reserve_pages = number("KVPAGER_RESERVE_PAGES", v);
+  if (const char* v = env("KVPAGER_MAX_IDLE_PAGES"))
+    c.max_idle_pages = number("KVPAGER_MAX_IDLE_PAGES", v);
   if (const char* v = env("KVPAGER_ZERO_FILL")) c.zero_fill_unmapped = std::string(v) == "1";
   return c;
 }
@@ -62,6 +64,8 @@ KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
                  std::shared_ptr<limits::MemoryBudget> budget)
     : backend_(std::move(backend)), budget_(std::move(budget)), config_(config) {
   config_.geometry.validate();
+  unmap_stream_.store(config_.stream);
+  wait_for_stream_.store(config_.wait_for_stream_before_unmap);
   if (config_.max_idle_pages < config_.reserve_pages) {
     throw InvalidArgument("KV cache: max_idle_pages (" + std::to_string(config_.max_idle_pages) +
                           ") must be at least reserve_pages (" +
@@ -78,10 +82,9 @@ KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
       backend_, budget_,
       pool::PagePoolConfig{config_.handle_bytes, config_.pool_min_ready, config_.pool_max_ready,
                            config_.background});
-  space_ = std::make_unique<KvSpace>(
-      backend_, *pool_,
-      KvSpaceConfig{config_.geometry, config_.layout, config_.num_blocks,
-                    config_.zero_fill_unmapped});
+  space_ = std::make_unique<KvSpace>(backend_, *pool_,
+                                     KvSpaceConfig{config_.geometry, config_.layout,
+                                                   config_.num_blocks, config_.zero_fill_unmapped});
   allocator_ = std::make_unique<BlockAllocator>(page_table(*space_),
                                                 static_cast<int32_t>(config_.num_blocks));
   if (allocator_->usable_blocks() < 2) {
@@ -137,14 +140,14 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
     if (!page) {
       for (uint32_t p : claimed) allocator_->finish_mapping(p, false);
       const uint64_t pb = space_->page_bytes();
-      throw OutOfMemory(
-          "alloc of " + std::to_string(request) + " blocks: " +
-          (at_limit ? "the limit of " + format_size(limit_bytes_locked()) + " is reached"
-                    : std::string("every page of the KV space is mapped")) +
-          " (" + format_size(allocator_->mapped_pages() * pb) + " mapped, " +
-          std::to_string(allocator_->used_blocks() - 1) + " blocks in use, " +
-          std::to_string(allocator_->free_mapped_blocks()) +
-          " free); free blocks or raise the limit");
+      throw OutOfMemory("alloc of " + std::to_string(request) + " blocks: " +
+                        (at_limit
+                             ? "the limit of " + format_size(limit_bytes_locked()) + " is reached"
+                             : std::string("every page of the KV space is mapped")) +
+                        " (" + format_size(allocator_->mapped_pages() * pb) + " mapped, " +
+                        std::to_string(allocator_->used_blocks() - 1) + " blocks in use, " +
+                        std::to_string(allocator_->free_mapped_blocks()) +
+                        " free); free blocks or raise the limit");
     }
     claimed.push_back(*page);
     incoming += static_cast<size_t>(allocator_->page_blocks(*page).count);
@@ -200,8 +203,8 @@ void KvCache::alloc(size_t n, std::span<BlockId> out) {
     map_for_locked(lock, n - allocator_->free_mapped_blocks(), n);
   }
   if (cold) ++counters_.cold_allocs;
-  if (config_.background && !reserve_blocked_ &&
-      allocator_->free_pages() < config_.reserve_pages && allocator_->unmapped_pages() > 0) {
+  if (config_.background && !reserve_blocked_ && allocator_->free_pages() < config_.reserve_pages &&
+      allocator_->unmapped_pages() > 0) {
     changed_.notify_all();
   }
 }
@@ -216,7 +219,8 @@ void KvCache::free(std::span<const BlockId> ids) {
   std::unique_lock lock(mutex_);
   check_healthy_locked();
   for (const BlockId id : ids) {
-    if (id == null_block()) throw InvalidArgument("free: block 0 is the null block; nothing was freed");
+    if (id == null_block())
+      throw InvalidArgument("free: block 0 is the null block; nothing was freed");
   }
   allocator_->free(ids);
   ++counters_.free_calls;
@@ -238,8 +242,13 @@ void KvCache::free(std::span<const BlockId> ids) {
   }
 }
 
+void KvCache::set_unmap_stream(uintptr_t stream) {
+  unmap_stream_.store(stream);
+  wait_for_stream_.store(true);
+}
+
 void KvCache::unmap_claimed(uint32_t page) {
-  if (config_.wait_for_stream_before_unmap) backend_->wait_for_stream(config_.stream);
+  if (wait_for_stream_.load()) backend_->wait_for_stream(unmap_stream_.load());
   space_->unmap_page(PageId{page});
 }
 
@@ -268,8 +277,8 @@ size_t KvCache::available() const {
   const size_t mapped = allocator_->mapped_pages();
   const size_t limit = limit_pages_locked();
   const size_t headroom_pages = limit > mapped ? limit - mapped : 0;
-  const size_t not_mapped_blocks = allocator_->usable_blocks() - allocator_->used_blocks() -
-                                   allocator_->free_mapped_blocks();
+  const size_t not_mapped_blocks =
+      allocator_->usable_blocks() - allocator_->used_blocks() - allocator_->free_mapped_blocks();
   return allocator_->free_mapped_blocks() +
          std::min(not_mapped_blocks, headroom_pages * allocator_->max_blocks_per_page());
 }
@@ -353,8 +362,8 @@ bool KvCache::poll_link_locked() {
 
 void KvCache::run_mapper() {
   using Clock = std::chrono::steady_clock;
-  const auto interval = config_.registry_link ? config_.registry_link->poll_interval()
-                                              : std::chrono::milliseconds(0);
+  const auto interval =
+      config_.registry_link ? config_.registry_link->poll_interval() : std::chrono::milliseconds(0);
   auto next_poll = Clock::now();
   std::unique_lock lock(mutex_);
   while (!stopping_) {
@@ -372,9 +381,9 @@ void KvCache::run_mapper() {
     const bool want_map = !reserve_suspended_ && !reserve_blocked_ &&
                           allocator_->free_pages() < config_.reserve_pages &&
                           allocator_->unmapped_pages() > 0 && committed < limit;
-    const bool want_unmap = allocator_->free_pages() > 0 &&
-                            (allocator_->free_pages() > config_.max_idle_pages ||
-                             committed > limit || shedding_);
+    const bool want_unmap =
+        allocator_->free_pages() > 0 &&
+        (allocator_->free_pages() > config_.max_idle_pages || committed > limit || shedding_);
     try {
       if (want_unmap) {
         unmap_one_locked(lock);

@@ -20,6 +20,7 @@
 // link every poll_interval(): it publishes usage, and on a changed limit unmaps free pages above
 // it and releases ready handles (so a lowered limit is honoured within about one interval),
 // and on device pressure gives back every free page until the next alloc.
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -51,12 +52,13 @@ struct KvCacheConfig {
   // KVPAGER_HANDLE_SIZE.
   uint64_t handle_bytes = 0;
   uint32_t interleaved_blocks_per_page = 16;
-  uint64_t limit_bytes = 0;     // mapped-memory limit; 0 = none. KVPAGER_LIMIT.
-  size_t reserve_pages = 1;     // free pages kept mapped ahead. KVPAGER_RESERVE_PAGES.
-  size_t max_idle_pages = 4;    // free mapped pages beyond this are unmapped. KVPAGER_MAX_IDLE_PAGES.
-  bool zero_fill_unmapped = false;  // back unmapped pages with a read-only zero page. KVPAGER_ZERO_FILL.
-  bool background = true;       // mapper and pool threads; false: everything inline
-  size_t pool_min_ready = 2;    // physical handles created ahead (PagePool watermarks)
+  uint64_t limit_bytes = 0;   // mapped-memory limit; 0 = none. KVPAGER_LIMIT.
+  size_t reserve_pages = 1;   // free pages kept mapped ahead. KVPAGER_RESERVE_PAGES.
+  size_t max_idle_pages = 4;  // free mapped pages beyond this are unmapped. KVPAGER_MAX_IDLE_PAGES.
+  bool zero_fill_unmapped =
+      false;                  // back unmapped pages with a read-only zero page. KVPAGER_ZERO_FILL.
+  bool background = true;     // mapper and pool threads; false: everything inline
+  size_t pool_min_ready = 2;  // physical handles created ahead (PagePool watermarks)
   size_t pool_max_ready = 8;
   // When set, unmapping waits for the work queued so far on this CUstream (an event, never a
   // device-wide sync), so no kernel still reading a freed block loses its memory.
@@ -78,16 +80,16 @@ struct KvCacheStats {
   uint64_t available_blocks = 0;    // allocatable now, mapping more within the limit
   uint32_t num_pages = 0;
   uint32_t mapped_pages = 0;
-  uint32_t free_pages = 0;          // mapped with no block in use
+  uint32_t free_pages = 0;  // mapped with no block in use
   uint32_t max_blocks_per_page = 0;
-  uint64_t page_bytes = 0;          // physical bytes of one logical page (all its handles)
+  uint64_t page_bytes = 0;  // physical bytes of one logical page (all its handles)
   uint64_t mapped_bytes = 0;
-  uint64_t in_use_bytes = 0;        // bytes of pages holding at least one block in use
-  uint64_t limit_bytes = 0;         // 0 = none
+  uint64_t in_use_bytes = 0;  // bytes of pages holding at least one block in use
+  uint64_t limit_bytes = 0;   // 0 = none
   uint64_t virtual_bytes = 0;
   uint64_t alloc_calls = 0;
   uint64_t free_calls = 0;
-  uint64_t cold_allocs = 0;         // allocs that mapped pages themselves
+  uint64_t cold_allocs = 0;  // allocs that mapped pages themselves
   uint64_t pages_mapped_total = 0;
   uint64_t pages_unmapped_total = 0;
   pool::PagePoolStats pool;
@@ -115,8 +117,14 @@ class KvCache {
   uint64_t trim();
   KvCacheStats stats() const;
 
+  // Makes unmapping wait for the work queued on `stream` (a CUstream; 0 is the legacy default
+  // stream) instead of config.stream, for engines that create their compute stream after the
+  // cache. Takes effect for the next unmap.
+  void set_unmap_stream(uintptr_t stream);
   BlockId null_block() const { return BlockId{0}; }
-  TensorView tensor(uint32_t layer, uint32_t component) const { return space_->tensor(layer, component); }
+  TensorView tensor(uint32_t layer, uint32_t component) const {
+    return space_->tensor(layer, component);
+  }
   const KvSpace& space() const { return *space_; }
   const KvCacheConfig& config() const { return config_; }
   vmm::Backend& backend() { return *backend_; }
@@ -146,11 +154,14 @@ class KvCache {
   mutable std::mutex mutex_;
   std::condition_variable changed_;  // wakes the mapper and waiters on pages in transition
   bool stopping_ = false;
-  bool reserve_suspended_ = false;   // after trim(), until the next alloc
-  bool reserve_blocked_ = false;     // the budget refused the reserve; retried after a free
-  bool shedding_ = false;            // device pressure: unmap every free page
-  bool pool_trim_pending_ = false;   // limit changed or pressure: release ready handles
-  std::string broken_;               // first failure of the mapper thread
+  bool reserve_suspended_ = false;  // after trim(), until the next alloc
+  bool reserve_blocked_ = false;    // the budget refused the reserve; retried after a free
+  bool shedding_ = false;           // device pressure: unmap every free page
+  bool pool_trim_pending_ = false;  // limit changed or pressure: release ready handles
+  std::string broken_;              // first failure of the mapper thread
+  // The stream unmapping waits for (config_.stream until set_unmap_stream), if any.
+  std::atomic<uintptr_t> unmap_stream_{0};
+  std::atomic<bool> wait_for_stream_{false};
   KvCacheStats counters_;
   std::thread mapper_;
 };

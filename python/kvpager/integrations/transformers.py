@@ -1,0 +1,575 @@
+"""transformers' continuous batching on kvpager memory.
+
+    from kvpager.integrations import transformers as kvt
+
+    with kvt.kvpager_cache(layout="per-layer", instance="llama-8b"):
+        outputs = model.generate_batch(prompts, generation_config=..., continuous_batching_config=...)
+
+While enabled, every ``PagedAttentionCache`` that transformers' continuous batching creates
+(``generate_batch``, ``init_continuous_batching``, ``ContinuousBatchingManager``) is a
+:class:`KvpagerPagedAttentionCache`: its per-layer key/value tensors are views of one
+``kvpager.KvCache`` and its block manager takes block ids from that cache's allocator, so
+physical memory is mapped only for blocks in use (and the prefix cache), returned when requests
+finish, and held under the instance's limit and the device budget of the shared registry
+(``kvpager top`` shows it). Nothing in transformers' files is edited: the module swaps the name
+``PagedAttentionCache`` that ``continuous_api`` constructs, and wraps
+``ContinuousBatchingManager._create_batch_processor`` so that unmapping waits for the engine's
+compute stream. :func:`disable` (or leaving the ``with`` block) restores both.
+
+What stays transformers': the scheduler, the cache allocators (block tables, prefix sharing,
+sliding windows, forks), the index computation and the attention kernels. Only where the
+memory comes from, and which free block ids exist, changes.
+
+Layouts (``layout=``):
+  * ``"per-layer"``: one virtual region per layer and K/V; each tensor is exactly the shape
+    transformers allocates, ``(rows, kv_heads, head_dim)`` with row = block * block_size + slot.
+  * ``"interleaved"``: one region in which a block is a cell holding every layer's K and V. Each
+    layer's tensor is a flat ``(rows, kv_heads, head_dim)`` view starting at its place in cell 0;
+    transformers sees block ids that are kvpager ids times the cell's size in blocks, so its own
+    row arithmetic (block * block_size + slot) lands in the right cell with no extra work.
+
+Trash slots: transformers pads batches by reading a zeroed "read trash" row and writing to a
+"write trash" row. Here both live in kvpager's null block (block 0, always mapped, never handed
+out): row 0 is zeroed and read, row 1 is the sliding-window sentinel, row block_size - 1 takes
+padding writes.
+
+Compatibility: :func:`enable` checks the transformers internals this module relies on against
+the ones it was written for (transformers 5.17.0) and raises :class:`IncompatibleTransformers`
+with one line naming what changed; a different version whose internals are the same is fine.
+
+Scope: one process per model (tensor parallel size 1); ``tp_size > 1`` raises
+NotImplementedError at cache creation. Thread safety: enable/disable take a lock; the cache is
+used from transformers' generation thread as its stock cache is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import threading
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional
+
+from .._kvpager import OutOfMemory
+from ..cache import KvCache
+
+__all__ = [
+    "IncompatibleTransformers",
+    "KvpagerOptions",
+    "KvpagerPagedAttentionCache",
+    "caches",
+    "check_compatibility",
+    "disable",
+    "enable",
+    "is_enabled",
+    "kvpager_cache",
+]
+
+WRITTEN_FOR = "5.17.0"
+
+# sha256 (first 16 hex digits) of inspect.getsource() of each internal this module relies on,
+# in transformers 5.17.0. Regenerate with `python -m kvpager.integrations.transformers`.
+_FINGERPRINTS: Dict[str, str] = {
+    "cache.PagedAttentionCache.__init__": "4ec38ffd084c3a4a",
+    "cache.PagedAttentionCache.update": "3fa63e13580fa8ef",
+    "cache.PagedAttentionCache.copy_cache": "bd7e7e54d6203838",
+    "cache.PagedAttentionCache.allocate_blocks": "ae1d86925169555f",
+    "cache.PagedAttentionCache.free_blocks": "d0fe36dd85402a59",
+    "cache.PagedAttentionCache.get_num_free_blocks": "c3397240310c1f85",
+    "cache.PagedAttentionCache.search_prefix_match": "65e220474925628e",
+    "cache_manager.BlockManager": "83043087f37ef541",
+    "cache_manager.FullAttentionCacheAllocator": "9ae84841019777e8",
+    "cache_manager.SlidingAttentionCacheAllocator": "571d07ac7b8424c3",
+    "continuous_api.ContinuousBatchingManager._create_batch_processor": "d73f4beb091d5e57",
+    "input_outputs.ContinuousBatchingIOs.__init__": "1a68fc00c9ba13bd",
+}
+
+
+class IncompatibleTransformers(RuntimeError):
+    """The installed transformers changed an internal this integration relies on."""
+
+
+@dataclass(frozen=True)
+class KvpagerOptions:
+    """How caches created while enabled are built (see ``kvpager.KvCache`` for each knob; None
+    takes its KVPAGER_* variable or default).
+
+    ``num_blocks``: virtual capacity in blocks. None: transformers' own sizing (the
+    ``ContinuousBatchingConfig``'s ``num_blocks``, or what its memory handler computes), so a
+    run has exactly the capacity stock transformers would allocate, mapped only as used.
+    ``instance``: name in the shared registry (limits, ``kvpager top``); several caches in one
+    process get ``instance``, ``instance-1``, ...
+    """
+
+    layout: Optional[str] = None
+    instance: Optional[str] = None
+    model: str = ""
+    num_blocks: Optional[int] = None
+    limit_bytes: Optional[int] = None
+    handle_bytes: Optional[int] = None
+    reserve_pages: Optional[int] = None
+    max_idle_pages: Optional[int] = None
+    zero_fill: Optional[bool] = None
+
+
+_lock = threading.RLock()
+_active: Optional[KvpagerOptions] = None
+_saved: Dict[str, Any] = {}
+_live: "weakref.WeakSet[KvpagerPagedAttentionCache]" = weakref.WeakSet()
+_instances_made = 0
+
+
+def _modules():
+    from transformers.generation.continuous_batching import (
+        cache,
+        cache_manager,
+        continuous_api,
+        input_outputs,
+    )
+
+    return {
+        "cache": cache,
+        "cache_manager": cache_manager,
+        "continuous_api": continuous_api,
+        "input_outputs": input_outputs,
+    }
+
+
+def _resolve(modules, dotted: str):
+    module_name, *attrs = dotted.split(".")
+    obj = modules[module_name]
+    for attr in attrs:
+        obj = getattr(obj, attr)
+    return obj
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+
+
+def current_fingerprints() -> Dict[str, str]:
+    """The fingerprints of the installed transformers' internals (KeyError-free: a missing one
+    reads 'missing')."""
+    modules = _modules()
+    out = {}
+    for name in _FINGERPRINTS:
+        try:
+            out[name] = _fingerprint(_resolve(modules, name))
+        except (AttributeError, OSError, TypeError):
+            out[name] = "missing"
+    return out
+
+
+def check_compatibility() -> str:
+    """Returns the installed transformers version if every internal matches; raises
+    IncompatibleTransformers naming the first that differs, or ImportError without it."""
+    import transformers
+
+    version = transformers.__version__
+    have = current_fingerprints()
+    for name, expected in _FINGERPRINTS.items():
+        got = have[name]
+        if got == "missing":
+            raise IncompatibleTransformers(
+                f"kvpager.integrations.transformers was written for transformers {WRITTEN_FOR}; "
+                f"transformers {version} has no {name}"
+            )
+        if got != expected:
+            raise IncompatibleTransformers(
+                f"kvpager.integrations.transformers was written for transformers {WRITTEN_FOR}; "
+                f"in transformers {version} the source of {name} changed (fingerprint {got}, "
+                f"expected {expected})"
+            )
+    return version
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _block_manager_class(base):
+    """KvpagerBlockManager: transformers' BlockManager (``base``) with kvpager's allocator as
+    the pool of uninitialised blocks. The prefix-sharing logic (hashes, reference counts, forks)
+    stays transformers'; free blocks that hold a complete prefix ("initialised") stay allocated
+    in kvpager until transformers needs the room, exactly when its stock manager would recycle
+    them. ``stride``: transformers' block id = kvpager id * stride (1 per-layer; the cell's size
+    in blocks interleaved)."""
+
+    class KvpagerBlockManager(base):
+        def __init__(self, kv: KvCache, stride: int, block_size: int, tp_on: bool) -> None:
+            super().__init__(0, block_size, tp_on)
+            self.kv = kv
+            self.stride = stride
+            self.num_blocks = kv.stats()["usable_blocks"]
+
+        # ids: transformers <-> kvpager
+        def _to_kv(self, ids):
+            stride = self.stride
+            return [i // stride for i in ids] if stride != 1 else list(ids)
+
+        def _release(self, ids) -> None:
+            if ids:
+                self.kv.free(self._to_kv(ids))
+
+        @property
+        def num_free_blocks(self) -> int:
+            return self.kv.available() + len(self._init_block_ids)
+
+        def has_enough_free_blocks(self, n_blocks: int) -> bool:
+            missing = n_blocks - self.kv.available()
+            if missing <= 0:
+                return True
+            if len(self._init_block_ids) < missing:
+                return False
+            evicted = []
+            for _ in range(missing):
+                block_id = self._init_block_ids.popitem()[0]
+                block = self._id_to_block.pop(block_id)
+                self._hash_to_id.pop(block.hash)
+                evicted.append(block_id)
+            self._release(evicted)
+            return self.kv.available() >= n_blocks
+
+        def get_free_blocks(self, n_blocks, last_block_id, shareable, group_id):
+            if not self.has_enough_free_blocks(n_blocks):
+                return None
+            try:
+                kv_ids = self.kv.alloc(n_blocks)
+            except OutOfMemory:
+                return None  # the limit or the device budget moved since the check
+            stride = self.stride
+            allocated = [i * stride for i in kv_ids] if stride != 1 else kv_ids
+            if shareable:
+                block_cls = _block_class()
+                for block_id in allocated:
+                    self._id_to_block[block_id] = block_cls(block_id, last_block_id, group_id)
+                    last_block_id = block_id
+            return allocated
+
+        def decrease_ref_count(self, block_id: int) -> None:
+            block = self._id_to_block[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                if block.is_complete:
+                    self._init_block_ids[block_id] = None
+                else:
+                    self._id_to_block.pop(block_id)
+                    self._release([block_id])
+
+        def free_blocks(self, blocks, shareable: bool) -> None:
+            if not shareable:
+                self._release(blocks)
+                return
+            released = []
+            for block_id in blocks:
+                block = self._id_to_block[block_id]
+                block.ref_count -= 1
+                if block.ref_count == 0:
+                    if block.is_complete:
+                        self._init_block_ids[block_id] = None
+                    else:
+                        self._id_to_block.pop(block_id)
+                        released.append(block_id)
+            self._release(released)
+
+        def uninitialize_unshared_block(self, block_id: int) -> None:
+            block = self._id_to_block.pop(block_id)
+            if block.ref_count > 1:
+                raise RuntimeError(f"Block {block_id} has more than one reference: {block.ref_count = }")
+            self._release([block_id])
+
+        def release_cached(self) -> int:
+            """Frees every complete block no request uses (the prefix cache); returns how many."""
+            ids = list(self._init_block_ids)
+            for block_id in ids:
+                block = self._id_to_block.pop(block_id)
+                self._hash_to_id.pop(block.hash, None)
+            self._init_block_ids.clear()
+            self._release(ids)
+            return len(ids)
+
+    return KvpagerBlockManager
+
+
+def _block_class():
+    return _modules()["cache_manager"].Block
+
+
+def _cache_class():
+    """KvpagerPagedAttentionCache, built on the installed PagedAttentionCache."""
+    global _CACHE_CLASS
+    if _CACHE_CLASS is None:
+        _CACHE_CLASS = _make_cache_class()
+    return _CACHE_CLASS
+
+
+_CACHE_CLASS = None
+
+
+def _next_instance_name(base: Optional[str]) -> Optional[str]:
+    global _instances_made
+    if base is None:
+        return None
+    with _lock:
+        n = _instances_made
+        _instances_made += 1
+    return base if n == 0 else f"{base}-{n}"
+
+
+def _make_cache_class():
+    modules = _modules()
+    cache_mod = modules["cache"]
+    cm_mod = modules["cache_manager"]
+    base = cache_mod.PagedAttentionCache
+    block_manager_cls = _block_manager_class(cm_mod.BlockManager)
+
+    class KvpagerPagedAttentionCache(base):
+        """transformers' PagedAttentionCache over a kvpager.KvCache (see the module docstring).
+
+        The constructor mirrors transformers 5.17.0's PagedAttentionCache.__init__ step by
+        step, except where memory comes from: no torch.empty, a kvpager cache instead. ``kv``
+        is that cache (stats(), trim(), resize(), mapped_bytes()).
+        """
+
+        def __init__(self, config, continuous_batching_config, device, distributed_helper,
+                     tp_plan, dtype=None) -> None:
+            torch = _torch()
+            options = _active if _active is not None else KvpagerOptions()
+            dtype = torch.float16 if dtype is None else dtype
+            self.config = config
+            self.dtype = dtype
+            self.device = device
+            self.num_key_value_heads = cache_mod.find_num_kv_heads(config)
+            self.head_dim = cache_mod.find_head_dim(config)
+            self.block_size = continuous_batching_config.block_size
+            if self.block_size < self._min_block_size:
+                raise ValueError(f"Block size must be at least {self._min_block_size}, but got {self.block_size}")
+
+            layer_groups, group_types = cache_mod.group_layers_by_attn_type(config)
+            group_size = len(layer_groups[0])
+            self.num_groups = len(layer_groups)
+            self.sliding_windows = {}
+            self.layer_index_to_group_indices = {}
+            for i, group in enumerate(layer_groups):
+                sliding_window = config.sliding_window if group_types[i] == "sliding_attention" else 1
+                for j, layer in enumerate(group):
+                    self.layer_index_to_group_indices[layer] = (i, j)
+                    self.sliding_windows[layer] = sliding_window
+
+            if distributed_helper.tp_size > 1:
+                raise NotImplementedError(
+                    "kvpager's transformers integration runs one process per model (tensor "
+                    f"parallel size 1); this model is sharded over {distributed_helper.tp_size} ranks"
+                )
+            if continuous_batching_config.max_memory_percent is None:
+                cache_mod.resolve_max_memory_percent(cb_config=continuous_batching_config,
+                                                     has_logit_processors=True)
+            cb_config = continuous_batching_config
+            if options.num_blocks is not None:
+                cb_config.num_blocks = options.num_blocks
+            max_batch_tokens, num_blocks = cache_mod.PagedAttentionMemoryHandler(
+                config=config,
+                continuous_batching_config=cb_config,
+                dtype=self.dtype,
+                group_types=group_types,
+                group_size=group_size,
+            ).infer_max_batch_tokens_and_num_blocks()
+            self.max_batch_tokens = max_batch_tokens
+
+            # kvpager: usable blocks 1..num_blocks, block 0 the null block (trash rows).
+            self.kv = KvCache(
+                group_size,
+                self.num_key_value_heads,
+                self.head_dim,
+                dtype,
+                self.block_size,
+                num_blocks + 1,
+                layout=options.layout,
+                device=_kvpager_device(device),
+                limit_bytes=options.limit_bytes,
+                handle_bytes=options.handle_bytes,
+                reserve_pages=options.reserve_pages,
+                max_idle_pages=options.max_idle_pages,
+                zero_fill=options.zero_fill,
+                instance=_next_instance_name(options.instance),
+                model=options.model or getattr(config, "model_type", ""),
+            )
+            self.layout = self.kv.layout
+            self.num_blocks = num_blocks
+            self.num_pages = num_blocks * self.block_size
+            self.key_cache, self.value_cache, self.block_stride = _flat_layer_tensors(self.kv)
+            self.cache_shape = tuple(self.key_cache[0].shape)
+            self.read_trash_index = 0
+            self.sentinel_index = 1
+            self.write_trash_index = self.block_size - 1
+            for tensor in self.key_cache + self.value_cache:
+                torch._dynamo.mark_static_address(tensor)
+                tensor[: self.block_size].zero_()
+
+            self.allow_block_sharing = continuous_batching_config.allow_block_sharing
+            self.group_cache_managers = []
+            self.num_full_attention_groups = 0
+            self.num_sliding_attention_groups = 0
+            self.max_sliding_window_blocks_per_request = 0
+            for i, group_type in enumerate(group_types):
+                if group_type == "full_attention":
+                    cm = cm_mod.FullAttentionCacheAllocator(
+                        i, self.block_size, allow_block_sharing=self.allow_block_sharing)
+                    self.num_full_attention_groups += 1
+                elif group_type == "sliding_attention":
+                    cm = cm_mod.SlidingAttentionCacheAllocator(
+                        i, self.block_size, config.sliding_window, self.sentinel_index,
+                        self.write_trash_index)
+                    self.num_sliding_attention_groups += 1
+                    self.max_sliding_window_blocks_per_request = cm._max_blocks_per_request
+                else:
+                    raise ValueError(f"Invalid group type: {group_type}")
+                self.group_cache_managers.append(cm)
+
+            max_blocks_per_request = continuous_batching_config.max_blocks_per_request
+            if self.num_sliding_attention_groups > 0:
+                continuous_batching_config.max_blocks_per_request = 0
+                max_blocks_per_request = 0
+            if max_blocks_per_request is None:
+                max_blocks_per_request = continuous_batching_config.fallback_max_blocks_per_request
+            self.max_blocks_per_request = max_blocks_per_request
+
+            self.use_prefix_sharing = self.allow_block_sharing and group_types == ["full_attention"]
+            self._block_manager = block_manager_cls(self.kv, self.block_stride, self.block_size,
+                                                    tp_on=False)
+            self._total_prefix_length = 0
+            self._block_table_key = None
+            _live.add(self)
+
+        def release_cached_blocks(self) -> int:
+            """Frees the prefix cache (complete blocks no request uses); returns how many."""
+            return self._block_manager.release_cached()
+
+        def __repr__(self) -> str:
+            return (f"KvpagerPagedAttentionCache(layout={self.layout}, num_blocks={self.num_blocks}, "
+                    f"block_size={self.block_size}, mapped_bytes={self.kv.mapped_bytes()})")
+
+    KvpagerPagedAttentionCache.__module__ = __name__
+    return KvpagerPagedAttentionCache
+
+
+def _kvpager_device(device) -> Optional[str]:
+    torch = _torch()
+    device = torch.device(device)
+    if device.type == "cpu":
+        return "cpu"
+    if device.type != "cuda":
+        raise ValueError(f"kvpager keeps KV caches on CUDA devices or the host, not on {device}")
+    return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+
+
+def _flat_layer_tensors(kv: KvCache):
+    """Per layer, K and V as (rows, kv_heads, head_dim) torch tensors over the kvpager space,
+    and the block stride (transformers' ids per kvpager block)."""
+    from ..torch_interop import to_torch
+    from ..dtypes import dtype_itemsize
+
+    itemsize = dtype_itemsize(kv.dtype)
+    row_bytes = kv.kv_heads * kv.head_dim * itemsize
+    block_bytes = kv.block_size * row_bytes
+    if kv.block_stride_bytes % block_bytes:
+        raise ValueError(
+            f"kvpager block stride {kv.block_stride_bytes} B is not a multiple of one block's "
+            f"{block_bytes} B; transformers' flat row indexing cannot address it"
+        )
+    stride = kv.block_stride_bytes // block_bytes
+    rows = ((kv.num_blocks - 1) * stride + 1) * kv.block_size
+    shape = [rows, kv.kv_heads, kv.head_dim]
+    strides = [kv.kv_heads * kv.head_dim, kv.head_dim, 1]
+    keys, values = [], []
+    for layer in range(kv.num_layers):
+        for component, out in ((0, keys), (1, values)):
+            offset = kv.tensor_offset(layer, component)
+            if offset % row_bytes:
+                raise ValueError(f"layer {layer} tensor offset {offset} B is not row-aligned")
+            out.append(to_torch(kv.view(offset, shape, strides, kv.dtype)))
+    return keys, values, stride
+
+
+def _wrap_create_batch_processor(original):
+    def _create_batch_processor(self):
+        processor = original(self)
+        cache = getattr(processor, "cache", None)
+        if isinstance(cache, _cache_class()):
+            stream = getattr(getattr(processor, "inputs_and_outputs", None), "compute_stream", None)
+            if stream is not None:
+                cache.kv.set_unmap_stream(int(stream.cuda_stream))
+        return processor
+
+    _create_batch_processor.__wrapped__ = original
+    return _create_batch_processor
+
+
+def enable(options: Optional[KvpagerOptions] = None, **kwargs) -> KvpagerOptions:
+    """Makes every PagedAttentionCache created from now on a kvpager cache built with
+    ``options`` (or KvpagerOptions(**kwargs)). Raises IncompatibleTransformers when the
+    installed transformers changed an internal this relies on, ImportError without
+    transformers, and StateError-like RuntimeError when already enabled."""
+    global _active
+    if options is None:
+        options = KvpagerOptions(**kwargs)
+    elif kwargs:
+        options = replace(options, **kwargs)
+    if options.layout not in (None, "interleaved", "per-layer"):
+        raise ValueError(f"layout {options.layout!r} is not 'interleaved' or 'per-layer'")
+    with _lock:
+        if _active is not None:
+            raise RuntimeError("kvpager's transformers integration is already enabled; disable() first")
+        check_compatibility()
+        modules = _modules()
+        api = modules["continuous_api"]
+        manager = api.ContinuousBatchingManager
+        _saved["PagedAttentionCache"] = api.PagedAttentionCache
+        _saved["_create_batch_processor"] = manager.__dict__["_create_batch_processor"]
+        api.PagedAttentionCache = _cache_class()
+        manager._create_batch_processor = _wrap_create_batch_processor(
+            _saved["_create_batch_processor"])
+        _active = options
+    return options
+
+
+def disable() -> None:
+    """Restores transformers' own cache for caches created from now on (existing ones keep
+    their kvpager memory until they go). No-op when not enabled."""
+    global _active
+    with _lock:
+        if _active is None:
+            return
+        modules = _modules()
+        api = modules["continuous_api"]
+        api.PagedAttentionCache = _saved.pop("PagedAttentionCache")
+        api.ContinuousBatchingManager._create_batch_processor = _saved.pop("_create_batch_processor")
+        _active = None
+
+
+def is_enabled() -> bool:
+    return _active is not None
+
+
+@contextlib.contextmanager
+def kvpager_cache(options: Optional[KvpagerOptions] = None, **kwargs):
+    """``with kvpager_cache(layout=..., instance=...):`` enable() for the block's duration."""
+    active = enable(options, **kwargs)
+    try:
+        yield active
+    finally:
+        disable()
+
+
+def caches() -> List[Any]:
+    """The kvpager-backed caches alive in this process."""
+    return list(_live)
+
+
+if __name__ == "__main__":
+    for name, value in current_fingerprints().items():
+        print(f'    "{name}": "{value}",')
