@@ -1,6 +1,8 @@
 #include "kvpager/batch/gpu_batch_preparer.hpp"
 
 #include <bit>
+#include <cstddef>
+#include <cstring>
 #include <string>
 
 #include "kvpager/batch/cuda_resources.hpp"
@@ -30,6 +32,9 @@ StepTotals GpuBatchPreparer::update(const Step&) {
   return {};
 }
 void GpuBatchPreparer::pack() {}
+StepTotals GpuBatchPreparer::prepare(const Step&) {
+  return {};
+}
 void GpuBatchPreparer::capture_graph() {}
 StepTotals GpuBatchPreparer::prepare_graph(const Step&) {
   return {};
@@ -49,6 +54,9 @@ std::vector<int32_t> GpuBatchPreparer::blocks(int32_t) {
 }
 int32_t GpuBatchPreparer::length(int32_t) const {
   return -1;
+}
+DescriptorPath GpuBatchPreparer::last_descriptor_path() const {
+  return DescriptorPath::kCopied;
 }
 cudaStream_t GpuBatchPreparer::stream() const {
   return nullptr;
@@ -70,9 +78,39 @@ MetadataLayout max_layout(const BatchConfig& c) {
   return MetadataLayout::make(c.max_batch, c.max_tokens_per_step,
                               c.max_batch * c.max_blocks_per_seq, c.max_blocks_per_seq);
 }
+// Room for the largest descriptor of the config, padded for the fused kernel's 16-byte reads.
 size_t descriptor_ints(const BatchConfig& c) {
-  return gpu::kDescHeaderInts + 3 * static_cast<size_t>(c.max_batch) +
-         static_cast<size_t>(c.max_seqs) + 3 * static_cast<size_t>(c.max_forks_per_step);
+  const int64_t n = gpu::kDescHeaderInts + 3 * static_cast<int64_t>(c.max_batch) + c.max_seqs +
+                    3 * static_cast<int64_t>(c.max_forks_per_step);
+  return static_cast<size_t>((n + 3) / 4 * 4);
+}
+// Ints of the descriptor of `step` (after validation, so every size is within the config).
+int32_t descriptor_size(const Step& step) {
+  return static_cast<int32_t>(gpu::kDescHeaderInts + 3 * step.batch.size() + step.finished.size() +
+                              3 * step.forks.size());
+}
+// The descriptor copies SeqStep and Fork arrays as int32 triples.
+static_assert(sizeof(SeqStep) == 3 * sizeof(int32_t) && offsetof(SeqStep, seq) == 0 &&
+              offsetof(SeqStep, prior_len) == 4 && offsetof(SeqStep, new_tokens) == 8);
+static_assert(sizeof(Fork) == 3 * sizeof(int32_t) && offsetof(Fork, parent) == 0 &&
+              offsetof(Fork, child) == 4 && offsetof(Fork, prefix_len) == 8);
+
+// Writes the descriptor of a validated step into `d` (room for descriptor_size(step) ints).
+void write_descriptor(const Step& step, const StepTotals& totals, int32_t* d) {
+  d[gpu::kDescBatch] = totals.batch;
+  d[gpu::kDescFinished] = static_cast<int32_t>(step.finished.size());
+  d[gpu::kDescForks] = static_cast<int32_t>(step.forks.size());
+  d[gpu::kDescTokens] = totals.num_tokens;
+  d[gpu::kDescNewBlocks] = totals.new_blocks;
+  d[gpu::kDescKvIndices] = totals.num_kv_indices;
+  d[gpu::kDescMaxQ] = totals.max_seqlen_q;
+  d[gpu::kDescMaxK] = totals.max_seqlen_k;
+  int32_t* w = d + gpu::kDescHeaderInts;
+  if (!step.batch.empty()) std::memcpy(w, step.batch.data(), step.batch.size_bytes());
+  w += 3 * step.batch.size();
+  if (!step.finished.empty()) std::memcpy(w, step.finished.data(), step.finished.size_bytes());
+  w += step.finished.size();
+  if (!step.forks.empty()) std::memcpy(w, step.forks.data(), step.forks.size_bytes());
 }
 const BatchConfig& checked(const BatchConfig& c) {
   c.validate();
@@ -129,29 +167,21 @@ struct GpuBatchPreparer::Impl {
     stream.synchronize();
   }
 
-  // Validates and writes the descriptor into staging slot `slot`; returns its size in ints.
-  size_t stage(const Step& step, int slot, StepTotals& totals) {
-    totals = validator.check(step, shadow);
+  // Waits until staging slot `slot` is free (its last copy has been done); returns it.
+  int32_t* claim(int slot) {
     if (pending[slot]) done[slot].synchronize();
     pending[slot] = false;
-    int32_t* d = staging.data<int32_t>() + static_cast<size_t>(slot) * desc_ints;
-    d[0] = totals.batch;
-    d[1] = static_cast<int32_t>(step.finished.size());
-    d[2] = static_cast<int32_t>(step.forks.size());
-    d[3] = totals.num_tokens;
-    int32_t* w = d + gpu::kDescHeaderInts;
-    for (const SeqStep& e : step.batch) {
-      *w++ = e.seq;
-      *w++ = e.prior_len;
-      *w++ = e.new_tokens;
-    }
-    for (int32_t seq : step.finished) *w++ = seq;
-    for (const Fork& f : step.forks) {
-      *w++ = f.parent;
-      *w++ = f.child;
-      *w++ = f.prefix_len;
-    }
-    return static_cast<size_t>(w - d);
+    return staged(slot);
+  }
+
+  // Enqueues the copy of `n` descriptor ints from staging slot `slot` to desc_dev.
+  void copy(int slot, size_t n) {
+    cudaStream_t s = stream.get();
+    check_cuda(cudaMemcpyAsync(desc_dev.data(), staged(slot), ints(static_cast<int64_t>(n)),
+                               cudaMemcpyHostToDevice, s),
+               "cudaMemcpyAsync");
+    done[slot].record(s);
+    pending[slot] = true;
   }
 
   // The host shadow follows the step (same order as the device).
@@ -183,6 +213,9 @@ struct GpuBatchPreparer::Impl {
   gpu::Outputs o{};
   CudaGraphExec graph;
   StepTotals last;
+  DescriptorPath path = DescriptorPath::kKernelParameters;
+  // The descriptor of an eager fused step, passed as kernel parameters (read by the launch).
+  alignas(16) int32_t param_desc[gpu::kMaxParamDescInts];
 };
 
 GpuBatchPreparer::GpuBatchPreparer(const BatchConfig& config)
@@ -191,18 +224,14 @@ GpuBatchPreparer::~GpuBatchPreparer() = default;
 
 StepTotals GpuBatchPreparer::update(const Step& step) {
   Impl& m = *impl_;
-  const int slot = static_cast<int>(m.serial % kRing);
-  StepTotals totals;
-  const size_t n = m.stage(step, slot, totals);
-  cudaStream_t s = m.stream.get();
-  check_cuda(cudaMemcpyAsync(m.desc_dev.data(), m.staged(slot), ints(static_cast<int64_t>(n)),
-                             cudaMemcpyHostToDevice, s),
-             "cudaMemcpyAsync");
-  m.done[slot].record(s);
-  m.pending[slot] = true;
-  ++m.serial;
-  check_cuda(gpu::launch_update(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s),
-             "update_kernel launch");
+  const StepTotals totals = m.validator.check(step, m.shadow);
+  const int slot = static_cast<int>(m.serial++ % kRing);
+  write_descriptor(step, totals, m.claim(slot));
+  m.copy(slot, static_cast<size_t>(descriptor_size(step)));
+  check_cuda(
+      gpu::launch_update(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, m.stream.get()),
+      "update_kernel launch");
+  m.path = DescriptorPath::kCopied;
   m.apply_to_shadow(step, totals);
   return totals;
 }
@@ -214,6 +243,28 @@ void GpuBatchPreparer::pack() {
       "pack_kernel launch");
 }
 
+StepTotals GpuBatchPreparer::prepare(const Step& step) {
+  Impl& m = *impl_;
+  const StepTotals totals = m.validator.check(step, m.shadow);
+  const int32_t n = descriptor_size(step);
+  if (n <= gpu::kMaxParamDescInts) {  // the usual case: no copy, one launch
+    write_descriptor(step, totals, m.param_desc);
+    check_cuda(gpu::launch_step_params(m.t, m.o, m.param_desc, n, m.stream.get()),
+               "step_kernel launch");
+    m.path = DescriptorPath::kKernelParameters;
+  } else {  // too big for the parameters: pinned slot, one copy, one launch
+    const int slot = static_cast<int>(m.serial++ % kRing);
+    write_descriptor(step, totals, m.claim(slot));
+    m.copy(slot, static_cast<size_t>(n));
+    check_cuda(
+        gpu::launch_step_global(m.t, m.o, m.desc_dev.data<int32_t>(), totals.batch, m.stream.get()),
+        "step_kernel launch");
+    m.path = DescriptorPath::kCopied;
+  }
+  m.apply_to_shadow(step, totals);
+  return totals;
+}
+
 void GpuBatchPreparer::capture_graph() {
   Impl& m = *impl_;
   m.stream.synchronize();
@@ -221,21 +272,20 @@ void GpuBatchPreparer::capture_graph() {
     check_cuda(cudaMemcpyAsync(m.desc_dev.data(), m.staged(kRing),
                                ints(static_cast<int64_t>(m.desc_ints)), cudaMemcpyHostToDevice, s),
                "cudaMemcpyAsync");
-    check_cuda(gpu::launch_update(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s),
-               "update_kernel launch");
-    check_cuda(gpu::launch_pack(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s),
-               "pack_kernel launch");
+    check_cuda(gpu::launch_step_global(m.t, m.o, m.desc_dev.data<int32_t>(), m.config.max_batch, s),
+               "step_kernel launch");
   });
 }
 
 StepTotals GpuBatchPreparer::prepare_graph(const Step& step) {
   Impl& m = *impl_;
   if (!m.graph) throw StateError("GPU batch preparer: prepare_graph() before capture_graph()");
-  StepTotals totals;
-  m.stage(step, kRing, totals);
+  const StepTotals totals = m.validator.check(step, m.shadow);
+  write_descriptor(step, totals, m.claim(kRing));
   m.graph.launch(m.stream.get());
   m.done[kRing].record(m.stream.get());
   m.pending[kRing] = true;
+  m.path = DescriptorPath::kCopied;
   m.apply_to_shadow(step, totals);
   return totals;
 }
@@ -316,6 +366,9 @@ int32_t GpuBatchPreparer::length(int32_t seq) const {
 
 cudaStream_t GpuBatchPreparer::stream() const {
   return impl_->stream.get();
+}
+DescriptorPath GpuBatchPreparer::last_descriptor_path() const {
+  return impl_->path;
 }
 const BatchConfig& GpuBatchPreparer::config() const {
   return impl_->config;

@@ -1,6 +1,8 @@
 // The GPU path against the CPU path (label gpu; skips without a CUDA device): identical
-// metadata and block ids over random steps (with forks and exhaustion), in eager and graph
-// mode; the CPU path's upload; bad input and exhaustion leave the GPU preparer unchanged.
+// metadata and block ids over random steps (with forks and exhaustion) for each way of running
+// a step (fused kernel with the descriptor in its parameters, fused kernel after a descriptor
+// copy, split update + pack, CUDA graph replay of the fused kernel); the CPU path's upload;
+// bad input and exhaustion leave the GPU preparer unchanged.
 #include "kvpager/batch/gpu_batch_preparer.hpp"
 
 #include <gtest/gtest.h>
@@ -51,11 +53,28 @@ void expect_same_rows(const BlockTableManager& cpu, GpuBatchPreparer& gpu) {
   }
 }
 
+enum class StepRun { kFused, kSplit, kGraph };
+
+StepTotals run_step(GpuBatchPreparer& gpu, const Step& step, StepRun run) {
+  switch (run) {
+    case StepRun::kFused:
+      return gpu.prepare(step);
+    case StepRun::kSplit: {
+      const StepTotals t = gpu.update(step);
+      gpu.pack();
+      return t;
+    }
+    case StepRun::kGraph:
+      return gpu.prepare_graph(step);
+  }
+  return {};
+}
+
 // Runs `steps` random steps through both paths; returns how many were refused for blocks.
-int run_random(const BatchConfig& c, uint64_t seed, int steps, bool graph) {
+int run_random(const BatchConfig& c, uint64_t seed, int steps, StepRun run) {
   BlockTableManager cpu(c);
   GpuBatchPreparer gpu(c);
-  if (graph) gpu.capture_graph();
+  if (run == StepRun::kGraph) gpu.capture_graph();
   RandomSteps gen(c, seed);
   std::vector<int32_t> buffer;
   int refused = 0;
@@ -69,10 +88,9 @@ int run_random(const BatchConfig& c, uint64_t seed, int steps, bool graph) {
     } catch (const OutOfMemory&) {
       cpu_refused = true;
     }
-    if (graph) {
-      gpu.prepare_graph(step);
-    } else {
-      gpu.prepare(step);
+    run_step(gpu, step, run);
+    if (run == StepRun::kFused) {
+      EXPECT_EQ(gpu.last_descriptor_path(), DescriptorPath::kKernelParameters);
     }
     if (cpu_refused) {
       ++refused;
@@ -102,54 +120,92 @@ TEST_F(GpuBatch, IdenticalToTheCpuPathOverRandomSteps) {
   int refused = 0;
   for (int32_t bs : {1, 16, 32, 64, 128, 256}) {
     const BatchConfig c = random_config(bs, bs == 1 ? 900 : 70);
-    refused += run_random(c, 100 + static_cast<uint64_t>(bs), 600, false);
+    refused += run_random(c, 100 + static_cast<uint64_t>(bs), 600, StepRun::kFused);
+    ASSERT_FALSE(HasFailure()) << "block size " << bs;
+  }
+  EXPECT_GT(refused, 0) << "exhaustion was never exercised";
+}
+
+TEST_F(GpuBatch, SplitUpdateAndPackIdentical) {
+  int refused = 0;
+  for (int32_t bs : {1, 16, 256}) {
+    const BatchConfig c = random_config(bs, bs == 1 ? 900 : 70);
+    refused += run_random(c, 300 + static_cast<uint64_t>(bs), 400, StepRun::kSplit);
     ASSERT_FALSE(HasFailure()) << "block size " << bs;
   }
   EXPECT_GT(refused, 0) << "exhaustion was never exercised";
 }
 
 TEST_F(GpuBatch, IdenticalUnderGraphReplay) {
-  for (int32_t bs : {1, 16}) {
-    run_random(random_config(bs, bs == 1 ? 900 : 70), 7 + static_cast<uint64_t>(bs), 400, true);
+  int refused = 0;
+  for (int32_t bs : {1, 16, 64}) {
+    refused += run_random(random_config(bs, bs == 1 ? 900 : 70), 7 + static_cast<uint64_t>(bs), 400,
+                          StepRun::kGraph);
     ASSERT_FALSE(HasFailure()) << "block size " << bs;
   }
+  EXPECT_GT(refused, 0) << "exhaustion was never exercised";
 }
 
-TEST_F(GpuBatch, LargeBatchesIdentical) {
+// Many rows: several scan chunks per thread block, several rows per block, more finished
+// blocks than threads. With `rows` > 2664 a fused step's descriptor no longer fits the kernel
+// parameters and is copied; with max_batch > 2728 the kernel reads it from global memory
+// instead of staging it in shared memory.
+void large_batches(int32_t rows, StepRun run) {
   BatchConfig c;
   c.block_size = 16;
-  c.num_blocks = 40000;
-  c.max_seqs = 2100;
-  c.max_batch = 2048;  // more rows than the update kernel has threads
+  c.num_blocks = 20 * rows;
+  c.max_seqs = rows + 52;
+  c.max_batch = rows;
   c.max_blocks_per_seq = 80;
-  c.max_tokens_per_step = 70000;
+  c.max_tokens_per_step = 35 * rows;
   BlockTableManager cpu(c);
   GpuBatchPreparer gpu(c);
+  if (run == StepRun::kGraph) gpu.capture_graph();
   std::vector<SeqStep> batch;
-  for (int32_t s = 0; s < 2048; ++s) batch.push_back({s, 0, 1 + (s * 37) % 33});
+  for (int32_t s = 0; s < rows; ++s) batch.push_back({s, 0, 1 + (s * 37) % 33});
   std::vector<int32_t> finished;
   std::vector<int32_t> buffer;
   for (int round = 0; round < 3; ++round) {
     const Step step{batch, finished, {}};
     cpu.update(step);
-    gpu.prepare(step);
+    run_step(gpu, step, run);
+    if (run == StepRun::kFused) {
+      const size_t desc_ints = 8 + 3 * step.batch.size() + step.finished.size();
+      EXPECT_EQ(gpu.last_descriptor_path(),
+                desc_ints <= 8000 ? DescriptorPath::kKernelParameters : DescriptorPath::kCopied);
+    }
     buffer.resize(cpu.layout().total_ints);
     const MetadataSnapshot want = snapshot(cpu.pack(step, buffer));
     const MetadataSnapshot got = gpu.download();
-    ASSERT_EQ(got, want) << got.first_difference(want);
+    ASSERT_EQ(got, want) << "round " << round << ": " << got.first_difference(want);
     for (auto& e : batch) {
       e.prior_len += e.new_tokens;
       e.new_tokens = 1 + (e.seq + round) % 17;
     }
-    // Finish 1200 sequences (more than one pass of the kernel's threads) next round.
+    // Finish 60 % of the sequences (more than one pass of the kernel's threads) next round.
     if (round == 1) {
       finished.clear();
       std::vector<SeqStep> keep;
-      for (const auto& e : batch) (e.seq < 1200 ? finished.push_back(e.seq) : keep.push_back(e));
+      for (const auto& e : batch)
+        (e.seq < rows * 3 / 5 ? finished.push_back(e.seq) : keep.push_back(e));
       batch = keep;
     }
   }
   expect_same_rows(cpu, gpu);
+}
+
+TEST_F(GpuBatch, LargeBatchesIdentical) {
+  for (StepRun run : {StepRun::kFused, StepRun::kSplit, StepRun::kGraph}) {
+    large_batches(2048, run);  // more rows than the kernels have threads
+    ASSERT_FALSE(HasFailure()) << "run " << static_cast<int>(run);
+  }
+}
+
+TEST_F(GpuBatch, DescriptorTooLargeForParametersIsCopied) {
+  for (StepRun run : {StepRun::kFused, StepRun::kGraph}) {
+    large_batches(3000, run);
+    ASSERT_FALSE(HasFailure()) << "run " << static_cast<int>(run);
+  }
 }
 
 TEST_F(GpuBatch, SyntheticWorkloadsIdentical) {
