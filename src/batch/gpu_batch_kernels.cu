@@ -74,6 +74,7 @@ __global__ void init_kernel(Tables t) {
     t.state[kFreeTop] = t.num_blocks;
     t.state[kError] = 0;
     t.state[kStepOk] = 0;
+    t.state[kArrived] = 0;
   }
 }
 
