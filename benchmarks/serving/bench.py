@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""Serving benchmarks of seed 002 on transformers' continuous batching: stock vs kvpager.
+
+    bench.py correctness  [--models tiny-gqa tiny-mha]          token- and logit-identical outputs
+    bench.py overhead     --model llama-3.1-8b --rates 1 4 12    throughput, TTFT, ITL per rate
+    bench.py layout       --model llama-3.1-8b                   per-layer vs interleaved
+    bench.py multimodel   --models qwen3-0.6b llama-3.2-1b qwen3-1.7b --budget-gib 3
+                          three processes, one GPU, staggered bursts; static thirds vs elastic;
+                          idle footprint after the bursts; `kvpager top` captured mid-run
+Each writes --json (results) and PNG plots under --plots. Run with PYTHONPATH=<build>/python
+(the kvpager package) and KVPAGER_BINARY=<build>/kvpager (multimodel reads the registry with
+`kvpager list --json`). Models are shipped configs (models/*.json) with random weights.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import driver  # noqa: E402
+import models  # noqa: E402
+import plots  # noqa: E402
+import workload  # noqa: E402
+from engine import Engine  # noqa: E402
+
+
+def _device(args):
+    import torch
+
+    if args.device:
+        return args.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dump(path, obj):
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, default=str)
+
+
+def _fmt_ms(stats, key="mean"):
+    v = stats.get(key) if stats else None
+    return f"{v * 1e3:8.1f}" if isinstance(v, (int, float)) else "       -"
+
+
+def _row(label, s):
+    return (f"{label:<34} {s.get('completed', 0):>5} {s.get('requests_per_s', 0):7.2f} "
+            f"{s.get('output_tokens_per_s', 0):9.1f} {_fmt_ms(s.get('ttft_s'))} "
+            f"{_fmt_ms(s.get('ttft_s'), 'p99')} {_fmt_ms(s.get('tpot_s'))} {_fmt_ms(s.get('itl_s'), 'p99')}")
+
+
+HEADER = (f"{'run':<34} {'done':>5} {'req/s':>7} {'out tok/s':>9} {'TTFT ms':>8} {'TTFT p99':>8} "
+          f"{'TPOT ms':>8} {'ITL p99':>8}")
+
+
+# ----------------------------------------------------------------------------- correctness
+def generate_with_logits(model, prompts, max_new_tokens, *, memory, layout=None, block_size=16,
+                         num_blocks=64, max_batch_tokens=128):
+    """Greedy generation of ``prompts`` in one continuous-batching run; returns
+    (tokens per request, every lm_head output in order)."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    logits = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: logits.append(o.detach().float().cpu()))
+    gc_ = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    cb = ContinuousBatchingConfig(block_size=block_size, num_blocks=num_blocks,
+                                  max_batch_tokens=max_batch_tokens, use_cuda_graph=False)
+    try:
+        if memory == "kvpager":
+            from kvpager.integrations import transformers as kvt
+
+            with kvt.kvpager_cache(layout=layout, reserve_pages=0, max_idle_pages=0):
+                out = model.generate_batch(prompts, generation_config=gc_, continuous_batching_config=cb)
+        else:
+            out = model.generate_batch(prompts, generation_config=gc_, continuous_batching_config=cb)
+    finally:
+        hook.remove()
+    tokens = {k: list(v.generated_tokens) for k, v in out.items()}
+    return tokens, logits
+
+
+def correctness_prompts(vocab_size, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    lengths = [1, 5, 17, 33, 64, 100, 3, 250]
+    return [[rng.randrange(10, vocab_size) for _ in range(n)] for n in lengths]
+
+
+def cmd_correctness(args):
+    import torch
+
+    device = _device(args)
+    report = {"device": device, "models": {}}
+    ok_all = True
+    for name in args.models:
+        model = models.build_model(name, device=device, dtype=args.dtype, seed=args.seed)
+        prompts = correctness_prompts(model.config.vocab_size, args.seed)
+        ref_tokens, ref_logits = generate_with_logits(model, prompts, args.max_new_tokens, memory="stock")
+        entry = {}
+        for layout in args.layouts:
+            tokens, logits = generate_with_logits(model, prompts, args.max_new_tokens,
+                                                  memory="kvpager", layout=layout)
+            same_tokens = tokens == ref_tokens
+            same_logits = len(logits) == len(ref_logits) and all(
+                torch.equal(a, b) for a, b in zip(logits, ref_logits))
+            entry[layout] = {"tokens_identical": same_tokens, "logits_bitwise_equal": same_logits,
+                             "forward_passes": len(logits)}
+            ok_all &= same_tokens and same_logits
+            print(f"{name:<10} {layout:<12} tokens {'identical' if same_tokens else 'DIFFER'}, "
+                  f"logits {'bitwise equal' if same_logits else 'DIFFER'} over {len(logits)} forward passes")
+        report["models"][name] = entry
+        del model
+    report["passed"] = ok_all
+    _dump(args.json, report)
+    return 0 if ok_all else 1
+
+
+# ----------------------------------------------------------------------------- overhead
+def _engine(model, memory, args, **extra):
+    return Engine(model, memory=memory, num_blocks=args.num_blocks, block_size=args.block_size,
+                  max_batch_tokens=args.max_batch_tokens, layout=extra.pop("layout", args.layout),
+                  model_name=args.model, **extra)
+
+
+def cmd_overhead(args):
+    device = _device(args)
+    model = models.build_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
+    vocab = model.config.vocab_size
+    runs = []
+    print(HEADER)
+    for rate in args.rates:
+        arrivals = workload.poisson_arrivals(rate, args.duration, __import__("random").Random(args.seed))
+        trace = workload.make_trace(arrivals, tuple(args.input_len), tuple(args.output_len), vocab, args.seed)
+        for memory in ("stock", "kvpager"):
+            with _engine(model, memory, args) as engine:
+                warm = workload.make_trace([0.0] * 4, 32, 8, vocab, args.seed + 99, prefix="warm")
+                driver.run_trace(engine, warm)
+                result = driver.run_trace(engine, trace)
+            result.update(rate=rate, memory=memory, layout=args.layout if memory == "kvpager" else None)
+            runs.append(result)
+            print(_row(f"rate {rate:g}/s {memory}", result["summary"]), flush=True)
+    by_rate = {}
+    for r in runs:
+        by_rate.setdefault(r["rate"], {})[r["memory"]] = r["summary"]
+    verdicts = []
+    for rate, pair in by_rate.items():
+        s, k = pair["stock"], pair["kvpager"]
+        thr = k["output_tokens_per_s"] / s["output_tokens_per_s"] - 1
+        tpot = k["tpot_s"]["mean"] / s["tpot_s"]["mean"] - 1
+        verdicts.append({"rate": rate, "throughput_change": thr, "tpot_change": tpot})
+        print(f"rate {rate:g}/s: kvpager vs stock throughput {thr * 100:+.1f} %, TPOT {tpot * 100:+.1f} %")
+    if args.plots:
+        for rate in by_rate:
+            series = {f"{r['memory']}": [q["ttft_s"] for q in r["requests"]] for r in runs if r["rate"] == rate}
+            plots.latency_cdfs(os.path.join(args.plots, f"overhead_ttft_rate{rate:g}.png"), series,
+                               "TTFT", f"{args.model}, {rate:g} req/s: TTFT")
+            series = {f"{r['memory']}": [x for q in r["requests"] for x in q["itl_s"]]
+                      for r in runs if r["rate"] == rate}
+            plots.latency_cdfs(os.path.join(args.plots, f"overhead_itl_rate{rate:g}.png"), series,
+                               "inter-token latency", f"{args.model}, {rate:g} req/s: ITL")
+    _dump(args.json, {"config": vars(args), "runs": runs, "comparison": verdicts})
+    return 0
+
+
+# ----------------------------------------------------------------------------- layout
+def attention_microbench(model_name, device, dtype, batch, context, iters=50):
+    """transformers' paged|sdpa attention for one layer: gather the batch's KV rows from the
+    cache tensor (index_select, as PagedAttentionCache.update does) and run SDPA; on a
+    per-layer tensor and on the same layer's flat view of an interleaved space."""
+    import torch
+    import torch.nn.functional as F
+    import kvpager
+    from kvpager.integrations.transformers import _flat_layer_tensors
+
+    cfg = models.load_config(model_name)
+    kv_heads = cfg.num_key_value_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    q_heads, layers, bs = cfg.num_attention_heads, cfg.num_hidden_layers, 16
+    blocks = batch * context // bs
+    out = {}
+    for layout in ("per-layer", "interleaved"):
+        kv = kvpager.KvCache(layers, kv_heads, head_dim, dtype, bs, blocks + 1, layout=layout,
+                             device=device if device != "cuda" else "cuda:0", reserve_pages=0)
+        ids = kv.alloc(blocks)
+        keys, values, stride = _flat_layer_tensors(kv)
+        k, v = keys[layers // 2], values[layers // 2]
+        rows = torch.tensor([i * stride * bs + o for i in ids for o in range(bs)], device=k.device)
+        k.index_fill_(0, rows, 0.01)
+        v.index_fill_(0, rows, 0.02)
+        q = torch.randn(batch, q_heads, 1, head_dim, device=k.device, dtype=k.dtype)
+
+        def step():
+            kk = torch.index_select(k, 0, rows).view(batch, context, kv_heads, head_dim).transpose(1, 2)
+            vv = torch.index_select(v, 0, rows).view(batch, context, kv_heads, head_dim).transpose(1, 2)
+            return F.scaled_dot_product_attention(q, kk, vv, enable_gqa=True)
+
+        for _ in range(5):
+            step()
+        if k.is_cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                step()
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end) / iters
+        else:
+            t = time.perf_counter()
+            for _ in range(iters):
+                step()
+            ms = (time.perf_counter() - t) * 1e3 / iters
+        out[layout] = ms
+        del keys, values, k, v
+        kv.free(ids)
+        kv.close()
+    return out
+
+
+def cmd_layout(args):
+    device = _device(args)
+    report = {"config": vars(args), "attention_ms": {}, "end_to_end": {}}
+    for batch, context in ((32, 1024), (64, 2048)):
+        r = attention_microbench(args.model, device, args.dtype, batch, context)
+        report["attention_ms"][f"batch{batch}_ctx{context}"] = r
+        print(f"attention (gather + SDPA, one layer) batch {batch} context {context}: "
+              f"per-layer {r['per-layer']:.3f} ms, interleaved {r['interleaved']:.3f} ms "
+              f"(interleaved/per-layer {r['interleaved'] / r['per-layer']:.2f})", flush=True)
+    model = models.build_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
+    trace = workload.make_trace([0.0] * args.requests, tuple(args.input_len), tuple(args.output_len),
+                                model.config.vocab_size, args.seed)
+    print(HEADER)
+    for memory, layout in (("stock", None), ("kvpager", "per-layer"), ("kvpager", "interleaved")):
+        with _engine(model, memory, args, layout=layout) as engine:
+            driver.run_trace(engine, workload.make_trace([0.0] * 4, 32, 8, model.config.vocab_size, 7, "warm"))
+            result = driver.run_trace(engine, trace)
+        label = memory if layout is None else f"{memory} {layout}"
+        report["end_to_end"][label] = result["summary"]
+        print(_row(f"closed loop {args.requests} req, {label}", result["summary"]), flush=True)
+    e2e = report["end_to_end"]
+    ratio = e2e["kvpager interleaved"]["output_tokens_per_s"] / e2e["kvpager per-layer"]["output_tokens_per_s"]
+    report["interleaved_over_per_layer_throughput"] = ratio
+    print(f"end to end: interleaved / per-layer output throughput {ratio:.3f}")
+    _dump(args.json, report)
+    return 0
+
+
+# ----------------------------------------------------------------------------- multimodel
+def staggered_trace(index, count, args, vocab, seed):
+    """Model ``index`` of ``count``: its peak rate in phase ``index``, the low rate elsewhere."""
+    import random
+
+    phases = [(args.phase_s, args.peak_rate if i == index else args.low_rate) for i in range(count)]
+    arrivals = workload.ramp_arrivals(phases, random.Random(seed))
+    return workload.make_trace(arrivals, tuple(args.input_len), tuple(args.output_len), vocab, seed,
+                               prefix=f"m{index}")
+
+
+def cmd_serve_one(args):
+    """Child of multimodel: one model, one engine, one trace; waits for the start file."""
+    device = _device(args)
+    model = models.build_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
+    trace = [workload.RequestSpec(**r) for r in json.load(open(args.trace))]
+    engine = Engine(model, memory=args.memory, num_blocks=args.num_blocks, block_size=args.block_size,
+                    max_batch_tokens=args.max_batch_tokens, layout=args.layout, instance=args.instance,
+                    model_name=args.model, reserve_pages=args.reserve_pages,
+                    max_idle_pages=args.max_idle_pages)
+    driver.run_trace(engine, workload.make_trace([0.0] * 2, 32, 8, model.config.vocab_size, 5, "warm"))
+    if engine.kv is not None:
+        engine.kv.trim()
+    open(args.ready, "w").write("ready")
+    while not os.path.exists(args.start):
+        time.sleep(0.01)
+    t0_wall = float(open(args.start).read())
+    t0 = time.perf_counter() - (time.time() - t0_wall)
+    result = driver.run_trace(engine, trace, t0=t0)
+    time.sleep(args.idle_s)  # idle after the burst: the idle policy unmaps free pages
+    result["idle"] = {"kv_bytes": engine.kv_bytes()}
+    if engine.kv is not None:
+        st = engine.kv.stats()
+        result["idle"].update(blocks_in_use=st["blocks_in_use"], mapped_pages=st["mapped_pages"],
+                              free_pages=st["free_pages"], page_bytes=st["page_bytes"],
+                              reserve_pages=args.reserve_pages, max_idle_pages=args.max_idle_pages)
+        result["idle"]["after_trim_bytes"] = engine.kv_bytes() - engine.kv.trim()
+    result.update(model=args.model, memory=args.memory, instance=args.instance)
+    _dump(args.out, result)
+    engine.close()
+    return 0
+
+
+def _kvpager_binary():
+    return os.environ.get("KVPAGER_BINARY") or shutil.which("kvpager") or "kvpager"
+
+
+def _registry_sample(names, env):
+    out = subprocess.run([_kvpager_binary(), "list", "--json"], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        return {}
+    data = json.loads(out.stdout)
+    return {i["name"]: i["mapped_bytes"] for i in data.get("instances", []) if i["name"] in names}
+
+
+def _capture_top(path, env):
+    """`kvpager top`'s screen as text, through tmux when present, else its --json snapshot."""
+    binary = _kvpager_binary()
+    tmux = shutil.which("tmux")
+    if tmux:
+        session = f"kvtop{os.getpid()}"
+        prefix = env.get("KVPAGER_SHM_PREFIX", "")
+        subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "110", "-y", "16",
+                        f"env KVPAGER_SHM_PREFIX={prefix} {binary} top -n 0.5"],
+                       env=dict(env, TERM="xterm-256color"), check=False)
+        time.sleep(1.5)
+        screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session], capture_output=True,
+                                text=True).stdout
+        subprocess.run([tmux, "kill-session", "-t", session], check=False)
+    else:
+        screen = "(tmux not found: `kvpager top --json` snapshot)\n" + subprocess.run(
+            [binary, "top", "--json"], capture_output=True, text=True, env=env).stdout
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(screen)
+    return screen
+
+
+def cmd_multimodel(args):
+    import torch
+
+    device = _device(args)
+    names = args.models
+    block_bytes = {n: models.kv_bytes_per_token(n) * args.block_size for n in names}
+    budget = int(args.budget_gib * 2**30)
+    report = {"config": vars(args), "runs": {}}
+    work = tempfile.mkdtemp(prefix="kvpager-multimodel-")
+    prefix = f"kvpager-mm{os.getpid()}-"
+    env = dict(os.environ, KVPAGER_SHM_PREFIX=prefix)
+    for memory in args.memory:
+        procs, outs, instances = [], [], []
+        start = os.path.join(work, f"{memory}.start")
+        for i, name in enumerate(names):
+            trace = staggered_trace(i, len(names), args, models.load_config(name).vocab_size, args.seed + i)
+            tpath = os.path.join(work, f"{memory}-{i}.trace.json")
+            json.dump([r.to_json() for r in trace], open(tpath, "w"))
+            share = budget // len(names) if memory == "stock" else budget
+            instance = f"{name}-{i}"
+            out = os.path.join(work, f"{memory}-{i}.json")
+            ready = os.path.join(work, f"{memory}-{i}.ready")
+            cmd = [sys.executable, os.path.abspath(__file__), "serve-one", "--model", name, "--memory", memory,
+                   "--num-blocks", str(share // block_bytes[name]), "--block-size", str(args.block_size),
+                   "--max-batch-tokens", str(args.max_batch_tokens), "--trace", tpath, "--out", out,
+                   "--ready", ready, "--start", start, "--instance", instance, "--idle-s", str(args.idle_s),
+                   "--reserve-pages", str(args.reserve_pages), "--max-idle-pages", str(args.max_idle_pages),
+                   "--dtype", args.dtype, "--seed", str(args.seed)]
+            if args.layout:
+                cmd += ["--layout", args.layout]
+            procs.append(subprocess.Popen(cmd, env=env))
+            outs.append(out)
+            instances.append(instance)
+        readies = [o.replace(".json", ".ready") for o in outs]
+        deadline = time.time() + 600
+        while not all(os.path.exists(r) for r in readies):
+            if any(p.poll() not in (None, 0) for p in procs) or time.time() > deadline:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a {memory} serving process failed to start (see its output above)")
+            time.sleep(0.2)
+        if memory == "kvpager":  # the device segment exists once the instances registered
+            dev = "cuda0" if device.startswith("cuda") else "host0"
+            subprocess.run([_kvpager_binary(), "budget", dev, str(budget)], env=env, check=True)
+        t0 = time.time() + 1.0
+        open(start, "w").write(repr(t0))
+        samples, top_done = [], False
+        while any(p.poll() is None for p in procs):
+            now = time.time() - t0
+            if memory == "kvpager":
+                samples.append((now, _registry_sample(set(instances), env)))
+                if not top_done and now > args.phase_s * 1.5 and args.plots:
+                    _capture_top(os.path.join(args.plots, "multimodel_kvpager_top.txt"), env)
+                    top_done = True
+            time.sleep(0.2)
+        if any(p.returncode != 0 for p in procs):
+            raise RuntimeError(f"{memory}: serving processes exited with {[p.returncode for p in procs]}")
+        results = [json.load(open(o)) for o in outs]
+        for name, inst, res in zip(names, instances, results):
+            res["registry_samples"] = [(t, s.get(inst)) for t, s in samples]
+        report["runs"][memory] = results
+    # ---- summary
+    print(f"{'model':<14} {'memory':<8} {'done':>5} {'TTFT mean':>10} {'TTFT p99':>10} "
+          f"{'peak-phase TTFT p99':>20} {'idle KV MiB':>12}")
+    for memory, results in report["runs"].items():
+        for i, res in enumerate(results):
+            reqs = res["requests"]
+            lo, hi = i * args.phase_s, (i + 1) * args.phase_s
+            peak = [r["ttft_s"] for r in reqs if lo <= r["submitted"] < hi]
+            res["peak_phase_ttft_p99"] = driver.percentile(peak, 0.99)
+            res["low_phase_ttft_mean"] = (lambda xs: sum(xs) / len(xs) if xs else None)(
+                [r["ttft_s"] for r in reqs if not lo <= r["submitted"] < hi])
+            s = res["summary"]
+            print(f"{res['model']:<14} {memory:<8} {s['completed']:>5} {_fmt_ms(s['ttft_s'])}  "
+                  f"{_fmt_ms(s['ttft_s'], 'p99')}  {res['peak_phase_ttft_p99'] * 1e3:18.1f}  "
+                  f"{res['idle']['kv_bytes'] / 2**20:11.1f}")
+    if "stock" in report["runs"] and "kvpager" in report["runs"]:
+        cmp_ = []
+        for i, name in enumerate(names):
+            s, k = report["runs"]["stock"][i], report["runs"]["kvpager"][i]
+            c = {"model": name,
+                 "peak_ttft_p99_speedup": s["peak_phase_ttft_p99"] / k["peak_phase_ttft_p99"],
+                 "ttft_mean_speedup": s["summary"]["ttft_s"]["mean"] / k["summary"]["ttft_s"]["mean"],
+                 "low_phase_ttft_mean_ratio": (s["low_phase_ttft_mean"] / k["low_phase_ttft_mean"]
+                                               if k["low_phase_ttft_mean"] else None)}
+            cmp_.append(c)
+            print(f"{name}: peak-phase TTFT p99 stock/kvpager {c['peak_ttft_p99_speedup']:.2f}x, "
+                  f"TTFT mean {c['ttft_mean_speedup']:.2f}x, low phase {c['low_phase_ttft_mean_ratio'] or 0:.2f}x")
+        report["comparison"] = cmp_
+    _dump(args.json, report)
+    if args.plots:
+        for memory, results in report["runs"].items():
+            series = {}
+            for res in results:
+                if memory == "kvpager":
+                    series[res["instance"]] = [(t, b) for t, b in res["registry_samples"] if b is not None]
+                else:
+                    series[res["instance"]] = res["kv_bytes_samples"]
+            plots.memory_over_time(os.path.join(args.plots, f"multimodel_memory_{memory}.png"), series,
+                                   f"KV memory per model, {memory}", budget)
+        series = {f"{res['model']} {memory}": [r["ttft_s"] for r in res["requests"]]
+                  for memory, results in report["runs"].items() for res in results}
+        plots.latency_cdfs(os.path.join(args.plots, "multimodel_ttft.png"), series, "TTFT",
+                           "three models, one GPU: TTFT")
+    _dump(args.json, report)
+    shutil.rmtree(work, ignore_errors=True)
+    for f in os.listdir("/dev/shm"):
+        if f.startswith(prefix):
+            os.unlink(os.path.join("/dev/shm", f))
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp):
+        sp.add_argument("--json", help="write results here")
+        sp.add_argument("--plots", help="write PNG plots into this directory")
+        sp.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+        sp.add_argument("--dtype", default="bfloat16")
+        sp.add_argument("--seed", type=int, default=0)
+
+    def engine_opts(sp, num_blocks=4096):
+        sp.add_argument("--num-blocks", type=int, default=num_blocks, help="KV capacity in blocks")
+        sp.add_argument("--block-size", type=int, default=32)
+        sp.add_argument("--max-batch-tokens", type=int, default=1024)
+        sp.add_argument("--layout", choices=["per-layer", "interleaved"], default=None,
+                        help="kvpager layout (default: kvpager's default)")
+        sp.add_argument("--input-len", type=int, nargs=2, default=[256, 512], metavar=("LO", "HI"))
+        sp.add_argument("--output-len", type=int, nargs=2, default=[64, 128], metavar=("LO", "HI"))
+
+    sp = sub.add_parser("correctness")
+    common(sp)
+    sp.add_argument("--models", nargs="+", default=["tiny-gqa", "tiny-mha"])
+    sp.add_argument("--layouts", nargs="+", default=["per-layer", "interleaved"])
+    sp.add_argument("--max-new-tokens", type=int, default=24)
+    sp.set_defaults(fn=cmd_correctness)
+
+    sp = sub.add_parser("overhead")
+    common(sp)
+    engine_opts(sp)
+    sp.add_argument("--model", default="llama-3.1-8b")
+    sp.add_argument("--rates", type=float, nargs="+", default=[1, 4, 12])
+    sp.add_argument("--duration", type=float, default=15)
+    sp.set_defaults(fn=cmd_overhead)
+
+    sp = sub.add_parser("layout")
+    common(sp)
+    engine_opts(sp)
+    sp.add_argument("--model", default="llama-3.1-8b")
+    sp.add_argument("--requests", type=int, default=96)
+    sp.set_defaults(fn=cmd_layout)
+
+    sp = sub.add_parser("multimodel")
+    common(sp)
+    engine_opts(sp)
+    sp.add_argument("--models", nargs="+", default=["qwen3-0.6b", "llama-3.2-1b", "qwen3-1.7b"])
+    sp.add_argument("--budget-gib", type=float, default=3.0, help="KV memory for all models together")
+    sp.add_argument("--memory", nargs="+", default=["stock", "kvpager"])
+    sp.add_argument("--phase-s", type=float, default=10.0)
+    sp.add_argument("--peak-rate", type=float, default=12.0)
+    sp.add_argument("--low-rate", type=float, default=0.5)
+    sp.add_argument("--idle-s", type=float, default=3.0)
+    sp.add_argument("--reserve-pages", type=int, default=1)
+    sp.add_argument("--max-idle-pages", type=int, default=2)
+    sp.set_defaults(fn=cmd_multimodel)
+
+    sp = sub.add_parser("serve-one", help=argparse.SUPPRESS)
+    common(sp)
+    engine_opts(sp)
+    for flag in ("--model", "--memory", "--trace", "--out", "--ready", "--start", "--instance"):
+        sp.add_argument(flag, required=True)
+    sp.add_argument("--idle-s", type=float, default=3.0)
+    sp.add_argument("--reserve-pages", type=int, default=1)
+    sp.add_argument("--max-idle-pages", type=int, default=2)
+    sp.set_defaults(fn=cmd_serve_one)
+
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
