@@ -7,6 +7,8 @@
 #      reference paged-attention check (FlashAttention and FlashInfer forms)
 #   2. the seed's full table (batch 16..256 x seq len 128..1024), decode and mixed, block size
 #      16, the GPU path also replayed as a CUDA graph -> $OUT/batch/prepare_batch.json
+#      (GPU Ready = one fused kernel with the descriptor in its parameters; GPU Update/Pack =
+#      the split two-kernel path, timed on a second instance)
 #   3. decode with block size 1 (token pool), batch 16 and 256 (table only)
 # Prints a short summary last, against the issue's targets. Exit status 0 only if all passed.
 set -uo pipefail
@@ -50,5 +52,7 @@ cat "$tmp/table.txt" "$tmp/table_bs1.txt" | awk '
     printf "%-28s batch %3d seq %4d: ready cpu %6s us, gpu %6s us%s%s\n", group, $1, $2, $9, $10, graph, verdict
   }
   END { printf "cells with CPU/GPU outputs differing: %d\n", differ + 0 }'
+copied=$(grep -c '"gpu_descriptor_in_params": false' "$OUT/batch/prepare_batch.json" 2>/dev/null)
+echo "cells where a fused step copied its descriptor instead of passing it as parameters: ${copied:-?} (expected 0)"
 echo "files: $OUT/batch/prepare_batch.json (+ section.log from run.sh)"
 [ "$test_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$bs1_rc" -eq 0 ]

@@ -1,10 +1,13 @@
 // kvpager bench prepare-batch: one scheduling step's block-table update and attention-metadata
-// pack, CPU path (host manager + one pinned H2D copy) against GPU path (descriptor H2D + two
-// kernels), both timed until the metadata is ready on the GPU. Prints the seed's table
-// (shared/seeds/004): Batch Size, Seq Len, CPU/GPU Update, Speedup, CPU/GPU Pack, Speedup,
-// plus the per-step totals. GPU times come from CUDA events; CPU times from the host clock and
-// include waiting for the copy. Both paths run the same deterministic workload and their final
-// metadata is compared.
+// pack, CPU path (host manager + one pinned H2D copy) against GPU path (one fused kernel, the
+// step descriptor in its parameters), both timed until the metadata is ready on the GPU.
+// Prints the seed's table (shared/seeds/004): Batch Size, Seq Len, CPU/GPU Update, Speedup,
+// CPU/GPU Pack, Speedup, plus the per-step totals. The GPU Update/Pack columns time the split
+// path (descriptor copy + update kernel, then the pack kernel) on a second instance, since the
+// fused path has no phase boundary; GPU Ready is the fused path. GPU times come from CUDA
+// events recorded before the host builds the descriptor and after the last kernel, so they
+// include the host work; CPU times from the host clock and include waiting for the copy. All
+// paths run the same deterministic workload and their final metadata is compared.
 #include <cuda_runtime_api.h>
 #include <nlohmann/json.hpp>
 
@@ -44,8 +47,8 @@ struct PrepareBatchBenchConfig {
 };
 
 struct Samples {
-  std::vector<double> cpu_update, cpu_pack, cpu_ready, gpu_update, gpu_pack, gpu_ready, gpu_wall,
-      graph_ready, tokens;
+  std::vector<double> cpu_update, cpu_pack, cpu_ready, gpu_update, gpu_pack, gpu_split_ready,
+      gpu_ready, gpu_wall, graph_ready, tokens;
 };
 
 nlohmann::json summary_json(const std::vector<double>& v) {
@@ -66,10 +69,11 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
   w.seq_len = seq_len;
   w.block_size = block_size;
   w.steps = cfg.warmup + cfg.iterations;
-  SyntheticWorkload cpu_work(w), gpu_work(w), graph_work(w);
+  SyntheticWorkload cpu_work(w), gpu_work(w), split_work(w), graph_work(w);
   BlockTableManager manager(cpu_work.batch_config());
   CpuBatchPreparer cpu(manager);
   GpuBatchPreparer gpu(gpu_work.batch_config());
+  GpuBatchPreparer split(split_work.batch_config());
   std::unique_ptr<GpuBatchPreparer> graph;
   if (cfg.graph) {
     graph = std::make_unique<GpuBatchPreparer>(graph_work.batch_config());
@@ -80,13 +84,17 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
     cpu.update(s);
     cpu.pack(s);
     gpu.prepare(gpu_work.next_setup());
+    split.update(split_work.next_setup());
+    split.pack();
     if (graph) graph->prepare_graph(graph_work.next_setup());
   }
   cpu.synchronize();
   gpu.synchronize();
+  split.synchronize();
   if (graph) graph->synchronize();
 
-  CudaEvent e0(true), e1(true), e2(true), g0(true), g1(true);
+  CudaEvent e0(true), e1(true), s0(true), s1(true), s2(true), g0(true), g1(true);
+  bool params = true;  // every fused step passed its descriptor as kernel parameters
   Samples s;
   for (int i = 0; i < cfg.warmup + cfg.iterations; ++i) {
     const bool keep = i >= cfg.warmup;
@@ -98,16 +106,24 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
     cpu.pack(cs);
     cpu.synchronize();
     const double t2 = now_us();
-    // GPU path: events around (descriptor build + H2D + update kernel) and the pack kernel.
+    // GPU path: events around validation + descriptor build + the fused kernel.
     const Step& gs = gpu_work.next();
     const double t3 = now_us();
     e0.record(gpu.stream());
-    gpu.update(gs);
+    gpu.prepare(gs);
     e1.record(gpu.stream());
-    gpu.pack();
-    e2.record(gpu.stream());
-    e2.synchronize();
+    e1.synchronize();
     const double t4 = now_us();
+    params = params && gpu.last_descriptor_path() == DescriptorPath::kKernelParameters;
+    // Split path, for the seed's update and pack columns: (descriptor build + H2D + update
+    // kernel), then the pack kernel.
+    const Step& ss = split_work.next();
+    s0.record(split.stream());
+    split.update(ss);
+    s1.record(split.stream());
+    split.pack();
+    s2.record(split.stream());
+    s2.synchronize();
     double graph_us = 0;
     if (graph) {
       const Step& ws = graph_work.next();
@@ -121,9 +137,10 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
     s.cpu_update.push_back(t1 - t0);
     s.cpu_pack.push_back(t2 - t1);
     s.cpu_ready.push_back(t2 - t0);
-    s.gpu_update.push_back(1000.0 * CudaEvent::elapsed_ms(e0, e1));
-    s.gpu_pack.push_back(1000.0 * CudaEvent::elapsed_ms(e1, e2));
-    s.gpu_ready.push_back(1000.0 * CudaEvent::elapsed_ms(e0, e2));
+    s.gpu_update.push_back(1000.0 * CudaEvent::elapsed_ms(s0, s1));
+    s.gpu_pack.push_back(1000.0 * CudaEvent::elapsed_ms(s1, s2));
+    s.gpu_split_ready.push_back(1000.0 * CudaEvent::elapsed_ms(s0, s2));
+    s.gpu_ready.push_back(1000.0 * CudaEvent::elapsed_ms(e0, e1));
     s.gpu_wall.push_back(t4 - t3);
     if (graph) s.graph_ready.push_back(graph_us);
     s.tokens.push_back(static_cast<double>(manager.last_totals().num_tokens));
@@ -132,6 +149,10 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
   const MetadataSnapshot want = snapshot(cpu.host_metadata());
   const MetadataSnapshot got = gpu.download();
   std::string diff = got.first_difference(want);
+  if (diff.empty()) {
+    const std::string d = split.download().first_difference(want);
+    if (!d.empty()) diff = "split path: " + d;
+  }
   if (diff.empty() && graph) {
     const MetadataSnapshot replayed = graph->download();
     const std::string d = replayed.first_difference(want);
@@ -150,6 +171,8 @@ nlohmann::json run_cell(const PrepareBatchBenchConfig& cfg, WorkloadMode mode, i
       {"gpu_update_us", summary_json(s.gpu_update)},
       {"gpu_pack_us", summary_json(s.gpu_pack)},
       {"gpu_ready_us", summary_json(s.gpu_ready)},
+      {"gpu_split_ready_us", summary_json(s.gpu_split_ready)},
+      {"gpu_descriptor_in_params", params},
       {"gpu_ready_wall_us", summary_json(s.gpu_wall)},
       {"update_speedup", mean(s.cpu_update) / mean(s.gpu_update)},
       {"pack_speedup", mean(s.cpu_pack) / mean(s.gpu_pack)},
@@ -256,9 +279,11 @@ void run_prepare_batch_bench(const PrepareBatchBenchConfig& cfg) {
     for (int bs : cfg.block_sizes)
       for (WorkloadMode mode : modes) print_table(doc, to_string(mode), bs, cfg.graph);
     std::printf(
-        "CPU: host update; pack into pinned memory + one H2D copy, waited for. GPU: CUDA events "
-        "around descriptor build + H2D + update kernel, and the pack kernel. Ready = update + "
-        "pack: metadata on the GPU. Means over the timed steps.\n");
+        "CPU: host update; pack into pinned memory + one H2D copy, waited for; Ready = update + "
+        "pack. GPU Ready: CUDA events around validation + descriptor build + one fused kernel "
+        "(descriptor as kernel parameters). GPU Update/Pack: the split path (descriptor H2D + "
+        "update kernel, then pack kernel), timed on a second instance (JSON: "
+        "gpu_split_ready_us). Ready = metadata on the GPU. Means over the timed steps.\n");
   }
   if (!identical) {
     std::fprintf(stderr, "kvpager: error: CPU and GPU metadata differ (see first_difference)\n");
