@@ -10,10 +10,14 @@ namespace kvpager::kv {
 namespace {
 const char* state_name(PageState s) {
   switch (s) {
-    case PageState::kReserved: return "reserved (unmapped)";
-    case PageState::kMapping: return "being mapped";
-    case PageState::kMapped: return "mapped";
-    case PageState::kUnmapping: return "being unmapped";
+    case PageState::kReserved:
+      return "reserved (unmapped)";
+    case PageState::kMapping:
+      return "being mapped";
+    case PageState::kMapped:
+      return "mapped";
+    case PageState::kUnmapping:
+      return "being unmapped";
   }
   return "?";
 }
@@ -133,10 +137,9 @@ BlockRange KvSpace::blocks_of_page(PageId page) const {
 TensorView KvSpace::tensor(uint32_t layer, uint32_t component) const {
   const KvGeometry& g = config_.geometry;
   if (layer >= g.num_layers || component >= g.components()) {
-    throw InvalidArgument("KV space: no tensor for layer " + std::to_string(layer) +
-                          " component " + std::to_string(component) + " (" +
-                          std::to_string(g.num_layers) + " layers, " +
-                          std::to_string(g.components()) + " components)");
+    throw InvalidArgument("KV space: no tensor for layer " + std::to_string(layer) + " component " +
+                          std::to_string(component) + " (" + std::to_string(g.num_layers) +
+                          " layers, " + std::to_string(g.components()) + " components)");
   }
   TensorView v;
   const uint32_t index = layer * g.components() + component;
@@ -226,6 +229,72 @@ void KvSpace::map_page(PageId page) {
   }
   mapped_pages_.fetch_add(1, std::memory_order_relaxed);
   states_[page.value].store(PageState::kMapped, std::memory_order_release);
+}
+
+void KvSpace::map_run(PageId first, uint32_t count) {
+  if (count == 0) return;
+  check_page(PageId(first.value + count - 1));
+  if (count == 1 || zero_handle_.valid()) {
+    uint32_t done = 0;
+    try {
+      for (; done < count; ++done) map_page(PageId(first.value + done));
+    } catch (...) {
+      while (done > 0) unmap_page(PageId(first.value + --done));
+      throw;
+    }
+    return;
+  }
+  uint32_t claimed = 0;
+  try {
+    for (; claimed < count; ++claimed) {
+      transition(PageId(first.value + claimed), PageState::kReserved, PageState::kMapping, "map");
+    }
+  } catch (...) {
+    while (claimed > 0) {
+      states_[first.value + --claimed].store(PageState::kReserved, std::memory_order_release);
+    }
+    throw;
+  }
+  auto restore_states = [&] {
+    for (uint32_t i = 0; i < count; ++i) {
+      states_[first.value + i].store(PageState::kReserved, std::memory_order_release);
+    }
+  };
+  // handles_ is [page][handle]: the run's handles are one contiguous span.
+  std::span<vmm::PhysicalHandle> hs(&handles_[static_cast<size_t>(first.value) * handles_per_page_],
+                                    static_cast<size_t>(count) * handles_per_page_);
+  try {
+    pool_.acquire(hs);
+  } catch (...) {
+    restore_states();
+    throw;
+  }
+  uint32_t tensors_done = 0;  // mapped and accessible
+  uint32_t mapped = 0;        // handles mapped in tensor `tensors_done`
+  try {
+    for (; tensors_done < handles_per_page_; ++tensors_done) {
+      for (mapped = 0; mapped < count; ++mapped) {
+        backend_->map(page_address(tensors_done, first.value + mapped), handle_bytes_,
+                      hs[static_cast<size_t>(mapped) * handles_per_page_ + tensors_done], 0);
+      }
+      backend_->set_access(page_address(tensors_done, first.value), handle_bytes_ * count,
+                           vmm::Access::kReadWrite);
+    }
+  } catch (...) {
+    // As map_page(): a failing undo propagates and leaves the pages "being mapped".
+    auto undo = [&](uint32_t t, uint32_t n) {
+      while (n > 0) backend_->unmap(page_address(t, first.value + --n), handle_bytes_);
+    };
+    undo(tensors_done, mapped);
+    while (tensors_done > 0) undo(--tensors_done, count);
+    pool_.give_back(hs);
+    restore_states();
+    throw;
+  }
+  mapped_pages_.fetch_add(count, std::memory_order_relaxed);
+  for (uint32_t i = 0; i < count; ++i) {
+    states_[first.value + i].store(PageState::kMapped, std::memory_order_release);
+  }
 }
 
 void KvSpace::unmap_page(PageId page) {

@@ -85,13 +85,14 @@ void CommandExecutor::check_range(const Command& command) const {
 }
 
 namespace {
-// Runs `step` for pages[0..count); on a throw, runs `undo` for the pages done, newest first,
-// and rethrows (as StateError when an undo fails too).
+// Runs `step(i)` from i = 0 until every page of the command is done; a step does pages[i..i+n)
+// and returns n. On a throw, runs `undo` for the pages done, newest first, and rethrows (as
+// StateError when an undo fails too).
 template <class Step, class Undo>
 void all_or_nothing(const Command& command, Step step, Undo undo) {
   uint32_t done = 0;
   try {
-    for (; done < command.count; ++done) step(PageId(command.pages[done]));
+    while (done < command.count) done += step(done);
   } catch (...) {
     const std::exception_ptr original = std::current_exception();
     std::string undo_failures;
@@ -112,20 +113,40 @@ void all_or_nothing(const Command& command, Step step, Undo undo) {
     }
   }
 }
+
+// The length of the run of consecutive page ids starting at pages[i].
+uint32_t run_length(const Command& command, uint32_t i) {
+  uint32_t n = 1;
+  while (i + n < command.count && command.pages[i + n] == command.pages[i] + n) ++n;
+  return n;
+}
 }  // namespace
 
+// Each command holds the device lock (if any) once, for all its driver calls.
 void CommandExecutor::map_pages(const Command& command) {
   check_range(command);
   DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.lock_spin_us));
+  // Consecutive ids map as one run: one set-access per tensor for the run (KvSpace::map_run).
   all_or_nothing(
-      command, [&](PageId p) { space_->map_page(p); }, [&](PageId p) { space_->unmap_page(p); });
+      command,
+      [&](uint32_t i) {
+        const uint32_t n = run_length(command, i);
+        space_->map_run(PageId(command.pages[i]), n);
+        return n;
+      },
+      [&](PageId p) { space_->unmap_page(p); });
 }
 
 void CommandExecutor::unmap_pages(const Command& command) {
   check_range(command);
   DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.lock_spin_us));
   all_or_nothing(
-      command, [&](PageId p) { space_->unmap_page(p); }, [&](PageId p) { space_->map_page(p); });
+      command,
+      [&](uint32_t i) {
+        space_->unmap_page(PageId(command.pages[i]));
+        return 1u;
+      },
+      [&](PageId p) { space_->map_page(p); });
 }
 
 void CommandExecutor::execute(const Command& command, Reply& out) {

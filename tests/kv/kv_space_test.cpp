@@ -44,8 +44,8 @@ TEST_P(KvSpaceLayouts, TensorsOfEveryLayerAndComponentAreDisjoint) {
       const TensorView v = f.space.tensor(l, c);
       for (uint64_t b = 0; b < 12; ++b) {
         *element(v, b, 0) = (l * 2 + c) * 1000 + b;
-        auto* last = reinterpret_cast<uint64_t*>(v.base + b * v.block_stride_bytes +
-                                                 g.block_bytes() - 8);
+        auto* last =
+            reinterpret_cast<uint64_t*>(v.base + b * v.block_stride_bytes + g.block_bytes() - 8);
         *last = (l * 2 + c) * 1000 + b + 500;
       }
     }
@@ -55,8 +55,8 @@ TEST_P(KvSpaceLayouts, TensorsOfEveryLayerAndComponentAreDisjoint) {
       const TensorView v = f.space.tensor(l, c);
       for (uint64_t b = 0; b < 12; ++b) {
         ASSERT_EQ(*element(v, b, 0), (l * 2 + c) * 1000 + b);
-        auto* last = reinterpret_cast<uint64_t*>(v.base + b * v.block_stride_bytes +
-                                                 g.block_bytes() - 8);
+        auto* last =
+            reinterpret_cast<uint64_t*>(v.base + b * v.block_stride_bytes + g.block_bytes() - 8);
         ASSERT_EQ(*last, (l * 2 + c) * 1000 + b + 500);
       }
     }
@@ -137,6 +137,71 @@ TEST_P(KvSpaceLayouts, FailureAtEveryStepRollsBack) {
         }
         ASSERT_EQ(f.space.state(page), PageState::kReserved);
       }
+    }
+  }
+}
+
+// A run of consecutive pages maps with one set-access per tensor, and the memory is usable.
+TEST_P(KvSpaceLayouts, MapRunTakesOneSetAccessPerTensor) {
+  for (bool zero : {false, true}) {
+    SpaceFixture f(GetParam(), 40, zero);
+    const uint32_t n = std::min<uint32_t>(4, f.space.num_pages() - 1);
+    const int maps0 = f.backend->calls(vmm::BackendOp::kMap);
+    const int access0 = f.backend->calls(vmm::BackendOp::kSetAccess);
+    f.space.map_run(PageId{1}, n);
+    const int handles = static_cast<int>(f.space.handles_per_page());
+    const int maps = f.backend->calls(vmm::BackendOp::kMap) - maps0;
+    const int access = f.backend->calls(vmm::BackendOp::kSetAccess) - access0;
+    EXPECT_EQ(maps, static_cast<int>(n) * handles);
+    // With the zero page the run falls back to map_page per page (one set-access per handle).
+    EXPECT_EQ(access, zero ? static_cast<int>(n) * handles : handles);
+    EXPECT_EQ(f.space.mapped_pages(), n);
+    for (uint32_t p = 1; p <= n; ++p) {
+      EXPECT_EQ(f.space.state(PageId{p}), PageState::kMapped);
+      const uint64_t block = f.space.blocks_of_page(PageId{p}).first;
+      const KvGeometry g = small_geometry();
+      for (uint32_t l = 0; l < g.num_layers; ++l) {
+        for (uint32_t c = 0; c < 2; ++c) *element(f.space.tensor(l, c), block, 1) = p * 100 + l;
+      }
+    }
+    for (uint32_t p = 1; p <= n; ++p) f.space.unmap_page(PageId{p});
+    EXPECT_EQ(f.pool.stats().on_loan, 0u);
+    // A run over a mapped page is refused before anything changes.
+    f.space.map_page(PageId{2});
+    EXPECT_THROW(f.space.map_run(PageId{1}, n), InvalidArgument);
+    EXPECT_EQ(f.space.mapped_pages(), 1u);
+    EXPECT_EQ(f.space.state(PageId{1}), PageState::kReserved);
+    EXPECT_THROW(f.space.map_run(PageId{f.space.num_pages() - 1}, 2), InvalidArgument);
+    f.space.unmap_page(PageId{2});
+  }
+}
+
+TEST_P(KvSpaceLayouts, MapRunFailureAtEveryStepRollsBack) {
+  SpaceFixture f(GetParam(), 40, false);
+  const uint32_t n = 3;
+  const int handles = static_cast<int>(f.space.handles_per_page());
+  for (vmm::BackendOp op : {vmm::BackendOp::kMap, vmm::BackendOp::kSetAccess,
+                            vmm::BackendOp::kUnmap, vmm::BackendOp::kCreate}) {
+    for (int nth = 1; nth <= static_cast<int>(n) * handles; ++nth) {
+      f.backend->fail_on(op, nth);
+      bool threw = false;
+      try {
+        f.space.map_run(PageId{0}, n);
+      } catch (const DriverError&) {
+        threw = true;
+      }
+      f.backend->disarm();
+      if (threw) {
+        for (uint32_t p = 0; p < n; ++p) {
+          ASSERT_EQ(f.space.state(PageId{p}), PageState::kReserved) << int(op) << " " << nth;
+        }
+        ASSERT_EQ(f.pool.stats().on_loan, 0u);
+        ASSERT_EQ(f.space.mapped_pages(), 0u);
+      } else {
+        for (uint32_t p = 0; p < n; ++p) f.space.unmap_page(PageId{p});
+      }
+      ASSERT_NO_THROW(f.space.map_run(PageId{0}, n));  // nothing stray was left behind
+      for (uint32_t p = 0; p < n; ++p) f.space.unmap_page(PageId{p});
     }
   }
 }

@@ -43,12 +43,20 @@ TEST_P(TpGpu, MapUnmapAndRollbackOnDevice) {
   c.fault = FaultSpec{1, vmm::BackendOp::kSetAccess, 2};
   TpScheduler s(c);
   EXPECT_EQ(s.num_pages(), 512u);
-  const std::vector<PageId> two = {PageId(10), PageId(11)};
+  // Not consecutive: two runs, two set-access calls (a run of consecutive pages takes one).
+  const std::vector<PageId> two = {PageId(10), PageId(12)};
   EXPECT_THROW(s.map(two), DriverError);  // rank 1's second set-access fails
   expect_mapped(s, {});
   s.map(two);
-  expect_mapped(s, {10, 11});
+  expect_mapped(s, {10, 12});
   s.unmap(two);
+  expect_mapped(s, {});
+  // A run of consecutive pages: one cuMemSetAccess over 8 handles on the real driver.
+  std::vector<PageId> run;
+  for (uint32_t p = 20; p < 28; ++p) run.push_back(PageId(p));
+  s.map(run);
+  expect_mapped(s, {20, 21, 22, 23, 24, 25, 26, 27});
+  s.unmap(run);
   expect_mapped(s, {});
   EXPECT_THROW(s.map(std::vector<PageId>{PageId(512)}), InvalidArgument);
 }
