@@ -32,6 +32,7 @@ struct MapParallelOptions {
   bool no_pool = false;
   int warmup = 2;
   bool no_device_lock = false;
+  bool with_device_lock = false;
   bool json = false;
 };
 
@@ -68,6 +69,7 @@ CaseResult run_case(const MapParallelOptions& o, const char* key, std::string ti
   config.worker.layout = kv::parse_layout(o.layout);
   config.worker.handle_bytes = parse_size(o.handle_size);
   if (o.no_device_lock) config.device_lock = tp::DeviceLockMode::kOff;
+  if (o.with_device_lock) config.device_lock = tp::DeviceLockMode::kOn;
   config.worker.ready_pages = pages_per_proc;
   config.worker.pool = !o.no_pool;
 
@@ -204,7 +206,9 @@ void register_map_parallel(CommandGroups& groups) {
                 "Create handles inside map and release them inside unmap (no pool)");
   cmd->add_option("--warmup", o->warmup, "Untimed iterations first")->capture_default_str();
   cmd->add_flag("--no-device-lock", o->no_device_lock,
-                "Let ranks on one CUDA device call the driver at once (default: they take turns)");
+                "Processes on one CUDA device call the driver at once (the default)");
+  cmd->add_flag("--device-lock", o->with_device_lock,
+                "Processes on one CUDA device take turns at the driver, one command each");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of the tables");
   cmd->callback([o] { run_map_parallel(*o); });
 }

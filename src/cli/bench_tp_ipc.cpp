@@ -34,6 +34,7 @@ struct TpIpcOptions {
   int warmup = 3;
   int noop_iters = 1000;
   bool no_device_lock = false;
+  bool device_lock = false;
   bool json = false;
 };
 
@@ -56,6 +57,7 @@ void run_tp_ipc(const TpIpcOptions& o) {
   config.worker.layout = kv::parse_layout(o.layout);
   config.worker.handle_bytes = parse_size(o.handle_size);
   if (o.no_device_lock) config.device_lock = tp::DeviceLockMode::kOff;
+  if (o.device_lock) config.device_lock = tp::DeviceLockMode::kOn;
   config.worker.ready_pages = o.pages_per_iter;
   config.worker.background_refill = o.async_sched;
   tp::find_strategy(o.map_impl);  // a clear error before any process starts
@@ -202,7 +204,9 @@ void register_tp_ipc(CommandGroups& groups) {
       ->capture_default_str();
   cmd->add_option("--noop-iters", o->noop_iters, "No-op round trips timed")->capture_default_str();
   cmd->add_flag("--no-device-lock", o->no_device_lock,
-                "Let ranks on one CUDA device call the driver at once (default: they take turns)");
+                "Ranks on one CUDA device call the driver at once (the default)");
+  cmd->add_flag("--device-lock", o->device_lock,
+                "Ranks on one CUDA device take turns at the driver, one command each");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of the table");
   cmd->callback([o] { run_tp_ipc(*o); });
 }

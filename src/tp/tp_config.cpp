@@ -94,6 +94,13 @@ std::string format_fault(const FaultSpec& fault) {
   return "?";
 }
 
+DeviceLockMode parse_device_lock_mode(const std::string& name) {
+  if (name == "auto") return DeviceLockMode::kAuto;
+  if (name == "on") return DeviceLockMode::kOn;
+  if (name == "off") return DeviceLockMode::kOff;
+  throw InvalidArgument("device lock \"" + name + "\" is not auto, on or off");
+}
+
 TpConfig tp_config_from_env(TpConfig config) {
   config.timeout = std::chrono::milliseconds(
       env_number("KVPAGER_TP_TIMEOUT_MS", static_cast<uint64_t>(config.timeout.count())));
@@ -104,6 +111,13 @@ TpConfig tp_config_from_env(TpConfig config) {
       static_cast<uint32_t>(env_number("KVPAGER_TP_WORKER_SPIN_US", config.worker.spin_us));
   config.worker.lock_spin_us =
       static_cast<uint32_t>(env_number("KVPAGER_TP_LOCK_SPIN_US", config.worker.lock_spin_us));
+  if (const char* v = std::getenv("KVPAGER_TP_DEVICE_LOCK"); v != nullptr && *v != '\0') {
+    try {
+      config.device_lock = parse_device_lock_mode(v);
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(std::string("KVPAGER_TP_DEVICE_LOCK: ") + e.what());
+    }
+  }
   return config;
 }
 

@@ -82,11 +82,9 @@ TpScheduler::TpScheduler(TpConfig config)
   for (int r = 0; r < config_.tp_size; ++r) {
     devices_.push_back(mode == DeviceMode::kPerRank ? r : 0);
   }
-  // Ranks that share a device take turns at the driver (device_lock.hpp).
-  const bool on_cuda = config_.worker.backend.choice == vmm::BackendChoice::kCuda ||
-                       (config_.worker.backend.choice == vmm::BackendChoice::kAuto && devices > 0);
-  const bool lock_devices = config_.device_lock == DeviceLockMode::kOn ||
-                            (config_.device_lock == DeviceLockMode::kAuto && on_cuda);
+  // Ranks that share a device take turns at the driver only when asked (tp_config.hpp says why
+  // the default is off).
+  const bool lock_devices = config_.device_lock == DeviceLockMode::kOn;
   std::vector<int> lock_fd(devices_.size(), -1);
   for (size_t r = 0; r < devices_.size(); ++r) {
     const auto sharing = std::count(devices_.begin(), devices_.end(), devices_[r]);

@@ -19,10 +19,14 @@ enum class DeviceMode { kAuto, kPerRank, kSame };
 DeviceMode parse_device_mode(const std::string& name);  // "auto" | "per-rank" | "same"
 const char* device_mode_name(DeviceMode mode);
 
-// Whether ranks that share one device take turns at the driver (device_lock.hpp). kAuto: yes
-// on CUDA (the driver serialises VMM work per device anyway), no on the host backend (mmap in
-// different processes runs in parallel).
+// Whether ranks that share one device take turns at the driver (device_lock.hpp). kAuto = off:
+// on one H100 every paired run was faster without the lock (tp 4 interleaved 0.210 / 0.129 ms
+// vs 0.220 / 0.136; map-parallel parallel/serial 0.81 vs 1.11; docs/benchmarks.md), because the
+// driver overlaps the user-mode part of different processes' calls and serialises only its own
+// critical section, while the lock serialises whole commands and adds a hand-off.
+// KVPAGER_TP_DEVICE_LOCK=auto|on|off.
 enum class DeviceLockMode { kAuto, kOn, kOff };
+DeviceLockMode parse_device_lock_mode(const std::string& name);  // "auto" | "on" | "off"
 
 enum class Transport { kSocket, kShm };
 const char* transport_name(Transport transport);
@@ -69,8 +73,9 @@ struct TpConfig {
 };
 
 // Fills timeouts and spins from KVPAGER_TP_TIMEOUT_MS, KVPAGER_TP_START_TIMEOUT_MS,
-// KVPAGER_TP_SPIN_US, KVPAGER_TP_WORKER_SPIN_US, KVPAGER_TP_LOCK_SPIN_US (unset ones keep their
-// value); InvalidArgument naming the variable for a malformed value.
+// KVPAGER_TP_SPIN_US, KVPAGER_TP_WORKER_SPIN_US, KVPAGER_TP_LOCK_SPIN_US, and the device lock from
+// KVPAGER_TP_DEVICE_LOCK (unset ones keep their value); InvalidArgument naming the variable for a
+// malformed value.
 TpConfig tp_config_from_env(TpConfig config = TpConfig{});
 
 // The geometry the benchmarks use (as the seeds do): `num_layers` layers, 8 KV heads x 128,
