@@ -4,7 +4,8 @@
 # benchmarks with --json. Writes one file, $OUT/tp/tp.jsonl (one line per run: {"label": ...,
 # "result": <the bench's JSON>} or {"label": ..., "error": ...}); the log goes to stdout (which
 # scripts/gpu/run.sh keeps as $OUT/tp/section.log) and a compact summary table comes last.
-# Takes about a minute; every step is bounded by `timeout`.
+# Runs scripts/gpu/vmmprobe.sh first ($OUT/vmmprobe/). Takes about two minutes; every step is
+# bounded by `timeout`. The device lock is off by default: "lock" runs turn it on.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD_DIR:-build}
@@ -20,6 +21,11 @@ JSONL="$OUT/tp/tp.jsonl"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
   echo "cpus: $(nproc)"
 }
+
+# The per-handle VMM probe first (about 10-20 s): $OUT/vmmprobe/. TP_SKIP_PROBE=1 skips it.
+if [ "${TP_SKIP_PROBE:-0}" != 1 ]; then
+  VMMPROBE_BACKEND=$BACKEND OUT=$OUT bash scripts/gpu/vmmprobe.sh
+fi
 
 echo "== tp gpu test"
 if [ -f "$BUILD/CTestTestfile.cmake" ]; then
@@ -52,13 +58,19 @@ run "tp-ipc tp1 interleaved shm" 60 "${IPC[@]}" --tp-size 1 --iters 200 --noop-i
   --layout interleaved --map-impl shm
 run "tp-ipc tp4 per-layer shm" 60 "${IPC[@]}" --tp-size 4 --iters 40 --layout per-layer --map-impl shm
 run "tp-ipc tp4 per-layer seq" 60 "${IPC[@]}" --tp-size 4 --iters 40 --layout per-layer --map-impl seq
-run "tp-ipc tp4 interleaved shm no-lock" 60 "${IPC[@]}" --tp-size 4 --iters 200 \
-  --layout interleaved --map-impl shm --no-device-lock
+# The device lock is off by default since it lost every paired run; these show both sides.
+run "tp-ipc tp4 interleaved shm lock" 60 "${IPC[@]}" --tp-size 4 --iters 200 \
+  --layout interleaved --map-impl shm --device-lock
+run "tp-ipc tp4 per-layer shm lock" 60 "${IPC[@]}" --tp-size 4 --iters 40 --layout per-layer \
+  --map-impl shm --device-lock
+# 16 consecutive pages per command: one set-access per run of pages (per tensor).
+run "tp-ipc tp4 interleaved shm 16 pages" 60 bench tp-ipc --backend "$BACKEND" --device-mode same \
+  --pages-per-iter 16 --num-layers 32 --tp-size 4 --iters 100 --layout interleaved --map-impl shm
 
 MP=(bench map-parallel --backend "$BACKEND" --device-mode same --pages-total 100 --procs 4 --num-layers 32)
 run "map-parallel interleaved pool" 60 "${MP[@]}" --iters 20 --layout interleaved
 run "map-parallel interleaved no-pool" 60 "${MP[@]}" --iters 20 --layout interleaved --no-pool
-run "map-parallel interleaved pool no-lock" 60 "${MP[@]}" --iters 20 --layout interleaved --no-device-lock
+run "map-parallel interleaved pool lock" 60 "${MP[@]}" --iters 20 --layout interleaved --device-lock
 run "map-parallel per-layer pool" 90 "${MP[@]}" --iters 8 --layout per-layer
 run "map-parallel per-layer no-pool" 90 "${MP[@]}" --iters 4 --layout per-layer --no-pool
 

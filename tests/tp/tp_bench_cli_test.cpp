@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 namespace {
@@ -51,6 +52,27 @@ TEST_F(TpBenchCli, TpIpcRunsEveryStrategy) {
       EXPECT_GT(j[key].template get<double>(), 0.0) << key;
     }
   }
+}
+
+// The VMM probe's every section, children included, on the host backend (numbers meaningless).
+TEST_F(TpBenchCli, VmmProbeRunsEverySection) {
+  const CliRun r = kvpager("bench vmm-probe --backend host --samples 20 --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["bench"], "vmm-probe");
+  std::set<std::string> sections;
+  for (const auto& row : j["rows"]) {
+    sections.insert(row["section"].get<std::string>());
+    EXPECT_GT(row["map_access_us"]["n"].get<int>(), 0) << row["case"];
+    EXPECT_GT(row["unmap_us"]["n"].get<int>(), 0) << row["case"];
+  }
+  for (const char* s : {"first", "resv", "nresv", "mapped", "stride", "ctx", "first(late)"}) {
+    EXPECT_TRUE(sections.count(s)) << s;
+  }
+  ASSERT_EQ(j["coalesce"].size(), 6u);
+  EXPECT_FALSE(j["coalesce"][1]["one_unmap_supported"].get<bool>());  // host: one mmap each
+  EXPECT_EQ(j["turns"].size(), 4u);
+  EXPECT_EQ(j["first_touch"]["first_20_cycles"]["access_us"].size(), 20u);
 }
 
 TEST_F(TpBenchCli, TpIpcPrintsTheSeedTable) {
