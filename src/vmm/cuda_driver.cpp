@@ -35,7 +35,10 @@ LoadResult load_driver() {
                 " - the driver is older than the CUDA 12 API kvpager needs";        \
     return out;                                                                     \
   }
+#define KVPAGER_CUDA_OPTIONAL_ENTRY(name) \
+  d.name = reinterpret_cast<decltype(d.name)>(dlsym(lib, KVPAGER_XSTR(name)));
 #include "kvpager/vmm/cuda_driver_entries.inc"
+#undef KVPAGER_CUDA_OPTIONAL_ENTRY
 #undef KVPAGER_CUDA_ENTRY
   const CUresult rc = d.cuInit(0);
   if (rc != CUDA_SUCCESS) {

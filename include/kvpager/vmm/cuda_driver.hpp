@@ -10,7 +10,9 @@ namespace kvpager::vmm {
 
 struct CudaDriver {
 #define KVPAGER_CUDA_ENTRY(name) decltype(&::name) name = nullptr;
+#define KVPAGER_CUDA_OPTIONAL_ENTRY(name) decltype(&::name) name = nullptr;  // may stay null
 #include "kvpager/vmm/cuda_driver_entries.inc"
+#undef KVPAGER_CUDA_OPTIONAL_ENTRY
 #undef KVPAGER_CUDA_ENTRY
 
   // Loads and initialises the driver once (thread-safe). Throws DriverError when libcuda.so.1
