@@ -140,6 +140,9 @@ void add_bench_args(CLI::App& app, BenchArgs& args, bool with_endpoints) {
   app.add_flag("--cuda_ipc", x.cuda_ipc,
                "CUDA: target in a second process through exported VMM handles (kvpager)");
   count(app, "--peer_timeout", x.peer_timeout_s, "Seconds to wait for peers (kvpager)");
+  app.add_option("--copy_engine,--copy-engine", x.copy_engine,
+                 "CUDA: how a batch is copied [auto, per-block, batch, kernel] (kvpager)")
+      ->capture_default_str();
 }
 
 model::ModelArchitecture load_model(const KvbenchInputs& in) {

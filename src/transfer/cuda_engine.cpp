@@ -14,8 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include "copy_kernel.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
+#include "kvpager/transfer/copy_plan.hpp"
 #include "kvpager/transfer/host_buffer.hpp"
 #include "kvpager/vmm/cuda_driver.hpp"
 
@@ -211,17 +213,59 @@ class ImportedVmm final : public CudaSegment {
   bool mapped_ = false;
 };
 
+// Device memory for copy pieces, grown (never shrunk) on demand; freed in its context.
+class PieceBuffer {
+ public:
+  explicit PieceBuffer(const PrimaryContext& ctx) : d_(driver()), ctx_(ctx) {}
+  ~PieceBuffer() {
+    if (ptr_ == 0) return;
+    ctx_.make_current();
+    d_.cuMemFree(ptr_);
+  }
+  PieceBuffer(const PieceBuffer&) = delete;
+  PieceBuffer& operator=(const PieceBuffer&) = delete;
+  // Synchronous upload (untimed: BlockMover::prepare); the context must be current.
+  void upload(const std::vector<CopyPiece>& pieces) {
+    const uint64_t bytes = pieces.size() * sizeof(CopyPiece);
+    if (bytes == 0) return;
+    if (bytes > capacity_) {
+      if (ptr_ != 0) d_.check(d_.cuMemFree(ptr_), "cuMemFree");
+      ptr_ = 0;
+      capacity_ = 0;
+      d_.check(d_.cuMemAlloc(&ptr_, bytes), "cuMemAlloc", format_size(bytes) + " copy pieces");
+      capacity_ = bytes;
+    }
+    d_.check(d_.cuMemcpyHtoD(ptr_, pieces.data(), bytes), "cuMemcpyHtoD", "copy pieces");
+  }
+  CUdeviceptr ptr() const { return ptr_; }
+
+ private:
+  const CudaDriver& d_;
+  const PrimaryContext& ctx_;
+  CUdeviceptr ptr_ = 0;
+  uint64_t capacity_ = 0;
+};
+
+// One benchmark thread's copies on its own stream, with the engine chosen for the run
+// (copy_plan.hpp). prepare() turns the row's ops into the engine's form once; post_all() of
+// the prepared ops is then one driver call (batch) or one launch (kernel) and allocates nothing.
 class CudaMover final : public BlockMover {
  public:
   CudaMover(const PrimaryContext& ctx, CudaSegment& initiator, std::vector<CudaSegment*> targets,
-            bool write)
+            bool write, CopyEngine engine, const detail::CopyKernel* kernel)
       : d_(driver()),
         ctx_(ctx),
         initiator_(initiator),
         targets_(std::move(targets)),
-        write_(write) {
+        write_(write),
+        engine_(engine),
+        kernel_(kernel),
+        pieces_on_device_(ctx) {
     ctx_.make_current();
     d_.check(d_.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    for (const CudaSegment* t : targets_) spans_.push_back({t->ptr(), t->size()});
+    // Source order: the stream's (the benchmark fills sources before a row, synchronously).
+    attributes_.srcAccessOrder = CU_MEMCPY_SRC_ACCESS_ORDER_STREAM;
   }
   ~CudaMover() override {
     ctx_.make_current();
@@ -229,26 +273,78 @@ class CudaMover final : public BlockMover {
     d_.cuStreamDestroy(stream_);
   }
   void post(const BlockOp& op) override {
-    if (std::this_thread::get_id() != bound_) {  // each benchmark thread sets the context once
-      ctx_.make_current();
-      bound_ = std::this_thread::get_id();
-    }
+    bind();
     const CUdeviceptr local = initiator_.ptr() + op.local_offset;
     const CUdeviceptr remote = targets_[op.peer]->ptr() + op.remote_offset;
     d_.check(write_ ? d_.cuMemcpyAsync(remote, local, op.bytes, stream_)
                     : d_.cuMemcpyAsync(local, remote, op.bytes, stream_),
              "cuMemcpyAsync");
   }
+  void prepare(std::span<const BlockOp> ops) override {
+    bind();
+    prepared_ = ops;
+    if (engine_ == CopyEngine::kPerBlock) return;
+    // Wait for launches that still read the previous pieces before replacing them.
+    d_.check(d_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
+    const SegmentSpan initiator{initiator_.ptr(), initiator_.size()};
+    if (engine_ == CopyEngine::kKernel) {
+      plan_copies(ops, initiator, spans_, write_, kMaxPieceBytes, pieces_);
+      pieces_on_device_.upload(pieces_);
+      return;
+    }
+    plan_copies(ops, initiator, spans_, write_, 0, pieces_);  // batch: one copy per block
+    srcs_.resize(pieces_.size());
+    dsts_.resize(pieces_.size());
+    sizes_.resize(pieces_.size());
+    for (size_t i = 0; i < pieces_.size(); ++i) {
+      srcs_[i] = pieces_[i].src;
+      dsts_[i] = pieces_[i].dst;
+      sizes_[i] = pieces_[i].bytes;
+    }
+  }
+  void post_all(std::span<const BlockOp> ops) override {
+    if (engine_ == CopyEngine::kPerBlock) {
+      for (const BlockOp& op : ops) post(op);
+      return;
+    }
+    if (ops.data() != prepared_.data() || ops.size() != prepared_.size()) prepare(ops);
+    bind();
+    if (pieces_.empty()) return;
+    if (engine_ == CopyEngine::kKernel) {
+      kernel_->launch(stream_, pieces_on_device_.ptr(), pieces_.size());
+      return;
+    }
+    size_t first_attribute = 0;
+    d_.check(d_.cuMemcpyBatchAsync(dsts_.data(), srcs_.data(), sizes_.data(), dsts_.size(),
+                                   &attributes_, &first_attribute, 1, stream_),
+             "cuMemcpyBatchAsync", std::to_string(dsts_.size()) + " copies");
+  }
   void wait() override { d_.check(d_.cuStreamSynchronize(stream_), "cuStreamSynchronize"); }
 
  private:
+  void bind() {
+    if (std::this_thread::get_id() != bound_) {  // each benchmark thread sets the context once
+      ctx_.make_current();
+      bound_ = std::this_thread::get_id();
+    }
+  }
+
   const CudaDriver& d_;
   const PrimaryContext& ctx_;
   CudaSegment& initiator_;
   std::vector<CudaSegment*> targets_;
+  std::vector<SegmentSpan> spans_;  // targets as addresses
   bool write_;
+  CopyEngine engine_;
+  const detail::CopyKernel* kernel_;  // the engine's; set for CopyEngine::kKernel
   CUstream stream_ = nullptr;
   std::thread::id bound_{};
+  std::span<const BlockOp> prepared_;
+  std::vector<CopyPiece> pieces_;         // of prepared_
+  PieceBuffer pieces_on_device_;          // kernel: pieces_ uploaded
+  std::vector<CUdeviceptr> srcs_, dsts_;  // batch: pieces_ as cuMemcpyBatchAsync's arrays
+  std::vector<size_t> sizes_;
+  CUmemcpyAttributes attributes_{};
 };
 
 std::unique_ptr<CudaSegment> make_segment(const PrimaryContext& ctx, const std::string& type,
@@ -265,13 +361,38 @@ class CudaLocalEngine : public LocalEngine {
   std::unique_ptr<BlockMover> mover(uint32_t, bool write) override {
     std::vector<CudaSegment*> t;
     for (auto& s : targets_) t.push_back(s.get());
-    return std::make_unique<CudaMover>(*contexts_.front(), *initiator_, std::move(t), write);
+    return std::make_unique<CudaMover>(*contexts_.front(), *initiator_, std::move(t), write,
+                                       engine_, kernel_.get());
+  }
+  std::string how() const override {
+    switch (engine_) {
+      case CopyEngine::kKernel:
+        return "copy kernel, one launch per batch (--copy_engine kernel)";
+      case CopyEngine::kBatch:
+        return "cuMemcpyBatchAsync, one call per batch (--copy_engine batch)";
+      default:
+        return "cuMemcpyAsync per block (--copy_engine per-block)";
+    }
   }
 
  protected:
+  // Call once the segments exist: resolves --copy_engine and loads the kernel when it is used.
+  void choose_engine(const XferConfig& c, bool device_memory, bool kernel_reaches) {
+    const CopyRoute route{device_memory, detail::CopyKernel::built(), kernel_reaches,
+                          driver().cuMemcpyBatchAsync != nullptr};
+    engine_ = resolve_copy_engine(parse_copy_engine(c.copy_engine), route);
+    if (engine_ == CopyEngine::kKernel) {
+      contexts_.front()->make_current();
+      kernel_ = std::make_unique<detail::CopyKernel>(driver(), contexts_.front()->device());
+    }
+  }
+
+  // Destroyed last to first: targets and initiator before the kernel and the contexts.
   std::vector<std::unique_ptr<PrimaryContext>> contexts_;  // [0]: initiator's device
+  std::unique_ptr<detail::CopyKernel> kernel_;             // in contexts_[0]
   std::unique_ptr<CudaSegment> initiator_;
   std::vector<std::unique_ptr<CudaSegment>> targets_;
+  CopyEngine engine_ = CopyEngine::kPerBlock;
 };
 
 class CudaEngine final : public CudaLocalEngine {
@@ -281,6 +402,7 @@ class CudaEngine final : public CudaLocalEngine {
     contexts_.push_back(std::make_unique<PrimaryContext>(devices[0]));
     initiator_ = make_segment(*contexts_[0], c.initiator_seg_type, l.initiator_buffer_bytes());
     const CudaDriver& d = driver();
+    bool kernel_reaches = true;  // pinned host memory and peers with access enabled
     for (uint32_t t = 0; t < l.targets; ++t) {
       const int dev = devices.size() > 1 ? devices[(t + 1) % devices.size()] : devices[0];
       contexts_.push_back(std::make_unique<PrimaryContext>(dev));
@@ -291,11 +413,14 @@ class CudaEngine final : public CudaLocalEngine {
         if (can) {
           contexts_[0]->make_current();
           enable_peer(*contexts_.back());
+        } else {
+          kernel_reaches = false;  // the kernel cannot address that device's memory
         }
       }
       targets_.push_back(
           make_segment(*contexts_.back(), c.target_seg_type, l.target_buffer_bytes()));
     }
+    choose_engine(c, c.initiator_seg_type == "VRAM" || c.target_seg_type == "VRAM", kernel_reaches);
   }
 
  private:
@@ -405,6 +530,7 @@ class CudaIpcInitiator final : public CudaLocalEngine {
     uint64_t bytes = 0;
     Fd handle_fd(receive_with_fd(sock_->get(), &bytes, sizeof bytes));
     targets_.push_back(std::make_unique<ImportedVmm>(*contexts_[0], handle_fd.get(), bytes));
+    choose_engine(c, true, true);  // mapped with access for the initiator's device
   }
   void finish() override {
     targets_.clear();  // unmapped before the target releases it

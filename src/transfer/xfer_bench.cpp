@@ -107,13 +107,14 @@ XferReport run_xfer_bench(const XferConfig& c, std::ostream& table) {
     }
     auto engine = connect_cuda_ipc(c, layout);
     return run_local(*engine, c, layout, table,
-                     "CUDA cuMemcpyAsync " + c.initiator_seg_type +
-                         " -> VRAM exported by another process (VMM POSIX fd handle)");
+                     "CUDA " + c.initiator_seg_type + (c.op_type == "WRITE" ? " -> " : " <- ") +
+                         "VRAM exported by another process (VMM POSIX fd handle), " +
+                         engine->how());
   }
   auto engine = make_cuda_engine(c, layout);
   return run_local(*engine, c, layout, table,
-                   "CUDA cuMemcpyAsync " + c.initiator_seg_type +
-                       (c.op_type == "WRITE" ? " -> " : " <- ") + c.target_seg_type);
+                   "CUDA " + c.initiator_seg_type + (c.op_type == "WRITE" ? " -> " : " <- ") +
+                       c.target_seg_type + ", " + engine->how());
 }
 
 }  // namespace kvpager::transfer

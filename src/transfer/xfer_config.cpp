@@ -44,6 +44,7 @@ void XferConfig::validate() const {
   positive("num_target_dev", num_target_dev);
   positive("total_buffer_size", total_buffer_size);
   positive("peer_timeout_s", peer_timeout_s);
+  one_of("copy_engine", copy_engine, {"auto", "per-block", "batch", "kernel"});
   if (start_block_size > max_block_size) {
     throw InvalidArgument("--start_block_size " + std::to_string(start_block_size) +
                           " exceeds --max_block_size " + std::to_string(max_block_size));

@@ -26,7 +26,8 @@ std::vector<std::vector<BlockOp>> ops_for(const XferLayout& layout, uint32_t ini
 // Slots of a region the row touches: min(batch, region / block) blocks from offset 0.
 uint64_t used_bytes(const XferLayout& layout, const RowPlan& row);
 
-// Warm-up, then `iterations` timed passes; each pass posts a thread's ops and waits for them.
+// prepare(ops), warm-up, then `iterations` timed passes; each pass posts a thread's ops
+// (post_all) and waits for them.
 // Threads start the timed part together. Returns the wall seconds of the timed part.
 // Rethrows the first error of any thread.
 double run_iterations(std::vector<std::unique_ptr<BlockMover>>& movers,

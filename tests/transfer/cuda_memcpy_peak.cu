@@ -1,5 +1,7 @@
 // cudaMemcpy's peak bandwidth on this GPU, the reference kvpager's CUDA engine is compared to
-// (scripts/gpu/kvbench.sh). One large copy per direction, repeated; pinned host memory.
+// (scripts/gpu/kvbench.sh). One large copy per direction, repeated; pinned host memory, as the
+// engine's DRAM segments (cuMemAllocHost). Same directions as the bench: H2D is what a DRAM
+// initiator's WRITE to VRAM does, D2H a VRAM initiator's WRITE to DRAM, D2D VRAM to VRAM.
 // Prints one JSON object per direction: {"direction": "H2D", "bytes": N, "gb_per_s": x}.
 // Usage: kvpager_cuda_memcpy_peak [bytes (default 256 MiB)] [iterations (default 20)]
 #include <cuda_runtime.h>
@@ -38,7 +40,8 @@ int main(int argc, char** argv) {
   const int iterations = argc > 2 ? std::atoi(argv[2]) : 20;
   void *host = nullptr, *dev_a = nullptr, *dev_b = nullptr;
   if (!ok(cudaMallocHost(&host, bytes), "cudaMallocHost") ||
-      !ok(cudaMalloc(&dev_a, bytes), "cudaMalloc") || !ok(cudaMalloc(&dev_b, bytes), "cudaMalloc")) {
+      !ok(cudaMalloc(&dev_a, bytes), "cudaMalloc") ||
+      !ok(cudaMalloc(&dev_b, bytes), "cudaMalloc")) {
     return 1;
   }
   cudaMemset(dev_a, 1, bytes);

@@ -4,8 +4,10 @@
 // for this backend and nothing else changes.
 //   local     initiator and target segments in this process: DRAM = pinned host memory
 //             (cuMemAllocHost), VRAM = cuMemAlloc on the device from --device_list (target on
-//             the second listed device when there is one: GPU<->GPU). Blocks move with
-//             cuMemcpyAsync on one stream per thread.
+//             the second listed device when there is one: GPU<->GPU). Blocks move on one
+//             stream per thread with the --copy_engine (copy_plan.hpp): per-block
+//             cuMemcpyAsync, one cuMemcpyBatchAsync per batch, or one copy-kernel launch per
+//             batch (the kernel module is loaded once per engine).
 //   cuda_ipc  two processes: the target (rank 1) allocates VRAM with cuMemCreate, exports it
 //             as a POSIX file descriptor and hands it over an abstract UNIX socket named after
 //             --benchmark_group (no etcd needed); the initiator (rank 0) imports and maps it,
@@ -22,7 +24,8 @@
 namespace kvpager::transfer {
 
 // Throws DriverError when there is no driver or device, InvalidArgument for a layout other
-// than one initiator (targets: one per flow, at most the listed devices).
+// than one initiator (targets: one per flow, at most the listed devices) or a --copy_engine
+// that cannot run here (resolve_copy_engine).
 std::unique_ptr<LocalEngine> make_cuda_engine(const XferConfig& config, const XferLayout& layout);
 
 // The target side of cuda_ipc (rank 1): export, serve, wait for the initiator to finish.

@@ -8,6 +8,8 @@
 // None of these are thread-safe; each thread uses its own BlockMover.
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <string>
 
 namespace kvpager::transfer {
 
@@ -31,11 +33,19 @@ struct BlockOp {
   uint64_t bytes = 0;
 };
 
+// A pass of the benchmark is post_all(ops) then wait(). prepare(ops) is called once, untimed,
+// before the passes of a row with the same `ops` (same vector: the row's addresses are fixed),
+// so a mover may translate them ahead (e.g. upload copy descriptors to the GPU); post_all of
+// the prepared span then allocates nothing. post_all of another span prepares it first.
 class BlockMover {
  public:
   virtual ~BlockMover() = default;
   virtual void post(const BlockOp& op) = 0;  // direction fixed at creation (WRITE or READ)
-  virtual void wait() = 0;                   // every posted op has completed
+  virtual void prepare(std::span<const BlockOp> ops) { (void)ops; }
+  virtual void post_all(std::span<const BlockOp> ops) {
+    for (const BlockOp& op : ops) post(op);
+  }
+  virtual void wait() = 0;  // every posted op has completed
 };
 
 class LocalEngine {
@@ -46,6 +56,8 @@ class LocalEngine {
   virtual std::unique_ptr<BlockMover> mover(uint32_t thread, bool write) = 0;
   // Called once after the last row (e.g. to tell a peer process it may go).
   virtual void finish() {}
+  // How the movers move blocks, for the report ("" when the engine's name says it all).
+  virtual std::string how() const { return {}; }
 };
 
 }  // namespace kvpager::transfer

@@ -4,8 +4,9 @@
 //   UCX, UCX_MO  one rank of a multi-process run (initiators put/get into targets' registered
 //                memory); ranks meet through etcd; rank 0 prints the table
 //   POSIX, GDS   one process: host buffer <-> file through io_uring (GDS: the POSIX stand-in)
-//   CUDA         one process: cuMemcpyAsync between DRAM (pinned) and VRAM, VRAM and VRAM; with
-//                cuda_ipc, a second rank exports VMM memory the initiator imports and copies to
+//   CUDA         one process: copies between DRAM (pinned) and VRAM, VRAM and VRAM by the
+//                --copy_engine (per-block, batch, kernel); with cuda_ipc, a second rank exports
+//                VMM memory the initiator imports and copies to
 // With check_consistency every byte of every row is verified; mismatches fail the run after
 // the table is printed. Not reentrant within a process only in the sense that each call owns
 // its own resources; safe to call from one thread at a time.

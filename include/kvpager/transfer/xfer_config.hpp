@@ -1,6 +1,7 @@
 #pragma once
 // The transfer benchmark's configuration: every nixlbench flag with nixlbench's default, plus
-// the few kvpager additions (benchmark_group, rank, spawn_local, cuda_ipc, peer_timeout_s).
+// the few kvpager additions (benchmark_group, rank, spawn_local, cuda_ipc, peer_timeout_s,
+// copy_engine).
 // `kvbench plan` fills it from a model plan and prints it; `kvbench profile` hands it to
 // nixlbench or to `kvpager bench xfer`. Plain value type.
 #include <cstdint>
@@ -47,6 +48,8 @@ struct XferConfig {
   bool spawn_local = false;                 // start every rank of the world on this host
   bool cuda_ipc = false;                    // CUDA: target in another process (VMM handles)
   uint64_t peer_timeout_s = 60;             // how long to wait for peers in etcd
+  std::string copy_engine = "auto";         // CUDA: auto | per-block | batch | kernel
+                                            // (copy_plan.hpp)
 
   // Throws InvalidArgument naming the flag for an unknown enum value, a zero size or count,
   // start > max, or a scheme/device count combination that cannot pair up.
