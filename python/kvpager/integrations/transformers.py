@@ -84,6 +84,8 @@ _FINGERPRINTS: Dict[str, str] = {
     "cache_manager.SlidingAttentionCacheAllocator": "571d07ac7b8424c3",
     "continuous_api.ContinuousBatchingManager._create_batch_processor": "d73f4beb091d5e57",
     "input_outputs.ContinuousBatchingIOs.__init__": "1a68fc00c9ba13bd",
+    "input_outputs.ContinuousBatchingIOs._setup_static_tensors": "c6237a650e832d24",
+    "scheduler.Scheduler._process_candidates": "a7471435ad531071",
 }
 
 
@@ -127,6 +129,7 @@ def _modules():
         cache_manager,
         continuous_api,
         input_outputs,
+        scheduler,
     )
 
     return {
@@ -134,6 +137,7 @@ def _modules():
         "cache_manager": cache_manager,
         "continuous_api": continuous_api,
         "input_outputs": input_outputs,
+        "scheduler": scheduler,
     }
 
 
@@ -338,6 +342,7 @@ def _make_cache_class():
         def __init__(self, config, continuous_batching_config, device, distributed_helper,
                      tp_plan, dtype=None) -> None:
             torch = _torch()
+            self._elastic = False
             options = _active if _active is not None else KvpagerOptions()
             dtype = torch.float16 if dtype is None else dtype
             self.config = config
@@ -445,6 +450,27 @@ def _make_cache_class():
             self._block_table_key = None
             _live.add(self)
 
+        # transformers sizes its index tensors and attention masks from num_blocks once, when the
+        # batch processor is built; afterwards only the scheduler reads it, for its safety margin
+        # ("stop admitting prefills when fewer than safety_margin * num_blocks blocks are free").
+        # Against the virtual capacity that margin would never be met under a limit or a shared
+        # budget, so once the processor exists num_blocks is the capacity this instance can hold
+        # now: blocks in use (prefix cache included) plus what kvpager can still hand out.
+        @property
+        def num_blocks(self) -> int:
+            if not self._elastic:
+                return self._virtual_num_blocks
+            held = self.kv.stats()["blocks_in_use"]
+            return min(self._virtual_num_blocks, held + self.kv.available())
+
+        @num_blocks.setter
+        def num_blocks(self, value: int) -> None:
+            self._virtual_num_blocks = value
+
+        def make_capacity_elastic(self) -> None:
+            """Called once transformers has sized its static tensors (see num_blocks)."""
+            self._elastic = True
+
         def release_cached_blocks(self) -> int:
             """Frees the prefix cache (complete blocks no request uses); returns how many."""
             return self._block_manager.release_cached()
@@ -500,6 +526,7 @@ def _wrap_create_batch_processor(original):
         processor = original(self)
         cache = getattr(processor, "cache", None)
         if isinstance(cache, _cache_class()):
+            cache.make_capacity_elastic()
             stream = getattr(getattr(processor, "inputs_and_outputs", None), "compute_stream", None)
             if stream is not None:
                 cache.kv.set_unmap_stream(int(stream.cuda_stream))

@@ -1,0 +1,167 @@
+"""kvpager.integrations.transformers: transformers' continuous batching on kvpager memory.
+
+Needs transformers (5.17's internals) and a PyTorch it supports: the GPU machine has both
+(scripts/gpu/serving.sh runs this file there on CUDA); CI's Debian Python has neither, so the
+whole module skips with the reason. On a machine with transformers but no GPU the same tests
+run on the host backend.
+"""
+
+import gc
+import os
+import sys
+import threading
+import uuid
+
+import pytest
+
+transformers = pytest.importorskip(
+    "transformers", reason="transformers is not installed (the GPU machine's Python has it)")
+torch = pytest.importorskip("torch")
+
+from kvpager.integrations import transformers as kvt  # noqa: E402
+
+SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR",
+                            os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "benchmarks", "serving"))
+
+import bench  # noqa: E402
+import models  # noqa: E402
+from engine import Engine  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+LAYOUTS = ["per-layer", "interleaved"]
+
+try:
+    kvt.check_compatibility()
+    INCOMPATIBLE = None
+except kvt.IncompatibleTransformers as e:
+    INCOMPATIBLE = str(e)
+needs_compatible = pytest.mark.skipif(INCOMPATIBLE is not None, reason=str(INCOMPATIBLE))
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    return {name: models.build_model(name, device=DEVICE, seed=3) for name in ("tiny-gqa", "tiny-mha")}
+
+
+@pytest.fixture(autouse=True)
+def _disabled_after():
+    yield
+    kvt.disable()
+
+
+@needs_compatible
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["tiny-gqa", "tiny-mha"])
+def test_greedy_outputs_and_logits_match_stock_memory(tiny_models, name, layout):
+    model = tiny_models[name]
+    prompts = bench.correctness_prompts(model.config.vocab_size, seed=11)
+    ref_tokens, ref_logits = bench.generate_with_logits(model, prompts, 12, memory="stock")
+    tokens, logits = bench.generate_with_logits(model, prompts, 12, memory="kvpager", layout=layout)
+    assert tokens == ref_tokens
+    assert len(logits) == len(ref_logits) > 12  # prefill chunks + decode steps
+    for step, (a, b) in enumerate(zip(logits, ref_logits)):
+        assert torch.equal(a, b), f"logits differ at forward pass {step}"
+
+
+def _submit_and_wait(engine, prompt_len, n, new_tokens, timeout=180):
+    for i in range(n):
+        engine.submit(f"r{i}", [20 + (i + j) % 500 for j in range(prompt_len)], new_tokens)
+    return [engine.next_result(timeout=timeout) for _ in range(n)]
+
+
+@needs_compatible
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cache_is_kvpager_memory_and_is_returned(tiny_models, layout):
+    model = tiny_models["tiny-gqa"]
+    with Engine(model, memory="kvpager", num_blocks=8192, block_size=16, max_batch_tokens=256,
+                layout=layout, reserve_pages=0, max_idle_pages=0) as engine:
+        cache = engine.cache
+        assert isinstance(cache, kvt._cache_class())
+        assert cache.kv.layout == layout
+        assert cache in kvt.caches()
+        # the KV tensors are views of the kvpager space, not torch allocations
+        base = cache.key_cache[0].data_ptr() - cache.kv.tensor_offset(0, 0)
+        assert cache.key_cache[1].data_ptr() - cache.kv.tensor_offset(1, 0) == base
+        assert cache.value_cache[0].data_ptr() - cache.kv.tensor_offset(0, 1) == base
+        stats = cache.kv.stats()
+        before, per_page = stats["pages_mapped_total"], stats["max_blocks_per_page"]
+        # 8 requests that need more than one page of blocks at once
+        prompt_len = (per_page + 8) * 16 // 8 + 16
+        done = _submit_and_wait(engine, prompt_len, 8, 4)
+        assert all(d is not None and len(d.generated_tokens) == 4 for d in done)
+        stats = cache.kv.stats()
+        assert stats["pages_mapped_total"] >= before + 1  # pages were mapped for blocks in use
+        assert stats["blocks_in_use"] == 0  # every block went back to kvpager
+        cache.kv.trim()
+        assert cache.kv.mapped_bytes() <= stats["page_bytes"]  # only the null block's page
+
+
+@needs_compatible
+def test_a_limit_caps_memory_and_every_request_still_finishes(tiny_models):
+    model = tiny_models["tiny-mha"]
+    options = dict(num_blocks=16384, block_size=16, max_batch_tokens=512, layout="per-layer",
+                   reserve_pages=0, max_idle_pages=0)
+    probe = Engine(model, memory="kvpager", **options)
+    page, per_page = probe.kv.stats()["page_bytes"], probe.kv.stats()["max_blocks_per_page"]
+    probe.close()
+    limit = 2 * page
+    with Engine(model, memory="kvpager", limit_bytes=limit, **options) as engine:
+        peak, stop = [0], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], engine.kv.mapped_bytes())
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        # 12 long-lived requests of per_page / 4 blocks each: 3 pages wanted at once, 2 allowed
+        done = _submit_and_wait(engine, per_page * 16 // 4 - 8, 12, 48)
+        stop.set()
+        sampler.join()
+    assert all(d is not None and d.error is None and len(d.generated_tokens) == 48 for d in done)
+    assert page < peak[0] <= limit
+
+
+@needs_compatible
+def test_registered_instance_is_visible_in_the_registry(tiny_models, monkeypatch):
+    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
+    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
+    model = tiny_models["tiny-gqa"]
+    path = os.path.join("/dev/shm", f"{prefix}inst-tf-tiny")
+    try:
+        with Engine(model, memory="kvpager", num_blocks=64, block_size=16, max_batch_tokens=64,
+                    instance="tf-tiny") as engine:
+            assert os.path.exists(path)
+            assert engine.kv.stats()["usable_blocks"] == 64
+        gc.collect()
+        assert not os.path.exists(path)
+    finally:
+        for f in os.listdir("/dev/shm"):
+            if f.startswith(prefix):
+                os.unlink(os.path.join("/dev/shm", f))
+
+
+def test_changed_internals_fail_with_one_line_naming_them(monkeypatch):
+    name = "cache_manager.BlockManager"
+    monkeypatch.setitem(kvt._FINGERPRINTS, name, "0123456789abcdef")
+    with pytest.raises(kvt.IncompatibleTransformers, match=r"source of cache_manager\.BlockManager changed") as e:
+        kvt.enable()
+    assert "\n" not in str(e.value)
+    assert not kvt.is_enabled()
+
+
+@needs_compatible
+def test_enable_swaps_and_disable_restores_the_cache_class():
+    from transformers.generation.continuous_batching import continuous_api
+
+    stock = continuous_api.PagedAttentionCache
+    stock_create = continuous_api.ContinuousBatchingManager._create_batch_processor
+    with kvt.kvpager_cache(layout="interleaved"):
+        assert continuous_api.PagedAttentionCache is kvt._cache_class()
+        with pytest.raises(RuntimeError, match="already enabled"):
+            kvt.enable()
+    assert continuous_api.PagedAttentionCache is stock
+    assert continuous_api.ContinuousBatchingManager._create_batch_processor is stock_create
+    with pytest.raises(ValueError, match="layout"):
+        kvt.enable(layout="diagonal")
