@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# GPU run for the serving engine (issue 11), from the repo root (scripts/gpu/run.sh serving),
+# after the python section in the same call (it reuses the module python.sh built; else it
+# builds python/ standalone for this python3):
+#   1. pytest tests/python/test_transformers_integration.py on CUDA: greedy tokens and logits
+#      identical to stock memory (GQA and MHA shapes, both layouts), memory mapped on demand and
+#      returned, a limit honoured, registry, compatibility check
+#   2. benchmarks/serving/bench.py layout     (attention microbench + closed-loop throughput)
+#   3. benchmarks/serving/bench.py overhead   (Llama-3.1-8B shape, three Poisson rates)
+#   4. examples/serve_three_models.py         (three models, three processes, one budget;
+#                                              static thirds vs elastic; idle footprint; top)
+# Env: SERVING_PARTS (default "test layout overhead multimodel"). Results: $OUT/serving/*.json,
+# plots $OUT/serving/img/*.png, logs. Exit status: 0 only if every part ran and tests passed.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/kvpager-out}
+dir="$OUT/serving"
+mkdir -p "$dir/img"
+py=$(command -v python3)
+ext=$($py -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+pkg=""
+for d in build-py/python build-py-standalone build-gpu/python; do
+  [ -f "$d/kvpager/_kvpager$ext" ] && { pkg=$d; break; }
+done
+if [ -z "$pkg" ]; then
+  args=(-G Ninja -DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$py")
+  pb=$($py -m pybind11 --cmakedir 2>/dev/null) && args+=("-Dpybind11_DIR=$pb")
+  cmake -S python -B build-py-standalone "${args[@]}" >"$dir/module_build.log" 2>&1 &&
+    cmake --build build-py-standalone -j "$(nproc)" >>"$dir/module_build.log" 2>&1 &&
+    pkg=build-py-standalone
+fi
+[ -n "$pkg" ] || { echo "serving: no kvpager module for $py (see $dir/module_build.log)"; exit 1; }
+export PYTHONPATH="$PWD/$pkg" KVPAGER_BINARY="$PWD/build/kvpager" KVPAGER_SOURCE_DIR="$PWD"
+export PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+echo "== $py $($py -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'), module $pkg"
+parts=${SERVING_PARTS:-test layout overhead multimodel}
+rc=0
+run() {  # name timeout command...
+  local name=$1 limit=$2; shift 2
+  echo "== $name: $*"
+  local t=$SECONDS
+  timeout "$limit" "$@" 2>&1 | grep -v -E 'Warning|warn\(|^\s*$' | tee "$dir/$name.log" | tail -n 25
+  local r=${PIPESTATUS[0]}
+  echo "== $name: rc $r, $((SECONDS - t)) s"
+  [ "$r" -eq 0 ] || rc=1
+}
+for part in $parts; do
+  case $part in
+    test) run test 240 $py -m pytest tests/python/test_transformers_integration.py -q -rs -p no:cacheprovider ;;
+    layout) run layout 150 $py benchmarks/serving/bench.py layout --model llama-3.1-8b \
+      --num-blocks 4096 --requests 64 --input-len 256 512 --output-len 64 128 \
+      --json "$dir/layout.json" ;;
+    overhead) run overhead 260 $py benchmarks/serving/bench.py overhead --model llama-3.1-8b \
+      --num-blocks 4096 --rates 1 4 10 --duration 12 --input-len 256 512 --output-len 64 128 \
+      --json "$dir/overhead.json" --plots "$dir/img" ;;
+    multimodel) run multimodel 200 $py examples/serve_three_models.py --json "$dir/multimodel.json" \
+      --plots "$dir/img" ;;
+  esac
+done
+exit $rc
