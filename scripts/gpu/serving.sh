@@ -54,7 +54,7 @@ for part in $parts; do
     overhead) run overhead 260 $py benchmarks/serving/bench.py overhead --model llama-3.1-8b \
       --num-blocks 4096 --rates 1 4 10 --duration 12 --input-len 256 512 --output-len 64 128 \
       --json "$dir/overhead.json" --plots "$dir/img" ;;
-    multimodel) run multimodel 200 $py examples/serve_three_models.py --json "$dir/multimodel.json" \
+    multimodel) run multimodel 280 $py examples/serve_three_models.py --json "$dir/multimodel.json" \
       --plots "$dir/img" ;;
   esac
 done
