@@ -7,8 +7,10 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 src=/tmp/kvpager-gpu-src
 rm -rf "$src" && git clone -q . "$src"
+launcher=()
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 cmake -S "$src" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DKVPAGER_BUILD_PYTHON=OFF -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+  -DKVPAGER_BUILD_PYTHON=OFF -DCMAKE_CUDA_ARCHITECTURES=90 "${launcher[@]}" >/dev/null
 cmake --build "$root/build-gpu" -j "$(nproc)"
 mkdir -p build-gpu/lib
 # Shared libraries from Debian that the device image does not have.
