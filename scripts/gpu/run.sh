@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool) after scripts/gpu/pack.sh here:
-#   scripts/gpu/run.sh [section...]   sections: core batch kvbench tp limits python (default: all)
+#   scripts/gpu/run.sh [section...]   sections: core batch kvbench tp limits python serving (default: all)
 # Each section is scripts/gpu/<section>.sh; output goes under $OUT/<section>/.
 set -u
 cd "$(dirname "$0")/../.."
@@ -11,7 +11,7 @@ export LD_LIBRARY_PATH=$PWD/build-gpu/lib:${LD_LIBRARY_PATH:-}
 export OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(core batch kvbench tp limits python)
+[ ${#sections[@]} -eq 0 ] && sections=(core batch kvbench tp limits python serving)
 for s in "${sections[@]}"; do
   if [ -f "scripts/gpu/$s.sh" ]; then
     echo "=============== $s"
