@@ -289,8 +289,13 @@ def cmd_serve_one(args):
     result["idle"] = {"kv_bytes": engine.kv_bytes()}
     if engine.kv is not None:
         st = engine.kv.stats()
+        # the idle policy's promise: pages with blocks in use (or cached, or the null block)
+        # plus at most max(reserve, max_idle) free pages
+        bound = st["in_use_bytes"] + max(args.reserve_pages, args.max_idle_pages) * st["page_bytes"]
         result["idle"].update(blocks_in_use=st["blocks_in_use"], mapped_pages=st["mapped_pages"],
                               free_pages=st["free_pages"], page_bytes=st["page_bytes"],
+                              in_use_bytes=st["in_use_bytes"], bound_bytes=bound,
+                              within_bound=engine.kv_bytes() <= bound,
                               reserve_pages=args.reserve_pages, max_idle_pages=args.max_idle_pages)
         result["idle"]["after_trim_bytes"] = engine.kv_bytes() - engine.kv.trim()
     result.update(model=args.model, memory=args.memory, instance=args.instance)
