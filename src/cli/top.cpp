@@ -169,6 +169,9 @@ void run_top(const TopOptions& o) {
     timeout(static_cast<int>(interval * 1000));
     const int ch = getch();
     if (ch == 'q' || ch == 'Q') break;
+    // The terminal went away (its emulator or tmux session closed): getch() fails at once
+    // from then on, so stop instead of redrawing into nothing in a busy loop.
+    if (ch == ERR && !::isatty(STDIN_FILENO)) break;
     if (ch == '+' || ch == '=') {
       if (rate > 0) --rate;
       interval = kIntervals[rate];
