@@ -13,6 +13,19 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, path: str, xlabel: str, ylabel: str, title: str) -> str:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def latency_cdfs(path: str, series: Dict[str, Sequence[float]], xlabel: str, title: str) -> str:
     """One CDF line per label; values in seconds, plotted in ms."""
     plt = _plt()
@@ -23,16 +36,7 @@ def latency_cdfs(path: str, series: Dict[str, Sequence[float]], xlabel: str, tit
             continue
         ys = [(i + 1) / len(xs) for i in range(len(xs))]
         ax.step(xs, ys, where="post", label=label)
-    ax.set_xlabel(xlabel + " (ms)")
-    ax.set_ylabel("fraction of requests")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, xlabel + " (ms)", "fraction of requests", title)
 
 
 def memory_over_time(path: str, series: Dict[str, List[Tuple[float, float]]], title: str,
@@ -46,33 +50,4 @@ def memory_over_time(path: str, series: Dict[str, List[Tuple[float, float]]], ti
             ax.plot([t for t, _ in pts], [b / 2**30 for _, b in pts], label=label)
     if budget_bytes:
         ax.axhline(budget_bytes / 2**30, linestyle="--", color="gray", label="device budget")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("KV memory held (GiB)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def bars(path: str, labels: List[str], values: Dict[str, List[float]], ylabel: str, title: str) -> str:
-    """Grouped bars: one group per label, one bar per key of ``values``."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    n = max(len(values), 1)
-    width = 0.8 / n
-    for i, (name, ys) in enumerate(values.items()):
-        ax.bar([x + i * width for x in range(len(labels))], ys, width, label=name)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))], labels)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "time (s)", "KV memory held (GiB)", title)

@@ -254,31 +254,27 @@ def _block_manager_class(base):
                     last_block_id = block_id
             return allocated
 
-        def decrease_ref_count(self, block_id: int) -> None:
+        def _drop_reference(self, block_id: int) -> bool:
+            """One reference less; True when the block must go back to kvpager (no reference
+            left and no complete prefix to cache)."""
             block = self._id_to_block[block_id]
             block.ref_count -= 1
-            if block.ref_count == 0:
-                if block.is_complete:
-                    self._init_block_ids[block_id] = None
-                else:
-                    self._id_to_block.pop(block_id)
-                    self._release([block_id])
+            if block.ref_count:
+                return False
+            if block.is_complete:
+                self._init_block_ids[block_id] = None
+                return False
+            self._id_to_block.pop(block_id)
+            return True
+
+        def decrease_ref_count(self, block_id: int) -> None:
+            if self._drop_reference(block_id):
+                self._release([block_id])
 
         def free_blocks(self, blocks, shareable: bool) -> None:
-            if not shareable:
-                self._release(blocks)
-                return
-            released = []
-            for block_id in blocks:
-                block = self._id_to_block[block_id]
-                block.ref_count -= 1
-                if block.ref_count == 0:
-                    if block.is_complete:
-                        self._init_block_ids[block_id] = None
-                    else:
-                        self._id_to_block.pop(block_id)
-                        released.append(block_id)
-            self._release(released)
+            if shareable:
+                blocks = [b for b in blocks if self._drop_reference(b)]
+            self._release(blocks)
 
         def uninitialize_unshared_block(self, block_id: int) -> None:
             block = self._id_to_block.pop(block_id)
