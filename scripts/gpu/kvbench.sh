@@ -26,6 +26,9 @@ K=build/kvpager
 PEAK=build/tests/transfer/kvpager_cuda_memcpy_peak
 [ -x "$PEAK" ] || cmake --build build --target kvpager_cuda_memcpy_peak >/dev/null 2>&1
 ENGINES=(per-block batch kernel)
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+# KVBENCH_DIRECTIONS overrides; GPU<->GPU (P2P, device 0 -> 1) needs two GPUs (issue 10).
+DIRECTIONS=${KVBENCH_DIRECTIONS:-H2D D2H D2D IPC$([ "$gpus" -ge 2 ] && echo " P2P")}
 
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 echo "== ctest --test-dir build -L gpu -R 'transfer|kvbench' --output-on-failure"
@@ -49,6 +52,7 @@ segs_of() {  # direction plan-name -> segment flags in $segs
     D2D) segs=(--initiator_seg_type VRAM --target_seg_type VRAM) ;;
     IPC) segs=(--initiator_seg_type VRAM --target_seg_type VRAM --cuda_ipc --spawn_local
                --benchmark_group "kvbench-gpu-$2-$$-$RANDOM") ;;
+    P2P) segs=(--initiator_seg_type VRAM --target_seg_type VRAM --device_list 0,1) ;;
   esac
 }
 runs_rc=0
@@ -70,7 +74,7 @@ bench() {  # output-stem block batch iterations warmup extra-flags...
 for name in block layer; do
   read -r block batch < <(plan "$name-tp1-pp16.yaml") || { echo "plan $name failed"; runs_rc=1; continue; }
   echo "$block $batch" >"$tmp/$name.plan"
-  for dir in H2D D2H D2D IPC; do
+  for dir in $DIRECTIONS; do
     for engine in "${ENGINES[@]}"; do
       segs_of "$dir" "$name"
       bench "$name-$dir-$engine" "$block" "$batch" 10 2 "${segs[@]}" --copy_engine "$engine"
@@ -96,10 +100,12 @@ if os.path.exists(f"{tmp}/peak.jsonl"):
             p = json.loads(line); peak[p["direction"]] = p["gb_per_s"]
 rows = []
 for name in ("block", "layer"):
-    for d in ("H2D", "D2H", "D2D", "IPC"):
+    for d in ("H2D", "D2H", "D2D", "IPC", "P2P"):
         for e in engines:
             stem = f"{tmp}/{name}-{d}-{e}"
             base = {"plan": name, "direction": d, "copy_engine": e}
+            if not any(os.path.exists(stem + x) for x in (".err", ".json", ".na")):
+                continue  # direction not run here (P2P needs two GPUs)
             if os.path.exists(stem + ".na"):
                 rows.append({**base, "error": "n/a (driver lacks cuMemcpyBatchAsync)"}); continue
             if not os.path.exists(stem + ".json"):

@@ -2,6 +2,8 @@
 // (scripts/gpu/kvbench.sh). One large copy per direction, repeated; pinned host memory, as the
 // engine's DRAM segments (cuMemAllocHost). Same directions as the bench: H2D is what a DRAM
 // initiator's WRITE to VRAM does, D2H a VRAM initiator's WRITE to DRAM, D2D VRAM to VRAM.
+// With two or more GPUs also P2P: device 0 to device 1 with peer access enabled
+// (cudaMemcpyPeer's path, as the engine's VRAM initiator writing to a VRAM target on device 1).
 // Prints one JSON object per direction: {"direction": "H2D", "bytes": N, "gb_per_s": x}.
 // Usage: kvpager_cuda_memcpy_peak [bytes (default 256 MiB)] [iterations (default 20)]
 #include <cuda_runtime.h>
@@ -51,6 +53,20 @@ int main(int argc, char** argv) {
               gb_per_s(host, dev_a, bytes, iterations, cudaMemcpyDeviceToHost));
   std::printf("{\"direction\": \"D2D\", \"bytes\": %zu, \"gb_per_s\": %.3f}\n", bytes,
               gb_per_s(dev_b, dev_a, bytes, iterations, cudaMemcpyDeviceToDevice));
+  int devices = 0;
+  cudaGetDeviceCount(&devices);
+  if (devices >= 2) {
+    void* peer = nullptr;
+    cudaSetDevice(1);
+    if (!ok(cudaMalloc(&peer, bytes), "cudaMalloc (device 1)")) return 1;
+    cudaSetDevice(0);
+    const cudaError_t rc = cudaDeviceEnablePeerAccess(1, 0);
+    if (rc != cudaSuccess && rc != cudaErrorPeerAccessAlreadyEnabled) ok(rc, "cudaDeviceEnablePeerAccess");
+    cudaGetLastError();
+    std::printf("{\"direction\": \"P2P\", \"bytes\": %zu, \"gb_per_s\": %.3f}\n", bytes,
+                gb_per_s(peer, dev_a, bytes, iterations, cudaMemcpyDefault));
+    cudaFree(peer);
+  }
   cudaFree(dev_b);
   cudaFree(dev_a);
   cudaFreeHost(host);
