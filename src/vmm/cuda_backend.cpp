@@ -1,5 +1,8 @@
 #include "kvpager/vmm/cuda_backend.hpp"
 
+#include <chrono>
+#include <thread>
+
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/vmm/cuda_driver.hpp"
@@ -135,9 +138,20 @@ void CudaBackend::zero_fill(uintptr_t va, size_t bytes) {
 
 void CudaBackend::wait_for_stream(uintptr_t stream) {
   make_current();
+  // An event recorded into a stream that another thread is capturing into a CUDA graph would
+  // join the capture (and could not be waited for). Engines capture one forward pass at a time
+  // (milliseconds), so wait for the capture to end first.
+  const auto handle = reinterpret_cast<CUstream>(stream);
+  for (;;) {
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    driver_.check(driver_.cuStreamIsCapturing(handle, &status), "cuStreamIsCapturing",
+                  "waiting for the stream before unmap");
+    if (status == CU_STREAM_CAPTURE_STATUS_NONE) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   CUevent event = nullptr;
   driver_.check(driver_.cuEventCreate(&event, CU_EVENT_DISABLE_TIMING), "cuEventCreate");
-  CUresult rc = driver_.cuEventRecord(event, reinterpret_cast<CUstream>(stream));
+  CUresult rc = driver_.cuEventRecord(event, handle);
   if (rc == CUDA_SUCCESS) rc = driver_.cuEventSynchronize(event);
   driver_.cuEventDestroy(event);
   driver_.check(rc, "cuEventRecord/cuEventSynchronize", "waiting for the stream before unmap");
