@@ -11,6 +11,11 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD_DIR:-build}
 BIN=${KVPAGER_BIN:-$BUILD/kvpager}
 BACKEND=${TP_BACKEND:-cuda}  # host: a dry run of this script on a machine without a GPU
+# Issue 9 (one GPU): all ranks on device 0, 4 ranks. Issue 10 (several GPUs) reuses this script
+# with TP_DEVICE_MODE=per-rank TP_SIZE=<gpus> MP_PROCS=<gpus> (scripts/gpu/multigpu.sh).
+MODE=${TP_DEVICE_MODE:-same}
+TP=${TP_SIZE:-4}
+PROCS=${MP_PROCS:-4}
 OUT=${OUT:-/tmp/kvpager-gpu-out}
 mkdir -p "$OUT/tp"
 JSONL="$OUT/tp/tp.jsonl"
@@ -49,25 +54,25 @@ run() {
   fi
 }
 
-IPC=(bench tp-ipc --backend "$BACKEND" --device-mode same --pages-per-iter 1 --num-layers 32)
+IPC=(bench tp-ipc --backend "$BACKEND" --device-mode "$MODE" --pages-per-iter 1 --num-layers 32)
 for impl in seq thread async shm; do
-  run "tp-ipc tp4 interleaved $impl" 60 "${IPC[@]}" --tp-size 4 --iters 200 --noop-iters 2000 \
+  run "tp-ipc tp$TP interleaved $impl" 60 "${IPC[@]}" --tp-size "$TP" --iters 200 --noop-iters 2000 \
     --layout interleaved --map-impl "$impl"
 done
 run "tp-ipc tp1 interleaved shm" 60 "${IPC[@]}" --tp-size 1 --iters 200 --noop-iters 2000 \
   --layout interleaved --map-impl shm
-run "tp-ipc tp4 per-layer shm" 60 "${IPC[@]}" --tp-size 4 --iters 40 --layout per-layer --map-impl shm
-run "tp-ipc tp4 per-layer seq" 60 "${IPC[@]}" --tp-size 4 --iters 40 --layout per-layer --map-impl seq
+run "tp-ipc tp$TP per-layer shm" 60 "${IPC[@]}" --tp-size "$TP" --iters 40 --layout per-layer --map-impl shm
+run "tp-ipc tp$TP per-layer seq" 60 "${IPC[@]}" --tp-size "$TP" --iters 40 --layout per-layer --map-impl seq
 # The device lock is off by default since it lost every paired run; these show both sides.
-run "tp-ipc tp4 interleaved shm lock" 60 "${IPC[@]}" --tp-size 4 --iters 200 \
+run "tp-ipc tp$TP interleaved shm lock" 60 "${IPC[@]}" --tp-size "$TP" --iters 200 \
   --layout interleaved --map-impl shm --device-lock
-run "tp-ipc tp4 per-layer shm lock" 60 "${IPC[@]}" --tp-size 4 --iters 40 --layout per-layer \
+run "tp-ipc tp$TP per-layer shm lock" 60 "${IPC[@]}" --tp-size "$TP" --iters 40 --layout per-layer \
   --map-impl shm --device-lock
 # 16 consecutive pages per command: one set-access per run of pages (per tensor).
-run "tp-ipc tp4 interleaved shm 16 pages" 60 bench tp-ipc --backend "$BACKEND" --device-mode same \
-  --pages-per-iter 16 --num-layers 32 --tp-size 4 --iters 100 --layout interleaved --map-impl shm
+run "tp-ipc tp$TP interleaved shm 16 pages" 60 bench tp-ipc --backend "$BACKEND" --device-mode "$MODE" \
+  --pages-per-iter 16 --num-layers 32 --tp-size "$TP" --iters 100 --layout interleaved --map-impl shm
 
-MP=(bench map-parallel --backend "$BACKEND" --device-mode same --pages-total 100 --procs 4 --num-layers 32)
+MP=(bench map-parallel --backend "$BACKEND" --device-mode "$MODE" --pages-total 100 --procs "$PROCS" --num-layers 32)
 run "map-parallel interleaved pool" 60 "${MP[@]}" --iters 20 --layout interleaved
 run "map-parallel interleaved no-pool" 60 "${MP[@]}" --iters 20 --layout interleaved --no-pool
 run "map-parallel interleaved pool lock" 60 "${MP[@]}" --iters 20 --layout interleaved --device-lock
@@ -81,9 +86,9 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(f"{'run':40} {'map':>9} {'unmap':>9} {'noop p50 us':>12}  target")
 targets = {
-    "tp-ipc tp4 interleaved shm": "map<=0.20 unmap<=0.12 noop<=20us",
+    "tp-ipc tp$TP interleaved shm": "map<=0.20 unmap<=0.12 noop<=20us",
     "tp-ipc tp1 interleaved shm": "map<=0.06 unmap<=0.04",
-    "tp-ipc tp4 per-layer shm": "map<=10 unmap<=6",
+    "tp-ipc tp$TP per-layer shm": "map<=10 unmap<=6",
 }
 for r in rows:
     label = r["label"]
