@@ -281,6 +281,7 @@ class CudaMover final : public BlockMover {
              "cuMemcpyAsync");
   }
   void prepare(std::span<const BlockOp> ops) override {
+    ctx_.make_current();  // untimed, once per row: whatever the thread did before
     bind();
     prepared_ = ops;
     if (engine_ == CopyEngine::kPerBlock) return;
@@ -322,10 +323,13 @@ class CudaMover final : public BlockMover {
   void wait() override { d_.check(d_.cuStreamSynchronize(stream_), "cuStreamSynchronize"); }
 
  private:
+  // Each benchmark thread sets the context once. A thread-local marker, not the thread's id: ids
+  // are reused by later threads, which start with no current context.
   void bind() {
-    if (std::this_thread::get_id() != bound_) {  // each benchmark thread sets the context once
+    thread_local const void* bound = nullptr;
+    if (bound != this) {
       ctx_.make_current();
-      bound_ = std::this_thread::get_id();
+      bound = this;
     }
   }
 
@@ -338,7 +342,6 @@ class CudaMover final : public BlockMover {
   CopyEngine engine_;
   const detail::CopyKernel* kernel_;  // the engine's; set for CopyEngine::kKernel
   CUstream stream_ = nullptr;
-  std::thread::id bound_{};
   std::span<const BlockOp> prepared_;
   std::vector<CopyPiece> pieces_;         // of prepared_
   PieceBuffer pieces_on_device_;          // kernel: pieces_ uploaded
