@@ -133,16 +133,40 @@ def _engine(model, memory, args, **extra):
                   model_name=args.model, **extra)
 
 
+def _mean_summary(summaries):
+    """Field-wise mean of run summaries (the numbers compared: throughput, TTFT, TPOT, ITL)."""
+    def avg(get):
+        vals = [get(s) for s in summaries]
+        return sum(vals) / len(vals)
+    out = dict(summaries[0])
+    out["output_tokens_per_s"] = avg(lambda s: s["output_tokens_per_s"])
+    out["requests_per_s"] = avg(lambda s: s["requests_per_s"])
+    for key in ("ttft_s", "tpot_s", "itl_s"):
+        out[key] = {k: avg(lambda s: s[key][k]) for k in ("mean", "p50", "p99")}
+    return out
+
+
 def cmd_overhead(args):
+    """Per rate, the same trace on stock and kvpager in ABBA order (stock, kvpager, kvpager,
+    stock for --repeat 2), so drift and warm-up effects cancel; each engine's figures are the
+    mean of its runs."""
     device = _device(args)
     model = models.build_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
     vocab = model.config.vocab_size
     runs = []
     print(HEADER)
+    order = []
+    for i in range(args.repeat):
+        order += ["stock", "kvpager"] if i % 2 == 0 else ["kvpager", "stock"]
+    # The process's first engine pays one-time costs (kernel selection, allocator growth): a
+    # throwaway run of each kind first.
+    for memory in ("stock", "kvpager"):
+        with _engine(model, memory, args) as engine:
+            driver.run_trace(engine, workload.make_trace([0.0] * 8, tuple(args.input_len), 16, vocab, 1, "warm"))
     for rate in args.rates:
         arrivals = workload.poisson_arrivals(rate, args.duration, __import__("random").Random(args.seed))
         trace = workload.make_trace(arrivals, tuple(args.input_len), tuple(args.output_len), vocab, args.seed)
-        for memory in ("stock", "kvpager"):
+        for memory in order:
             with _engine(model, memory, args) as engine:
                 warm = workload.make_trace([0.0] * 4, 32, 8, vocab, args.seed + 99, prefix="warm")
                 driver.run_trace(engine, warm)
@@ -150,25 +174,28 @@ def cmd_overhead(args):
             result.update(rate=rate, memory=memory, layout=args.layout if memory == "kvpager" else None)
             runs.append(result)
             print(_row(f"rate {rate:g}/s {memory}", result["summary"]), flush=True)
-    by_rate = {}
-    for r in runs:
-        by_rate.setdefault(r["rate"], {})[r["memory"]] = r["summary"]
     verdicts = []
-    for rate, pair in by_rate.items():
-        s, k = pair["stock"], pair["kvpager"]
+    for rate in args.rates:
+        s = _mean_summary([r["summary"] for r in runs if r["rate"] == rate and r["memory"] == "stock"])
+        k = _mean_summary([r["summary"] for r in runs if r["rate"] == rate and r["memory"] == "kvpager"])
         thr = k["output_tokens_per_s"] / s["output_tokens_per_s"] - 1
         tpot = k["tpot_s"]["mean"] / s["tpot_s"]["mean"] - 1
-        verdicts.append({"rate": rate, "throughput_change": thr, "tpot_change": tpot})
-        print(f"rate {rate:g}/s: kvpager vs stock throughput {thr * 100:+.1f} %, TPOT {tpot * 100:+.1f} %")
+        ttft = k["ttft_s"]["mean"] / s["ttft_s"]["mean"] - 1
+        verdicts.append({"rate": rate, "stock": s, "kvpager": k, "throughput_change": thr,
+                         "tpot_change": tpot, "ttft_change": ttft})
+        print(f"rate {rate:g}/s (mean of {args.repeat} each): kvpager vs stock throughput "
+              f"{thr * 100:+.1f} %, TPOT {tpot * 100:+.1f} %, TTFT {ttft * 100:+.1f} %")
     if args.plots:
-        for rate in by_rate:
-            series = {f"{r['memory']}": [q["ttft_s"] for q in r["requests"]] for r in runs if r["rate"] == rate}
-            plots.latency_cdfs(os.path.join(args.plots, f"overhead_ttft_rate{rate:g}.png"), series,
-                               "TTFT", f"{args.model}, {rate:g} req/s: TTFT")
-            series = {f"{r['memory']}": [x for q in r["requests"] for x in q["itl_s"]]
-                      for r in runs if r["rate"] == rate}
-            plots.latency_cdfs(os.path.join(args.plots, f"overhead_itl_rate{rate:g}.png"), series,
-                               "inter-token latency", f"{args.model}, {rate:g} req/s: ITL")
+        for rate in args.rates:
+            for metric, label in (("ttft", "TTFT"), ("itl", "inter-token latency")):
+                series = {}
+                for r in runs:
+                    if r["rate"] == rate:
+                        vals = [q["ttft_s"] for q in r["requests"]] if metric == "ttft" else \
+                            [x for q in r["requests"] for x in q["itl_s"]]
+                        series.setdefault(r["memory"], []).extend(vals)
+                plots.latency_cdfs(os.path.join(args.plots, f"overhead_{metric}_rate{rate:g}.png"),
+                                   series, label, f"{args.model}, {rate:g} req/s: {label}")
     _dump(args.json, {"config": vars(args), "runs": runs, "comparison": verdicts})
     return 0
 
@@ -484,6 +511,7 @@ def main(argv=None):
     sp.add_argument("--model", default="llama-3.1-8b")
     sp.add_argument("--rates", type=float, nargs="+", default=[1, 4, 12])
     sp.add_argument("--duration", type=float, default=15)
+    sp.add_argument("--repeat", type=int, default=2, help="runs per engine and rate (ABBA order)")
     sp.set_defaults(fn=cmd_overhead)
 
     sp = sub.add_parser("layout")
