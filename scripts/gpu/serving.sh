@@ -19,10 +19,12 @@ mkdir -p "$dir/img"
 py=$(command -v python3)
 ext=$($py -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 pkg=""
-for d in build-py/python build-py-standalone build-gpu/python; do
+for d in build-py/python build-py-standalone; do  # built here from this tree (python.sh or below)
   [ -f "$d/kvpager/_kvpager$ext" ] && { pkg=$d; break; }
 done
-if [ -z "$pkg" ]; then
+if [ -n "$pkg" ]; then
+  cmake --build "${pkg%/python}" -j "$(nproc)" >"$dir/module_build.log" 2>&1  # restage the .py files
+else
   args=(-G Ninja -DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$py")
   pb=$($py -m pybind11 --cmakedir 2>/dev/null) && args+=("-Dpybind11_DIR=$pb")
   cmake -S python -B build-py-standalone "${args[@]}" >"$dir/module_build.log" 2>&1 &&
@@ -47,7 +49,11 @@ run() {  # name timeout command...
 }
 for part in $parts; do
   case $part in
-    test) run test 240 $py -m pytest tests/python/test_transformers_integration.py -q -rs -p no:cacheprovider ;;
+    test)
+      per_test=()
+      $py -c 'import pytest_timeout' 2>/dev/null && per_test=(--timeout 150)
+      run test 420 $py -m pytest tests/python/test_transformers_integration.py -q -rs \
+        -p no:cacheprovider "${per_test[@]}" ;;
     layout) run layout 150 $py benchmarks/serving/bench.py layout --model llama-3.1-8b \
       --num-blocks 4096 --requests 64 --input-len 256 512 --output-len 64 128 \
       --json "$dir/layout.json" ;;
