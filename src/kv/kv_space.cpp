@@ -59,7 +59,10 @@ KvSpace::KvSpace(std::shared_ptr<vmm::Backend> backend, pool::PagePool& pool, Kv
   handles_.assign(static_cast<size_t>(num_pages_) * handles_per_page_, vmm::PhysicalHandle{});
   states_ = std::make_unique<std::atomic<PageState>[]>(num_pages_);
   for (uint32_t p = 0; p < num_pages_; ++p) states_[p].store(PageState::kReserved);
-  base_ = backend_->reserve(reservation_bytes_, handle_bytes_);
+  // Alignment: the largest power of two dividing the handle size (the driver takes only powers
+  // of two; a handle may be any multiple of the granularity, e.g. a 56 MiB interleaved cell run
+  // of a 28-layer model). Handles sit at multiples of their size from the base.
+  base_ = backend_->reserve(reservation_bytes_, handle_bytes_ & (~handle_bytes_ + 1));
   if (config_.zero_fill_unmapped) {
     try {
       setup_zero_page();

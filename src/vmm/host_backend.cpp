@@ -118,6 +118,10 @@ void HostBackend::release(PhysicalHandle handle) {
 uintptr_t HostBackend::reserve(size_t bytes, size_t alignment) {
   if (bytes == 0) throw InvalidArgument("reserve: size must be positive");
   check_aligned("reserve", bytes, "size");
+  if (alignment & (alignment - 1)) {  // as cuMemAddressReserve: CUDA_ERROR_INVALID_VALUE
+    throw InvalidArgument("reserve: alignment " + std::to_string(alignment) +
+                          " is not a power of two");
+  }
   if (alignment < config_.granularity) alignment = config_.granularity;
   const size_t span = bytes + alignment;
   void* raw = mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

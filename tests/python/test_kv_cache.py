@@ -152,3 +152,17 @@ def test_numpy_view_of_a_latent_cache():
     assert float(cache.torch_tensor(1)[ids[0]].sum()) == 3 * 4 * 128
     del arr
     gc.collect()
+
+
+def test_interleaved_cells_that_are_not_a_power_of_two_reserve_and_map():
+    # 12 layers x K/V x 4 tokens x 2 heads x 64 x fp16 = a 48 KiB cell, so a handle of whole
+    # cells is not a power of two (as a 28-layer model's 56 MiB on a GPU). The driver only takes
+    # power-of-two alignments; the host backend refuses others the same way.
+    cache = kvpager.KvCache(12, 2, 64, "float16", 4, 256, layout="interleaved", device="cpu",
+                            reserve_pages=0)
+    page = cache.stats()["page_bytes"]
+    assert page % (48 * 1024) == 0 and page & (page - 1) != 0
+    ids = cache.alloc(40)
+    cache.key(11)[ids[-1]].fill_(3.0)
+    assert float(cache.key(11)[ids[-1]].sum()) == 3.0 * 4 * 2 * 64
+    cache.free(ids)
