@@ -39,7 +39,7 @@ def main(argv):
     import bench
 
     defaults = ["--models", "qwen3-0.6b", "llama-3.2-1b", "qwen3-1.7b", "--budget-gib", "2",
-                "--phase-s", "10", "--peak-rate", "6", "--low-rate", "0.5", "--input-len", "384",
+                "--phase-s", "8", "--peak-rate", "6", "--low-rate", "0.5", "--input-len", "384",
                 "768", "--output-len", "96", "160"]
     return bench.main(["multimodel"] + defaults + argv)
 

@@ -91,7 +91,8 @@ class Engine:
             return
         manager.stop(block=True, timeout=60)
         manager.destroy()
-        manager.batch_processor = None
+        if not manager.is_running():  # its thread reads batch_processor until it stops
+            manager.batch_processor = None
         self.cache = None
         del manager
         gc.collect()
