@@ -15,6 +15,7 @@ Each writes --json (results) and PNG plots under --plots. Run with PYTHONPATH=<b
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -349,14 +350,18 @@ def _capture_top(path, env):
     tmux = shutil.which("tmux")
     if tmux:
         session = f"kvtop{os.getpid()}"
-        prefix = env.get("KVPAGER_SHM_PREFIX", "")
+        # tmux itself runs without our LD_LIBRARY_PATH (a carried libtinfo can be older than the
+        # one it needs); kvpager top inside gets it back.
+        inner = " ".join(f"{k}={shlex.quote(env[k])}" for k in ("KVPAGER_SHM_PREFIX", "LD_LIBRARY_PATH")
+                         if env.get(k))
+        tmux_env = {k: v for k, v in env.items() if k != "LD_LIBRARY_PATH"}
         subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "110", "-y", "16",
-                        f"env KVPAGER_SHM_PREFIX={prefix} {binary} top -n 0.5"],
-                       env=dict(env, TERM="xterm-256color"), check=False)
+                        f"env {inner} {shlex.quote(binary)} top -n 0.5"],
+                       env=dict(tmux_env, TERM="xterm-256color"), check=False)
         time.sleep(1.5)
         screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session], capture_output=True,
-                                text=True).stdout
-        subprocess.run([tmux, "kill-session", "-t", session], check=False)
+                                text=True, env=tmux_env).stdout
+        subprocess.run([tmux, "kill-session", "-t", session], env=tmux_env, check=False)
     else:
         screen = "(tmux not found: `kvpager top --json` snapshot)\n" + subprocess.run(
             [binary, "top", "--json"], capture_output=True, text=True, env=env).stdout

@@ -18,6 +18,7 @@ transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed (the GPU machine's Python has it)")
 torch = pytest.importorskip("torch")
 
+import kvpager  # noqa: E402
 from kvpager.integrations import transformers as kvt  # noqa: E402
 
 SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR",
@@ -168,3 +169,33 @@ def test_enable_swaps_and_disable_restores_the_cache_class():
     assert continuous_api.ContinuousBatchingManager._create_batch_processor is stock_create
     with pytest.raises(ValueError, match="layout"):
         kvt.enable(layout="diagonal")
+
+
+class _FlakyKv:
+    """A kvpager cache whose alloc fails the first ``failures`` times, as when another process
+    under the same device budget takes the room between transformers' check and its alloc."""
+
+    def __init__(self, kv, failures):
+        self._kv, self.failures = kv, failures
+
+    def alloc(self, n):
+        if self.failures > 0:
+            self.failures -= 1
+            raise kvpager.OutOfMemory("budget taken by another process (simulated)")
+        return self._kv.alloc(n)
+
+    def __getattr__(self, name):
+        return getattr(self._kv, name)
+
+
+@needs_compatible
+def test_a_budget_taken_between_check_and_alloc_makes_requests_wait_not_fail(tiny_models):
+    model = tiny_models["tiny-gqa"]
+    with Engine(model, memory="kvpager", num_blocks=512, block_size=16, max_batch_tokens=256,
+                reserve_pages=0, max_idle_pages=0) as engine:
+        flaky = _FlakyKv(engine.cache._block_manager.kv, failures=5)
+        engine.cache._block_manager.kv = flaky
+        done = _submit_and_wait(engine, 40, 6, 6, timeout=120)
+        assert flaky.failures == 0
+        assert all(d is not None and d.error is None and len(d.generated_tokens) == 6 for d in done)
+        assert engine.kv.stats()["blocks_in_use"] == 0

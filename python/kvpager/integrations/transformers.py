@@ -209,6 +209,29 @@ def _block_manager_class(base):
             self.kv = kv
             self.stride = stride
             self.num_blocks = kv.stats()["usable_blocks"]
+            self._taken: List[int] = []  # kvpager ids taken by take(), handed out first
+
+        def take(self, n_blocks: int) -> bool:
+            """Makes sure ``n_blocks`` are held from kvpager (all or nothing), evicting cached
+            prefix blocks first if needed; get_free_blocks hands them out before asking kvpager
+            again. With several processes under one device budget, "enough free blocks" checked
+            a moment earlier may no longer hold; taking everything a step needs up front makes
+            the step's allocation succeed or fail as a whole (False: nothing more taken)."""
+            if not self.has_enough_free_blocks(n_blocks):
+                return False
+            missing = n_blocks - len(self._taken)
+            if missing > 0:
+                try:
+                    self._taken.extend(self.kv.alloc(missing))
+                except OutOfMemory:
+                    return False
+            return True
+
+        def give_back_taken(self) -> None:
+            """Returns to kvpager what take() got and nobody used."""
+            taken, self._taken = self._taken, []
+            if taken:
+                self.kv.free(taken)
 
         # ids: transformers <-> kvpager
         def _to_kv(self, ids):
@@ -221,10 +244,10 @@ def _block_manager_class(base):
 
         @property
         def num_free_blocks(self) -> int:
-            return self.kv.available() + len(self._init_block_ids)
+            return self.kv.available() + len(self._taken) + len(self._init_block_ids)
 
         def has_enough_free_blocks(self, n_blocks: int) -> bool:
-            missing = n_blocks - self.kv.available()
+            missing = n_blocks - len(self._taken) - self.kv.available()
             if missing <= 0:
                 return True
             if len(self._init_block_ids) < missing:
@@ -236,15 +259,19 @@ def _block_manager_class(base):
                 self._hash_to_id.pop(block.hash)
                 evicted.append(block_id)
             self._release(evicted)
-            return self.kv.available() >= n_blocks
+            return len(self._taken) + self.kv.available() >= n_blocks
 
         def get_free_blocks(self, n_blocks, last_block_id, shareable, group_id):
             if not self.has_enough_free_blocks(n_blocks):
                 return None
-            try:
-                kv_ids = self.kv.alloc(n_blocks)
-            except OutOfMemory:
-                return None  # the limit or the device budget moved since the check
+            kv_ids = self._taken[:n_blocks]
+            del self._taken[:n_blocks]
+            if len(kv_ids) < n_blocks:
+                try:
+                    kv_ids += self.kv.alloc(n_blocks - len(kv_ids))
+                except OutOfMemory:  # the limit or the device budget moved since the check
+                    self._taken[:0] = kv_ids
+                    return None
             stride = self.stride
             allocated = [i * stride for i in kv_ids] if stride != 1 else kv_ids
             if shareable:
@@ -466,6 +493,19 @@ def _make_cache_class():
         def make_capacity_elastic(self) -> None:
             """Called once transformers has sized its static tensors (see num_blocks)."""
             self._elastic = True
+
+        def allocate_blocks(self, n_blocks: int, request_id: str, allocated_blocks: int):
+            """transformers' allocate_blocks, made atomic against other processes sharing the
+            device budget: every physical block the request needs across layer groups is taken
+            from kvpager first; if that fails the request waits (None), as when stock is full,
+            instead of transformers raising "Failed to allocate" in its generation loop."""
+            manager = self._block_manager
+            if not manager.take(self.blocks_needed(n_blocks, allocated_blocks)):
+                return None
+            try:
+                return super().allocate_blocks(n_blocks, request_id, allocated_blocks)
+            finally:
+                manager.give_back_taken()
 
         def release_cached_blocks(self) -> int:
             """Frees the prefix cache (complete blocks no request uses); returns how many."""
