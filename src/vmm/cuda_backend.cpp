@@ -93,7 +93,8 @@ void CudaBackend::release(PhysicalHandle handle) {
 
 uintptr_t CudaBackend::reserve(size_t bytes, size_t alignment) {
   if (bytes == 0 || bytes % granularity_ != 0) {
-    throw InvalidArgument("cuMemAddressReserve: size must be a positive multiple of the granularity");
+    throw InvalidArgument(
+        "cuMemAddressReserve: size must be a positive multiple of the granularity");
   }
   make_current();
   CUdeviceptr ptr = 0;

@@ -4,8 +4,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <iterator>
 
@@ -91,9 +91,9 @@ PhysicalHandle HostBackend::create(size_t bytes) {
   {
     std::lock_guard lock(mutex_);
     if (live_bytes_ + bytes > config_.capacity_bytes) {
-      throw OutOfMemory("create: " + format_size(bytes) + " does not fit: " +
-                        format_size(live_bytes_) + " of " + format_size(config_.capacity_bytes) +
-                        " host backend capacity in use");
+      throw OutOfMemory("create: " + format_size(bytes) +
+                        " does not fit: " + format_size(live_bytes_) + " of " +
+                        format_size(config_.capacity_bytes) + " host backend capacity in use");
     }
     live_bytes_ += bytes;
   }

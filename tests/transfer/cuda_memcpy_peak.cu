@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
     if (!ok(cudaMalloc(&peer, bytes), "cudaMalloc (device 1)")) return 1;
     cudaSetDevice(0);
     const cudaError_t rc = cudaDeviceEnablePeerAccess(1, 0);
-    if (rc != cudaSuccess && rc != cudaErrorPeerAccessAlreadyEnabled) ok(rc, "cudaDeviceEnablePeerAccess");
+    if (rc != cudaSuccess && rc != cudaErrorPeerAccessAlreadyEnabled)
+      ok(rc, "cudaDeviceEnablePeerAccess");
     cudaGetLastError();
     std::printf("{\"direction\": \"P2P\", \"bytes\": %zu, \"gb_per_s\": %.3f}\n", bytes,
                 gb_per_s(peer, dev_a, bytes, iterations, cudaMemcpyDefault));
