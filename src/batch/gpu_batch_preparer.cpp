@@ -215,7 +215,7 @@ struct GpuBatchPreparer::Impl {
   StepTotals last;
   DescriptorPath path = DescriptorPath::kKernelParameters;
   // The descriptor of an eager fused step, passed as kernel parameters (read by the launch).
-  alignas(16) int32_t param_desc[gpu::kMaxParamDescInts];
+  alignas(16) int32_t param_desc[gpu::kMaxParamDescInts]{};  // scratch, rewritten per step
 };
 
 GpuBatchPreparer::GpuBatchPreparer(const BatchConfig& config)
