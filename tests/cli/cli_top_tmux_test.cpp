@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cstdio>
+#include <fstream>
 #include <sstream>
 
 #include "kvpager/common/units.hpp"
@@ -128,4 +131,26 @@ TEST_F(TopInTmux, ShowsBudgetAndInstancesSortsRefreshesAndQuits) {
 
   tmux({"send-keys", "-t", "top", "q"});
   EXPECT_TRUE(wait_until([&] { return tmux({"has-session", "-t", "top"}).status != 0; }, 15s));
+}
+
+TEST_F(TopInTmux, ExitsWhenItsTerminalGoesAway) {
+  // A closed terminal (the tmux session killed under it) used to leave `top` redrawing into
+  // nothing in a busy loop, forever.
+  const std::string pid_file = reg_.config.dir + "/" + reg_.config.prefix + "top.pid";
+  const std::string cmd = "env TERM=screen KVPAGER_SHM_DIR=" + reg_.config.dir +
+                          " KVPAGER_SHM_PREFIX=" + reg_.config.prefix + " sh -c 'echo $$ > " +
+                          pid_file + "; exec " + kvpager_binary() + " top -n 0.5'";
+  ASSERT_EQ(tmux({"new-session", "-d", "-s", "top", "-x", "80", "-y", "24", cmd}).status, 0);
+  ASSERT_TRUE(screen_shows("beta")) << screen();
+  pid_t pid = 0;
+  {
+    std::ifstream in(pid_file);
+    in >> pid;
+  }
+  ASSERT_GT(pid, 0);
+  tmux({"kill-session", "-t", "top"});
+  EXPECT_TRUE(wait_until([&] { return ::kill(pid, 0) != 0; }, 10s))
+      << "kvpager top (pid " << pid << ") still runs after its terminal closed";
+  if (::kill(pid, 0) == 0) ::kill(pid, SIGKILL);
+  std::remove(pid_file.c_str());
 }
