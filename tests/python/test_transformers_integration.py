@@ -199,3 +199,20 @@ def test_a_budget_taken_between_check_and_alloc_makes_requests_wait_not_fail(tin
         assert flaky.failures == 0
         assert all(d is not None and d.error is None and len(d.generated_tokens) == 6 for d in done)
         assert engine.kv.stats()["blocks_in_use"] == 0
+
+
+@needs_compatible
+def test_a_lone_request_refused_by_the_budget_waits_instead_of_failing_the_loop(tiny_models):
+    # With nothing else scheduled, a refused alloc made transformers' scheduler report "cache
+    # full"; with no request to offload its generation loop raised ("No requests can be scheduled
+    # and no requests can be offloaded") and every request failed.
+    model = tiny_models["tiny-gqa"]
+    with Engine(model, memory="kvpager", num_blocks=512, block_size=16, max_batch_tokens=256,
+                reserve_pages=0, max_idle_pages=0) as engine:
+        flaky = _FlakyKv(engine.cache._block_manager.kv, failures=3)
+        engine.cache._block_manager.kv = flaky
+        done = _submit_and_wait(engine, 40, 1, 6, timeout=60)
+        assert flaky.failures == 0
+        assert done[0] is not None and done[0].error is None and len(done[0].generated_tokens) == 6
+        assert engine.cache._block_manager.refusals == 3
+        assert engine.kv.stats()["blocks_in_use"] == 0

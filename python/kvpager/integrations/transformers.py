@@ -14,7 +14,9 @@ finish, and held under the instance's limit and the device budget of the shared 
 (``kvpager top`` shows it). Nothing in transformers' files is edited: the module swaps the name
 ``PagedAttentionCache`` that ``continuous_api`` constructs, and wraps
 ``ContinuousBatchingManager._create_batch_processor`` so that unmapping waits for the engine's
-compute stream. :func:`disable` (or leaving the ``with`` block) restores both.
+compute stream and a scheduling pass that the shared device budget refused waits for the next
+one instead of failing the generation loop. :func:`disable` (or leaving the ``with`` block)
+restores both.
 
 What stays transformers': the scheduler, the cache allocators (block tables, prefix sharing,
 sliding windows, forks), the index computation and the attention kernels. Only where the
@@ -82,6 +84,7 @@ _FINGERPRINTS: Dict[str, str] = {
     "cache_manager.BlockManager": "83043087f37ef541",
     "cache_manager.FullAttentionCacheAllocator": "9ae84841019777e8",
     "cache_manager.SlidingAttentionCacheAllocator": "571d07ac7b8424c3",
+    "continuous_api.ContinuousBatchProcessor.prepare_next_batch": "de7dfc5f52dcf005",
     "continuous_api.ContinuousBatchingManager._create_batch_processor": "d73f4beb091d5e57",
     "input_outputs.ContinuousBatchingIOs.__init__": "1a68fc00c9ba13bd",
     "input_outputs.ContinuousBatchingIOs._setup_static_tensors": "c6237a650e832d24",
@@ -210,6 +213,9 @@ def _block_manager_class(base):
             self.stride = stride
             self.num_blocks = kv.stats()["usable_blocks"]
             self._taken: List[int] = []  # kvpager ids taken by take(), handed out first
+            # kvpager refused blocks its own count said were there (another process took the
+            # shared device budget): counted so the scheduler's pass can wait instead of failing
+            self.refusals = 0
 
         def take(self, n_blocks: int) -> bool:
             """Makes sure ``n_blocks`` are held from kvpager (all or nothing), evicting cached
@@ -224,6 +230,7 @@ def _block_manager_class(base):
                 try:
                     self._taken.extend(self.kv.alloc(missing))
                 except OutOfMemory:
+                    self.refusals += 1
                     return False
             return True
 
@@ -270,6 +277,7 @@ def _block_manager_class(base):
                 try:
                     kv_ids += self.kv.alloc(n_blocks - len(kv_ids))
                 except OutOfMemory:  # the limit or the device budget moved since the check
+                    self.refusals += 1
                     self._taken[:0] = kv_ids
                     return None
             stride = self.stride
@@ -557,12 +565,34 @@ def _flat_layer_tensors(kv: KvCache):
     return keys, values, stride
 
 
+def _wait_on_refusal(schedule_batch, manager):
+    """Wraps a scheduler's schedule_batch: a pass that scheduled nothing because kvpager refused
+    blocks it had counted as free (the shared device budget was taken by another process) returns
+    an empty batch instead of None. None means "the cache is full" to transformers, which then
+    offloads requests and, with nothing to offload (a lone request, or only waiting ones), raises
+    in its generation loop; an empty batch makes the loop wait and schedule again."""
+
+    def wrapped(*args, **kwargs):
+        before = manager.refusals
+        out = schedule_batch(*args, **kwargs)
+        if out[0] is None and manager.refusals != before:
+            return ([],) + tuple(out[1:])
+        return out
+
+    wrapped.__wrapped__ = schedule_batch
+    return wrapped
+
+
 def _wrap_create_batch_processor(original):
     def _create_batch_processor(self):
         processor = original(self)
         cache = getattr(processor, "cache", None)
         if isinstance(cache, _cache_class()):
             cache.make_capacity_elastic()
+            scheduler = getattr(processor, "scheduler", None)
+            if scheduler is not None and "schedule_batch" not in vars(scheduler):
+                scheduler.schedule_batch = _wait_on_refusal(scheduler.schedule_batch,
+                                                            cache._block_manager)
             stream = getattr(getattr(processor, "inputs_and_outputs", None), "compute_stream", None)
             if stream is not None:
                 cache.kv.set_unmap_stream(int(stream.cuda_stream))
