@@ -216,3 +216,13 @@ def test_a_lone_request_refused_by_the_budget_waits_instead_of_failing_the_loop(
         assert done[0] is not None and done[0].error is None and len(done[0].generated_tokens) == 6
         assert engine.cache._block_manager.refusals == 3
         assert engine.kv.stats()["blocks_in_use"] == 0
+
+
+def test_instance_names_are_numbered_per_name():
+    # The suffix counted every named cache of the process: a cache named "b" after one named
+    # "a" registered as "b-1", so `kvpager limit b` did not find it.
+    a, b = (f"tf-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    assert kvt._next_instance_name(a) == a
+    assert kvt._next_instance_name(b) == b
+    assert kvt._next_instance_name(a) == f"{a}-1"
+    assert kvt._next_instance_name(None) is None

@@ -123,7 +123,7 @@ _lock = threading.RLock()
 _active: Optional[KvpagerOptions] = None
 _saved: Dict[str, Any] = {}
 _live: "weakref.WeakSet[KvpagerPagedAttentionCache]" = weakref.WeakSet()
-_instances_made = 0
+_instances_made: Dict[str, int] = {}  # per instance name: caches created with it
 
 
 def _modules():
@@ -346,12 +346,11 @@ _CACHE_CLASS = None
 
 
 def _next_instance_name(base: Optional[str]) -> Optional[str]:
-    global _instances_made
     if base is None:
         return None
     with _lock:
-        n = _instances_made
-        _instances_made += 1
+        n = _instances_made.get(base, 0)
+        _instances_made[base] = n + 1
     return base if n == 0 else f"{base}-{n}"
 
 
