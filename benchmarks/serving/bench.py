@@ -135,7 +135,11 @@ def _engine(model, memory, args, **extra):
 
 
 def _mean_summary(summaries):
-    """Field-wise mean of run summaries (the numbers compared: throughput, TTFT, TPOT, ITL)."""
+    """Field-wise mean of run summaries (the numbers compared: throughput, TTFT, TPOT, ITL).
+    ValueError when a run completed nothing (its summary has no figures to average)."""
+    empty = [s for s in summaries if not s.get("completed")]
+    if empty:
+        raise ValueError(f"{len(empty)} of {len(summaries)} runs completed no request: {empty}")
     def avg(get):
         vals = [get(s) for s in summaries]
         return sum(vals) / len(vals)

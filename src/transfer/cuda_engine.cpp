@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <sstream>
@@ -323,15 +324,21 @@ class CudaMover final : public BlockMover {
   void wait() override { d_.check(d_.cuStreamSynchronize(stream_), "cuStreamSynchronize"); }
 
  private:
-  // Each benchmark thread sets the context once. A thread-local marker, not the thread's id: ids
-  // are reused by later threads, which start with no current context.
+  // Each benchmark thread sets the context once. A thread-local marker of this mover's serial
+  // number, not the thread's id or the mover's address: both are reused (by later threads, which
+  // start with no current context, and by later movers).
   void bind() {
-    thread_local const void* bound = nullptr;
-    if (bound != this) {
+    thread_local uint64_t bound = 0;
+    if (bound != serial_) {
       ctx_.make_current();
-      bound = this;
+      bound = serial_;
     }
   }
+  static uint64_t next_serial() {
+    static std::atomic<uint64_t> counter{0};
+    return ++counter;
+  }
+  const uint64_t serial_ = next_serial();
 
   const CudaDriver& d_;
   const PrimaryContext& ctx_;
