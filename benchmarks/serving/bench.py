@@ -459,10 +459,13 @@ def cmd_multimodel(args):
                  "peak_ttft_p99_speedup": s["peak_phase_ttft_p99"] / k["peak_phase_ttft_p99"],
                  "ttft_mean_speedup": s["summary"]["ttft_s"]["mean"] / k["summary"]["ttft_s"]["mean"],
                  "low_phase_ttft_mean_ratio": (s["low_phase_ttft_mean"] / k["low_phase_ttft_mean"]
-                                               if k["low_phase_ttft_mean"] else None)}
+                                               if k["low_phase_ttft_mean"] and s["low_phase_ttft_mean"]
+                                               else None)}
             cmp_.append(c)
+            low = c["low_phase_ttft_mean_ratio"]
             print(f"{name}: peak-phase TTFT p99 stock/kvpager {c['peak_ttft_p99_speedup']:.2f}x, "
-                  f"TTFT mean {c['ttft_mean_speedup']:.2f}x, low phase {c['low_phase_ttft_mean_ratio'] or 0:.2f}x")
+                  f"TTFT mean {c['ttft_mean_speedup']:.2f}x, low phase "
+                  + (f"{low:.2f}x" if low is not None else "n/a (no request outside the peak)"))
         report["comparison"] = cmp_
     _dump(args.json, report)
     if args.plots:

@@ -37,6 +37,7 @@ py::dict stats_dict(const kv::KvCacheStats& s) {
   d["max_blocks_per_page"] = s.max_blocks_per_page;
   d["page_bytes"] = s.page_bytes;
   d["mapped_bytes"] = s.mapped_bytes;
+  d["peak_mapped_bytes"] = s.peak_mapped_bytes;
   d["in_use_bytes"] = s.in_use_bytes;
   d["limit_bytes"] = s.limit_bytes;
   d["virtual_bytes"] = s.virtual_bytes;

@@ -9,7 +9,8 @@
 #   3. benchmarks/serving/bench.py overhead   (Llama-3.1-8B shape, three Poisson rates)
 #   4. examples/serve_three_models.py         (three models, three processes, one budget;
 #                                              static thirds vs elastic; idle footprint; top)
-# Env: SERVING_PARTS (default "test layout overhead multimodel"). Results: $OUT/serving/*.json,
+# Env: SERVING_PARTS (default "test layout overhead multimodel"), MULTIMODEL_ARGS (more options
+# for the example, e.g. "--budget-gib 1.5 --peak-rate 4"). Results: $OUT/serving/*.json,
 # plots $OUT/serving/img/*.png, logs. Exit status: 0 only if every part ran and tests passed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,7 +62,7 @@ for part in $parts; do
       --num-blocks 4096 --rates 1 4 10 --duration 12 --input-len 256 512 --output-len 64 128 \
       --json "$dir/overhead.json" --plots "$dir/img" ;;
     multimodel) run multimodel 280 $py examples/serve_three_models.py --json "$dir/multimodel.json" \
-      --plots "$dir/img" ;;
+      --plots "$dir/img" ${MULTIMODEL_ARGS:-} ;;
   esac
 done
 exit $rc

@@ -338,6 +338,7 @@ KvCacheStats KvCache::stats() const {
     s.max_blocks_per_page = allocator_->max_blocks_per_page();
     s.page_bytes = space_->page_bytes();
     s.mapped_bytes = s.mapped_pages * s.page_bytes;
+    s.peak_mapped_bytes = static_cast<uint64_t>(space_->peak_mapped_pages()) * s.page_bytes;
     s.in_use_bytes = (s.mapped_pages - s.free_pages) * s.page_bytes;
     s.limit_bytes = config_.limit_bytes;
     s.virtual_bytes = space_->reserved_bytes();

@@ -230,8 +230,15 @@ void KvSpace::map_page(PageId page) {
     states_[page.value].store(PageState::kReserved, std::memory_order_release);
     throw;
   }
-  mapped_pages_.fetch_add(1, std::memory_order_relaxed);
+  count_mapped(1);
   states_[page.value].store(PageState::kMapped, std::memory_order_release);
+}
+
+void KvSpace::count_mapped(uint32_t pages) {
+  const uint32_t now = mapped_pages_.fetch_add(pages, std::memory_order_relaxed) + pages;
+  uint32_t peak = peak_mapped_pages_.load(std::memory_order_relaxed);
+  while (now > peak && !peak_mapped_pages_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
 }
 
 void KvSpace::map_run(PageId first, uint32_t count) {
@@ -294,7 +301,7 @@ void KvSpace::map_run(PageId first, uint32_t count) {
     restore_states();
     throw;
   }
-  mapped_pages_.fetch_add(count, std::memory_order_relaxed);
+  count_mapped(count);
   for (uint32_t i = 0; i < count; ++i) {
     states_[first.value + i].store(PageState::kMapped, std::memory_order_release);
   }

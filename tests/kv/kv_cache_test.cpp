@@ -154,6 +154,7 @@ TEST_P(KvCacheLayouts, TrimUnmapsEveryFreePageAndBlocksInUseKeepTheirData) {
   cache.free(b);
   cache.trim();
   EXPECT_EQ(cache.mapped_bytes(), cache.stats().page_bytes);  // the null block's page only
+  EXPECT_EQ(cache.stats().peak_mapped_bytes, 5 * cache.stats().page_bytes);  // pages 0-4 at once
 }
 
 TEST_P(KvCacheLayouts, BackgroundThreadKeepsTheReserveAndUnmapsIdlePages) {

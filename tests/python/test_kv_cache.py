@@ -35,6 +35,7 @@ def test_alloc_write_free_trim_realloc(layout):
     stats = cache.stats()
     assert stats["mapped_pages"] == 1  # the null block's page stays
     assert cache.mapped_bytes() == stats["page_bytes"]
+    assert stats["peak_mapped_bytes"] == mapped  # the high-water mark outlives the trim
 
     again = cache.alloc(usable)  # every block, mapping every page again
     assert sorted(again) == list(range(1, cache.num_blocks))

@@ -84,6 +84,7 @@ struct KvCacheStats {
   uint32_t max_blocks_per_page = 0;
   uint64_t page_bytes = 0;  // physical bytes of one logical page (all its handles)
   uint64_t mapped_bytes = 0;
+  uint64_t peak_mapped_bytes = 0;  // most bytes mapped at once since construction
   uint64_t in_use_bytes = 0;  // bytes of pages holding at least one block in use
   uint64_t limit_bytes = 0;   // 0 = none
   uint64_t virtual_bytes = 0;

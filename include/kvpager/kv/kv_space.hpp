@@ -80,6 +80,8 @@ class KvSpace {
   void map_run(PageId first, uint32_t count);
   PageState state(PageId page) const;
   uint32_t mapped_pages() const { return mapped_pages_.load(std::memory_order_relaxed); }
+  // Most pages mapped at once since construction (a high-water mark for sizing limits).
+  uint32_t peak_mapped_pages() const { return peak_mapped_pages_.load(std::memory_order_relaxed); }
   bool zero_page_read_only() const { return zero_read_only_; }
 
  private:
@@ -88,6 +90,7 @@ class KvSpace {
   void transition(PageId page, PageState from, PageState to, const char* op);
   void map_zero(uintptr_t va);
   void setup_zero_page();
+  void count_mapped(uint32_t pages);
 
   std::shared_ptr<vmm::Backend> backend_;
   pool::PagePool& pool_;
@@ -103,6 +106,7 @@ class KvSpace {
   std::vector<vmm::PhysicalHandle> handles_;  // [page][handle]
   std::unique_ptr<std::atomic<PageState>[]> states_;
   std::atomic<uint32_t> mapped_pages_{0};
+  std::atomic<uint32_t> peak_mapped_pages_{0};
   vmm::PhysicalHandle zero_handle_;
   bool zero_read_only_ = true;
 };
