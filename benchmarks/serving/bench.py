@@ -299,8 +299,20 @@ def staggered_trace(index, count, args, vocab, seed):
                                prefix=f"m{index}")
 
 
+def _die_with_parent():
+    """A serving child outlives no parent (one killed by a timeout would hold the GPU)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def cmd_serve_one(args):
     """Child of multimodel: one model, one engine, one trace; waits for the start file."""
+    _die_with_parent()
     device = _device(args)
     model = models.build_model(args.model, device=device, dtype=args.dtype, seed=args.seed)
     trace = [workload.RequestSpec(**r) for r in json.load(open(args.trace))]

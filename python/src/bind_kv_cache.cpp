@@ -31,6 +31,7 @@ py::dict stats_dict(const kv::KvCacheStats& s) {
   d["blocks_in_use"] = s.blocks_in_use;
   d["free_mapped_blocks"] = s.free_mapped_blocks;
   d["available_blocks"] = s.available_blocks;
+  d["available_within_limit_blocks"] = s.available_within_limit_blocks;
   d["num_pages"] = s.num_pages;
   d["mapped_pages"] = s.mapped_pages;
   d["free_pages"] = s.free_pages;
@@ -137,7 +138,13 @@ failed call changes nothing.)doc")
           "InvalidArgument and free nothing.")
       .def(
           "available", [](const KvCacheHandle& h) { return h.cache().available(); },
-          "Blocks alloc() can hand out now (mapping more pages within the limit).")
+          "Blocks alloc() can hand out now (mapping more pages within the limit and what a "
+          "shared device budget has left; others may take it first).")
+      .def(
+          "ask_for_room", [](const KvCacheHandle& h) { h.cache().ask_for_room(); },
+          "Asks the other registry instances on this device to give back their free pages, "
+          "as a refused alloc would: for a caller waiting because others hold the room "
+          "(stats()['available_within_limit_blocks'] > available()). No-op when unregistered.")
       .def(
           "mapped_bytes", [](const KvCacheHandle& h) { return h.cache().mapped_bytes(); },
           "Physical bytes mapped now.")

@@ -43,7 +43,7 @@ run() {  # name timeout command...
   local name=$1 limit=$2; shift 2
   echo "== $name: $*"
   local t=$SECONDS
-  timeout "$limit" "$@" 2>&1 | grep -v -E 'Warning|warn\(|^\s*$' | tee "$dir/$name.log" | tail -n 25
+  timeout "$limit" "$@" 2>&1 | grep --line-buffered -v -E 'Warning|warn\(|^\s*$' | tee "$dir/$name.log" | tail -n 25
   local r=${PIPESTATUS[0]}
   echo "== $name: rc $r, $((SECONDS - t)) s"
   [ "$r" -eq 0 ] || rc=1

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <limits>
 
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
@@ -271,12 +272,31 @@ bool KvCache::unmap_one_locked(std::unique_lock<std::mutex>& lock) {
   return true;
 }
 
+void KvCache::ask_for_room() noexcept {
+  if (config_.registry_link) config_.registry_link->ask_for_room();
+}
+
 size_t KvCache::available() const {
   std::lock_guard lock(mutex_);
+  return available_locked(true);
+}
+
+size_t KvCache::available_locked(bool within_budget) const {
   // Blocks of unmapped pages (and of pages in transition), as far as the limit lets them map.
   const size_t mapped = allocator_->mapped_pages();
   const size_t limit = limit_pages_locked();
-  const size_t headroom_pages = limit > mapped ? limit - mapped : 0;
+  // The budget may be shared (a device budget in the registry, or one LocalBudget for several
+  // caches): what others hold is not ours to map. Ready pool handles are charged already.
+  const uint64_t ready = pool_->stats().ready_bytes, headroom = budget_->headroom_bytes();
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  const uint64_t chargeable = headroom > kMax - ready ? kMax : ready + headroom;
+  // Without others: the budget's whole limit is ours.
+  const size_t budget_limit_pages = static_cast<size_t>(
+      std::min<uint64_t>(budget_->limit_bytes() / space_->page_bytes(), space_->num_pages()));
+  const size_t budget_pages = within_budget
+                                  ? static_cast<size_t>(chargeable / space_->page_bytes())
+                                  : (budget_limit_pages > mapped ? budget_limit_pages - mapped : 0);
+  const size_t headroom_pages = std::min(limit > mapped ? limit - mapped : 0, budget_pages);
   const size_t not_mapped_blocks =
       allocator_->usable_blocks() - allocator_->used_blocks() - allocator_->free_mapped_blocks();
   return allocator_->free_mapped_blocks() +
@@ -342,8 +362,9 @@ KvCacheStats KvCache::stats() const {
     s.in_use_bytes = (s.mapped_pages - s.free_pages) * s.page_bytes;
     s.limit_bytes = config_.limit_bytes;
     s.virtual_bytes = space_->reserved_bytes();
+    s.available_blocks = available_locked(true);
+    s.available_within_limit_blocks = available_locked(false);
   }
-  s.available_blocks = available();
   s.pool = pool_->stats();
   return s;
 }

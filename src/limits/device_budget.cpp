@@ -97,6 +97,21 @@ uint64_t DeviceBudget::charged_of(uint32_t slot) const {
   return segment().slots[slot].charged.load(std::memory_order_relaxed);
 }
 
+uint64_t DeviceBudget::charged_total() const {
+  const DeviceSegment& s = segment();
+  uint64_t total = 0;
+  for (const DeviceSlot& slot : s.slots) {
+    if (slot.state.load(std::memory_order_acquire) == format::kSlotTaken) {
+      total += slot.charged.load(std::memory_order_relaxed);
+    }
+  }
+  return total;
+}
+
+uint64_t DeviceBudget::raise_pressure() noexcept {
+  return segment().pressure.fetch_add(1, std::memory_order_acq_rel) + 1;
+}
+
 uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who) {
   validate_instance_name(name);
   DeviceSegment& s = segment();

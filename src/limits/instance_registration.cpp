@@ -136,6 +136,12 @@ uint64_t InstanceRegistration::charged_bytes() const {
   return device_.charged_of(slot_);
 }
 
+uint64_t InstanceRegistration::headroom_bytes() const {
+  const uint64_t own = charged_bytes(), limit = instance_limit_bytes();
+  const uint64_t budget = device_.budget_bytes(), everyone = device_.charged_total();
+  return std::min(limit > own ? limit - own : 0, budget > everyone ? budget - everyone : 0);
+}
+
 uint64_t InstanceRegistration::instance_limit_bytes() const {
   return segment().limit_bytes.load(std::memory_order_acquire);
 }
@@ -143,6 +149,14 @@ uint64_t InstanceRegistration::instance_limit_bytes() const {
 void InstanceRegistration::set_limit(uint64_t bytes) {
   segment().limit_bytes.store(bytes, std::memory_order_release);
   segment().revision.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void InstanceRegistration::ask_for_room() noexcept {
+  try {
+    device_.reclaim_dead();
+  } catch (...) {  // a registry we cannot lock now: the pressure below still goes out
+  }
+  own_pressure_.store(device_.raise_pressure(), std::memory_order_relaxed);
 }
 
 LinkEvents InstanceRegistration::poll(const InstanceUsage& usage) noexcept {

@@ -10,6 +10,8 @@ bool LocalBudget::try_charge(uint64_t bytes) {
   return true;
 }
 
-void LocalBudget::uncharge(uint64_t bytes) { charged_.fetch_sub(bytes, std::memory_order_acq_rel); }
+void LocalBudget::uncharge(uint64_t bytes) {
+  charged_.fetch_sub(bytes, std::memory_order_acq_rel);
+}
 
 }  // namespace kvpager::limits

@@ -115,11 +115,11 @@ TEST_P(KvCacheLayouts, BackendFailureMidAllocationRollsBackEveryPage) {
   const Snapshot before = snapshot(cache);
   const int handles = static_cast<int>(cache.space().handles_per_page());
   // A 3-page allocation; fail each map and set-access call in turn.
-  for (vmm::BackendOp op : {vmm::BackendOp::kMap, vmm::BackendOp::kSetAccess,
-                            vmm::BackendOp::kCreate}) {
+  for (vmm::BackendOp op :
+       {vmm::BackendOp::kMap, vmm::BackendOp::kSetAccess, vmm::BackendOp::kCreate}) {
     for (int nth = 1; nth <= 3 * handles; ++nth) {
-      faulty->fail_on(op, nth, nth % 2 ? vmm::InjectedError::kOutOfMemory
-                                       : vmm::InjectedError::kDriverError);
+      faulty->fail_on(
+          op, nth, nth % 2 ? vmm::InjectedError::kOutOfMemory : vmm::InjectedError::kDriverError);
       EXPECT_THROW(cache.alloc(3 * per_page), Error);
       faulty->disarm();
       ASSERT_EQ(snapshot(cache), before) << "op " << static_cast<int>(op) << " call " << nth;
@@ -184,7 +184,13 @@ TEST(KvCache, BudgetSharedByTwoCachesIsNeverExceeded) {
   auto budget = std::make_shared<limits::LocalBudget>(6 * kTestGranularity);
   KvCache a(host, config, budget);
   KvCache b(host, config, budget);
-  auto from_a = a.alloc(2 * 4 - 1);  // 4 pages of 2 blocks, minus the null block
+  // 6 pages of 2 blocks: a's and b's null pages, 4 free for either
+  EXPECT_EQ(b.available(), 1 + 2 * 4u);  // the null page's spare block + 4 pages
+  auto from_a = a.alloc(2 * 4 - 1);      // a maps 4 pages in all
+  EXPECT_EQ(b.available(), 1 + 2u);      // what a holds is not b's: 1 page left in the budget
+  EXPECT_EQ(a.available(), 2u);
+  EXPECT_EQ(b.stats().available_blocks, 1 + 2u);
+  EXPECT_EQ(b.stats().available_within_limit_blocks, 1 + 2 * 5u);  // a holds the rest
   EXPECT_THROW(b.alloc(2 * 2), OutOfMemory);  // b has its null page; 1 page left in budget
   EXPECT_LE(budget->charged_bytes(), budget->limit_bytes());
   a.free(from_a);

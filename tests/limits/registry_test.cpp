@@ -64,8 +64,11 @@ TEST(InstanceRegistration, ChargesStayWithinInstanceLimitAndDeviceBudget) {
   auto b = InstanceRegistration::create(reg.config, spec("b"));
   EXPECT_EQ(a->device_budget().budget_bytes(), 10 * MiB);
   EXPECT_TRUE(a->try_charge(4 * MiB));
-  EXPECT_FALSE(a->try_charge(3 * MiB));  // instance limit 6 MiB
+  EXPECT_EQ(a->headroom_bytes(), 2 * MiB);  // its own limit binds
+  EXPECT_EQ(b->headroom_bytes(), 6 * MiB);  // the device budget less a's charge
+  EXPECT_FALSE(a->try_charge(3 * MiB));     // instance limit 6 MiB
   EXPECT_TRUE(b->try_charge(6 * MiB));
+  EXPECT_EQ(a->headroom_bytes(), 0u);    // b took the rest of the device budget
   EXPECT_FALSE(b->try_charge(1 * MiB));  // device budget 10 MiB
   EXPECT_FALSE(a->try_charge(1 * MiB));
   EXPECT_EQ(a->device_budget().snapshot_locked().charged_bytes, 10 * MiB);
@@ -198,4 +201,24 @@ TEST(KvCacheRegistry, DevicePressureMakesAnIdleInstanceGiveBackFreePages) {
   }));
   EXPECT_LE(idle_link->charged_bytes() + busy_link->charged_bytes(), 4 * MiB);
   busy.free(got);
+}
+
+TEST(KvCacheRegistry, AWaitingInstanceAsksForRoomAndAnIdleOneGivesItBack) {
+  ScopedRegistry reg("ask");
+  reg.config.gpu_utilization = "4M";  // 64 pages of 64 KiB
+  auto idle_link = InstanceRegistration::create(reg.config, spec("idle"));
+  auto waiting_link = InstanceRegistration::create(reg.config, spec("waiting"));
+  kv::KvCache idle(test_host_backend(), linked_config(idle_link, 1000));
+  kv::KvCache waiting(test_host_backend(), linked_config(waiting_link, 1000));
+  auto blocks = idle.alloc(80);  // 40 pages
+  idle.free(blocks);             // stay mapped: the idle instance holds them
+  // The waiting one counts what the idle one holds as not its own...
+  const kv::KvCacheStats before = waiting.stats();
+  ASSERT_LT(before.available_blocks, 60u);
+  EXPECT_GE(before.available_within_limit_blocks, 100u);
+  // ...and, without ever being refused, gets it back by asking.
+  waiting.ask_for_room();
+  ASSERT_TRUE(wait_until([&] { return waiting.available() >= 100; }))
+      << waiting.available() << " blocks available, idle holds " << idle_link->charged_bytes();
+  EXPECT_EQ(idle.stats().free_pages, 0u);
 }

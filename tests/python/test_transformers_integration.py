@@ -7,8 +7,13 @@ run on the host backend.
 """
 
 import gc
+import json
 import os
+import shutil
+import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
@@ -205,6 +210,58 @@ def test_a_lone_request_refused_by_the_budget_waits_instead_of_failing_the_loop(
         assert done[0] is not None and done[0].error is None and len(done[0].generated_tokens) == 6
         assert engine.cache._block_manager.refusals == 3
         assert engine.kv.stats()["blocks_in_use"] == 0
+
+
+def _kvpager_cli(*args, env=None):
+    binary = os.environ.get("KVPAGER_BINARY") or shutil.which("kvpager")
+    if not binary:
+        pytest.skip("the kvpager binary is needed (KVPAGER_BINARY or PATH)")
+    out = subprocess.run([binary, *args], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@needs_compatible
+def test_room_held_by_another_process_makes_a_request_wait_then_finish(tiny_models, monkeypatch):
+    # Two instances under one device budget: "hog" holds all of it but its null page. The
+    # transformers instance must count what the hog holds (its free-block count is what its
+    # scheduler admits by), wait (not raise 'No requests can be scheduled') while a lone request
+    # cannot get its blocks, and finish once the hog gives the room back.
+    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
+    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
+    model = tiny_models["tiny-gqa"]
+    options = dict(num_blocks=2048, block_size=16, max_batch_tokens=256, layout="interleaved",
+                   reserve_pages=0, max_idle_pages=0)
+    try:
+        with Engine(model, memory="kvpager", instance="tf-wait", **options) as engine, \
+                Engine(model, memory="kvpager", instance="tf-hog", **options) as hog:
+            st = engine.kv.stats()
+            page, per_page = st["page_bytes"], st["max_blocks_per_page"]
+            listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
+            device = {i["name"]: i["device"] for i in listed}["tf-wait"]
+            charged = sum(i["mapped_bytes"] for i in listed)  # mapped pages and ready handles
+            _kvpager_cli("budget", device, str(charged + 2 * page))
+            held = hog.kv.alloc(hog.kv.available())  # the hog takes everything it can
+            left = engine.cache.get_num_free_blocks()
+            own = engine.kv.stats()  # what the instance holds and does not use (+1 page: a race)
+            own_blocks = own["free_mapped_blocks"] + (own["pool"]["ready_bytes"] // page + 1) * per_page
+            assert left <= own_blocks < own["usable_blocks"] // 4, "the hog's pages were counted as free"
+            assert engine.cache._block_manager.others_hold_room()
+            timer = threading.Timer(1.0, lambda: hog.kv.free(held))
+            started = time.monotonic()
+            timer.start()
+            try:  # a lone request that needs the two pages the hog holds: it waits for them
+                prompt = (left + 2 * per_page - 1) * 16 - 8
+                done = _submit_and_wait(engine, prompt, 1, 4, timeout=120)
+            finally:
+                timer.join()
+            assert time.monotonic() - started >= 1.0
+            assert done[0] is not None and done[0].error is None and len(done[0].generated_tokens) == 4
+    finally:
+        gc.collect()
+        for f in os.listdir("/dev/shm"):
+            if f.startswith(prefix):
+                os.unlink(os.path.join("/dev/shm", f))
 
 
 def test_instance_names_are_numbered_per_name():

@@ -36,9 +36,9 @@ class BlockAllocator {
   void reserve_block(BlockId id);
 
   // Page lifecycle, driven by KvCache around KvSpace::map_page / unmap_page.
-  std::optional<uint32_t> claim_unmapped_page();  // lowest unmapped page -> kMapping
+  std::optional<uint32_t> claim_unmapped_page();     // lowest unmapped page -> kMapping
   void finish_mapping(uint32_t page, bool success);  // kMapping -> kMapped or kUnmapped
-  std::optional<uint32_t> claim_free_page();         // a mapped page with no used block -> kUnmapping
+  std::optional<uint32_t> claim_free_page();  // a mapped page with no used block -> kUnmapping
   void finish_unmapping(uint32_t page, bool success);
 
   size_t free_mapped_blocks() const { return free_mapped_blocks_; }
@@ -61,7 +61,9 @@ class BlockAllocator {
   uint32_t* list_head(uint32_t page);
   void list_remove(uint32_t page);
   void list_push(uint32_t page);  // by current free count; fully free pages go to free_head_
-  uint32_t free_in(uint32_t page) const { return static_cast<uint32_t>(pages_[page].count) - used_[page]; }
+  uint32_t free_in(uint32_t page) const {
+    return static_cast<uint32_t>(pages_[page].count) - used_[page];
+  }
 
   std::vector<BlockRange> pages_;
   int32_t num_blocks_;

@@ -78,6 +78,9 @@ struct KvCacheStats {
   uint64_t blocks_in_use = 0;       // handed out, null block excluded
   uint64_t free_mapped_blocks = 0;  // allocatable without mapping
   uint64_t available_blocks = 0;    // allocatable now, mapping more within the limit
+  // as available_blocks if the budget (shared with other caches or processes) held nothing of
+  // theirs: more than available_blocks means others hold the room (waiting may help)
+  uint64_t available_within_limit_blocks = 0;
   uint32_t num_pages = 0;
   uint32_t mapped_pages = 0;
   uint32_t free_pages = 0;  // mapped with no block in use
@@ -85,8 +88,8 @@ struct KvCacheStats {
   uint64_t page_bytes = 0;  // physical bytes of one logical page (all its handles)
   uint64_t mapped_bytes = 0;
   uint64_t peak_mapped_bytes = 0;  // most bytes mapped at once since construction
-  uint64_t in_use_bytes = 0;  // bytes of pages holding at least one block in use
-  uint64_t limit_bytes = 0;   // 0 = none
+  uint64_t in_use_bytes = 0;       // bytes of pages holding at least one block in use
+  uint64_t limit_bytes = 0;        // 0 = none
   uint64_t virtual_bytes = 0;
   uint64_t alloc_calls = 0;
   uint64_t free_calls = 0;
@@ -108,7 +111,15 @@ class KvCache {
   std::vector<BlockId> alloc(size_t n);
   void free(std::span<const BlockId> ids);
 
+  // Blocks alloc() could hand out now: free mapped blocks plus the blocks of pages it could map
+  // within the limit and what the budget has left (with a shared budget, what other caches or
+  // processes hold is not counted). A snapshot: others may take the budget before alloc().
   size_t available() const;
+  // For a caller that waits because others sharing the budget hold the room (available() is
+  // short while stats().available_within_limit_blocks is not): asks the other registry
+  // instances on the device to give back their free pages and ready handles, as a refused
+  // alloc would. No-op without a registry link. Lock-free; never throws.
+  void ask_for_room() noexcept;
   uint64_t mapped_bytes() const;
   // Sets the mapped-memory limit (0 = none). Shrinking unmaps free pages down to the limit at
   // once; pages holding blocks in use stay until their blocks are freed.
@@ -133,6 +144,8 @@ class KvCache {
 
  private:
   size_t limit_pages_locked() const;
+  // available() under the lock; without the budget: as if no one else charged the budget.
+  size_t available_locked(bool within_budget) const;
   uint64_t limit_bytes_locked() const;  // effective limit; 0 = none
   // Registry poll from the mapper thread; returns true when ready handles should be released.
   bool poll_link_locked();

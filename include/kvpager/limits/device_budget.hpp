@@ -46,6 +46,12 @@ class DeviceBudget {
   }
   uint64_t pressure() const { return segment().pressure.load(std::memory_order_acquire); }
   uint64_t charged_of(uint32_t slot) const;
+  // Sum of the taken slots' charges, read without the lock (each slot is read atomically; a
+  // charge that moves during the scan may be seen before or after).
+  uint64_t charged_total() const;
+  // Bumps the pressure counter (members shed free memory when they see it move); returns the
+  // new value. Lock-free.
+  uint64_t raise_pressure() noexcept;
 
   // Takes a free slot for `name` owned by `who`. A slot of the same name whose owner is dead
   // is reclaimed first; one whose owner lives makes this throw StateError.

@@ -35,6 +35,10 @@ class InstanceLink {
   virtual uint64_t instance_limit_bytes() const = 0;
   virtual std::chrono::milliseconds poll_interval() const = 0;
   virtual LinkEvents poll(const InstanceUsage& usage) noexcept = 0;
+  // The owner waits for memory others hold (it would be refused, so it does not try): tells
+  // the other instances on the device to give back what they hold free (their `shed`), as a
+  // refused charge does, and reclaims dead members' charges. Any thread; never throws.
+  virtual void ask_for_room() noexcept = 0;
 };
 
 }  // namespace kvpager::limits

@@ -48,12 +48,15 @@ class InstanceRegistration final : public MemoryBudget,
   void uncharge(uint64_t bytes) override;
   uint64_t limit_bytes() const override;
   uint64_t charged_bytes() const override;
+  // min(instance limit - own charge, device budget - every member's charge).
+  uint64_t headroom_bytes() const override;
 
   // InstanceLink.
   std::shared_ptr<MemoryBudget> budget() override { return shared_from_this(); }
   uint64_t instance_limit_bytes() const override;
   std::chrono::milliseconds poll_interval() const override { return config_.poll_interval; }
   LinkEvents poll(const InstanceUsage& usage) noexcept override;
+  void ask_for_room() noexcept override;
 
   // Sets this instance's limit from inside the process (same effect as `kvpager limit`).
   void set_limit(uint64_t bytes);

@@ -21,6 +21,12 @@ class MemoryBudget {
   virtual void uncharge(uint64_t bytes) = 0;
   virtual uint64_t limit_bytes() const = 0;
   virtual uint64_t charged_bytes() const = 0;
+  // Bytes try_charge() could add now (a snapshot: other owners may take or return some at any
+  // moment). A budget shared with others counts their charges too.
+  virtual uint64_t headroom_bytes() const {
+    const uint64_t limit = limit_bytes(), charged = charged_bytes();
+    return limit > charged ? limit - charged : 0;
+  }
 };
 
 class LocalBudget final : public MemoryBudget {

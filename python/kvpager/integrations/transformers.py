@@ -50,6 +50,7 @@ import contextlib
 import hashlib
 import inspect
 import threading
+import time
 import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
@@ -216,6 +217,7 @@ def _block_manager_class(base):
             # kvpager refused blocks its own count said were there (another process took the
             # shared device budget): counted so the scheduler's pass can wait instead of failing
             self.refusals = 0
+            self._asked_at = 0.0
 
         def take(self, n_blocks: int) -> bool:
             """Makes sure ``n_blocks`` are held from kvpager (all or nothing), evicting cached
@@ -248,6 +250,19 @@ def _block_manager_class(base):
         def _release(self, ids) -> None:
             if ids:
                 self.kv.free(self._to_kv(ids))
+
+        def others_hold_room(self) -> bool:
+            """True when other caches or processes sharing the budget hold blocks this instance's
+            own limit would let it have; then asks them (at most every 20 ms) to give back what
+            they hold free: a waiting scheduler never calls alloc, so no refusal would."""
+            st = self.kv.stats()
+            if st["available_within_limit_blocks"] <= st["available_blocks"]:
+                return False
+            now = time.monotonic()
+            if now - self._asked_at >= 0.02:
+                self._asked_at = now
+                self.kv.ask_for_room()
+            return True
 
         @property
         def num_free_blocks(self) -> int:
@@ -564,18 +579,34 @@ def _flat_layer_tensors(kv: KvCache):
     return keys, values, stride
 
 
-def _wait_on_refusal(schedule_batch, manager):
-    """Wraps a scheduler's schedule_batch: a pass that scheduled nothing because kvpager refused
-    blocks it had counted as free (the shared device budget was taken by another process) returns
-    an empty batch instead of None. None means "the cache is full" to transformers, which then
-    offloads requests and, with nothing to offload (a lone request, or only waiting ones), raises
-    in its generation loop; an empty batch makes the loop wait and schedule again."""
+def _offloading_would_help(scheduler, cache) -> bool:
+    """What transformers' OffloadingManager.offload_requests would do with a pass that scheduled
+    nothing: evict some request (starved ones, never the last active one) when the starved
+    demand exceeds the free blocks."""
+    starved = getattr(scheduler, "starved_requests", None) or []
+    if not starved or len(getattr(scheduler, "active_requests", {})) <= 1:
+        return False
+    return sum(need for _, need in starved) > cache.get_num_free_blocks()
+
+
+def _wait_on_refusal(schedule_batch, scheduler, cache):
+    """Wraps a scheduler's schedule_batch. A pass that scheduled nothing (None: "the cache is
+    full") makes transformers offload requests, or raise 'No requests can be scheduled and no
+    requests can be offloaded' when it has nothing to offload (a lone request, or only waiting
+    ones). Under a device budget shared with other processes the cache is only full for now:
+    they hold the room and will give it back. So when offloading cannot help and either kvpager
+    refused blocks it had counted as free (another process took them meanwhile) or the blocks
+    within this instance's own limit are held by others, the pass returns an empty batch: the
+    loop waits and schedules again. A request larger than the instance could ever hold still
+    raises, as with stock memory."""
+    manager = cache._block_manager
 
     def wrapped(*args, **kwargs):
         before = manager.refusals
         out = schedule_batch(*args, **kwargs)
-        if out[0] is None and manager.refusals != before:
-            return ([],) + tuple(out[1:])
+        if out[0] is None and not _offloading_would_help(scheduler, cache):
+            if manager.refusals != before or manager.others_hold_room():
+                return ([],) + tuple(out[1:])
         return out
 
     wrapped.__wrapped__ = schedule_batch
@@ -590,8 +621,8 @@ def _wrap_create_batch_processor(original):
             cache.make_capacity_elastic()
             scheduler = getattr(processor, "scheduler", None)
             if scheduler is not None and "schedule_batch" not in vars(scheduler):
-                scheduler.schedule_batch = _wait_on_refusal(scheduler.schedule_batch,
-                                                            cache._block_manager)
+                scheduler.schedule_batch = _wait_on_refusal(scheduler.schedule_batch, scheduler,
+                                                            cache)
             stream = getattr(getattr(processor, "inputs_and_outputs", None), "compute_stream", None)
             if stream is not None:
                 cache.kv.set_unmap_stream(int(stream.cuda_stream))
