@@ -241,7 +241,15 @@ def test_room_held_by_another_process_makes_a_request_wait_then_finish(tiny_mode
             device = {i["name"]: i["device"] for i in listed}["tf-wait"]
             charged = sum(i["mapped_bytes"] for i in listed)  # mapped pages and ready handles
             _kvpager_cli("budget", device, str(charged + 2 * page))
-            held = hog.kv.alloc(hog.kv.available())  # the hog takes everything it can
+            held = []  # the hog takes everything it can (pools refill meanwhile: retried)
+            for _ in range(100):
+                want = hog.kv.available()
+                if want == 0:
+                    break
+                try:
+                    held += hog.kv.alloc(want)
+                except kvpager.OutOfMemory:
+                    time.sleep(0.02)
             left = engine.cache.get_num_free_blocks()
             own = engine.kv.stats()  # what the instance holds and does not use (+1 page: a race)
             own_blocks = own["free_mapped_blocks"] + (own["pool"]["ready_bytes"] // page + 1) * per_page
