@@ -5,7 +5,8 @@
 
 Each model (Qwen3-0.6B-, Llama-3.2-1B- and Qwen3-1.7B-shaped, random weights: nothing is
 downloaded) runs transformers' continuous batching in its own process. Load comes in staggered
-bursts: each model has its peak in a different 10 s phase and a trickle otherwise. Twice:
+bursts: each model has its peak (4 requests/s, prompts of 512-1024 tokens) in a different
+10 s phase and a trickle (0.3/s) otherwise; 1.5 GiB of KV memory for the three. Twice:
   * stock: each engine gets a static third of the KV budget (what you do today);
   * kvpager: every engine may use the whole budget; kvpager's shared registry keeps the sum
     within it, so the busy model borrows what the idle ones do not use.
@@ -38,9 +39,9 @@ def main(argv):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks", "serving"))
     import bench
 
-    defaults = ["--models", "qwen3-0.6b", "llama-3.2-1b", "qwen3-1.7b", "--budget-gib", "2",
-                "--phase-s", "8", "--peak-rate", "6", "--low-rate", "0.5", "--input-len", "384",
-                "768", "--output-len", "96", "160"]
+    defaults = ["--models", "qwen3-0.6b", "llama-3.2-1b", "qwen3-1.7b", "--budget-gib", "1.5",
+                "--phase-s", "10", "--peak-rate", "4", "--low-rate", "0.3", "--input-len", "512",
+                "1024", "--output-len", "32", "64"]
     return bench.main(["multimodel"] + defaults + argv)
 
 
