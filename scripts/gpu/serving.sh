@@ -55,10 +55,10 @@ for part in $parts; do
       $py -c 'import pytest_timeout' 2>/dev/null && per_test=(--timeout 150)
       run test 420 $py -m pytest tests/python/test_transformers_integration.py -q -rs \
         -p no:cacheprovider "${per_test[@]}" ;;
-    layout) run layout 150 $py benchmarks/serving/bench.py layout --model llama-3.1-8b \
+    layout) run layout 330 $py benchmarks/serving/bench.py layout --model llama-3.1-8b --repeat 2 \
       --num-blocks 4096 --requests 64 --input-len 256 512 --output-len 64 128 \
       --json "$dir/layout.json" ;;
-    overhead) run overhead 260 $py benchmarks/serving/bench.py overhead --model llama-3.1-8b \
+    overhead) run overhead 330 $py benchmarks/serving/bench.py overhead --model llama-3.1-8b \
       --num-blocks 4096 --rates 1 4 10 --duration 12 --input-len 256 512 --output-len 64 128 \
       --json "$dir/overhead.json" --plots "$dir/img" ;;
     multimodel) run multimodel 280 $py examples/serve_three_models.py --json "$dir/multimodel.json" \
