@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <memory>
+
 #include "kv/kv_test_support.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
@@ -180,38 +182,41 @@ TEST(KvCacheRegistry, LoweredLimitUnmapsFreePagesAndKeepsBlocksInUse) {
   cache.free(keep);
 }
 
+// Two linked caches under a 4 MiB device budget (64 pages of 64 KiB); `idle` holds 40 free
+// pages (mapped, no block in use: max_idle_pages is high).
+struct IdleAndOther {
+  explicit IdleAndOther(const char* tag) : reg(tag) {
+    reg.config.gpu_utilization = "4M";
+    idle_link = InstanceRegistration::create(reg.config, spec("idle"));
+    other_link = InstanceRegistration::create(reg.config, spec("other"));
+    idle = std::make_unique<kv::KvCache>(test_host_backend(), linked_config(idle_link, 1000));
+    other = std::make_unique<kv::KvCache>(test_host_backend(), linked_config(other_link, 1000));
+    idle->free(idle->alloc(80));
+  }
+  ScopedRegistry reg;
+  std::shared_ptr<InstanceRegistration> idle_link, other_link;
+  std::unique_ptr<kv::KvCache> idle, other;
+};
+
 TEST(KvCacheRegistry, DevicePressureMakesAnIdleInstanceGiveBackFreePages) {
-  ScopedRegistry reg("pressure");
-  reg.config.gpu_utilization = "4M";  // 64 pages of 64 KiB
-  auto idle_link = InstanceRegistration::create(reg.config, spec("idle"));
-  auto busy_link = InstanceRegistration::create(reg.config, spec("busy"));
-  kv::KvCache idle(test_host_backend(), linked_config(idle_link, 1000));
-  kv::KvCache busy(test_host_backend(), linked_config(busy_link, 1000));
-  auto blocks = idle.alloc(80);  // 40 pages
-  idle.free(blocks);             // stay mapped: the idle instance holds them
+  IdleAndOther t("pressure");
   // The busy one needs 50 pages: refused at first, served once the idle one has shed.
   std::vector<BlockId> got;
   ASSERT_TRUE(wait_until([&] {
     try {
-      got = busy.alloc(100);
+      got = t.other->alloc(100);
       return true;
     } catch (const OutOfMemory&) {
       return false;
     }
   }));
-  EXPECT_LE(idle_link->charged_bytes() + busy_link->charged_bytes(), 4 * MiB);
-  busy.free(got);
+  EXPECT_LE(t.idle_link->charged_bytes() + t.other_link->charged_bytes(), 4 * MiB);
+  t.other->free(got);
 }
 
 TEST(KvCacheRegistry, AWaitingInstanceAsksForRoomAndAnIdleOneGivesItBack) {
-  ScopedRegistry reg("ask");
-  reg.config.gpu_utilization = "4M";  // 64 pages of 64 KiB
-  auto idle_link = InstanceRegistration::create(reg.config, spec("idle"));
-  auto waiting_link = InstanceRegistration::create(reg.config, spec("waiting"));
-  kv::KvCache idle(test_host_backend(), linked_config(idle_link, 1000));
-  kv::KvCache waiting(test_host_backend(), linked_config(waiting_link, 1000));
-  auto blocks = idle.alloc(80);  // 40 pages
-  idle.free(blocks);             // stay mapped: the idle instance holds them
+  IdleAndOther t("ask");
+  kv::KvCache& waiting = *t.other;
   // The waiting one counts what the idle one holds as not its own...
   const kv::KvCacheStats before = waiting.stats();
   ASSERT_LT(before.available_blocks, 60u);
@@ -219,6 +224,6 @@ TEST(KvCacheRegistry, AWaitingInstanceAsksForRoomAndAnIdleOneGivesItBack) {
   // ...and, without ever being refused, gets it back by asking.
   waiting.ask_for_room();
   ASSERT_TRUE(wait_until([&] { return waiting.available() >= 100; }))
-      << waiting.available() << " blocks available, idle holds " << idle_link->charged_bytes();
-  EXPECT_EQ(idle.stats().free_pages, 0u);
+      << waiting.available() << " blocks available, idle holds " << t.idle_link->charged_bytes();
+  EXPECT_EQ(t.idle->stats().free_pages, 0u);
 }
