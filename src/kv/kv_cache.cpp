@@ -287,15 +287,19 @@ size_t KvCache::available_locked(bool within_budget) const {
   const size_t limit = limit_pages_locked();
   // The budget may be shared (a device budget in the registry, or one LocalBudget for several
   // caches): what others hold is not ours to map. Ready pool handles are charged already.
-  const uint64_t ready = pool_->stats().ready_bytes, headroom = budget_->headroom_bytes();
-  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
-  const uint64_t chargeable = headroom > kMax - ready ? kMax : ready + headroom;
-  // Without others: the budget's whole limit is ours.
-  const size_t budget_limit_pages = static_cast<size_t>(
-      std::min<uint64_t>(budget_->limit_bytes() / space_->page_bytes(), space_->num_pages()));
-  const size_t budget_pages = within_budget
-                                  ? static_cast<size_t>(chargeable / space_->page_bytes())
-                                  : (budget_limit_pages > mapped ? budget_limit_pages - mapped : 0);
+  // Without others (within_budget false), the budget's whole limit is ours.
+  const uint64_t page_bytes = space_->page_bytes();
+  size_t budget_pages = 0;
+  if (within_budget) {
+    const uint64_t ready = pool_->stats().ready_bytes, headroom = budget_->headroom_bytes();
+    constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+    budget_pages =
+        static_cast<size_t>((headroom > kMax - ready ? kMax : ready + headroom) / page_bytes);
+  } else {
+    const uint64_t ours =
+        std::min<uint64_t>(budget_->limit_bytes() / page_bytes, space_->num_pages());
+    budget_pages = ours > mapped ? static_cast<size_t>(ours - mapped) : 0;
+  }
   const size_t headroom_pages = std::min(limit > mapped ? limit - mapped : 0, budget_pages);
   const size_t not_mapped_blocks =
       allocator_->usable_blocks() - allocator_->used_blocks() - allocator_->free_mapped_blocks();

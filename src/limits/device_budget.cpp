@@ -168,19 +168,15 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
     return ChargeResult::kInstanceLimit;
   const uint64_t budget = s.budget_bytes.load(std::memory_order_acquire);
   for (int pass = 0; pass < 2; ++pass) {
-    uint64_t sum = 0;
-    for (const DeviceSlot& other : s.slots) {
-      if (other.state.load(std::memory_order_acquire) == format::kSlotTaken) {
-        sum += other.charged.load(std::memory_order_relaxed);
-      }
-    }
+    // Charges grow under the lock only; a lock-free uncharge meanwhile can only make it high.
+    const uint64_t sum = charged_total();
     if (bytes <= budget && sum <= budget - bytes) {
       mine.charged.fetch_add(bytes, std::memory_order_relaxed);
       return ChargeResult::kCharged;
     }
     if (pass == 0 && reclaim_dead_locked(&who, nullptr) == 0) break;
   }
-  const uint64_t p = s.pressure.fetch_add(1, std::memory_order_acq_rel) + 1;
+  const uint64_t p = raise_pressure();
   if (pressure) *pressure = p;
   return ChargeResult::kDeviceBudget;
 }

@@ -253,16 +253,17 @@ def _block_manager_class(base):
 
         def others_hold_room(self) -> bool:
             """True when other caches or processes sharing the budget hold blocks this instance's
-            own limit would let it have; then asks them (at most every 20 ms) to give back what
-            they hold free: a waiting scheduler never calls alloc, so no refusal would."""
+            own limit would let it have."""
             st = self.kv.stats()
-            if st["available_within_limit_blocks"] <= st["available_blocks"]:
-                return False
+            return st["available_within_limit_blocks"] > st["available_blocks"]
+
+        def ask_for_room(self) -> None:
+            """Asks the others (at most every 20 ms) to give back what they hold free: a waiting
+            scheduler never calls alloc, so no refusal would tell them."""
             now = time.monotonic()
             if now - self._asked_at >= 0.02:
                 self._asked_at = now
                 self.kv.ask_for_room()
-            return True
 
         @property
         def num_free_blocks(self) -> int:
@@ -606,6 +607,7 @@ def _wait_on_refusal(schedule_batch, scheduler, cache):
         out = schedule_batch(*args, **kwargs)
         if out[0] is None and not _offloading_would_help(scheduler, cache):
             if manager.refusals != before or manager.others_hold_room():
+                manager.ask_for_room()
                 return ([],) + tuple(out[1:])
         return out
 
