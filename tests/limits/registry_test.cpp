@@ -225,5 +225,7 @@ TEST(KvCacheRegistry, AWaitingInstanceAsksForRoomAndAnIdleOneGivesItBack) {
   waiting.ask_for_room();
   ASSERT_TRUE(wait_until([&] { return waiting.available() >= 100; }))
       << waiting.available() << " blocks available, idle holds " << t.idle_link->charged_bytes();
-  EXPECT_EQ(t.idle->stats().free_pages, 0u);
+  // The idle one sheds page by page on its own thread: all of them, not just what was needed.
+  EXPECT_TRUE(wait_until([&] { return t.idle->stats().free_pages == 0; }))
+      << t.idle->stats().free_pages << " free pages still mapped";
 }
