@@ -303,7 +303,13 @@ size_t KvCache::available_locked(bool within_budget) const {
   const size_t headroom_pages = std::min(limit > mapped ? limit - mapped : 0, budget_pages);
   const size_t not_mapped_blocks =
       allocator_->usable_blocks() - allocator_->used_blocks() - allocator_->free_mapped_blocks();
-  return allocator_->free_mapped_blocks() +
+  size_t free_mapped = allocator_->free_mapped_blocks();
+  if (within_budget) {  // free pages owed to others' claims are about to go
+    const size_t owed_blocks =
+        std::min(owed_pages_, allocator_->free_pages()) * allocator_->max_blocks_per_page();
+    free_mapped -= std::min(free_mapped, owed_blocks);
+  }
+  return free_mapped +
          std::min(not_mapped_blocks, headroom_pages * allocator_->max_blocks_per_page());
 }
 
@@ -368,7 +374,9 @@ KvCacheStats KvCache::stats() const {
     s.virtual_bytes = space_->reserved_bytes();
     s.available_blocks = available_locked(true);
     s.available_within_limit_blocks = available_locked(false);
+    s.owed_bytes = owed_pages_ * s.page_bytes;
   }
+  if (config_.registry_link) s.guarantee_bytes = config_.registry_link->guarantee_bytes();
   s.pool = pool_->stats();
   return s;
 }
@@ -378,12 +386,17 @@ bool KvCache::poll_link_locked() {
   usage.used_bytes = static_cast<uint64_t>(allocator_->mapped_pages() - allocator_->free_pages()) *
                      space_->page_bytes();
   const limits::LinkEvents events = config_.registry_link->poll(usage);
-  if (events.shed) {
+  const uint64_t page_bytes = space_->page_bytes();
+  keep_pages_ = static_cast<size_t>(events.keep_bytes / page_bytes);
+  owed_pages_ = static_cast<size_t>((events.owed_bytes + page_bytes - 1) / page_bytes);
+  // Within its guarantee an instance keeps what it holds: others' pressure is for borrowers.
+  const bool shed = events.shed && allocator_->mapped_pages() > keep_pages_;
+  if (shed) {
     shedding_ = true;
     reserve_suspended_ = true;  // until the next alloc: the reserve would only be taken back
   }
   if (events.limit_changed || events.shed) reserve_blocked_ = false;
-  return events.limit_changed || events.shed;
+  return events.limit_changed || shed;
 }
 
 void KvCache::run_mapper() {
@@ -401,18 +414,19 @@ void KvCache::run_mapper() {
       next_poll = Clock::now() + interval;
       if (poll_link_locked()) pool_trim_pending_ = true;
     }
-    if (shedding_ && allocator_->free_pages() == 0) shedding_ = false;
+    if (shedding_ && (allocator_->free_pages() == 0 || allocator_->mapped_pages() <= keep_pages_))
+      shedding_ = false;
     const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
     const size_t limit = limit_pages_locked();
     const bool want_map = !reserve_suspended_ && !reserve_blocked_ &&
                           allocator_->free_pages() < config_.reserve_pages &&
                           allocator_->unmapped_pages() > 0 && committed < limit;
-    const bool want_unmap =
-        allocator_->free_pages() > 0 &&
-        (allocator_->free_pages() > config_.max_idle_pages || committed > limit || shedding_);
+    const bool want_unmap = allocator_->free_pages() > 0 &&
+                            (allocator_->free_pages() > config_.max_idle_pages ||
+                             committed > limit || shedding_ || owed_pages_ > 0);
     try {
       if (want_unmap) {
-        unmap_one_locked(lock);
+        if (unmap_one_locked(lock) && owed_pages_ > 0) --owed_pages_;
       } else if (pool_trim_pending_) {
         // Ready handles count against the limit too: release them once the pages above it are
         // unmapped (outside our lock; the pool never calls back into the cache).

@@ -32,6 +32,26 @@ ProcessIdentity owner_of(const DeviceSlot& s) {
 void free_slot(DeviceSlot& s) {
   s.state.store(format::kSlotFree, std::memory_order_release);
   s.charged.store(0, std::memory_order_relaxed);
+  s.guarantee.store(0, std::memory_order_relaxed);
+  s.claim_since_ns.store(0, std::memory_order_relaxed);
+  s.claim_until_ns.store(0, std::memory_order_relaxed);
+}
+
+bool taken(const DeviceSlot& s) {
+  return s.state.load(std::memory_order_acquire) == format::kSlotTaken;
+}
+
+uint64_t below_guarantee(const DeviceSlot& s) {
+  const uint64_t g = s.guarantee.load(std::memory_order_relaxed);
+  const uint64_t c = s.charged.load(std::memory_order_relaxed);
+  return g > c ? g - c : 0;
+}
+
+std::string guarantee_error(const std::string& device, uint64_t others, uint64_t bytes,
+                            uint64_t budget) {
+  return "a guarantee of " + format_size(bytes) + " on device " + device + " would bring the " +
+         "guarantees to " + format_size(others + bytes) + ", above its budget of " +
+         format_size(budget) + "; lower a guarantee or raise the budget (`kvpager budget`)";
 }
 
 }  // namespace
@@ -56,9 +76,16 @@ DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const st
           s->max_slots = format::kMaxSlots;
           init_robust_mutex(&s->mutex);
         });
-    if (created) return DeviceBudget(device, std::move(*created));
+    if (created) {
+      DeviceBudget budget(device, std::move(*created));
+      budget.set_claim_timing(config);
+      return budget;
+    }
     try {
-      return from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
+      DeviceBudget budget =
+          from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
+      budget.set_claim_timing(config);
+      return budget;
     } catch (const DriverError& e) {
       if (e.result().rfind("ENOENT", 0) != 0) throw;  // removed between link and open: retry
     }
@@ -71,7 +98,10 @@ DeviceBudget DeviceBudget::open_existing(const RegistryConfig& config, const std
   validate_device_label(device);
   const std::string path = device_path(config, device);
   try {
-    return from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
+    DeviceBudget budget =
+        from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
+    budget.set_claim_timing(config);
+    return budget;
   } catch (const DriverError& e) {
     if (e.result().rfind("ENOENT", 0) == 0) {
       throw InvalidArgument("unknown device '" + device + "': no segment " + path);
@@ -97,6 +127,63 @@ uint64_t DeviceBudget::charged_of(uint32_t slot) const {
   return segment().slots[slot].charged.load(std::memory_order_relaxed);
 }
 
+uint64_t DeviceBudget::guarantee_of(uint32_t slot) const {
+  return segment().slots[slot].guarantee.load(std::memory_order_relaxed);
+}
+
+void DeviceBudget::set_claim_timing(const RegistryConfig& config) {
+  claim_ttl_ns_ = static_cast<uint64_t>(config.claim_ttl.count()) * 1'000'000;
+  claim_patience_ns_ = static_cast<uint64_t>(config.claim_patience.count()) * 1'000'000;
+}
+
+bool DeviceBudget::claim_live(const DeviceSlot& slot, uint64_t now) const {
+  const uint64_t since = slot.claim_since_ns.load(std::memory_order_relaxed);
+  return since != 0 && now < slot.claim_until_ns.load(std::memory_order_relaxed) &&
+         now - std::min(now, since) < claim_patience_ns_ && below_guarantee(slot) > 0;
+}
+
+uint64_t DeviceBudget::guarantees_except(uint32_t slot) const {
+  uint64_t sum = 0;
+  for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
+    if (i != slot && taken(segment().slots[i])) {
+      sum += segment().slots[i].guarantee.load(std::memory_order_relaxed);
+    }
+  }
+  return sum;
+}
+
+bool DeviceBudget::claim(uint32_t slot) noexcept {
+  DeviceSlot& mine = segment().slots[slot];
+  if (below_guarantee(mine) == 0) return false;
+  const uint64_t now = monotonic_ns();
+  uint64_t none = 0;
+  mine.claim_since_ns.compare_exchange_strong(none, now, std::memory_order_relaxed);
+  mine.claim_until_ns.store(now + claim_ttl_ns_, std::memory_order_relaxed);
+  return true;
+}
+
+uint64_t DeviceBudget::claimed_by_others(uint32_t slot) const {
+  const uint64_t now = monotonic_ns();
+  uint64_t claimed = 0;
+  for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
+    const DeviceSlot& other = segment().slots[i];
+    if (i != slot && taken(other) && claim_live(other, now)) claimed += below_guarantee(other);
+  }
+  return claimed;
+}
+
+uint64_t DeviceBudget::owed_by(uint32_t slot) const {
+  const DeviceSlot& mine = segment().slots[slot];
+  const uint64_t charged = mine.charged.load(std::memory_order_relaxed);
+  const uint64_t guarantee = mine.guarantee.load(std::memory_order_relaxed);
+  if (charged <= guarantee) return 0;
+  const uint64_t claimed = claimed_by_others(slot);
+  if (claimed == 0) return 0;
+  const uint64_t budget = budget_bytes(), everyone = charged_total();
+  const uint64_t free = budget > everyone ? budget - everyone : 0;
+  return claimed > free ? std::min(charged - guarantee, claimed - free) : 0;
+}
+
 uint64_t DeviceBudget::charged_total() const {
   const DeviceSegment& s = segment();
   uint64_t total = 0;
@@ -112,7 +199,8 @@ uint64_t DeviceBudget::raise_pressure() noexcept {
   return segment().pressure.fetch_add(1, std::memory_order_acq_rel) + 1;
 }
 
-uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who) {
+uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
+                           uint64_t guarantee_bytes) {
   validate_instance_name(name);
   DeviceSegment& s = segment();
   RobustLock lock(&s.mutex, &s.recoveries);
@@ -127,6 +215,12 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who)
     }
     free_slot(slot);
   }
+  for (int pass = 0; guarantee_bytes > 0; ++pass) {
+    const uint64_t others = guarantees_except(format::kMaxSlots), budget = budget_bytes();
+    if (guarantee_bytes <= budget && others <= budget - guarantee_bytes) break;
+    if (pass > 0) throw InvalidArgument(guarantee_error(device_, others, guarantee_bytes, budget));
+    reclaim_dead_locked(&who, nullptr);  // dead members' guarantees go with them
+  }
   for (int pass = 0; pass < 2; ++pass) {
     for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
       DeviceSlot& slot = s.slots[i];
@@ -135,6 +229,9 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who)
       slot.pid.store(who.pid, std::memory_order_relaxed);
       slot.start_time.store(who.start_time, std::memory_order_relaxed);
       slot.charged.store(0, std::memory_order_relaxed);
+      slot.guarantee.store(guarantee_bytes, std::memory_order_relaxed);
+      slot.claim_since_ns.store(0, std::memory_order_relaxed);
+      slot.claim_until_ns.store(0, std::memory_order_relaxed);
       slot.state.store(format::kSlotTaken, std::memory_order_release);
       return i;
     }
@@ -154,6 +251,21 @@ void DeviceBudget::leave(uint32_t slot, const ProcessIdentity& who) noexcept {
   }
 }
 
+void DeviceBudget::set_guarantee(uint32_t slot, const ProcessIdentity& who, uint64_t bytes) {
+  DeviceSegment& s = segment();
+  RobustLock lock(&s.mutex, &s.recoveries);
+  DeviceSlot& mine = s.slots[slot];
+  if (!owned_by(mine, who)) {
+    throw StateError("registry slot " + std::to_string(slot) + " on device " + device_ +
+                     " is no longer held by pid " + std::to_string(who.pid));
+  }
+  const uint64_t others = guarantees_except(slot), budget = budget_bytes();
+  if (bytes > budget || others > budget - bytes) {
+    throw InvalidArgument(guarantee_error(device_, others, bytes, budget));
+  }
+  mine.guarantee.store(bytes, std::memory_order_relaxed);
+}
+
 ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
                                       uint64_t instance_limit, uint64_t* pressure) {
   DeviceSegment& s = segment();
@@ -169,13 +281,24 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
   const uint64_t budget = s.budget_bytes.load(std::memory_order_acquire);
   for (int pass = 0; pass < 2; ++pass) {
     // Charges grow under the lock only; a lock-free uncharge meanwhile can only make it high.
+    // Claims are renewed lock-free: one that starts meanwhile counts from the next charge.
     const uint64_t sum = charged_total();
-    if (bytes <= budget && sum <= budget - bytes) {
+    const uint64_t kept = claimed_by_others(slot);
+    const uint64_t room = budget > sum ? budget - sum : 0;
+    if (bytes <= room && kept <= room - bytes) {
       mine.charged.fetch_add(bytes, std::memory_order_relaxed);
+      if (mine.claim_since_ns.load(std::memory_order_relaxed) != 0) {
+        // Memory came: patience starts over while the claim still lacks some, else it ends.
+        const uint64_t now = monotonic_ns();
+        const bool lacks = below_guarantee(mine) > 0 &&
+                           now < mine.claim_until_ns.load(std::memory_order_relaxed);
+        mine.claim_since_ns.store(lacks ? now : 0, std::memory_order_relaxed);
+      }
       return ChargeResult::kCharged;
     }
     if (pass == 0 && reclaim_dead_locked(&who, nullptr) == 0) break;
   }
+  claim(slot);
   const uint64_t p = raise_pressure();
   if (pressure) *pressure = p;
   return ChargeResult::kDeviceBudget;
@@ -237,6 +360,12 @@ void DeviceBudget::set_budget(uint64_t bytes) {
   if (bytes == 0) throw InvalidArgument("device budget must be above 0 bytes");
   DeviceSegment& s = segment();
   RobustLock lock(&s.mutex, &s.recoveries);
+  const uint64_t guarantees = guarantees_except(format::kMaxSlots);
+  if (bytes < guarantees) {
+    throw InvalidArgument("a budget of " + format_size(bytes) + " on device " + device_ +
+                          " is below its instances' guarantees (" + format_size(guarantees) +
+                          " in all); lower them first (`kvpager guarantee NAME SIZE`)");
+  }
   s.budget_bytes.store(bytes, std::memory_order_release);
   s.budget_revision.fetch_add(1, std::memory_order_acq_rel);
 }

@@ -52,7 +52,7 @@ std::shared_ptr<InstanceRegistration> InstanceRegistration::create(const Registr
   const ProcessIdentity self = current_process();
   const std::string path = instance_path(config, spec.name);
   for (int attempt = 0; attempt < 4; ++attempt) {
-    const uint32_t slot = device.join(spec.name, self);
+    const uint32_t slot = device.join(spec.name, self, spec.guarantee_bytes);
     std::optional<ShmFile> file;
     try {
       file = ShmFile::create_published(
@@ -139,7 +139,18 @@ uint64_t InstanceRegistration::charged_bytes() const {
 uint64_t InstanceRegistration::headroom_bytes() const {
   const uint64_t own = charged_bytes(), limit = instance_limit_bytes();
   const uint64_t budget = device_.budget_bytes(), everyone = device_.charged_total();
-  return std::min(limit > own ? limit - own : 0, budget > everyone ? budget - everyone : 0);
+  const uint64_t free = budget > everyone ? budget - everyone : 0;
+  const uint64_t kept = device_.claimed_by_others(slot_);
+  return std::min(limit > own ? limit - own : 0, free > kept ? free - kept : 0);
+}
+
+uint64_t InstanceRegistration::guarantee_bytes() const {
+  return device_.guarantee_of(slot_);
+}
+
+void InstanceRegistration::set_guarantee(uint64_t bytes) {
+  device_.set_guarantee(slot_, self_, bytes);
+  segment().revision.fetch_add(1, std::memory_order_acq_rel);
 }
 
 uint64_t InstanceRegistration::instance_limit_bytes() const {
@@ -152,6 +163,7 @@ void InstanceRegistration::set_limit(uint64_t bytes) {
 }
 
 void InstanceRegistration::ask_for_room() noexcept {
+  device_.claim(slot_);
   try {
     device_.reclaim_dead();
   } catch (...) {  // a registry we cannot lock now: the pressure below still goes out
@@ -177,6 +189,8 @@ LinkEvents InstanceRegistration::poll(const InstanceUsage& usage) noexcept {
   events.shed =
       pressure != seen_pressure_ && pressure != own_pressure_.load(std::memory_order_relaxed);
   seen_pressure_ = pressure;
+  events.keep_bytes = device_.guarantee_of(slot_);
+  events.owed_bytes = device_.owed_by(slot_);
   return events;
 }
 

@@ -28,6 +28,18 @@ double plain_number(std::string_view text) {
   return std::strtod(std::string(text).c_str(), nullptr);
 }
 
+std::chrono::milliseconds env_milliseconds(const char* variable, const char* value, long low,
+                                           long high) {
+  char* end = nullptr;
+  const long ms = std::strtol(value, &end, 10);
+  if (end == value || *end != '\0' || ms < low || ms > high) {
+    throw InvalidArgument(std::string(variable) + "='" + value +
+                          "' is not a number of milliseconds from " + std::to_string(low) +
+                          " to " + std::to_string(high));
+  }
+  return std::chrono::milliseconds(ms);
+}
+
 }  // namespace
 
 std::string instance_path(const RegistryConfig& c, std::string_view name) {
@@ -128,13 +140,13 @@ RegistryConfig registry_config_from_env(RegistryConfig c) {
     c.gpu_utilization = v;
   }
   if (const char* v = std::getenv("KVPAGER_REGISTRY_POLL_MS")) {
-    char* end = nullptr;
-    const long ms = std::strtol(v, &end, 10);
-    if (end == v || *end != '\0' || ms < 1 || ms > 50) {
-      throw InvalidArgument(std::string("KVPAGER_REGISTRY_POLL_MS='") + v +
-                            "' is not a number of milliseconds from 1 to 50");
-    }
-    c.poll_interval = std::chrono::milliseconds(ms);
+    c.poll_interval = env_milliseconds("KVPAGER_REGISTRY_POLL_MS", v, 1, 50);
+  }
+  if (const char* v = std::getenv("KVPAGER_CLAIM_TTL_MS")) {
+    c.claim_ttl = env_milliseconds("KVPAGER_CLAIM_TTL_MS", v, 1, 10'000);
+  }
+  if (const char* v = std::getenv("KVPAGER_CLAIM_PATIENCE_MS")) {
+    c.claim_patience = env_milliseconds("KVPAGER_CLAIM_PATIENCE_MS", v, 10, 600'000);
   }
   validate_registry_config(c);
   return c;
@@ -154,6 +166,12 @@ void validate_registry_config(const RegistryConfig& c) {
   }
   if (c.poll_interval.count() < 1 || c.poll_interval.count() > 50) {
     throw InvalidArgument("registry poll interval must be 1 to 50 ms");
+  }
+  if (c.claim_ttl.count() < 1 || c.claim_ttl.count() > 10'000) {
+    throw InvalidArgument("registry claim TTL must be 1 to 10000 ms");
+  }
+  if (c.claim_patience.count() < 10 || c.claim_patience.count() > 600'000) {
+    throw InvalidArgument("registry claim patience must be 10 to 600000 ms");
   }
 }
 

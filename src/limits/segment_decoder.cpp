@@ -126,6 +126,9 @@ bool decode_device(std::span<const std::byte> bytes, DeviceRecord* out, std::str
         return fail(why, "corrupt: slot charges overflow");
       }
       r.charged_bytes += m.charged_bytes;
+      m.guarantee_bytes = slot.guarantee.load(std::memory_order_relaxed);
+      m.claim_since_ns = slot.claim_since_ns.load(std::memory_order_relaxed);
+      m.claim_until_ns = slot.claim_until_ns.load(std::memory_order_relaxed);
       r.members.push_back(std::move(m));
     }
     *out = std::move(r);

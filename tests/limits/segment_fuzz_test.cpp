@@ -109,11 +109,13 @@ TEST(SegmentDecoder, RefusesOtherVersionsAndForeignMagic) {
   std::shared_ptr<InstanceRegistration> keep;
   Segments s = real_segments(reg, &keep);
   auto* h = reinterpret_cast<format::SegmentHeader*>(s.instance.words.data());
-  h->version = 2;
+  h->version = format::kVersion + 1;
   InstanceRecord r;
   std::string why;
   EXPECT_FALSE(decode_instance(s.instance.bytes(), &r, &why));
-  EXPECT_NE(why.find("version 2"), std::string::npos) << why;
+  EXPECT_NE(why.find("version " + std::to_string(format::kVersion + 1)), std::string::npos) << why;
+  h->version = 1;  // the format before guarantees: refused, not misread
+  EXPECT_FALSE(decode_instance(s.instance.bytes(), &r, &why));
   h->version = format::kVersion;
   h->magic[0] = 'X';
   EXPECT_FALSE(decode_instance(s.instance.bytes(), &r, &why));

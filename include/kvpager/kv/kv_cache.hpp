@@ -81,6 +81,10 @@ struct KvCacheStats {
   // as available_blocks if the budget (shared with other caches or processes) held nothing of
   // theirs: more than available_blocks means others hold the room (waiting may help)
   uint64_t available_within_limit_blocks = 0;
+  uint64_t guarantee_bytes = 0;  // the registry's guaranteed share (0: none or no registry)
+  // to give back for other instances' claims on their guarantees: free pages worth this much
+  // are being unmapped and are not counted in available_blocks
+  uint64_t owed_bytes = 0;
   uint32_t num_pages = 0;
   uint32_t mapped_pages = 0;
   uint32_t free_pages = 0;  // mapped with no block in use
@@ -170,7 +174,9 @@ class KvCache {
   bool stopping_ = false;
   bool reserve_suspended_ = false;  // after trim(), until the next alloc
   bool reserve_blocked_ = false;    // the budget refused the reserve; retried after a free
-  bool shedding_ = false;           // device pressure: unmap every free page
+  bool shedding_ = false;           // device pressure: unmap free pages down to keep_pages_
+  size_t keep_pages_ = 0;           // the registry guarantee, in pages (shedding stops there)
+  size_t owed_pages_ = 0;           // others' claims: free pages to unmap, not available
   bool pool_trim_pending_ = false;  // limit changed or pressure: release ready handles
   std::string broken_;              // first failure of the mapper thread
   // The stream unmapping waits for (config_.stream until set_unmap_stream), if any.

@@ -10,6 +10,16 @@
 // lock-free decrement (it can only move the sum away from the bound).
 // Slots of dead processes keep their charge until reclaimed: try_charge() reclaims them when
 // the budget refuses, and `kvpager gc` does so explicitly.
+//
+// Guarantees: a member may hold a guaranteed share (the guarantees sum to at most the budget).
+// Memory is elastic: a member may charge beyond its guarantee while the others do not need
+// theirs. A member below its guarantee that is refused (or asks for room) *claims* the
+// difference: while the claim lives, the others may not charge into it, and each member above
+// its own guarantee owes memory back (owed_by(): its background thread unmaps free pages, its
+// engine admits less until the claim is met). A claim lives `claim_ttl` past the member's last
+// refusal or request, and stops holding others back after `claim_patience` without the member
+// getting any memory (a borrower whose running requests need that memory can then finish them).
+// Guarantee 0 everywhere is plain first-come, first-served sharing of the budget.
 // Lock order: the device mutex is a leaf; nothing else is locked while it is held.
 // Thread safety: all methods are thread-safe. Errors: StateError for a corrupt segment or a
 // slot taken away, DriverError for system calls, InvalidArgument for bad names.
@@ -46,6 +56,7 @@ class DeviceBudget {
   }
   uint64_t pressure() const { return segment().pressure.load(std::memory_order_acquire); }
   uint64_t charged_of(uint32_t slot) const;
+  uint64_t guarantee_of(uint32_t slot) const;
   // Sum of the taken slots' charges, read without the lock (each slot is read atomically; a
   // charge that moves during the scan may be seen before or after).
   uint64_t charged_total() const;
@@ -53,15 +64,29 @@ class DeviceBudget {
   // new value. Lock-free.
   uint64_t raise_pressure() noexcept;
 
-  // Takes a free slot for `name` owned by `who`. A slot of the same name whose owner is dead
-  // is reclaimed first; one whose owner lives makes this throw StateError.
-  uint32_t join(const std::string& name, const ProcessIdentity& who);
+  // Takes a free slot for `name` owned by `who`, with `guarantee_bytes` guaranteed. A slot of
+  // the same name whose owner is dead is reclaimed first; one whose owner lives makes this throw
+  // StateError. InvalidArgument when the guarantees would sum above the budget.
+  uint32_t join(const std::string& name, const ProcessIdentity& who, uint64_t guarantee_bytes = 0);
+  // Changes the slot's guarantee; InvalidArgument when the guarantees would sum above the
+  // budget, StateError when `who` no longer owns the slot.
+  void set_guarantee(uint32_t slot, const ProcessIdentity& who, uint64_t bytes);
+  // Starts or renews the slot's claim if it holds less than its guarantee; returns whether it
+  // claims. Lock-free, never throws.
+  bool claim(uint32_t slot) noexcept;
+  // What the other members' live claims keep from `slot`: the sum of their guarantee minus
+  // charge. Lock-free snapshot.
+  uint64_t claimed_by_others(uint32_t slot) const;
+  // What `slot` should give back for the live claims: the smaller of its charge above its
+  // guarantee and what the claims lack beyond the free budget. Lock-free snapshot.
+  uint64_t owed_by(uint32_t slot) const;
   // Frees the slot if `who` still owns it (its charge goes with it). Never throws.
   void leave(uint32_t slot, const ProcessIdentity& who) noexcept;
 
   // Adds `bytes` to the slot's charge if the slot stays within `instance_limit` and the
-  // device sum within the budget. When the budget refuses, dead members are reclaimed and the
-  // check repeated; a final refusal bumps the pressure counter (returned in *pressure).
+  // device sum, plus what the other members' live claims keep, within the budget. When the
+  // budget refuses, dead members are reclaimed and the check repeated; a final refusal claims
+  // (below the guarantee) and bumps the pressure counter (returned in *pressure).
   ChargeResult try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
                           uint64_t instance_limit, uint64_t* pressure = nullptr);
   // Removes up to `bytes` from the slot's charge (never below zero). Lock-free, never throws.
@@ -72,6 +97,7 @@ class DeviceBudget {
   // Frees the slot held by (name, who) if any; returns its charge. For `kvpager delete`.
   uint64_t release_member(const std::string& name, const ProcessIdentity& who);
 
+  // InvalidArgument for 0 or a budget below the sum of the guarantees.
   void set_budget(uint64_t bytes);
   // The segment decoded under the lock: a consistent view of every charge.
   DeviceRecord snapshot_locked();
@@ -83,6 +109,9 @@ class DeviceBudget {
   DeviceBudget(std::string device, ShmFile file)
       : device_(std::move(device)), file_(std::move(file)) {}
   static DeviceBudget from_file(const std::string& device, ShmFile file);
+  void set_claim_timing(const RegistryConfig& config);
+  bool claim_live(const format::DeviceSlot& slot, uint64_t now) const;
+  uint64_t guarantees_except(uint32_t slot) const;
   format::DeviceSegment& segment() const {
     return *static_cast<format::DeviceSegment*>(file_.data());
   }
@@ -90,6 +119,8 @@ class DeviceBudget {
 
   std::string device_;
   ShmFile file_;
+  uint64_t claim_ttl_ns_ = 0;
+  uint64_t claim_patience_ns_ = 0;
 };
 
 }  // namespace kvpager::limits

@@ -6,7 +6,10 @@
 // The owner (KvCache's background thread) calls poll() every poll_interval(): it publishes
 // usage and a heartbeat and learns what changed since the previous poll. On `limit_changed`
 // the owner unmaps free pages above instance_limit_bytes() and releases ready handles; on
-// `shed` (another instance was refused by the device budget) it gives back every free page.
+// `shed` (another instance was refused by the device budget) it gives back its free pages down
+// to its guarantee (every free page when it has none); while `owed_bytes` is above zero
+// (others claim their guarantees) it unmaps free pages worth that much and does not count them
+// as available.
 // Thread safety: instance_limit_bytes() and budget() may be called from any thread (lock-free,
 // no syscall); poll() from one thread at a time. poll() never throws.
 #include <chrono>
@@ -24,6 +27,8 @@ struct InstanceUsage {
 struct LinkEvents {
   bool limit_changed = false;  // the instance limit or the device budget changed
   bool shed = false;           // another instance needs memory: give back what is free
+  uint64_t keep_bytes = 0;     // shedding stops with this much mapped (the guarantee)
+  uint64_t owed_bytes = 0;     // to give back now for others' claims on their guarantees
 };
 
 class InstanceLink {
@@ -33,11 +38,14 @@ class InstanceLink {
   virtual std::shared_ptr<MemoryBudget> budget() = 0;
   // The limit set for this instance; UINT64_MAX when none (the device budget still bounds it).
   virtual uint64_t instance_limit_bytes() const = 0;
+  // The share guaranteed to this instance on its device (0: none). Lock-free.
+  virtual uint64_t guarantee_bytes() const { return 0; }
   virtual std::chrono::milliseconds poll_interval() const = 0;
   virtual LinkEvents poll(const InstanceUsage& usage) noexcept = 0;
   // The owner waits for memory others hold (it would be refused, so it does not try): tells
   // the other instances on the device to give back what they hold free (their `shed`), as a
-  // refused charge does, and reclaims dead members' charges. Any thread; never throws.
+  // refused charge does, claims its guarantee if it holds less, and reclaims dead members'
+  // charges. Any thread; never throws.
   virtual void ask_for_room() noexcept = 0;
 };
 

@@ -10,7 +10,8 @@
 // Ownership: create() returns a shared_ptr (the page pool and the KvCache share it). The
 // destructor frees the slot and unlinks the segment unless another file has replaced it.
 // Thread safety: all methods are thread-safe; poll() from one thread at a time.
-// Errors: create() throws InvalidArgument for bad names, StateError when the name is in use
+// Errors: create() throws InvalidArgument for bad names or a guarantee the budget cannot
+// cover, StateError when the name is in use
 // by a live process or a segment is corrupt, DriverError for system calls. try_charge()
 // returns false for a refusal and throws StateError if the slot was taken away.
 #include <atomic>
@@ -31,6 +32,7 @@ struct InstanceSpec {
   std::string device;                         // device label, e.g. "cuda0", "host0"
   uint64_t device_total_bytes = 0;            // device memory, for the default budget
   uint64_t limit_bytes = format::kUnlimited;  // initial instance limit
+  uint64_t guarantee_bytes = 0;               // guaranteed share of the device budget
 };
 
 class InstanceRegistration final : public MemoryBudget,
@@ -48,18 +50,23 @@ class InstanceRegistration final : public MemoryBudget,
   void uncharge(uint64_t bytes) override;
   uint64_t limit_bytes() const override;
   uint64_t charged_bytes() const override;
-  // min(instance limit - own charge, device budget - every member's charge).
+  // min(instance limit - own charge, device budget - every member's charge - what the other
+  // members' live claims keep).
   uint64_t headroom_bytes() const override;
 
   // InstanceLink.
   std::shared_ptr<MemoryBudget> budget() override { return shared_from_this(); }
   uint64_t instance_limit_bytes() const override;
+  uint64_t guarantee_bytes() const override;
   std::chrono::milliseconds poll_interval() const override { return config_.poll_interval; }
   LinkEvents poll(const InstanceUsage& usage) noexcept override;
   void ask_for_room() noexcept override;
 
   // Sets this instance's limit from inside the process (same effect as `kvpager limit`).
   void set_limit(uint64_t bytes);
+  // Sets this instance's guarantee (same effect as `kvpager guarantee`); InvalidArgument when
+  // the device's guarantees would sum above its budget.
+  void set_guarantee(uint64_t bytes);
   const std::string& name() const { return spec_.name; }
   const std::string& device() const { return spec_.device; }
   const std::string& path() const { return file_.path(); }

@@ -19,6 +19,12 @@ struct RegistryConfig {
   std::string gpu_utilization = "0.95";  // KVPAGER_GPU_UTILIZATION
   // How often an instance publishes its usage and looks for limit changes.
   std::chrono::milliseconds poll_interval{10};  // KVPAGER_REGISTRY_POLL_MS (1..50)
+  // Guarantees (DeviceBudget): an instance below its guarantee that waits for memory claims
+  // the difference. The claim lapses `claim_ttl` after the instance last asked, and stops
+  // holding others back once it has waited `claim_patience` without getting anything (so a
+  // borrower whose last request needs the memory can finish it and free it).
+  std::chrono::milliseconds claim_ttl{100};        // KVPAGER_CLAIM_TTL_MS (1..10000)
+  std::chrono::milliseconds claim_patience{2000};  // KVPAGER_CLAIM_PATIENCE_MS (10..600000)
 };
 
 // Fills the fields from the environment (unset variables keep their value) and validates them.

@@ -34,6 +34,9 @@ struct DeviceSlotRecord {
   std::string name;
   ProcessIdentity owner;
   uint64_t charged_bytes = 0;
+  uint64_t guarantee_bytes = 0;
+  uint64_t claim_since_ns = 0;  // 0: not waiting for its guarantee
+  uint64_t claim_until_ns = 0;
 };
 
 struct DeviceRecord {

@@ -1,5 +1,5 @@
 #pragma once
-// The binary format of the registry segments under /dev/shm (one file each, version 1).
+// The binary format of the registry segments under /dev/shm (one file each, version 2).
 //
 //   <prefix>inst-<name>   one per KvCache instance (model process or TP group): identity,
 //                         the limit others may set, and what the instance publishes.
@@ -22,7 +22,7 @@
 
 namespace kvpager::limits::format {
 
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: slots carry a guarantee and a claim
 constexpr char kInstanceMagic[8] = {'K', 'V', 'P', 'G', 'I', 'N', 'S', 'T'};
 constexpr char kDeviceMagic[8] = {'K', 'V', 'P', 'G', 'D', 'E', 'V', 'S'};
 constexpr size_t kNameBytes = 64;    // instance and model names: at most 63 characters
@@ -64,6 +64,13 @@ struct DeviceSlot {
   std::atomic<uint64_t> start_time;
   char name[kNameBytes];
   std::atomic<uint64_t> charged;  // physical bytes the instance holds on the device
+  // Guaranteed share: while the instance holds less and waits for memory (a claim), the others
+  // may not charge into the difference, and those above their own guarantee give memory back.
+  std::atomic<uint64_t> guarantee;
+  // The claim: CLOCK_MONOTONIC ns. since = 0: none; otherwise when the instance began waiting
+  // (or last got memory while waiting); until: the claim lapses then unless renewed.
+  std::atomic<uint64_t> claim_since_ns;
+  std::atomic<uint64_t> claim_until_ns;
 };
 
 struct DeviceSegment {
