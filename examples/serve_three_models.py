@@ -9,7 +9,10 @@ bursts: each model has its peak (4 requests/s, prompts of 512-1024 tokens) in a 
 10 s phase and a trickle (0.3/s) otherwise; 1.5 GiB of KV memory for the three. Twice:
   * stock: each engine gets a static third of the KV budget (what you do today);
   * kvpager: every engine may use the whole budget; kvpager's shared registry keeps the sum
-    within it, so the busy model borrows what the idle ones do not use.
+    within it, so the busy model borrows what the idle ones do not use. Each is guaranteed its
+    third: when it needs memory a borrower holds, the borrower gives it back (frees pages,
+    preempts its newest requests) instead of starving it (--guarantee none: first come, first
+    served).
 It prints TTFT per model (mean, p99, p99 in the model's own peak phase), the speed-up, and the
 KV memory each process still holds when idle. Options are benchmarks/serving/bench.py
 multimodel's (--budget-gib, --phase-s, --peak-rate, --json, --plots, ...).

@@ -332,7 +332,7 @@ def cmd_serve_one(args):
     engine = Engine(model, memory=args.memory, num_blocks=args.num_blocks, block_size=args.block_size,
                     max_batch_tokens=args.max_batch_tokens, layout=args.layout, instance=args.instance,
                     model_name=args.model, reserve_pages=args.reserve_pages,
-                    max_idle_pages=args.max_idle_pages)
+                    max_idle_pages=args.max_idle_pages, guarantee_bytes=args.guarantee_bytes or None)
     driver.run_trace(engine, workload.make_trace([0.0] * 2, 32, 8, model.config.vocab_size, 5, "warm"))
     if engine.kv is not None:
         engine.kv.trim()
@@ -430,6 +430,9 @@ def cmd_multimodel(args):
                    "--dtype", args.dtype, "--seed", str(args.seed)]
             if args.layout:
                 cmd += ["--layout", args.layout]
+            if memory == "kvpager" and args.guarantee == "equal":
+                # each instance is guaranteed its static share; the rest of the time it lends it
+                cmd += ["--guarantee-bytes", str(budget // len(names))]
             procs.append(subprocess.Popen(cmd, env=env))
             outs.append(out)
             instances.append(instance)
@@ -571,6 +574,9 @@ def main(argv=None):
     sp.add_argument("--idle-s", type=float, default=3.0)
     sp.add_argument("--reserve-pages", type=int, default=1)
     sp.add_argument("--max-idle-pages", type=int, default=2)
+    sp.add_argument("--guarantee", choices=["equal", "none"], default="equal",
+                    help="kvpager instances: each guaranteed budget/N (lent while unused), or "
+                         "none (first come, first served)")
     sp.set_defaults(fn=cmd_multimodel)
 
     sp = sub.add_parser("serve-one", help=argparse.SUPPRESS)
@@ -581,6 +587,7 @@ def main(argv=None):
     sp.add_argument("--idle-s", type=float, default=3.0)
     sp.add_argument("--reserve-pages", type=int, default=1)
     sp.add_argument("--max-idle-pages", type=int, default=2)
+    sp.add_argument("--guarantee-bytes", type=int, default=0)
     sp.set_defaults(fn=cmd_serve_one)
 
     args = p.parse_args(argv)

@@ -34,7 +34,8 @@ class Engine:
                  max_batch_tokens: int = 1024, layout: Optional[str] = None,
                  instance: Optional[str] = None, model_name: str = "",
                  reserve_pages: Optional[int] = None, max_idle_pages: Optional[int] = None,
-                 limit_bytes: Optional[int] = None, allow_block_sharing: bool = False,
+                 limit_bytes: Optional[int] = None, guarantee_bytes: Optional[int] = None,
+                 allow_block_sharing: bool = False,
                  use_cuda_graph: Optional[bool] = None):
         from transformers import GenerationConfig
 
@@ -51,7 +52,8 @@ class Engine:
 
             context = kvt.kvpager_cache(layout=layout, instance=instance, model=model_name,
                                         reserve_pages=reserve_pages,
-                                        max_idle_pages=max_idle_pages, limit_bytes=limit_bytes)
+                                        max_idle_pages=max_idle_pages, limit_bytes=limit_bytes,
+                                        guarantee_bytes=guarantee_bytes)
         else:
             context = contextlib.nullcontext()
         with context:

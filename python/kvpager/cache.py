@@ -25,8 +25,11 @@ class KvCache(_kvpager.KvCache):
     it so far, never for the whole device. ``instance``: register the cache under this name
     in the machine's shared-memory registry, so ``kvpager list/top`` show it, ``kvpager limit``
     caps it and the device budget shared with other processes applies (``model`` is shown
-    beside it); the name is released when the cache goes. Unset options come from KVPAGER_*
-    variables.
+    beside it); the name is released when the cache goes. ``guarantee_bytes`` (with
+    ``instance``): the share of the device budget guaranteed to it: others may borrow it while
+    this cache does not need it, and give it back (their free pages unmapped, their
+    ``available()`` shrunk) while it waits for memory; guarantees sum to at most the budget.
+    Unset options come from KVPAGER_* variables.
 
     Methods (thread-safe; each releases the GIL while it works):
       alloc(n) -> list[int]      all or nothing; OutOfMemory when n blocks do not fit now
@@ -66,6 +69,7 @@ class KvCache(_kvpager.KvCache):
         stream: Optional[int] = None,
         instance: Optional[str] = None,
         model: str = "",
+        guarantee_bytes: Optional[int] = None,
     ):
         backend, ordinal = parse_device(device)
         super().__init__(
@@ -87,6 +91,7 @@ class KvCache(_kvpager.KvCache):
             stream=stream,
             instance=instance,
             model=model,
+            guarantee_bytes=guarantee_bytes,
         )
 
     def torch_tensor(self, layer: int, component: int = 0):

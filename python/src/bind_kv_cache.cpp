@@ -32,6 +32,8 @@ py::dict stats_dict(const kv::KvCacheStats& s) {
   d["free_mapped_blocks"] = s.free_mapped_blocks;
   d["available_blocks"] = s.available_blocks;
   d["available_within_limit_blocks"] = s.available_within_limit_blocks;
+  d["guarantee_bytes"] = s.guarantee_bytes;
+  d["owed_bytes"] = s.owed_bytes;
   d["num_pages"] = s.num_pages;
   d["mapped_pages"] = s.mapped_pages;
   d["free_pages"] = s.free_pages;
@@ -47,6 +49,7 @@ py::dict stats_dict(const kv::KvCacheStats& s) {
   d["cold_allocs"] = s.cold_allocs;
   d["pages_mapped_total"] = s.pages_mapped_total;
   d["pages_unmapped_total"] = s.pages_unmapped_total;
+  d["pages_given_back_total"] = s.pages_given_back_total;
   d["pool"] = pool;
   return d;
 }
@@ -80,7 +83,7 @@ failed call changes nothing.)doc")
                        std::optional<size_t> max_idle_pages, std::optional<bool> zero_fill,
                        std::optional<std::string> backend, std::optional<int> device,
                        std::optional<uintptr_t> stream, std::optional<std::string> instance,
-                       std::string model) {
+                       std::string model, std::optional<uint64_t> guarantee_bytes) {
              KvCacheOptions o;
              o.num_layers = num_layers;
              o.kv_heads = kv_heads;
@@ -100,6 +103,7 @@ failed call changes nothing.)doc")
              o.stream = stream;
              o.instance = std::move(instance);
              o.model = std::move(model);
+             o.guarantee_bytes = guarantee_bytes;
              py::gil_scoped_release release;
              return std::make_unique<KvCacheHandle>(o);
            }),
@@ -110,7 +114,8 @@ failed call changes nothing.)doc")
            py::arg("reserve_pages") = py::none(), py::arg("max_idle_pages") = py::none(),
            py::arg("zero_fill") = py::none(), py::arg("backend") = py::none(),
            py::arg("device") = py::none(), py::arg("stream") = py::none(),
-           py::arg("instance") = py::none(), py::arg("model") = "")
+           py::arg("instance") = py::none(), py::arg("model") = "",
+           py::arg("guarantee_bytes") = py::none())
       .def(
           "alloc",
           [](const KvCacheHandle& h, size_t n) {

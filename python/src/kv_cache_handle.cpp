@@ -53,6 +53,11 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
                                                        : DLDevice{kDLCPU, 0};
   backend_description_ = backend->describe();
 
+  if (o.guarantee_bytes && !o.instance) {
+    throw InvalidArgument(
+        "guarantee_bytes needs an instance name: a guarantee is a share of a "
+        "device budget shared through the registry");
+  }
   if (o.instance) {
     limits::InstanceSpec spec;
     spec.name = *o.instance;
@@ -61,6 +66,7 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
         (device_.device_type == kDLCUDA ? "cuda" : "host") + std::to_string(device_.device_id);
     spec.device_total_bytes = backend->memory_info().total_bytes;
     if (config.limit_bytes != 0) spec.limit_bytes = config.limit_bytes;
+    if (o.guarantee_bytes) spec.guarantee_bytes = *o.guarantee_bytes;
     config.registry_link =
         limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
   }

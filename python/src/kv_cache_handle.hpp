@@ -42,6 +42,8 @@ struct KvCacheOptions {
   // see it; its limit and the device budget apply). KVPAGER_SHM_* configure the registry.
   std::optional<std::string> instance;
   std::string model;  // free text shown by kvpager list/top
+  // With `instance`: the share of the device budget guaranteed to it (kvpager guarantee).
+  std::optional<uint64_t> guarantee_bytes;
 };
 
 class KvCacheHandle {

@@ -50,8 +50,8 @@ struct PageCost {
 PageCost measure_pages(std::shared_ptr<vmm::Backend> backend, const kv::KvGeometry& g,
                        kv::KvLayout layout, uint64_t handle_bytes, int pages, int rounds,
                        bool zero) {
-  const uint64_t cell = layout == kv::KvLayout::kInterleaved ? g.block_bytes_all_layers()
-                                                             : g.block_bytes();
+  const uint64_t cell =
+      layout == kv::KvLayout::kInterleaved ? g.block_bytes_all_layers() : g.block_bytes();
   const uint64_t blocks = handle_bytes / cell * static_cast<uint64_t>(pages);
   const size_t hpp = layout == kv::KvLayout::kInterleaved ? 1 : g.num_layers * g.components();
   const size_t handles = hpp * static_cast<size_t>(pages);
@@ -151,8 +151,8 @@ void run_alloc_bench(const AllocBenchConfig& cfg) {
   const uint64_t per_layer_page = g2 * g.num_layers * g.components();
   const PageCost per_layer =
       measure_pages(backend, g, kv::KvLayout::kPerLayer, g2, cfg.map_pages, 5, false);
-  const PageCost interleaved =
-      measure_pages(backend, g, kv::KvLayout::kInterleaved, per_layer_page, cfg.map_pages, 5, false);
+  const PageCost interleaved = measure_pages(backend, g, kv::KvLayout::kInterleaved, per_layer_page,
+                                             cfg.map_pages, 5, false);
   const PageCost interleaved_small =
       measure_pages(backend, g, kv::KvLayout::kInterleaved, g2, cfg.map_pages * 8, 5, false);
   auto gibs = [](const PageCost& c) {
@@ -187,10 +187,11 @@ void run_alloc_bench(const AllocBenchConfig& cfg) {
     std::cout << out.dump(2) << "\n";
     return;
   }
-  std::printf("=== Allocation Benchmark ===\nBackend              : %s\nGeometry             : %s\n"
-              "Hot iterations       : %d (cold allocs during them: %llu)\n\n",
-              backend->describe().c_str(), g.describe().c_str(), cfg.iters,
-              static_cast<unsigned long long>(hot_cold));
+  std::printf(
+      "=== Allocation Benchmark ===\nBackend              : %s\nGeometry             : %s\n"
+      "Hot iterations       : %d (cold allocs during them: %llu)\n\n",
+      backend->describe().c_str(), g.describe().c_str(), cfg.iters,
+      static_cast<unsigned long long>(hot_cold));
   std::printf("%s\n%s", lat.render().c_str(), tput.render().c_str());
   std::printf("Interleaved / per-layer mapping throughput: x%.1f\n\n%s", ratio,
               zero.render().c_str());
@@ -201,19 +202,26 @@ void register_bench_alloc(CommandGroups& groups) {
   CLI::App* cmd = groups.bench.add_subcommand("alloc", "Block alloc/free latency, hot and cold");
   cmd->add_option("--backend", cfg->backend, "auto|host|cuda")->capture_default_str();
   cmd->add_option("--device", cfg->device, "CUDA device ordinal")->capture_default_str();
-  cmd->add_option("--iters", cfg->iters, "hot alloc+free pairs")->capture_default_str()
+  cmd->add_option("--iters", cfg->iters, "hot alloc+free pairs")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--cold-iters", cfg->cold_iters, "cold allocations")->capture_default_str()
+  cmd->add_option("--cold-iters", cfg->cold_iters, "cold allocations")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--map-pages", cfg->map_pages, "logical pages per throughput round")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--num-layers", cfg->num_layers, "layers")->capture_default_str()
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--kv-heads", cfg->kv_heads, "KV heads")->capture_default_str()
+  cmd->add_option("--num-layers", cfg->num_layers, "layers")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--head-dim", cfg->head_dim, "head dimension")->capture_default_str()
+  cmd->add_option("--kv-heads", cfg->kv_heads, "KV heads")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--block-size", cfg->block_size, "tokens per block")->capture_default_str()
+  cmd->add_option("--head-dim", cfg->head_dim, "head dimension")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--block-size", cfg->block_size, "tokens per block")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", cfg->json, "print one JSON object");
   cmd->callback([cfg] { run_alloc_bench(*cfg); });

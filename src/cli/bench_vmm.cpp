@@ -136,18 +136,19 @@ void run_vmm_bench(const VmmBenchConfig& cfg) {
   backend->free_reservation(va, span);
   const LatencySummary lm = summarize(loop_map), lu = summarize(loop_unmap);
   const double pages = static_cast<double>(cfg.loop_pages);
-  TextTable loop({std::to_string(cfg.loop_pages) + " pre-created handles, loop", "map + set access",
-                  "unmap"});
+  TextTable loop(
+      {std::to_string(cfg.loop_pages) + " pre-created handles, loop", "map + set access", "unmap"});
   loop.add_row({"mean per iteration (ms)", fixed(lm.mean, 3), fixed(lu.mean, 3)});
-  loop.add_row({"mean per page (us)", fixed(lm.mean * 1000 / pages), fixed(lu.mean * 1000 / pages)});
+  loop.add_row(
+      {"mean per page (us)", fixed(lm.mean * 1000 / pages), fixed(lu.mean * 1000 / pages)});
   out["loop_map_set_access_per_iter_ms"] = lm.mean;
   out["loop_unmap_per_iter_ms"] = lu.mean;
   out["loop_map_set_access_per_page_us"] = lm.mean * 1000 / pages;
   out["loop_unmap_per_page_us"] = lu.mean * 1000 / pages;
 
   // 3. Handle-size sweep: cost per 2 MiB mapped.
-  TextTable sweep({"handle size (us per 2 MiB)", "create", "map", "set access", "unmap",
-                   "release"});
+  TextTable sweep(
+      {"handle size (us per 2 MiB)", "create", "map", "set access", "unmap", "release"});
   for (int mib : cfg.sweep_mib) {
     const size_t bytes = static_cast<size_t>(mib) * MiB;
     if (bytes % g != 0) continue;
@@ -173,8 +174,8 @@ void run_vmm_bench(const VmmBenchConfig& cfg) {
     const double vc = summarize(w.create).mean / per, vm = summarize(w.map).mean / per,
                  va2 = summarize(w.set_access).mean / per, vu = summarize(w.unmap).mean / per,
                  vr = summarize(w.release).mean / per;
-    sweep.add_row({std::to_string(mib) + " MiB", fixed(vc), fixed(vm), fixed(va2), fixed(vu),
-                   fixed(vr)});
+    sweep.add_row(
+        {std::to_string(mib) + " MiB", fixed(vc), fixed(vm), fixed(va2), fixed(vu), fixed(vr)});
     const std::string k = "handle_" + std::to_string(mib) + "mib_";
     out[k + "create_us_per_2mib"] = vc;
     out[k + "map_us_per_2mib"] = vm;
@@ -199,11 +200,14 @@ void register_bench_vmm(CommandGroups& groups) {
   CLI::App* cmd = groups.bench.add_subcommand("vmm", "Raw VMM backend operation latencies");
   cmd->add_option("--backend", cfg->backend, "auto|host|cuda")->capture_default_str();
   cmd->add_option("--device", cfg->device, "CUDA device ordinal")->capture_default_str();
-  cmd->add_option("--iters", cfg->iters, "iterations per operation")->capture_default_str()
+  cmd->add_option("--iters", cfg->iters, "iterations per operation")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--loop-pages", cfg->loop_pages, "handles in the map/unmap loop")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--loop-iters", cfg->loop_iters, "iterations of the loop")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--loop-iters", cfg->loop_iters, "iterations of the loop")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--sweep-mib", cfg->sweep_mib, "handle sizes (MiB) for the sweep")
       ->capture_default_str();

@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "kvpager 0.1.0");
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks (vmm, alloc, ...)");
   bench->require_subcommand(1);
-  CLI::App* kvbench = app.add_subcommand("kvbench", "KV-cache sizing and transfer planning per model");
+  CLI::App* kvbench =
+      app.add_subcommand("kvbench", "KV-cache sizing and transfer planning per model");
   kvbench->require_subcommand(1);
   CommandGroups groups{app, *bench, *kvbench};
   for (auto registrar : registrars()) registrar(groups);

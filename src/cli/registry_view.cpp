@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "kvpager/common/units.hpp"
+#include "kvpager/limits/process_identity.hpp"
 #include "kvpager/limits/segment_format.hpp"
 
 namespace kvpager::cli {
@@ -64,6 +65,15 @@ std::string instance_state(const limits::InstanceStatus& s) {
   return s.heartbeat_age_ms > 5000 ? "hung" : "alive";
 }
 
+uint64_t guarantee_of(const limits::RegistrySnapshot& snap, const limits::InstanceRecord& r) {
+  const limits::DeviceSlotRecord* slot = snap.find_slot(r);
+  return slot ? slot->guarantee_bytes : 0;
+}
+
+bool claiming(const limits::DeviceSlotRecord& slot, uint64_t now_ns) {
+  return slot.claim_since_ns != 0 && now_ns < slot.claim_until_ns;
+}
+
 std::string render_registry_table(const limits::RegistrySnapshot& snap) {
   std::string out;
   std::vector<std::vector<std::string>> dev{
@@ -81,13 +91,15 @@ std::string render_registry_table(const limits::RegistrySnapshot& snap) {
     out += columns(dev);
   }
   out += "\n";
-  std::vector<std::vector<std::string>> inst{
-      {"NAME", "MODEL", "DEVICE", "PID", "LIMIT", "USED", "MAPPED", "RESERVED", "STATUS"}};
+  std::vector<std::vector<std::string>> inst{{"NAME", "MODEL", "DEVICE", "PID", "LIMIT",
+                                              "GUARANTEE", "USED", "MAPPED", "RESERVED", "STATUS"}};
   for (const auto& s : snap.instances) {
     const auto& r = s.record;
+    const uint64_t guarantee = guarantee_of(snap, r);
     inst.push_back({r.name, r.model.empty() ? "-" : r.model, r.device, std::to_string(r.owner.pid),
-                    limit_text(r.limit_bytes), format_size(r.used_bytes),
-                    format_size(r.mapped_bytes), format_size(r.reserved_bytes), instance_state(s)});
+                    limit_text(r.limit_bytes), guarantee == 0 ? "-" : format_size(guarantee),
+                    format_size(r.used_bytes), format_size(r.mapped_bytes),
+                    format_size(r.reserved_bytes), instance_state(s)});
   }
   if (snap.instances.empty()) {
     out += "no instances\n";
@@ -100,6 +112,7 @@ std::string render_registry_table(const limits::RegistrySnapshot& snap) {
 nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
   using nlohmann::json;
   json devices = json::array(), instances = json::array(), skipped = json::array();
+  const uint64_t now = limits::monotonic_ns();
   for (const auto& d : snap.devices) {
     const auto& r = d.record;
     json members = json::array();
@@ -107,7 +120,9 @@ nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
       members.push_back({{"slot", m.index},
                          {"name", m.name},
                          {"pid", m.owner.pid},
-                         {"charged_bytes", m.charged_bytes}});
+                         {"charged_bytes", m.charged_bytes},
+                         {"guarantee_bytes", m.guarantee_bytes},
+                         {"claiming", claiming(m, now)}});
     }
     devices.push_back({{"device", r.device},
                        {"path", d.path},
@@ -122,6 +137,7 @@ nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
   }
   for (const auto& s : snap.instances) {
     const auto& r = s.record;
+    const limits::DeviceSlotRecord* slot = snap.find_slot(r);
     instances.push_back(
         {{"name", r.name},
          {"model", r.model},
@@ -131,6 +147,8 @@ nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
          {"start_time", r.owner.start_time},
          {"limit_bytes",
           r.limit_bytes == limits::format::kUnlimited ? json(nullptr) : json(r.limit_bytes)},
+         {"guarantee_bytes", slot ? slot->guarantee_bytes : 0},
+         {"claiming", slot != nullptr && claiming(*slot, now)},
          {"used_bytes", r.used_bytes},
          {"mapped_bytes", r.mapped_bytes},
          {"reserved_bytes", r.reserved_bytes},

@@ -17,6 +17,11 @@ std::string limit_text(uint64_t bytes);
 std::string short_size(uint64_t bytes);
 // "alive", "stale" (owner gone), or "hung" (owner alive, no heartbeat for > 5 s).
 std::string instance_state(const limits::InstanceStatus& s);
+// The instance's guarantee from its device slot in `snap` (0 when it has no slot there).
+uint64_t guarantee_of(const limits::RegistrySnapshot& snap, const limits::InstanceRecord& r);
+// Whether the slot's claim (waiting for its guarantee) had not lapsed at `now_ns`
+// (CLOCK_MONOTONIC). A live claim past its patience no longer holds the others back.
+bool claiming(const limits::DeviceSlotRecord& slot, uint64_t now_ns);
 
 // Devices, then instances, as aligned text. Skipped segments are not included.
 std::string render_registry_table(const limits::RegistrySnapshot& snap);

@@ -1,5 +1,6 @@
 // kvpager top: full-screen live view of the registry (ncurses). One bar per device budget and
-// per instance (used / mapped / limit), sorted; keys: q quit, + faster, - slower, s sort.
+// per instance (used / mapped / limit, then its guarantee), sorted; keys: q quit, + faster,
+// - slower, s sort.
 // Fits an 80x24 terminal; wider terminals get wider bars.
 #include <ncurses.h>
 #include <unistd.h>
@@ -116,10 +117,10 @@ void draw(const limits::Registry& registry, limits::RegistrySnapshot snap, SortK
   }
   if (snap.devices.empty()) put(row++, "no devices registered");
   ++row;
-  // Instances: NAME PID [bar] USED MAPPED LIMIT STATE  (80 columns: bar of 26)
-  const int bar_width = std::max(10, COLS - 54);
-  std::snprintf(line, sizeof line, "%-14s %7s %-*s %6s %6s %6s %-5s", "NAME", "PID", bar_width,
-                "USED=  MAPPED+  LIMIT.", "USED", "MAPPED", "LIMIT", "STATE");
+  // Instances: NAME PID [bar] USED MAPPED LIMIT GUAR STATE  (80 columns: bar of 22, the legend)
+  const int bar_width = std::max(10, COLS - 58);
+  std::snprintf(line, sizeof line, "%-14s %7s %-*s %6s %6s %6s %6s %-5s", "NAME", "PID", bar_width,
+                "USED=  MAPPED+  LIMIT.", "USED", "MAPPED", "LIMIT", "GUAR", "STATE");
   put(row++, line, A_UNDERLINE);
   sort_instances(snap.instances, key);
   for (const auto& s : snap.instances) {
@@ -130,10 +131,12 @@ void draw(const limits::Registry& registry, limits::RegistrySnapshot snap, SortK
       const limits::DeviceStatus* d = snap.find_device(r.device);
       scale = d ? d->record.budget_bytes : r.mapped_bytes;
     }
-    std::snprintf(line, sizeof line, "%-14.14s %7d %s %6s %6s %6s %-5s", r.name.c_str(),
+    const uint64_t guarantee = guarantee_of(snap, r);
+    std::snprintf(line, sizeof line, "%-14.14s %7d %s %6s %6s %6s %6s %-5s", r.name.c_str(),
                   r.owner.pid, bar(r.used_bytes, r.mapped_bytes, scale, bar_width).c_str(),
                   short_size(r.used_bytes).c_str(), short_size(r.mapped_bytes).c_str(),
-                  short_size(r.limit_bytes).c_str(), instance_state(s).c_str());
+                  short_size(r.limit_bytes).c_str(),
+                  guarantee == 0 ? "-" : short_size(guarantee).c_str(), instance_state(s).c_str());
     put(row++, line, s.alive ? A_NORMAL : A_DIM);
   }
   if (snap.instances.empty()) put(row++, "no instances registered");

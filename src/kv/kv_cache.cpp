@@ -57,6 +57,10 @@ KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
     c.reserve_pages = number("KVPAGER_RESERVE_PAGES", v);
   if (const char* v = env("KVPAGER_MAX_IDLE_PAGES"))
     c.max_idle_pages = number("KVPAGER_MAX_IDLE_PAGES", v);
+  if (const char* v = env("KVPAGER_POOL_MIN_READY"))
+    c.pool_min_ready = number("KVPAGER_POOL_MIN_READY", v);
+  if (const char* v = env("KVPAGER_POOL_MAX_READY"))
+    c.pool_max_ready = number("KVPAGER_POOL_MAX_READY", v);
   if (const char* v = env("KVPAGER_ZERO_FILL")) c.zero_fill_unmapped = std::string(v) == "1";
   return c;
 }
@@ -303,13 +307,11 @@ size_t KvCache::available_locked(bool within_budget) const {
   const size_t headroom_pages = std::min(limit > mapped ? limit - mapped : 0, budget_pages);
   const size_t not_mapped_blocks =
       allocator_->usable_blocks() - allocator_->used_blocks() - allocator_->free_mapped_blocks();
-  size_t free_mapped = allocator_->free_mapped_blocks();
-  if (within_budget) {  // free pages owed to others' claims are about to go
-    const size_t owed_blocks =
-        std::min(owed_pages_, allocator_->free_pages()) * allocator_->max_blocks_per_page();
-    free_mapped -= std::min(free_mapped, owed_blocks);
-  }
-  return free_mapped +
+  // Owing pages to others' claims, nothing counts as available: blocks freed meanwhile must
+  // empty whole pages (best fit keeps the rest packed) for the mapper to unmap, so an engine
+  // that admits by available() preempts until the debt is paid instead of refilling them.
+  if (within_budget && owed_pages_ > 0) return 0;
+  return allocator_->free_mapped_blocks() +
          std::min(not_mapped_blocks, headroom_pages * allocator_->max_blocks_per_page());
 }
 
@@ -396,7 +398,8 @@ bool KvCache::poll_link_locked() {
     reserve_suspended_ = true;  // until the next alloc: the reserve would only be taken back
   }
   if (events.limit_changed || events.shed) reserve_blocked_ = false;
-  return events.limit_changed || shed;
+  // Ready handles are charged too: release them once the pages owed or shed are unmapped.
+  return events.limit_changed || shed || events.owed_bytes > 0;
 }
 
 void KvCache::run_mapper() {
@@ -421,12 +424,15 @@ void KvCache::run_mapper() {
     const bool want_map = !reserve_suspended_ && !reserve_blocked_ &&
                           allocator_->free_pages() < config_.reserve_pages &&
                           allocator_->unmapped_pages() > 0 && committed < limit;
-    const bool want_unmap = allocator_->free_pages() > 0 &&
-                            (allocator_->free_pages() > config_.max_idle_pages ||
-                             committed > limit || shedding_ || owed_pages_ > 0);
+    const bool want_unmap =
+        allocator_->free_pages() > 0 && (allocator_->free_pages() > config_.max_idle_pages ||
+                                         committed > limit || shedding_ || owed_pages_ > 0);
     try {
       if (want_unmap) {
-        if (unmap_one_locked(lock) && owed_pages_ > 0) --owed_pages_;
+        if (unmap_one_locked(lock) && owed_pages_ > 0) {
+          --owed_pages_;
+          ++counters_.pages_given_back_total;
+        }
       } else if (pool_trim_pending_) {
         // Ready handles count against the limit too: release them once the pages above it are
         // unmapped (outside our lock; the pool never calls back into the cache).

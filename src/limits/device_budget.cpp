@@ -156,8 +156,10 @@ bool DeviceBudget::claim(uint32_t slot) noexcept {
   DeviceSlot& mine = segment().slots[slot];
   if (below_guarantee(mine) == 0) return false;
   const uint64_t now = monotonic_ns();
-  uint64_t none = 0;
-  mine.claim_since_ns.compare_exchange_strong(none, now, std::memory_order_relaxed);
+  // A claim that lapsed (or none) starts over: patience counts from now.
+  uint64_t since = mine.claim_since_ns.load(std::memory_order_relaxed);
+  const bool live = since != 0 && now < mine.claim_until_ns.load(std::memory_order_relaxed);
+  if (!live) mine.claim_since_ns.compare_exchange_strong(since, now, std::memory_order_relaxed);
   mine.claim_until_ns.store(now + claim_ttl_ns_, std::memory_order_relaxed);
   return true;
 }
@@ -200,7 +202,7 @@ uint64_t DeviceBudget::raise_pressure() noexcept {
 }
 
 uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
-                           uint64_t guarantee_bytes) {
+                            uint64_t guarantee_bytes) {
   validate_instance_name(name);
   DeviceSegment& s = segment();
   RobustLock lock(&s.mutex, &s.recoveries);
@@ -259,9 +261,11 @@ void DeviceBudget::set_guarantee(uint32_t slot, const ProcessIdentity& who, uint
     throw StateError("registry slot " + std::to_string(slot) + " on device " + device_ +
                      " is no longer held by pid " + std::to_string(who.pid));
   }
-  const uint64_t others = guarantees_except(slot), budget = budget_bytes();
-  if (bytes > budget || others > budget - bytes) {
-    throw InvalidArgument(guarantee_error(device_, others, bytes, budget));
+  for (int pass = 0;; ++pass) {
+    const uint64_t others = guarantees_except(slot), budget = budget_bytes();
+    if (bytes <= budget && others <= budget - bytes) break;
+    if (pass > 0) throw InvalidArgument(guarantee_error(device_, others, bytes, budget));
+    reclaim_dead_locked(&who, nullptr);  // dead members' guarantees go with them
   }
   mine.guarantee.store(bytes, std::memory_order_relaxed);
 }
@@ -290,8 +294,8 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
       if (mine.claim_since_ns.load(std::memory_order_relaxed) != 0) {
         // Memory came: patience starts over while the claim still lacks some, else it ends.
         const uint64_t now = monotonic_ns();
-        const bool lacks = below_guarantee(mine) > 0 &&
-                           now < mine.claim_until_ns.load(std::memory_order_relaxed);
+        const bool lacks =
+            below_guarantee(mine) > 0 && now < mine.claim_until_ns.load(std::memory_order_relaxed);
         mine.claim_since_ns.store(lacks ? now : 0, std::memory_order_relaxed);
       }
       return ChargeResult::kCharged;
@@ -360,7 +364,11 @@ void DeviceBudget::set_budget(uint64_t bytes) {
   if (bytes == 0) throw InvalidArgument("device budget must be above 0 bytes");
   DeviceSegment& s = segment();
   RobustLock lock(&s.mutex, &s.recoveries);
-  const uint64_t guarantees = guarantees_except(format::kMaxSlots);
+  uint64_t guarantees = guarantees_except(format::kMaxSlots);
+  if (bytes < guarantees) {
+    reclaim_dead_locked(nullptr, nullptr);  // dead members' guarantees go with them
+    guarantees = guarantees_except(format::kMaxSlots);
+  }
   if (bytes < guarantees) {
     throw InvalidArgument("a budget of " + format_size(bytes) + " on device " + device_ +
                           " is below its instances' guarantees (" + format_size(guarantees) +

@@ -60,6 +60,18 @@ const DeviceStatus* RegistrySnapshot::find_device(const std::string& label) cons
   return nullptr;
 }
 
+const DeviceSlotRecord* RegistrySnapshot::find_slot(const InstanceRecord& instance) const {
+  const DeviceStatus* d = find_device(instance.device);
+  if (!d) return nullptr;
+  for (const auto& m : d->record.members) {
+    if (m.index == instance.slot && m.name == instance.name && m.owner.pid == instance.owner.pid &&
+        m.owner.start_time == instance.owner.start_time) {
+      return &m;
+    }
+  }
+  return nullptr;
+}
+
 Registry::Registry(RegistryConfig config) : config_(std::move(config)) {
   validate_registry_config(config_);
 }
@@ -179,6 +191,46 @@ uint64_t Registry::limit_for_percent(const std::string& name, const std::string&
                      ", which has no usable segment");
   }
   return static_cast<uint64_t>(fraction * static_cast<double>(dev->record.total_bytes));
+}
+
+uint64_t Registry::set_guarantee(const std::string& name, uint64_t bytes) {
+  const InstanceStatus found = find_instance(name);
+  const InstanceRecord& r = found.record;
+  if (!found.alive) {
+    throw StateError("instance '" + name + "' is not running (pid " + std::to_string(r.owner.pid) +
+                     " is gone), so it has no share to guarantee; run `kvpager gc` to remove it");
+  }
+  DeviceBudget budget = [&] {
+    try {
+      return DeviceBudget::open_existing(config_, r.device);
+    } catch (const InvalidArgument&) {
+      throw StateError("instance '" + name + "' names device " + r.device +
+                       ", which has no segment; restart the instance");
+    }
+  }();
+  RegistrySnapshot owned;
+  owned.devices.push_back({budget.snapshot_locked(), budget.path(), 0});
+  const DeviceSlotRecord* slot = owned.find_slot(r);
+  if (!slot) {
+    throw StateError("instance '" + name + "' holds no slot on device " + r.device +
+                     " any more (taken by `kvpager delete --force` or gc?); restart the instance");
+  }
+  // set_guarantee re-checks the owner under the lock, so a slot taken meanwhile is refused.
+  budget.set_guarantee(r.slot, r.owner, bytes);
+  return slot->guarantee_bytes;
+}
+
+uint64_t Registry::guarantee_for_percent(const std::string& name,
+                                         const std::string& percent) const {
+  const double fraction = parse_percent(percent);
+  const InstanceStatus found = find_instance(name);
+  const RegistrySnapshot snap = scan();
+  const DeviceStatus* dev = snap.find_device(found.record.device);
+  if (!dev) {
+    throw StateError("instance '" + name + "' names device " + found.record.device +
+                     ", which has no usable segment");
+  }
+  return static_cast<uint64_t>(fraction * static_cast<double>(dev->record.budget_bytes));
 }
 
 uint64_t Registry::set_budget(const std::string& device, const std::string& value) {

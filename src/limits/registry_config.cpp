@@ -34,8 +34,8 @@ std::chrono::milliseconds env_milliseconds(const char* variable, const char* val
   const long ms = std::strtol(value, &end, 10);
   if (end == value || *end != '\0' || ms < low || ms > high) {
     throw InvalidArgument(std::string(variable) + "='" + value +
-                          "' is not a number of milliseconds from " + std::to_string(low) +
-                          " to " + std::to_string(high));
+                          "' is not a number of milliseconds from " + std::to_string(low) + " to " +
+                          std::to_string(high));
   }
   return std::chrono::milliseconds(ms);
 }

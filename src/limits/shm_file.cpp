@@ -67,7 +67,10 @@ ShmFile ShmFile::open_mapped(const std::string& path, size_t bytes, bool writabl
   if (!S_ISREG(st.st_mode)) throw StateError(path + " is not a regular file");
   if (static_cast<uint64_t>(st.st_size) != bytes) {
     throw StateError(path + " has " + std::to_string(st.st_size) + " bytes, expected " +
-                     std::to_string(bytes) + " (truncated, foreign or of another version)");
+                     std::to_string(bytes) +
+                     " (truncated, foreign or of another kvpager version); once no process uses "
+                     "it, remove it (rm " +
+                     path + ")");
   }
   void* data = map_fd(fd.fd, bytes, writable, path);
   return ShmFile(path, fd.release(), data, bytes);

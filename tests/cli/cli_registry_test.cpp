@@ -83,6 +83,11 @@ TEST_F(CliRegistry, BadInputIsOneLineOnStderrExit2AndChangesNothing) {
                                                      {"budget", "host0", "-1G"},
                                                      {"budget", "cuda7", "1G"},
                                                      {"budget", "7", "50%"},
+                                                     {"guarantee", "live-a", "12XB"},
+                                                     {"guarantee", "live-a", "-1G"},
+                                                     {"guarantee", "live-a", "2G"},
+                                                     {"guarantee", "nobody", "1G"},
+                                                     {"guarantee-percent", "live-a", "101"},
                                                      {"delete", "nobody"},
                                                      {"watch", "-n", "0"}};
   for (const auto& args : bad) {
@@ -98,6 +103,7 @@ TEST_F(CliRegistry, BadInputIsOneLineOnStderrExit2AndChangesNothing) {
   EXPECT_EQ(a.limit_bytes, 512 * MiB);
   EXPECT_EQ(a.revision, 0u);
   EXPECT_EQ(live_->device_budget().budget_bytes(), 1 * GiB);
+  EXPECT_EQ(live_->guarantee_bytes(), 0u);
 }
 
 TEST_F(CliRegistry, ListShowsInstancesAsTextAndJson) {
@@ -150,6 +156,73 @@ TEST_F(CliRegistry, LimitAcceptsEverySizeFormAndBumpsTheRevision) {
   EXPECT_EQ(live_->device_budget().budget_bytes(), 2 * GiB);
   ASSERT_EQ(kvpager({"budget", "host0", "3G"}).status, 0);
   EXPECT_EQ(live_->device_budget().budget_bytes(), 3 * GiB);
+}
+
+TEST_F(CliRegistry, GuaranteeShowsInListAndStaysWithinTheBudget) {
+  const CommandResult set = kvpager({"guarantee", "live-a", "256M"});
+  ASSERT_EQ(set.status, 0) << set.err;
+  EXPECT_EQ(set.out, "live-a: guarantee 256.00 MiB (was none)\n");
+  EXPECT_EQ(live_->guarantee_bytes(), 256 * MiB);  // the instance's own view of its slot
+
+  const CommandResult text = kvpager({"list"});
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find("GUARANTEE"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("256.00 MiB"), std::string::npos) << text.out;
+  auto j = nlohmann::json::parse(kvpager({"list", "--json"}).out);
+  EXPECT_EQ(j["instances"][0]["name"], "gone-b");
+  EXPECT_EQ(j["instances"][0]["guarantee_bytes"], 0);
+  EXPECT_EQ(j["instances"][1]["name"], "live-a");
+  EXPECT_EQ(j["instances"][1]["guarantee_bytes"], 256 * MiB);
+  EXPECT_EQ(j["instances"][1]["claiming"], false);  // it holds 64 MiB but has not asked
+
+  // Above the budget: refused, naming the budget; nothing changed.
+  const CommandResult over = kvpager({"guarantee", "live-a", "2G"});
+  EXPECT_EQ(over.status, 2);
+  EXPECT_NE(over.err.find("budget of 1.00 GiB"), std::string::npos) << over.err;
+  EXPECT_EQ(live_->guarantee_bytes(), 256 * MiB);
+
+  // A second member's guarantee counts towards the sum.
+  RegistryConfig patient = reg_.config;
+  patient.claim_ttl = std::chrono::milliseconds(10'000);  // outlives the CLI's start-up
+  auto other = InstanceRegistration::create(
+      patient, {"live-c", "mistral", "host0", 4 * GiB, format::kUnlimited, 512 * MiB});
+  const CommandResult sum = kvpager({"guarantee", "live-a", "600M"});
+  EXPECT_EQ(sum.status, 2);
+  EXPECT_NE(sum.err.find("guarantees to 1.09 GiB"), std::string::npos) << sum.err;
+  EXPECT_EQ(live_->guarantee_bytes(), 256 * MiB);
+
+  // live-c holds nothing of its 512 MiB and waits for memory: it claims.
+  other->ask_for_room();
+  j = nlohmann::json::parse(kvpager({"list", "--json"}).out);
+  ASSERT_EQ(j["instances"].size(), 3u);
+  EXPECT_EQ(j["instances"][2]["name"], "live-c");
+  EXPECT_EQ(j["instances"][2]["guarantee_bytes"], 512 * MiB);
+  EXPECT_EQ(j["instances"][2]["claiming"], true);
+  EXPECT_EQ(j["instances"][1]["claiming"], false);
+
+  // The budget may not drop below the guarantees' sum (768 MiB).
+  const CommandResult low = kvpager({"budget", "host0", "512M"});
+  EXPECT_EQ(low.status, 2);
+  EXPECT_NE(low.err.find("guarantees"), std::string::npos) << low.err;
+  EXPECT_EQ(live_->device_budget().budget_bytes(), 1 * GiB);
+  ASSERT_EQ(kvpager({"budget", "host0", "768M"}).status, 0);
+  EXPECT_EQ(live_->device_budget().budget_bytes(), 768 * MiB);
+
+  // Removing a guarantee frees its share of the budget.
+  const CommandResult none = kvpager({"guarantee", "live-a", "none"});
+  ASSERT_EQ(none.status, 0) << none.err;
+  EXPECT_EQ(none.out, "live-a: guarantee none (was 256.00 MiB)\n");
+  EXPECT_EQ(live_->guarantee_bytes(), 0u);
+  ASSERT_EQ(kvpager({"budget", "host0", "512M"}).status, 0);
+  ASSERT_EQ(kvpager({"guarantee", "live-c", "0"}).status, 0);
+  EXPECT_EQ(other->guarantee_bytes(), 0u);
+  ASSERT_EQ(kvpager({"guarantee-percent", "live-a", "25%"}).status, 0);
+  EXPECT_EQ(live_->guarantee_bytes(), 128 * MiB);  // of the 512 MiB budget
+
+  // A dead instance has no share to guarantee.
+  const CommandResult dead = kvpager({"guarantee", "gone-b", "1M"});
+  EXPECT_EQ(dead.status, 1);
+  EXPECT_NE(dead.err.find("kvpager gc"), std::string::npos) << dead.err;
 }
 
 TEST_F(CliRegistry, DeleteRefusesALiveInstanceWithoutForceAndGcTakesTheStaleOne) {

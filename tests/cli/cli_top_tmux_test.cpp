@@ -37,7 +37,8 @@ class TopInTmux : public ::testing::Test {
     ASSERT_FALSE(kvpager_binary().empty()) << "KVPAGER_BINARY is not set";
     socket_ = "kvptest-top-" + std::to_string(::getpid());
     reg_.config.gpu_utilization = "16M";
-    alpha_ = InstanceRegistration::create(reg_.config, {"alpha", "llama", "host0", GiB, 8 * MiB});
+    alpha_ = InstanceRegistration::create(reg_.config,
+                                          {"alpha", "llama", "host0", GiB, 8 * MiB, 2 * MiB});
     beta_ = InstanceRegistration::create(reg_.config,
                                          {"beta", "qwen", "host0", GiB, format::kUnlimited});
     ASSERT_TRUE(alpha_->try_charge(1 * MiB));
@@ -102,10 +103,15 @@ TEST_F(TopInTmux, ShowsBudgetAndInstancesSortsRefreshesAndQuits) {
   for (size_t i = 0; i <= alpha_row; ++i) std::getline(again, line);
   // Half of alpha's 1 MiB is in use: '=' then '+', then '.' up to its 8 MiB limit.
   EXPECT_NE(line.find("[="), std::string::npos) << line;
-  EXPECT_NE(line.find("=+."), std::string::npos) << line;
+  EXPECT_NE(line.find("=+"), std::string::npos) << line;
   EXPECT_NE(line.find("+....."), std::string::npos) << line;
   EXPECT_NE(line.find("512K"), std::string::npos) << line;
   EXPECT_NE(line.find("8M"), std::string::npos) << line;
+  EXPECT_NE(line.find(" 2M alive"), std::string::npos) << line;  // its guarantee
+  EXPECT_NE(s.find("GUAR"), std::string::npos) << s;
+  std::istringstream beta_rows(s);
+  for (size_t i = 0; i <= row_of(s, "beta"); ++i) std::getline(beta_rows, line);
+  EXPECT_NE(line.find(" - alive"), std::string::npos) << line;  // no guarantee
 
   // Live: alpha grows past beta and moves to the top.
   ASSERT_TRUE(alpha_->try_charge(5 * MiB));

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <memory>
+#include <span>
+#include <thread>
 
 #include "kv/kv_test_support.hpp"
 #include "kvpager/common/error.hpp"
@@ -228,4 +231,168 @@ TEST(KvCacheRegistry, AWaitingInstanceAsksForRoomAndAnIdleOneGivesItBack) {
   // The idle one sheds page by page on its own thread: all of them, not just what was needed.
   EXPECT_TRUE(wait_until([&] { return t.idle->stats().free_pages == 0; }))
       << t.idle->stats().free_pages << " free pages still mapped";
+}
+
+// Guaranteed shares (DeviceBudget: guarantees, claims, what borrowers owe).
+namespace {
+
+InstanceSpec guaranteed(const std::string& name, uint64_t guarantee) {
+  InstanceSpec s = spec(name);
+  s.guarantee_bytes = guarantee;
+  return s;
+}
+
+}  // namespace
+
+TEST(DeviceBudget, GuaranteesSumToAtMostTheBudget) {
+  ScopedRegistry reg("guarantee-sum");
+  reg.config.gpu_utilization = "10M";
+  auto a = InstanceRegistration::create(reg.config, guaranteed("a", 6 * MiB));
+  EXPECT_EQ(a->guarantee_bytes(), 6 * MiB);
+  try {
+    InstanceRegistration::create(reg.config, guaranteed("b", 5 * MiB));
+    ADD_FAILURE() << "a guarantee past the budget was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("budget"), std::string::npos) << e.what();
+  }
+  auto b = InstanceRegistration::create(reg.config, guaranteed("b", 4 * MiB));
+  EXPECT_THROW(a->set_guarantee(7 * MiB), InvalidArgument);
+  EXPECT_EQ(a->guarantee_bytes(), 6 * MiB);  // unchanged by the refusal
+  EXPECT_THROW(a->device_budget().set_budget(9 * MiB), InvalidArgument);
+  b->set_guarantee(0);
+  a->device_budget().set_budget(9 * MiB);  // 6 MiB guaranteed now: fits
+  EXPECT_EQ(a->device_budget().budget_bytes(), 9 * MiB);
+  b.reset();  // a leaving member's guarantee goes with it
+  auto c = InstanceRegistration::create(reg.config, guaranteed("c", 3 * MiB));
+  EXPECT_EQ(c->guarantee_bytes(), 3 * MiB);
+}
+
+TEST(DeviceBudget, AClaimKeepsBorrowersOutOfAGuaranteeAndMakesThemOweIt) {
+  ScopedRegistry reg("claim");
+  reg.config.gpu_utilization = "10M";
+  reg.config.claim_ttl = std::chrono::milliseconds(10'000);  // lives through the test
+  auto owner = InstanceRegistration::create(reg.config, guaranteed("owner", 5 * MiB));
+  auto borrower = InstanceRegistration::create(reg.config, spec("borrower"));
+  // The owner needs nothing yet: its guarantee is free for anyone to borrow.
+  ASSERT_TRUE(borrower->try_charge(8 * MiB));
+  EXPECT_EQ(borrower->device_budget().owed_by(borrower->slot()), 0u);
+  // The owner wants 4 MiB and is refused (2 MiB free): it claims its 5 MiB.
+  EXPECT_FALSE(owner->try_charge(4 * MiB));
+  EXPECT_EQ(owner->device_budget().claimed_by_others(borrower->slot()), 5 * MiB);
+  EXPECT_EQ(owner->headroom_bytes(), 2 * MiB);
+  EXPECT_EQ(borrower->headroom_bytes(), 0u);    // 2 MiB free, all of it claimed
+  EXPECT_FALSE(borrower->try_charge(1 * MiB));  // the budget alone would allow it
+  // The claim lacks 3 MiB beyond what is free: the borrower owes that much.
+  EXPECT_EQ(borrower->device_budget().owed_by(borrower->slot()), 3 * MiB);
+  borrower->uncharge(3 * MiB);
+  EXPECT_EQ(borrower->device_budget().owed_by(borrower->slot()), 0u);
+  ASSERT_TRUE(owner->try_charge(4 * MiB));
+  // 1 MiB free, and the owner still lacks 1 MiB of its guarantee: the borrower stays out...
+  EXPECT_FALSE(borrower->try_charge(1 * MiB));
+  // ...until the owner has its whole guarantee, which ends the claim.
+  ASSERT_TRUE(owner->try_charge(1 * MiB));
+  EXPECT_EQ(owner->device_budget().claimed_by_others(borrower->slot()), 0u);
+  owner->uncharge(2 * MiB);
+  EXPECT_TRUE(borrower->try_charge(2 * MiB));
+  owner->uncharge(3 * MiB);
+  borrower->uncharge(7 * MiB);
+}
+
+TEST(DeviceBudget, AClaimLapsesWhenTheOwnerStopsAskingOrGetsNothingForTooLong) {
+  ScopedRegistry reg("lapse");
+  reg.config.gpu_utilization = "10M";
+  reg.config.claim_ttl = std::chrono::milliseconds(50);
+  reg.config.claim_patience = std::chrono::milliseconds(300);
+  auto owner = InstanceRegistration::create(reg.config, guaranteed("owner", 5 * MiB));
+  auto borrower = InstanceRegistration::create(reg.config, spec("borrower"));
+  ASSERT_TRUE(borrower->try_charge(8 * MiB));
+  // The owner stops asking: its claim lapses after the TTL.
+  EXPECT_FALSE(owner->try_charge(4 * MiB));
+  EXPECT_FALSE(borrower->try_charge(1 * MiB));
+  EXPECT_TRUE(wait_until([&] { return borrower->try_charge(1 * MiB); }));
+  borrower->uncharge(1 * MiB);
+  // The owner keeps asking but never gets memory: after the patience the borrower may charge
+  // again (its running work may need that memory to finish and free the rest).
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(owner->try_charge(4 * MiB));
+  bool borrowed = false;
+  while (!borrowed && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
+    owner->ask_for_room();  // renews the claim
+    borrowed = borrower->try_charge(1 * MiB);
+    if (!borrowed) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(borrowed);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+  borrower->uncharge(9 * MiB);
+}
+
+// KvCache over the registry: 64 pages of 64 KiB (2 blocks each) under a 4 MiB budget, `owner`
+// guaranteed half. No reserve and no ready handles, so each cache's charge is exactly its
+// mapped pages; each maps page 0 for its null block (block 0) and block 1.
+TEST(KvCacheRegistry, ABorrowerUnmapsWhatItOwesAndAnOwnerKeepsItsGuarantee) {
+  ScopedRegistry reg("owe");
+  reg.config.gpu_utilization = "4M";
+  reg.config.claim_ttl = std::chrono::milliseconds(10'000);  // lives through the test
+  auto owner_link = InstanceRegistration::create(reg.config, guaranteed("owner", 2 * MiB));
+  auto borrower_link = InstanceRegistration::create(reg.config, spec("borrower"));
+  auto config = [](std::shared_ptr<InstanceRegistration> link) {
+    kv::KvCacheConfig c = linked_config(std::move(link), 1000);
+    c.reserve_pages = 0;
+    c.pool_min_ready = 0;
+    c.pool_max_ready = 0;
+    return c;
+  };
+  kv::KvCache owner(test_host_backend(), config(owner_link));
+  kv::KvCache borrower(test_host_backend(), config(borrower_link));
+  ASSERT_EQ(owner.stats().page_bytes, 64 * KiB);
+  ASSERT_EQ(owner.stats().max_blocks_per_page, 2u);
+  EXPECT_EQ(owner.stats().guarantee_bytes, 2 * MiB);
+  EXPECT_EQ(borrower.stats().guarantee_bytes, 0u);
+
+  // The owner keeps 20 free pages (21 mapped), within its guarantee: pressure from the borrower
+  // leaves them.
+  owner.free(owner.alloc(40));
+  auto held = borrower.alloc(60);                 // 31 pages
+  EXPECT_THROW(borrower.alloc(30), OutOfMemory);  // 15 more: 12 left
+  borrower.ask_for_room();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(owner.stats().free_pages, 20u) << "an instance within its guarantee shed its pages";
+  auto more = borrower.alloc(24);  // the 12 left: the budget is full
+
+  // The borrower frees 20 pages' worth; they stay mapped (max_idle_pages is high).
+  borrower.free(std::span<const BlockId>(held).subspan(1, 40));  // blocks 2..41: pages 1..20
+  held.erase(held.begin() + 1, held.begin() + 41);
+  ASSERT_EQ(borrower.stats().free_pages, 20u);
+  // The owner needs 10 pages beyond its free ones: refused, it claims the 11 it lacks; the
+  // borrower owes them and unmaps that many free pages.
+  auto first = owner.alloc(40);
+  std::vector<BlockId> got;
+  ASSERT_TRUE(wait_until([&] {
+    try {
+      got = owner.alloc(20);
+      return true;
+    } catch (const OutOfMemory&) {
+      return false;
+    }
+  })) << "borrower still holds "
+      << borrower_link->charged_bytes() << " B";
+  EXPECT_EQ(borrower.stats().blocks_in_use, 44u);  // blocks in use are never taken
+  // (The owner's refusals were pressure too: the borrower may shed more free pages; let it.)
+  ASSERT_TRUE(wait_until([&] { return borrower.stats().owed_bytes == 0; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // The owner still lacks a page of its guarantee and its claim lives: the borrower's room is
+  // the free budget less that page, the owner's all of it.
+  const uint64_t page = 64 * KiB;
+  const uint64_t charged = owner_link->charged_bytes() + borrower_link->charged_bytes();
+  ASSERT_EQ(owner_link->charged_bytes(), 31 * page);
+  const uint64_t free = 4 * MiB - charged;
+  ASSERT_GE(free, page);
+  EXPECT_EQ(owner_link->headroom_bytes(), free);
+  EXPECT_EQ(borrower_link->headroom_bytes(), free - page);
+  const size_t spare = borrower.stats().free_pages;
+  const size_t room = (free - page) / page;
+  EXPECT_THROW(borrower.alloc(2 * (spare + room + 1)), OutOfMemory);
+  EXPECT_EQ(borrower.alloc(2 * (spare + room)).size(), 2 * (spare + room));
+  owner.free(first);
+  owner.free(got);
 }

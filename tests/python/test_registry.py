@@ -51,3 +51,17 @@ def test_engine_session_registers_through_init(registry):
     kvpager.shutdown_kvcached()
     gc.collect()
     assert not os.path.exists(registry("py-engine"))
+
+
+def test_a_guarantee_needs_an_instance_and_fits_the_budget(registry, monkeypatch):
+    with pytest.raises(ValueError, match="instance"):
+        small_cache("interleaved", guarantee_bytes=1 << 20)
+    monkeypatch.setenv("KVPAGER_GPU_UTILIZATION", "8M")
+    owner = small_cache("interleaved", instance="py-owner", guarantee_bytes=5 << 20)
+    assert owner.stats()["guarantee_bytes"] == 5 << 20
+    with pytest.raises(ValueError, match="budget"):
+        small_cache("interleaved", instance="py-other", guarantee_bytes=4 << 20)
+    other = small_cache("interleaved", instance="py-other", guarantee_bytes=3 << 20)
+    assert other.stats()["guarantee_bytes"] == 3 << 20
+    assert other.stats()["owed_bytes"] == 0
+

@@ -280,3 +280,72 @@ def test_instance_names_are_numbered_per_name():
     assert kvt._next_instance_name(b) == b
     assert kvt._next_instance_name(a) == f"{a}-1"
     assert kvt._next_instance_name(None) is None
+
+
+def _fill(engine, tag, prompt_len, n, new_tokens):
+    for i in range(n):
+        engine.submit(f"{tag}{i}", [30 + (7 * i + j) % 400 for j in range(prompt_len)], new_tokens)
+
+
+@needs_compatible
+@pytest.mark.parametrize("guaranteed", [True, False], ids=["guaranteed", "first-come"])
+def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny_models, monkeypatch,
+                                                                         guaranteed):
+    # "borrower" runs 8 long requests; once they run, the device budget is set to what the two
+    # instances hold: the borrower's requests need more as they grow, and "owner" then gets one
+    # request that needs pages only the borrower's running requests hold.
+    # Guaranteed a share, the owner claims it: the borrower may not grow into it and owes it, so
+    # transformers offloads the borrower's newest requests and the pages they free are given back
+    # (counted); the owner's request finishes while every borrower request is still running, and
+    # each of those then finishes, whole. Without a guarantee nothing is owed (the two compete:
+    # whoever asks first gets a freed page), and every request still finishes.
+    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
+    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
+    monkeypatch.setenv("KVPAGER_CLAIM_PATIENCE_MS", "60000")  # a slow CPU run stays claimed
+    monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")  # charges are exactly the mapped pages
+    monkeypatch.setenv("KVPAGER_POOL_MAX_READY", "0")
+    model = tiny_models["tiny-gqa"]
+    options = dict(num_blocks=2048, block_size=16, max_batch_tokens=512, layout="interleaved",
+                   reserve_pages=0, max_idle_pages=0)
+    n, prompt_len, new_tokens = 8, 192, 160
+    owner_name, borrower_name = (f"tf-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    try:
+        with Engine(model, memory="kvpager", instance=borrower_name, **options) as borrower, \
+                Engine(model, memory="kvpager", instance=owner_name,
+                       guarantee_bytes=1 if guaranteed else None, **options) as owner:
+            st = borrower.kv.stats()
+            page, per_page = st["page_bytes"], st["max_blocks_per_page"]
+            owner_pages = 3
+            owner_prompt = (owner_pages * per_page - 2) * 16
+            _fill(borrower, "b", prompt_len, n, new_tokens)
+            deadline = time.monotonic() + 60
+            while borrower.kv.stats()["blocks_in_use"] < n * -(-prompt_len // 16):
+                assert time.monotonic() < deadline, "the borrower never admitted its requests"
+                time.sleep(0.002)
+            listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
+            device = {i["name"]: i["device"] for i in listed}[owner_name]
+            owner_charged = {i["name"]: i["mapped_bytes"] for i in listed}[owner_name]
+            _kvpager_cli("budget", device, str(sum(i["mapped_bytes"] for i in listed)))
+            if guaranteed:  # what it holds (its null page) and its request's pages
+                _kvpager_cli("guarantee", owner_name, str(owner_charged + (owner_pages + 1) * page))
+            _fill(owner, "o", owner_prompt, 1, 4)
+            mine = owner.next_result(timeout=120)
+            finished_before = []
+            while (r := borrower.next_result(timeout=0.001)) is not None:
+                finished_before.append(r)
+            theirs = finished_before + [borrower.next_result(timeout=120)
+                                        for _ in range(n - len(finished_before))]
+            given_back = borrower.kv.stats()["pages_given_back_total"]
+        assert mine is not None and mine.error is None and len(mine.generated_tokens) == 4
+        assert all(r is not None and r.error is None and len(r.generated_tokens) == new_tokens
+                   for r in theirs)
+        if guaranteed:
+            assert given_back > 0, "the borrower gave nothing back for the owner's claim"
+            assert len(finished_before) < n, "the owner waited for the borrower's requests to finish"
+        else:
+            assert given_back == 0
+    finally:
+        gc.collect()
+        for f in os.listdir("/dev/shm"):
+            if f.startswith(prefix):
+                os.unlink(os.path.join("/dev/shm", f))

@@ -58,8 +58,8 @@ struct KvCacheConfig {
   bool zero_fill_unmapped =
       false;                  // back unmapped pages with a read-only zero page. KVPAGER_ZERO_FILL.
   bool background = true;     // mapper and pool threads; false: everything inline
-  size_t pool_min_ready = 2;  // physical handles created ahead (PagePool watermarks)
-  size_t pool_max_ready = 8;
+  size_t pool_min_ready = 2;  // physical handles created ahead (PagePool watermarks).
+  size_t pool_max_ready = 8;  // KVPAGER_POOL_MIN_READY, KVPAGER_POOL_MAX_READY
   // When set, unmapping waits for the work queued so far on this CUstream (an event, never a
   // device-wide sync), so no kernel still reading a freed block loses its memory.
   uintptr_t stream = 0;
@@ -83,7 +83,7 @@ struct KvCacheStats {
   uint64_t available_within_limit_blocks = 0;
   uint64_t guarantee_bytes = 0;  // the registry's guaranteed share (0: none or no registry)
   // to give back for other instances' claims on their guarantees: free pages worth this much
-  // are being unmapped and are not counted in available_blocks
+  // are being unmapped, and while it is above 0 available_blocks is 0
   uint64_t owed_bytes = 0;
   uint32_t num_pages = 0;
   uint32_t mapped_pages = 0;
@@ -100,6 +100,7 @@ struct KvCacheStats {
   uint64_t cold_allocs = 0;  // allocs that mapped pages themselves
   uint64_t pages_mapped_total = 0;
   uint64_t pages_unmapped_total = 0;
+  uint64_t pages_given_back_total = 0;  // of those, unmapped to pay what was owed (owed_bytes)
   pool::PagePoolStats pool;
 };
 
@@ -117,7 +118,10 @@ class KvCache {
 
   // Blocks alloc() could hand out now: free mapped blocks plus the blocks of pages it could map
   // within the limit and what the budget has left (with a shared budget, what other caches or
-  // processes hold is not counted). A snapshot: others may take the budget before alloc().
+  // processes hold is not counted, nor what their claims on their guarantees keep). A
+  // snapshot: others may take the budget before alloc(). 0 while this cache owes pages to a
+  // claim (stats().owed_bytes): alloc() still hands out free mapped blocks, so running work can
+  // finish, but an engine admitting by available() frees blocks until whole pages come free.
   size_t available() const;
   // For a caller that waits because others sharing the budget hold the room (available() is
   // short while stats().available_within_limit_blocks is not): asks the other registry

@@ -1,6 +1,6 @@
 #pragma once
 // Registry: the view and control of every registry segment under one prefix, for the CLI
-// (list, watch, top, limit, budget, delete, gc) and for tests.
+// (list, watch, top, limit, guarantee, budget, delete, gc) and for tests.
 //
 // scan() reads private copies of the files (never maps them for reading, so a file that
 // shrinks cannot fault the reader) and decodes them with segment_decoder.hpp: files under the
@@ -42,6 +42,9 @@ struct RegistrySnapshot {
   std::vector<InstanceStatus> instances;  // sorted by name
   std::vector<SkippedSegment> skipped;
   const DeviceStatus* find_device(const std::string& label) const;
+  // The device slot an instance charges: the member of its device at its slot index with its
+  // name and owner; nullptr when there is none (gc reclaimed it, or the device is unreadable).
+  const DeviceSlotRecord* find_slot(const InstanceRecord& instance) const;
 };
 
 struct GcReport {
@@ -67,7 +70,15 @@ class Registry {
   InstanceRecord set_limit(const std::string& name, uint64_t bytes);
   // A percentage ("50", "12.5%") of the instance's device memory.
   uint64_t limit_for_percent(const std::string& name, const std::string& percent) const;
-  // Sets a device budget from a size, fraction or percentage (parse_budget).
+  // Sets a live instance's guaranteed share of its device budget (0: none). Returns the
+  // guarantee it had before. InvalidArgument when the device's guarantees would sum above its
+  // budget; StateError when the owner is dead (a dead instance's guarantee is reclaimed with
+  // its slot: `kvpager gc`) or its slot was taken away.
+  uint64_t set_guarantee(const std::string& name, uint64_t bytes);
+  // A percentage ("50", "12.5%") of the budget of the instance's device.
+  uint64_t guarantee_for_percent(const std::string& name, const std::string& percent) const;
+  // Sets a device budget from a size, fraction or percentage (parse_budget); InvalidArgument
+  // when it would fall below the sum of the device's guarantees.
   uint64_t set_budget(const std::string& device, const std::string& value);
 
   // Removes an instance's segment and its device slot. A live owner needs `force` (then only

@@ -107,6 +107,10 @@ class KvpagerOptions:
     run has exactly the capacity stock transformers would allocate, mapped only as used.
     ``instance``: name in the shared registry (limits, ``kvpager top``); several caches in one
     process get ``instance``, ``instance-1``, ...
+    ``guarantee_bytes`` (with ``instance``): the share of the device budget guaranteed to the
+    cache. Others borrow it while this engine does not need it; when it waits for memory they
+    give it back: their free pages are unmapped and their schedulers see fewer free blocks, so
+    transformers offloads (preempts) their newest requests rather than admitting new ones.
     """
 
     layout: Optional[str] = None
@@ -118,6 +122,7 @@ class KvpagerOptions:
     reserve_pages: Optional[int] = None
     max_idle_pages: Optional[int] = None
     zero_fill: Optional[bool] = None
+    guarantee_bytes: Optional[int] = None
 
 
 _lock = threading.RLock()
@@ -448,6 +453,7 @@ def _make_cache_class():
                 zero_fill=options.zero_fill,
                 instance=_next_instance_name(options.instance),
                 model=options.model or getattr(config, "model_type", ""),
+                guarantee_bytes=options.guarantee_bytes,
             )
             self.layout = self.kv.layout
             self.num_blocks = num_blocks
