@@ -9,7 +9,7 @@
 #   3. benchmarks/serving/bench.py overhead   (Llama-3.1-8B shape, three Poisson rates)
 #   4. examples/serve_three_models.py         (three models, three processes, one budget;
 #                                              static thirds vs elastic; idle footprint; top)
-# Env: SERVING_PARTS (default "test layout overhead multimodel"), MULTIMODEL_ARGS (more options
+# Env: SERVING_PARTS (default "test layout overhead multimodel"; also multimodel-heavy), MULTIMODEL_ARGS (more options
 # for the example, e.g. "--budget-gib 1.5 --peak-rate 4"). Results: $OUT/serving/*.json,
 # plots $OUT/serving/img/*.png, logs. Exit status: 0 only if every part ran and tests passed.
 set -uo pipefail
@@ -63,6 +63,10 @@ for part in $parts; do
       --json "$dir/overhead.json" --plots "$dir/img" ;;
     multimodel) run multimodel 280 $py examples/serve_three_models.py --json "$dir/multimodel.json" \
       --plots "$dir/img" ${MULTIMODEL_ARGS:-} ;;
+    # the same with a heavier trickle between peaks: an earlier burst's backlog still runs when
+    # the next model's peak starts (what guarantees are for)
+    multimodel-heavy) run multimodel-heavy 280 $py examples/serve_three_models.py --low-rate 1.0 \
+      --json "$dir/multimodel_heavy.json" --plots "$dir/img_heavy" ${MULTIMODEL_ARGS:-} ;;
   esac
 done
 exit $rc
