@@ -307,7 +307,7 @@ def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny
     model = tiny_models["tiny-gqa"]
     options = dict(num_blocks=2048, block_size=16, max_batch_tokens=512, layout="interleaved",
                    reserve_pages=0, max_idle_pages=0)
-    n, prompt_len, new_tokens = 8, 192, 160
+    n, new_tokens, borrower_pages, owner_pages = 8, 160, 6, 3
     owner_name, borrower_name = (f"tf-{uuid.uuid4().hex[:8]}" for _ in range(2))
     try:
         with Engine(model, memory="kvpager", instance=borrower_name, **options) as borrower, \
@@ -315,7 +315,8 @@ def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny
                        guarantee_bytes=1 if guaranteed else None, **options) as owner:
             st = borrower.kv.stats()
             page, per_page = st["page_bytes"], st["max_blocks_per_page"]
-            owner_pages = 3
+            # sized in pages (a page holds 16 blocks on the host here, 128 on a GPU)
+            prompt_len = -(-borrower_pages * per_page // n) * 16 - 8
             owner_prompt = (owner_pages * per_page - 2) * 16
             _fill(borrower, "b", prompt_len, n, new_tokens)
             deadline = time.monotonic() + 60
@@ -329,11 +330,11 @@ def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny
             if guaranteed:  # what it holds (its null page) and its request's pages
                 _kvpager_cli("guarantee", owner_name, str(owner_charged + (owner_pages + 1) * page))
             _fill(owner, "o", owner_prompt, 1, 4)
-            mine = owner.next_result(timeout=120)
+            mine = owner.next_result(timeout=60)
             finished_before = []
             while (r := borrower.next_result(timeout=0.001)) is not None:
                 finished_before.append(r)
-            theirs = finished_before + [borrower.next_result(timeout=120)
+            theirs = finished_before + [borrower.next_result(timeout=60)
                                         for _ in range(n - len(finished_before))]
             given_back = borrower.kv.stats()["pages_given_back_total"]
         assert mine is not None and mine.error is None and len(mine.generated_tokens) == 4
