@@ -146,6 +146,10 @@ failed call changes nothing.)doc")
           "Blocks alloc() can hand out now (mapping more pages within the limit and what a "
           "shared device budget has left; others may take it first).")
       .def(
+          "owed_blocks", [](const KvCacheHandle& h) { return h.cache().owed_blocks(); },
+          "Blocks' worth of pages this cache owes to other instances' claims on their "
+          "guarantees (0 mostly); while above 0, available() is 0.")
+      .def(
           "ask_for_room", [](const KvCacheHandle& h) { h.cache().ask_for_room(); },
           "Asks the other registry instances on this device to give back their free pages, "
           "as a refused alloc would: for a caller waiting because others hold the room "

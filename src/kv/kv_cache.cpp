@@ -285,6 +285,11 @@ size_t KvCache::available() const {
   return available_locked(true);
 }
 
+size_t KvCache::owed_blocks() const {
+  std::lock_guard lock(mutex_);
+  return owed_pages_ * allocator_->max_blocks_per_page();
+}
+
 size_t KvCache::available_locked(bool within_budget) const {
   // Blocks of unmapped pages (and of pages in transition), as far as the limit lets them map.
   const size_t mapped = allocator_->mapped_pages();

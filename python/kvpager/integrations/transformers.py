@@ -262,6 +262,14 @@ def _block_manager_class(base):
             st = self.kv.stats()
             return st["available_within_limit_blocks"] > st["available_blocks"]
 
+        def short_of_guarantee(self) -> bool:
+            """True when this instance holds less than its guaranteed share and others hold room
+            it could have: requests it queues should claim the share."""
+            st = self.kv.stats()
+            held = st["mapped_bytes"] + st["pool"]["ready_bytes"]
+            return (st["guarantee_bytes"] > held
+                    and st["available_within_limit_blocks"] > st["available_blocks"])
+
         def ask_for_room(self) -> None:
             """Asks the others (at most every 20 ms) to give back what they hold free: a waiting
             scheduler never calls alloc, so no refusal would tell them."""
@@ -272,7 +280,12 @@ def _block_manager_class(base):
 
         @property
         def num_free_blocks(self) -> int:
-            return self.kv.available() + len(self._taken) + len(self._init_block_ids)
+            free = self.kv.available() + len(self._taken) + len(self._init_block_ids)
+            if free == 0:
+                # Owing pages to another instance's claim (available() is 0 meanwhile): below
+                # zero, so transformers' offloading evicts enough requests to pay it in one pass.
+                return -self.kv.owed_blocks()
+            return free
 
         def has_enough_free_blocks(self, n_blocks: int) -> bool:
             missing = n_blocks - len(self._taken) - self.kv.available()
@@ -605,12 +618,18 @@ def _wait_on_refusal(schedule_batch, scheduler, cache):
     refused blocks it had counted as free (another process took them meanwhile) or the blocks
     within this instance's own limit are held by others, the pass returns an empty batch: the
     loop waits and schedules again. A request larger than the instance could ever hold still
-    raises, as with stock memory."""
+    raises, as with stock memory.
+
+    With a guarantee (KvpagerOptions.guarantee_bytes), requests left waiting while the instance
+    holds less than its share claim it (ask_for_room) even when the pass scheduled others:
+    borrowers then stop growing into it and give it back."""
     manager = cache._block_manager
 
     def wrapped(*args, **kwargs):
         before = manager.refusals
         out = schedule_batch(*args, **kwargs)
+        if getattr(scheduler, "waiting_requests", None) and manager.short_of_guarantee():
+            manager.ask_for_room()
         if out[0] is None and not _offloading_would_help(scheduler, cache):
             if manager.refusals != before or manager.others_hold_room():
                 manager.ask_for_room()
