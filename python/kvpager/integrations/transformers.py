@@ -89,6 +89,7 @@ _FINGERPRINTS: Dict[str, str] = {
     "continuous_api.ContinuousBatchingManager._create_batch_processor": "d73f4beb091d5e57",
     "input_outputs.ContinuousBatchingIOs.__init__": "1a68fc00c9ba13bd",
     "input_outputs.ContinuousBatchingIOs._setup_static_tensors": "c6237a650e832d24",
+    "offloading_manager.OffloadingManager.offload_requests": "e985eb28f84c5eef",
     "scheduler.Scheduler._process_candidates": "a7471435ad531071",
 }
 
@@ -138,6 +139,7 @@ def _modules():
         cache_manager,
         continuous_api,
         input_outputs,
+        offloading_manager,
         scheduler,
     )
 
@@ -146,6 +148,7 @@ def _modules():
         "cache_manager": cache_manager,
         "continuous_api": continuous_api,
         "input_outputs": input_outputs,
+        "offloading_manager": offloading_manager,
         "scheduler": scheduler,
     }
 
@@ -609,7 +612,26 @@ def _offloading_would_help(scheduler, cache) -> bool:
     return sum(need for _, need in starved) > cache.get_num_free_blocks()
 
 
-def _wait_on_refusal(schedule_batch, scheduler, cache):
+def _pay_what_is_owed(scheduler, cache, offloader) -> int:
+    """When this instance owes pages to another's claim on its guarantee (KvCache.owed_blocks),
+    offloads (preempts) enough of its newest running requests to pay at once, through
+    transformers' own OffloadingManager (CPU swap or soft reset, as when its cache is full):
+    requests that need no new block would otherwise hold their pages until they finish. The
+    last running request is never taken. Returns the number of requests offloaded."""
+    if offloader is None or len(scheduler.active_requests) <= 1:
+        return 0
+    if cache.kv.owed_blocks() == 0:
+        return 0
+    # offload_requests evicts from the end of the starved list (newest first) until the demand
+    # (0 here) fits the free blocks, which read below zero (minus what is owed) meanwhile.
+    scheduler.starved_requests = [(state, 0) for state in scheduler.active_requests.values()]
+    try:
+        return offloader.offload_requests()
+    finally:
+        scheduler.starved_requests = []
+
+
+def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
     """Wraps a scheduler's schedule_batch. A pass that scheduled nothing (None: "the cache is
     full") makes transformers offload requests, or raise 'No requests can be scheduled and no
     requests can be offloaded' when it has nothing to offload (a lone request, or only waiting
@@ -622,13 +644,19 @@ def _wait_on_refusal(schedule_batch, scheduler, cache):
 
     With a guarantee (KvpagerOptions.guarantee_bytes), requests left waiting while the instance
     holds less than its share claim it (ask_for_room) even when the pass scheduled others:
-    borrowers then stop growing into it and give it back."""
+    borrowers then stop growing into it and give it back; a borrower that owes pays before its
+    pass (_pay_what_is_owed, at most once per 20 ms: unmapping the freed pages takes a poll)."""
     manager = cache._block_manager
+    paid_at = [0.0]
 
     def wrapped(*args, **kwargs):
+        now = time.monotonic()
+        if now - paid_at[0] >= 0.02 and _pay_what_is_owed(scheduler, cache, offloader):
+            paid_at[0] = now
         before = manager.refusals
         out = schedule_batch(*args, **kwargs)
-        if getattr(scheduler, "waiting_requests", None) and manager.short_of_guarantee():
+        if (getattr(scheduler, "waiting_requests", None) and now - manager._asked_at >= 0.02
+                and manager.short_of_guarantee()):
             manager.ask_for_room()
         if out[0] is None and not _offloading_would_help(scheduler, cache):
             if manager.refusals != before or manager.others_hold_room():
@@ -648,8 +676,9 @@ def _wrap_create_batch_processor(original):
             cache.make_capacity_elastic()
             scheduler = getattr(processor, "scheduler", None)
             if scheduler is not None and "schedule_batch" not in vars(scheduler):
-                scheduler.schedule_batch = _wait_on_refusal(scheduler.schedule_batch, scheduler,
-                                                            cache)
+                scheduler.schedule_batch = _wait_on_refusal(
+                    scheduler.schedule_batch, scheduler, cache,
+                    getattr(processor, "offloading_manager", None))
             stream = getattr(getattr(processor, "inputs_and_outputs", None), "compute_stream", None)
             if stream is not None:
                 cache.kv.set_unmap_stream(int(stream.cuda_stream))
