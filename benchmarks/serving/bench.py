@@ -186,10 +186,27 @@ def cmd_overhead(args):
         thr = k["output_tokens_per_s"] / s["output_tokens_per_s"] - 1
         tpot = k["tpot_s"]["mean"] / s["tpot_s"]["mean"] - 1
         ttft = k["ttft_s"]["mean"] / s["ttft_s"]["mean"] - 1
+        # per ABBA round: the change within the round, and the spread of those changes
+        pairs = list(zip([r["summary"] for r in runs if r["rate"] == rate and r["memory"] == "stock"],
+                         [r["summary"] for r in runs if r["rate"] == rate and r["memory"] == "kvpager"]))
+        thr_pairs = [b["output_tokens_per_s"] / a["output_tokens_per_s"] - 1 for a, b in pairs]
+        tpot_pairs = [b["tpot_s"]["mean"] / a["tpot_s"]["mean"] - 1 for a, b in pairs]
+
+        def stderr(xs):
+            if len(xs) < 2:
+                return None
+            m = sum(xs) / len(xs)
+            return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5
+
         verdicts.append({"rate": rate, "stock": s, "kvpager": k, "throughput_change": thr,
-                         "tpot_change": tpot, "ttft_change": ttft})
+                         "tpot_change": tpot, "ttft_change": ttft,
+                         "throughput_change_per_round": thr_pairs, "tpot_change_per_round": tpot_pairs,
+                         "throughput_change_stderr": stderr(thr_pairs),
+                         "tpot_change_stderr": stderr(tpot_pairs)})
+        se = lambda x: f" ± {x * 100:.1f}" if x is not None else ""  # noqa: E731
         print(f"rate {rate:g}/s (mean of {args.repeat} each): kvpager vs stock throughput "
-              f"{thr * 100:+.1f} %, TPOT {tpot * 100:+.1f} %, TTFT {ttft * 100:+.1f} %")
+              f"{thr * 100:+.1f}{se(stderr(thr_pairs))} %, TPOT {tpot * 100:+.1f}{se(stderr(tpot_pairs))} %, "
+              f"TTFT {ttft * 100:+.1f} %")
     if args.plots:
         for rate in args.rates:
             for metric, label in (("ttft", "TTFT"), ("itl", "inter-token latency")):

@@ -9,7 +9,7 @@
 #   3. benchmarks/serving/bench.py overhead   (Llama-3.1-8B shape, three Poisson rates)
 #   4. examples/serve_three_models.py         (three models, three processes, one budget;
 #                                              static thirds vs elastic; idle footprint; top)
-# Env: SERVING_PARTS (default "test layout overhead multimodel"; also multimodel-heavy), MULTIMODEL_ARGS (more options
+# Env: SERVING_PARTS (default "test layout overhead multimodel"; also multimodel-heavy), OVERHEAD_RATES/REPEAT/TAG/TIMEOUT, MULTIMODEL_ARGS (more options
 # for the example, e.g. "--budget-gib 1.5 --peak-rate 4"). Results: $OUT/serving/*.json,
 # plots $OUT/serving/img/*.png, logs. Exit status: 0 only if every part ran and tests passed.
 set -uo pipefail
@@ -58,9 +58,10 @@ for part in $parts; do
     layout) run layout 330 $py benchmarks/serving/bench.py layout --model llama-3.1-8b --repeat 2 \
       --num-blocks 4096 --requests 64 --input-len 256 512 --output-len 64 128 \
       --json "$dir/layout.json" ;;
-    overhead) run overhead 330 $py benchmarks/serving/bench.py overhead --model llama-3.1-8b \
-      --num-blocks 4096 --rates 1 4 10 --duration 12 --input-len 256 512 --output-len 64 128 \
-      --json "$dir/overhead.json" --plots "$dir/img" ;;
+    overhead) run overhead ${OVERHEAD_TIMEOUT:-330} $py benchmarks/serving/bench.py overhead --model llama-3.1-8b \
+      --num-blocks 4096 --rates ${OVERHEAD_RATES:-1 4 10} --repeat ${OVERHEAD_REPEAT:-2} --duration 12 \
+      --input-len 256 512 --output-len 64 128 --json "$dir/overhead${OVERHEAD_TAG:-}.json" \
+      --plots "$dir/img" ;;
     multimodel) run multimodel 280 $py examples/serve_three_models.py --json "$dir/multimodel.json" \
       --plots "$dir/img" ${MULTIMODEL_ARGS:-} ;;
     # the same with a heavier trickle between peaks: an earlier burst's backlog still runs when
