@@ -12,8 +12,12 @@ namespace kvpager::python {
 namespace {
 
 kv::KvKind parse_kind(const std::string& kind) {
-  if (kind == "kv") return kv::KvKind::kKeyValue;
-  if (kind == "latent") return kv::KvKind::kLatent;
+  if (kind == "kv") {
+    return kv::KvKind::kKeyValue;
+  }
+  if (kind == "latent") {
+    return kv::KvKind::kLatent;
+  }
   throw InvalidArgument("unknown KV kind '" + kind + "' (choose kv or latent)");
 }
 
@@ -35,19 +39,33 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     std::replace(name.begin(), name.end(), '_', '-');
     config.layout = kv::parse_layout(name);
   }
-  if (o.limit_bytes) config.limit_bytes = *o.limit_bytes;
-  if (o.handle_bytes) config.handle_bytes = *o.handle_bytes;
-  if (o.reserve_pages) config.reserve_pages = *o.reserve_pages;
-  if (o.max_idle_pages) config.max_idle_pages = *o.max_idle_pages;
-  if (o.zero_fill) config.zero_fill_unmapped = *o.zero_fill;
+  if (o.limit_bytes) {
+    config.limit_bytes = *o.limit_bytes;
+  }
+  if (o.handle_bytes) {
+    config.handle_bytes = *o.handle_bytes;
+  }
+  if (o.reserve_pages) {
+    config.reserve_pages = *o.reserve_pages;
+  }
+  if (o.max_idle_pages) {
+    config.max_idle_pages = *o.max_idle_pages;
+  }
+  if (o.zero_fill) {
+    config.zero_fill_unmapped = *o.zero_fill;
+  }
   if (o.stream) {
     config.stream = *o.stream;
     config.wait_for_stream_before_unmap = true;
   }
 
   vmm::BackendConfig backend_config = vmm::backend_config_from_env();
-  if (o.backend) backend_config.choice = vmm::parse_backend_choice(*o.backend);
-  if (o.device) backend_config.device = *o.device;
+  if (o.backend) {
+    backend_config.choice = vmm::parse_backend_choice(*o.backend);
+  }
+  if (o.device) {
+    backend_config.device = *o.device;
+  }
   std::shared_ptr<vmm::Backend> backend = vmm::make_backend(backend_config);
   device_ = backend->kind() == vmm::BackendKind::kCuda ? DLDevice{kDLCUDA, backend->device()}
                                                        : DLDevice{kDLCPU, 0};
@@ -65,8 +83,12 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     spec.device =
         (device_.device_type == kDLCUDA ? "cuda" : "host") + std::to_string(device_.device_id);
     spec.device_total_bytes = backend->memory_info().total_bytes;
-    if (config.limit_bytes != 0) spec.limit_bytes = config.limit_bytes;
-    if (o.guarantee_bytes) spec.guarantee_bytes = *o.guarantee_bytes;
+    if (config.limit_bytes != 0) {
+      spec.limit_bytes = config.limit_bytes;
+    }
+    if (o.guarantee_bytes) {
+      spec.guarantee_bytes = *o.guarantee_bytes;
+    }
     config.registry_link =
         limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
   }
@@ -77,7 +99,9 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
 }
 
 kv::KvCache& KvCacheHandle::cache() const {
-  if (!cache_) throw StateError("this KV cache was closed");
+  if (!cache_) {
+    throw StateError("this KV cache was closed");
+  }
   return *cache_;
 }
 

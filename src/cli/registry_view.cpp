@@ -15,15 +15,21 @@ namespace {
 std::string columns(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;
   for (const auto& r : rows) {
-    if (width.size() < r.size()) width.resize(r.size(), 0);
-    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+    if (width.size() < r.size()) {
+      width.resize(r.size(), 0);
+    }
+    for (size_t i = 0; i < r.size(); ++i) {
+      width[i] = std::max(width[i], r[i].size());
+    }
   }
   std::string out;
   for (const auto& r : rows) {
     std::string line;
     for (size_t i = 0; i < r.size(); ++i) {
       line += r[i];
-      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+      if (i + 1 < r.size()) {
+        line += std::string(width[i] - r[i].size() + 2, ' ');
+      }
     }
     out += line + "\n";
   }
@@ -41,7 +47,9 @@ std::string limit_text(uint64_t bytes) {
 }
 
 std::string short_size(uint64_t bytes) {
-  if (bytes == limits::format::kUnlimited) return "none";
+  if (bytes == limits::format::kUnlimited) {
+    return "none";
+  }
   const char* units = "KMGT";
   double v = static_cast<double>(bytes);
   int u = -1;
@@ -61,7 +69,9 @@ std::string short_size(uint64_t bytes) {
 }
 
 std::string instance_state(const limits::InstanceStatus& s) {
-  if (!s.alive) return "stale";
+  if (!s.alive) {
+    return "stale";
+  }
   return s.heartbeat_age_ms > 5000 ? "hung" : "alive";
 }
 
@@ -157,7 +167,9 @@ nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
          {"alive", s.alive},
          {"status", instance_state(s)}});
   }
-  for (const auto& k : snap.skipped) skipped.push_back({{"path", k.path}, {"reason", k.reason}});
+  for (const auto& k : snap.skipped) {
+    skipped.push_back({{"path", k.path}, {"reason", k.reason}});
+  }
   return {{"devices", devices}, {"instances", instances}, {"skipped", skipped}};
 }
 

@@ -27,14 +27,18 @@ uint64_t choose_handle_bytes(const vmm::Backend& backend, const KvCacheConfig& c
 }
 
 uint64_t choose_num_blocks(const vmm::Backend& backend, const KvCacheConfig& c) {
-  if (c.num_blocks != 0) return c.num_blocks;
+  if (c.num_blocks != 0) {
+    return c.num_blocks;
+  }
   const uint64_t per_block = c.geometry.block_bytes_all_layers();
   return std::min<uint64_t>(backend.memory_info().total_bytes / per_block, INT32_MAX);
 }
 
 std::vector<BlockRange> page_table(const KvSpace& space) {
   std::vector<BlockRange> pages(space.num_pages());
-  for (uint32_t p = 0; p < space.num_pages(); ++p) pages[p] = space.blocks_of_page(PageId{p});
+  for (uint32_t p = 0; p < space.num_pages(); ++p) {
+    pages[p] = space.blocks_of_page(PageId{p});
+  }
   return pages;
 }
 
@@ -50,18 +54,30 @@ KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
     }
     return static_cast<size_t>(x);
   };
-  if (const char* v = env("KVPAGER_LAYOUT")) c.layout = parse_layout(v);
-  if (const char* v = env("KVPAGER_HANDLE_SIZE")) c.handle_bytes = parse_size(v);
-  if (const char* v = env("KVPAGER_LIMIT")) c.limit_bytes = parse_size(v);
-  if (const char* v = env("KVPAGER_RESERVE_PAGES"))
+  if (const char* v = env("KVPAGER_LAYOUT")) {
+    c.layout = parse_layout(v);
+  }
+  if (const char* v = env("KVPAGER_HANDLE_SIZE")) {
+    c.handle_bytes = parse_size(v);
+  }
+  if (const char* v = env("KVPAGER_LIMIT")) {
+    c.limit_bytes = parse_size(v);
+  }
+  if (const char* v = env("KVPAGER_RESERVE_PAGES")) {
     c.reserve_pages = number("KVPAGER_RESERVE_PAGES", v);
-  if (const char* v = env("KVPAGER_MAX_IDLE_PAGES"))
+  }
+  if (const char* v = env("KVPAGER_MAX_IDLE_PAGES")) {
     c.max_idle_pages = number("KVPAGER_MAX_IDLE_PAGES", v);
-  if (const char* v = env("KVPAGER_POOL_MIN_READY"))
+  }
+  if (const char* v = env("KVPAGER_POOL_MIN_READY")) {
     c.pool_min_ready = number("KVPAGER_POOL_MIN_READY", v);
-  if (const char* v = env("KVPAGER_POOL_MAX_READY"))
+  }
+  if (const char* v = env("KVPAGER_POOL_MAX_READY")) {
     c.pool_max_ready = number("KVPAGER_POOL_MAX_READY", v);
-  if (const char* v = env("KVPAGER_ZERO_FILL")) c.zero_fill_unmapped = std::string(v) == "1";
+  }
+  if (const char* v = env("KVPAGER_ZERO_FILL")) {
+    c.zero_fill_unmapped = std::string(v) == "1";
+  }
   return c;
 }
 
@@ -79,8 +95,12 @@ KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
   if (config_.registry_link && !config_.background) {
     throw InvalidArgument("KV cache: following a registry entry needs the background thread");
   }
-  if (!budget_ && config_.registry_link) budget_ = config_.registry_link->budget();
-  if (!budget_) budget_ = std::make_shared<limits::LocalBudget>();
+  if (!budget_ && config_.registry_link) {
+    budget_ = config_.registry_link->budget();
+  }
+  if (!budget_) {
+    budget_ = std::make_shared<limits::LocalBudget>();
+  }
   config_.handle_bytes = choose_handle_bytes(*backend_, config_);
   config_.num_blocks = choose_num_blocks(*backend_, config_);
   pool_ = std::make_unique<pool::PagePool>(
@@ -101,7 +121,9 @@ KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
     map_for_locked(lock, 1, 1);
     allocator_->reserve_block(null_block());
   }
-  if (config_.background) mapper_ = std::thread([this] { run_mapper(); });
+  if (config_.background) {
+    mapper_ = std::thread([this] { run_mapper(); });
+  }
 }
 
 KvCache::~KvCache() {
@@ -110,7 +132,9 @@ KvCache::~KvCache() {
     stopping_ = true;
   }
   changed_.notify_all();
-  if (mapper_.joinable()) mapper_.join();
+  if (mapper_.joinable()) {
+    mapper_.join();
+  }
   // space_ unmaps every page and returns handles to pool_; pool_ releases them.
 }
 
@@ -118,7 +142,9 @@ uint64_t KvCache::limit_bytes_locked() const {
   uint64_t limit = config_.limit_bytes;
   if (config_.registry_link) {
     const uint64_t linked = config_.registry_link->instance_limit_bytes();
-    if (limit == 0 || linked < limit) limit = linked;
+    if (limit == 0 || linked < limit) {
+      limit = linked;
+    }
   }
   return limit;
 }
@@ -130,7 +156,9 @@ size_t KvCache::limit_pages_locked() const {
 }
 
 void KvCache::check_healthy_locked() const {
-  if (!broken_.empty()) throw StateError("KV cache background mapper failed: " + broken_);
+  if (!broken_.empty()) {
+    throw StateError("KV cache background mapper failed: " + broken_);
+  }
 }
 
 void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_needed,
@@ -141,9 +169,13 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
     const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
     const bool at_limit = committed >= limit_pages_locked();
     std::optional<uint32_t> page;
-    if (!at_limit) page = allocator_->claim_unmapped_page();
+    if (!at_limit) {
+      page = allocator_->claim_unmapped_page();
+    }
     if (!page) {
-      for (uint32_t p : claimed) allocator_->finish_mapping(p, false);
+      for (uint32_t p : claimed) {
+        allocator_->finish_mapping(p, false);
+      }
       const uint64_t pb = space_->page_bytes();
       throw OutOfMemory("alloc of " + std::to_string(request) + " blocks: " +
                         (at_limit
@@ -160,7 +192,9 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
   lock.unlock();
   size_t mapped = 0;
   try {
-    for (; mapped < claimed.size(); ++mapped) space_->map_page(PageId{claimed[mapped]});
+    for (; mapped < claimed.size(); ++mapped) {
+      space_->map_page(PageId{claimed[mapped]});
+    }
   } catch (...) {
     for (size_t i = 0; i < mapped; ++i) {
       try {
@@ -168,25 +202,35 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
       } catch (const std::exception& e) {
         lock.lock();
         broken_ = std::string("could not undo a failed mapping: ") + e.what();
-        for (size_t j = 0; j < claimed.size(); ++j) allocator_->finish_mapping(claimed[j], j < i);
+        for (size_t j = 0; j < claimed.size(); ++j) {
+          allocator_->finish_mapping(claimed[j], j < i);
+        }
         changed_.notify_all();
         throw;
       }
     }
     lock.lock();
-    for (uint32_t p : claimed) allocator_->finish_mapping(p, false);
+    for (uint32_t p : claimed) {
+      allocator_->finish_mapping(p, false);
+    }
     changed_.notify_all();
     throw;
   }
   lock.lock();
-  for (uint32_t p : claimed) allocator_->finish_mapping(p, true);
+  for (uint32_t p : claimed) {
+    allocator_->finish_mapping(p, true);
+  }
   counters_.pages_mapped_total += claimed.size();
   changed_.notify_all();
 }
 
 void KvCache::alloc(size_t n, std::span<BlockId> out) {
-  if (n == 0) return;
-  if (out.size() < n) throw InvalidArgument("alloc: output span holds fewer than n blocks");
+  if (n == 0) {
+    return;
+  }
+  if (out.size() < n) {
+    throw InvalidArgument("alloc: output span holds fewer than n blocks");
+  }
   std::unique_lock lock(mutex_);
   check_healthy_locked();
   const size_t capacity = allocator_->usable_blocks() - 1;  // null block excluded
@@ -207,7 +251,9 @@ void KvCache::alloc(size_t n, std::span<BlockId> out) {
     cold = true;
     map_for_locked(lock, n - allocator_->free_mapped_blocks(), n);
   }
-  if (cold) ++counters_.cold_allocs;
+  if (cold) {
+    ++counters_.cold_allocs;
+  }
   if (config_.background && !reserve_blocked_ && allocator_->free_pages() < config_.reserve_pages &&
       allocator_->unmapped_pages() > 0) {
     changed_.notify_all();
@@ -224,8 +270,9 @@ void KvCache::free(std::span<const BlockId> ids) {
   std::unique_lock lock(mutex_);
   check_healthy_locked();
   for (const BlockId id : ids) {
-    if (id == null_block())
+    if (id == null_block()) {
       throw InvalidArgument("free: block 0 is the null block; nothing was freed");
+    }
   }
   allocator_->free(ids);
   ++counters_.free_calls;
@@ -253,13 +300,17 @@ void KvCache::set_unmap_stream(uintptr_t stream) {
 }
 
 void KvCache::unmap_claimed(uint32_t page) {
-  if (wait_for_stream_.load()) backend_->wait_for_stream(unmap_stream_.load());
+  if (wait_for_stream_.load()) {
+    backend_->wait_for_stream(unmap_stream_.load());
+  }
   space_->unmap_page(PageId{page});
 }
 
 bool KvCache::unmap_one_locked(std::unique_lock<std::mutex>& lock) {
   const std::optional<uint32_t> page = allocator_->claim_free_page();
-  if (!page) return false;
+  if (!page) {
+    return false;
+  }
   lock.unlock();
   try {
     unmap_claimed(*page);
@@ -277,7 +328,9 @@ bool KvCache::unmap_one_locked(std::unique_lock<std::mutex>& lock) {
 }
 
 void KvCache::ask_for_room() noexcept {
-  if (config_.registry_link) config_.registry_link->ask_for_room();
+  if (config_.registry_link) {
+    config_.registry_link->ask_for_room();
+  }
 }
 
 size_t KvCache::available() const {
@@ -315,7 +368,9 @@ size_t KvCache::available_locked(bool within_budget) const {
   // Owing pages to others' claims, nothing counts as available: blocks freed meanwhile must
   // empty whole pages (best fit keeps the rest packed) for the mapper to unmap, so an engine
   // that admits by available() preempts until the debt is paid instead of refilling them.
-  if (within_budget && owed_pages_ > 0) return 0;
+  if (within_budget && owed_pages_ > 0) {
+    return 0;
+  }
   return allocator_->free_mapped_blocks() +
          std::min(not_mapped_blocks, headroom_pages * allocator_->max_blocks_per_page());
 }
@@ -334,7 +389,9 @@ void KvCache::resize(uint64_t limit_bytes) {
       changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });
       continue;
     }
-    if (!unmap_one_locked(lock)) break;  // the rest holds blocks in use
+    if (!unmap_one_locked(lock)) {
+      break;  // the rest holds blocks in use
+    }
   }
   changed_.notify_all();
 }
@@ -347,7 +404,9 @@ uint64_t KvCache::trim() {
   for (;;) {
     // The mapper may be unmapping a page too: wait for it, so every free page is gone on return.
     changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });
-    if (!unmap_one_locked(lock)) break;
+    if (!unmap_one_locked(lock)) {
+      break;
+    }
     ++pages;
   }
   lock.unlock();
@@ -383,7 +442,9 @@ KvCacheStats KvCache::stats() const {
     s.available_within_limit_blocks = available_locked(false);
     s.owed_bytes = owed_pages_ * s.page_bytes;
   }
-  if (config_.registry_link) s.guarantee_bytes = config_.registry_link->guarantee_bytes();
+  if (config_.registry_link) {
+    s.guarantee_bytes = config_.registry_link->guarantee_bytes();
+  }
   s.pool = pool_->stats();
   return s;
 }
@@ -402,7 +463,9 @@ bool KvCache::poll_link_locked() {
     shedding_ = true;
     reserve_suspended_ = true;  // until the next alloc: the reserve would only be taken back
   }
-  if (events.limit_changed || events.shed) reserve_blocked_ = false;
+  if (events.limit_changed || events.shed) {
+    reserve_blocked_ = false;
+  }
   // Ready handles are charged too: release them once the pages owed or shed are unmapped.
   return events.limit_changed || shed || events.owed_bytes > 0;
 }
@@ -420,10 +483,13 @@ void KvCache::run_mapper() {
     }
     if (config_.registry_link && Clock::now() >= next_poll) {
       next_poll = Clock::now() + interval;
-      if (poll_link_locked()) pool_trim_pending_ = true;
+      if (poll_link_locked()) {
+        pool_trim_pending_ = true;
+      }
     }
-    if (shedding_ && (allocator_->free_pages() == 0 || allocator_->mapped_pages() <= keep_pages_))
+    if (shedding_ && (allocator_->free_pages() == 0 || allocator_->mapped_pages() <= keep_pages_)) {
       shedding_ = false;
+    }
     const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
     const size_t limit = limit_pages_locked();
     const bool want_map = !reserve_suspended_ && !reserve_blocked_ &&
@@ -457,8 +523,12 @@ void KvCache::run_mapper() {
         changed_.wait(lock);
       }
     } catch (const std::exception& e) {
-      if (!lock.owns_lock()) lock.lock();
-      if (broken_.empty()) broken_ = e.what();
+      if (!lock.owns_lock()) {
+        lock.lock();
+      }
+      if (broken_.empty()) {
+        broken_ = e.what();
+      }
       changed_.notify_all();
     }
   }

@@ -60,7 +60,9 @@ DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const st
                                           uint64_t total_bytes) {
   validate_registry_config(config);
   validate_device_label(device);
-  if (total_bytes == 0) throw InvalidArgument("device " + device + ": memory size 0");
+  if (total_bytes == 0) {
+    throw InvalidArgument("device " + device + ": memory size 0");
+  }
   const uint64_t budget = parse_budget(config.gpu_utilization, total_bytes);
   const std::string path = device_path(config, device);
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -87,7 +89,9 @@ DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const st
       budget.set_claim_timing(config);
       return budget;
     } catch (const DriverError& e) {
-      if (e.result().rfind("ENOENT", 0) != 0) throw;  // removed between link and open: retry
+      if (e.result().rfind("ENOENT", 0) != 0) {
+        throw;  // removed between link and open: retry
+      }
     }
   }
   throw StateError("device segment " + path + " keeps disappearing while being opened");
@@ -154,12 +158,16 @@ uint64_t DeviceBudget::guarantees_except(uint32_t slot) const {
 
 bool DeviceBudget::claim(uint32_t slot) noexcept {
   DeviceSlot& mine = segment().slots[slot];
-  if (below_guarantee(mine) == 0) return false;
+  if (below_guarantee(mine) == 0) {
+    return false;
+  }
   const uint64_t now = monotonic_ns();
   // A claim that lapsed (or none) starts over: patience counts from now.
   uint64_t since = mine.claim_since_ns.load(std::memory_order_relaxed);
   const bool live = since != 0 && now < mine.claim_until_ns.load(std::memory_order_relaxed);
-  if (!live) mine.claim_since_ns.compare_exchange_strong(since, now, std::memory_order_relaxed);
+  if (!live) {
+    mine.claim_since_ns.compare_exchange_strong(since, now, std::memory_order_relaxed);
+  }
   mine.claim_until_ns.store(now + claim_ttl_ns_, std::memory_order_relaxed);
   return true;
 }
@@ -169,7 +177,9 @@ uint64_t DeviceBudget::claimed_by_others(uint32_t slot) const {
   uint64_t claimed = 0;
   for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
     const DeviceSlot& other = segment().slots[i];
-    if (i != slot && taken(other) && claim_live(other, now)) claimed += below_guarantee(other);
+    if (i != slot && taken(other) && claim_live(other, now)) {
+      claimed += below_guarantee(other);
+    }
   }
   return claimed;
 }
@@ -178,9 +188,13 @@ uint64_t DeviceBudget::owed_by(uint32_t slot) const {
   const DeviceSlot& mine = segment().slots[slot];
   const uint64_t charged = mine.charged.load(std::memory_order_relaxed);
   const uint64_t guarantee = mine.guarantee.load(std::memory_order_relaxed);
-  if (charged <= guarantee) return 0;
+  if (charged <= guarantee) {
+    return 0;
+  }
   const uint64_t claimed = claimed_by_others(slot);
-  if (claimed == 0) return 0;
+  if (claimed == 0) {
+    return 0;
+  }
   const uint64_t budget = budget_bytes(), everyone = charged_total();
   const uint64_t free = budget > everyone ? budget - everyone : 0;
   return claimed > free ? std::min(charged - guarantee, claimed - free) : 0;
@@ -208,8 +222,12 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
   RobustLock lock(&s.mutex, &s.recoveries);
   for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
     DeviceSlot& slot = s.slots[i];
-    if (slot.state.load(std::memory_order_acquire) != format::kSlotTaken) continue;
-    if (std::strncmp(slot.name, name.c_str(), sizeof slot.name) != 0) continue;
+    if (slot.state.load(std::memory_order_acquire) != format::kSlotTaken) {
+      continue;
+    }
+    if (std::strncmp(slot.name, name.c_str(), sizeof slot.name) != 0) {
+      continue;
+    }
     const ProcessIdentity owner = owner_of(slot);
     if (is_alive(owner)) {
       throw StateError("instance name '" + name + "' is in use on device " + device_ + " by pid " +
@@ -219,14 +237,20 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
   }
   for (int pass = 0; guarantee_bytes > 0; ++pass) {
     const uint64_t others = guarantees_except(format::kMaxSlots), budget = budget_bytes();
-    if (guarantee_bytes <= budget && others <= budget - guarantee_bytes) break;
-    if (pass > 0) throw InvalidArgument(guarantee_error(device_, others, guarantee_bytes, budget));
+    if (guarantee_bytes <= budget && others <= budget - guarantee_bytes) {
+      break;
+    }
+    if (pass > 0) {
+      throw InvalidArgument(guarantee_error(device_, others, guarantee_bytes, budget));
+    }
     reclaim_dead_locked(&who, nullptr);  // dead members' guarantees go with them
   }
   for (int pass = 0; pass < 2; ++pass) {
     for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
       DeviceSlot& slot = s.slots[i];
-      if (slot.state.load(std::memory_order_acquire) != format::kSlotFree) continue;
+      if (slot.state.load(std::memory_order_acquire) != format::kSlotFree) {
+        continue;
+      }
       copy_string(slot.name, sizeof slot.name, name);
       slot.pid.store(who.pid, std::memory_order_relaxed);
       slot.start_time.store(who.start_time, std::memory_order_relaxed);
@@ -237,18 +261,24 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
       slot.state.store(format::kSlotTaken, std::memory_order_release);
       return i;
     }
-    if (pass == 0) reclaim_dead_locked(&who, nullptr);  // every slot taken: free the dead ones
+    if (pass == 0) {
+      reclaim_dead_locked(&who, nullptr);  // every slot taken: free the dead ones
+    }
   }
   throw OutOfMemory("device " + device_ + " already has " + std::to_string(format::kMaxSlots) +
                     " instances; run `kvpager gc` or stop one");
 }
 
 void DeviceBudget::leave(uint32_t slot, const ProcessIdentity& who) noexcept {
-  if (slot >= format::kMaxSlots) return;
+  if (slot >= format::kMaxSlots) {
+    return;
+  }
   DeviceSegment& s = segment();
   try {
     RobustLock lock(&s.mutex, &s.recoveries);
-    if (owned_by(s.slots[slot], who)) free_slot(s.slots[slot]);
+    if (owned_by(s.slots[slot], who)) {
+      free_slot(s.slots[slot]);
+    }
   } catch (...) {  // a lock that cannot be taken: the slot stays until gc reclaims it
   }
 }
@@ -263,8 +293,12 @@ void DeviceBudget::set_guarantee(uint32_t slot, const ProcessIdentity& who, uint
   }
   for (int pass = 0;; ++pass) {
     const uint64_t others = guarantees_except(slot), budget = budget_bytes();
-    if (bytes <= budget && others <= budget - bytes) break;
-    if (pass > 0) throw InvalidArgument(guarantee_error(device_, others, bytes, budget));
+    if (bytes <= budget && others <= budget - bytes) {
+      break;
+    }
+    if (pass > 0) {
+      throw InvalidArgument(guarantee_error(device_, others, bytes, budget));
+    }
     reclaim_dead_locked(&who, nullptr);  // dead members' guarantees go with them
   }
   mine.guarantee.store(bytes, std::memory_order_relaxed);
@@ -280,8 +314,9 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
                      " was taken away (removed by gc or delete --force?)");
   }
   const uint64_t current = mine.charged.load(std::memory_order_relaxed);
-  if (bytes > instance_limit || current > instance_limit - bytes)
+  if (bytes > instance_limit || current > instance_limit - bytes) {
     return ChargeResult::kInstanceLimit;
+  }
   const uint64_t budget = s.budget_bytes.load(std::memory_order_acquire);
   for (int pass = 0; pass < 2; ++pass) {
     // Charges grow under the lock only; a lock-free uncharge meanwhile can only make it high.
@@ -300,11 +335,15 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
       }
       return ChargeResult::kCharged;
     }
-    if (pass == 0 && reclaim_dead_locked(&who, nullptr) == 0) break;
+    if (pass == 0 && reclaim_dead_locked(&who, nullptr) == 0) {
+      break;
+    }
   }
   claim(slot);
   const uint64_t p = raise_pressure();
-  if (pressure) *pressure = p;
+  if (pressure) {
+    *pressure = p;
+  }
   return ChargeResult::kDeviceBudget;
 }
 
@@ -323,10 +362,16 @@ uint64_t DeviceBudget::reclaim_dead_locked(const ProcessIdentity* except,
   uint64_t reclaimed = 0;
   for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
     DeviceSlot& slot = segment().slots[i];
-    if (slot.state.load(std::memory_order_acquire) != format::kSlotTaken) continue;
+    if (slot.state.load(std::memory_order_acquire) != format::kSlotTaken) {
+      continue;
+    }
     const ProcessIdentity owner = owner_of(slot);
-    if (except && owner.pid == except->pid) continue;
-    if (is_alive(owner)) continue;
+    if (except && owner.pid == except->pid) {
+      continue;
+    }
+    if (is_alive(owner)) {
+      continue;
+    }
     const uint64_t charged = slot.charged.load(std::memory_order_relaxed);
     if (out) {
       DeviceSlotRecord r;
@@ -361,7 +406,9 @@ uint64_t DeviceBudget::release_member(const std::string& name, const ProcessIden
 }
 
 void DeviceBudget::set_budget(uint64_t bytes) {
-  if (bytes == 0) throw InvalidArgument("device budget must be above 0 bytes");
+  if (bytes == 0) {
+    throw InvalidArgument("device budget must be above 0 bytes");
+  }
   DeviceSegment& s = segment();
   RobustLock lock(&s.mutex, &s.recoveries);
   uint64_t guarantees = guarantees_except(format::kMaxSlots);

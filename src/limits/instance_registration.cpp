@@ -28,7 +28,9 @@ uint64_t unix_ms() {
 std::string why_name_is_taken(const std::string& path, const ProcessIdentity& self) {
   std::string why;
   auto copy = read_file_copy(path, sizeof(format::InstanceSegment), &why);
-  if (!copy) return why.find("No such file") != std::string::npos ? "" : why;
+  if (!copy) {
+    return why.find("No such file") != std::string::npos ? "" : why;
+  }
   InstanceRecord r;
   if (!decode_instance(copy->bytes(), &r, &why)) {
     return "it exists and is not a usable instance segment (" + why + "); remove it";
@@ -36,7 +38,9 @@ std::string why_name_is_taken(const std::string& path, const ProcessIdentity& se
   if (r.owner.pid == self.pid && r.owner.start_time == self.start_time) {
     return "this process registered it already";
   }
-  if (is_alive(r.owner)) return "it is in use by pid " + std::to_string(r.owner.pid);
+  if (is_alive(r.owner)) {
+    return "it is in use by pid " + std::to_string(r.owner.pid);
+  }
   return "";
 }
 
@@ -85,7 +89,9 @@ std::shared_ptr<InstanceRegistration> InstanceRegistration::create(const Registr
       throw StateError("cannot register instance '" + spec.name + "' (" + path + "): " + why);
     }
     // A dead instance's segment: replace it (and drop its slot, wherever it is).
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("unlink", errno, path);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      throw_errno("unlink", errno, path);
+    }
   }
   throw StateError("cannot register instance '" + spec.name + "': " + path + " keeps reappearing");
 }
@@ -106,14 +112,20 @@ InstanceRegistration::InstanceRegistration(RegistryConfig config, InstanceSpec s
 
 InstanceRegistration::~InstanceRegistration() {
   device_.leave(slot_, self_);
-  if (file_.still_linked()) ::unlink(file_.path().c_str());
+  if (file_.still_linked()) {
+    ::unlink(file_.path().c_str());
+  }
 }
 
 bool InstanceRegistration::try_charge(uint64_t bytes) {
   uint64_t pressure = 0;
   const ChargeResult r = device_.try_charge(slot_, self_, bytes, instance_limit_bytes(), &pressure);
-  if (r == ChargeResult::kDeviceBudget) own_pressure_.store(pressure, std::memory_order_relaxed);
-  if (r != ChargeResult::kCharged) return false;
+  if (r == ChargeResult::kDeviceBudget) {
+    own_pressure_.store(pressure, std::memory_order_relaxed);
+  }
+  if (r != ChargeResult::kCharged) {
+    return false;
+  }
   segment().mapped_bytes.fetch_add(bytes, std::memory_order_relaxed);
   return true;
 }

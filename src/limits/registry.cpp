@@ -22,7 +22,9 @@ namespace {
 // Names of the files under `dir` that start with `prefix`, sorted.
 std::vector<std::string> entries_with_prefix(const std::string& dir, const std::string& prefix) {
   std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
-  if (!d) throw_errno("opendir", errno, dir);
+  if (!d) {
+    throw_errno("opendir", errno, dir);
+  }
   std::vector<std::string> names;
   while (const dirent* e = ::readdir(d.get())) {
     const std::string name = e->d_name;
@@ -36,7 +38,9 @@ std::vector<std::string> entries_with_prefix(const std::string& dir, const std::
 
 bool is_temporary(const std::string& name, pid_t* creator) {
   const size_t at = name.rfind(".tmp.");
-  if (at == std::string::npos) return false;
+  if (at == std::string::npos) {
+    return false;
+  }
   const std::string digits = name.substr(at + 5);
   if (digits.empty() || digits.size() > 9 ||
       !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
@@ -55,14 +59,18 @@ uint64_t age_ms(uint64_t then_ns) {
 
 const DeviceStatus* RegistrySnapshot::find_device(const std::string& label) const {
   for (const auto& d : devices) {
-    if (d.record.device == label) return &d;
+    if (d.record.device == label) {
+      return &d;
+    }
   }
   return nullptr;
 }
 
 const DeviceSlotRecord* RegistrySnapshot::find_slot(const InstanceRecord& instance) const {
   const DeviceStatus* d = find_device(instance.device);
-  if (!d) return nullptr;
+  if (!d) {
+    return nullptr;
+  }
   for (const auto& m : d->record.members) {
     if (m.index == instance.slot && m.name == instance.name && m.owner.pid == instance.owner.pid &&
         m.owner.start_time == instance.owner.start_time) {
@@ -82,7 +90,9 @@ RegistrySnapshot Registry::scan() const {
     const std::string path = config_.dir + "/" + file;
     const std::string rest = file.substr(config_.prefix.size());
     pid_t creator = 0;
-    if (is_temporary(file, &creator)) continue;  // being created right now (or gc's business)
+    if (is_temporary(file, &creator)) {
+      continue;  // being created right now (or gc's business)
+    }
     std::string why;
     if (rest.rfind(kInstanceTag, 0) == 0) {
       auto copy = read_file_copy(path, sizeof(format::InstanceSegment), &why);
@@ -109,7 +119,9 @@ RegistrySnapshot Registry::scan() const {
           continue;
         }
         d.path = path;
-        for (const auto& m : d.record.members) d.live_members += is_alive(m.owner) ? 1 : 0;
+        for (const auto& m : d.record.members) {
+          d.live_members += is_alive(m.owner) ? 1 : 0;
+        }
         snap.devices.push_back(std::move(d));
         continue;
       }
@@ -126,7 +138,9 @@ std::string Registry::resolve_device(const std::string& text) const {
   const RegistrySnapshot snap = scan();
   std::string label = text;
   label.erase(std::remove(label.begin(), label.end(), ':'), label.end());
-  if (snap.find_device(label)) return label;
+  if (snap.find_device(label)) {
+    return label;
+  }
   const bool ordinal =
       !text.empty() && text.size() < 6 &&
       std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -135,16 +149,22 @@ std::string Registry::resolve_device(const std::string& text) const {
     for (const auto& d : snap.devices) {
       const std::string& l = d.record.device;
       const size_t digits = l.find_first_of("0123456789");
-      if (digits != std::string::npos && l.substr(digits) == text) matches.push_back(l);
+      if (digits != std::string::npos && l.substr(digits) == text) {
+        matches.push_back(l);
+      }
     }
-    if (matches.size() == 1) return matches[0];
+    if (matches.size() == 1) {
+      return matches[0];
+    }
     if (matches.size() > 1) {
       throw InvalidArgument("device '" + text + "' is ambiguous (" + matches[0] + ", " +
                             matches[1] + "); name it in full");
     }
   }
   std::string known;
-  for (const auto& d : snap.devices) known += (known.empty() ? "" : ", ") + d.record.device;
+  for (const auto& d : snap.devices) {
+    known += (known.empty() ? "" : ", ") + d.record.device;
+  }
   throw InvalidArgument("unknown device '" + text.substr(0, 80) +
                         "' (known: " + (known.empty() ? "none" : known) + ")");
 }
@@ -181,8 +201,7 @@ InstanceRecord Registry::set_limit(const std::string& name, uint64_t bytes) {
   return before;
 }
 
-uint64_t Registry::limit_for_percent(const std::string& name, const std::string& percent) const {
-  const double fraction = parse_percent(percent);
+DeviceRecord Registry::device_of(const std::string& name) const {
   const InstanceStatus found = find_instance(name);
   const RegistrySnapshot snap = scan();
   const DeviceStatus* dev = snap.find_device(found.record.device);
@@ -190,7 +209,12 @@ uint64_t Registry::limit_for_percent(const std::string& name, const std::string&
     throw StateError("instance '" + name + "' names device " + found.record.device +
                      ", which has no usable segment");
   }
-  return static_cast<uint64_t>(fraction * static_cast<double>(dev->record.total_bytes));
+  return dev->record;
+}
+
+uint64_t Registry::limit_for_percent(const std::string& name, const std::string& percent) const {
+  const double fraction = parse_percent(percent);
+  return static_cast<uint64_t>(fraction * static_cast<double>(device_of(name).total_bytes));
 }
 
 uint64_t Registry::set_guarantee(const std::string& name, uint64_t bytes) {
@@ -223,14 +247,7 @@ uint64_t Registry::set_guarantee(const std::string& name, uint64_t bytes) {
 uint64_t Registry::guarantee_for_percent(const std::string& name,
                                          const std::string& percent) const {
   const double fraction = parse_percent(percent);
-  const InstanceStatus found = find_instance(name);
-  const RegistrySnapshot snap = scan();
-  const DeviceStatus* dev = snap.find_device(found.record.device);
-  if (!dev) {
-    throw StateError("instance '" + name + "' names device " + found.record.device +
-                     ", which has no usable segment");
-  }
-  return static_cast<uint64_t>(fraction * static_cast<double>(dev->record.budget_bytes));
+  return static_cast<uint64_t>(fraction * static_cast<double>(device_of(name).budget_bytes));
 }
 
 uint64_t Registry::set_budget(const std::string& device, const std::string& value) {
@@ -248,9 +265,12 @@ void Registry::remove(const std::string& name, bool force) {
                      std::to_string(found.record.owner.pid) +
                      "); stop it, or pass --force to remove its segment anyway");
   }
-  if (::unlink(found.path.c_str()) != 0 && errno != ENOENT)
+  if (::unlink(found.path.c_str()) != 0 && errno != ENOENT) {
     throw_errno("unlink", errno, found.path);
-  if (found.alive) return;  // its slot is accounting for memory the process still holds
+  }
+  if (found.alive) {
+    return;  // its slot is accounting for memory the process still holds
+  }
   try {
     DeviceBudget::open_existing(config_, found.record.device)
         .release_member(found.record.name, found.record.owner);
@@ -263,14 +283,22 @@ GcReport Registry::gc() {
   const RegistrySnapshot snap = scan();
   report.skipped = snap.skipped;
   for (const InstanceStatus& s : snap.instances) {
-    if (s.alive) continue;
+    if (s.alive) {
+      continue;
+    }
     // Re-check right before unlinking: only a dead owner's file goes.
     std::string why;
     auto copy = read_file_copy(s.path, sizeof(format::InstanceSegment), &why);
     InstanceRecord now;
-    if (!copy || !decode_instance(copy->bytes(), &now, &why)) continue;
-    if (now.owner.pid != s.record.owner.pid || is_alive(now.owner)) continue;
-    if (::unlink(s.path.c_str()) == 0) report.removed_instances.push_back(s.record.name);
+    if (!copy || !decode_instance(copy->bytes(), &now, &why)) {
+      continue;
+    }
+    if (now.owner.pid != s.record.owner.pid || is_alive(now.owner)) {
+      continue;
+    }
+    if (::unlink(s.path.c_str()) == 0) {
+      report.removed_instances.push_back(s.record.name);
+    }
   }
   for (const DeviceStatus& d : snap.devices) {
     try {
@@ -284,7 +312,9 @@ GcReport Registry::gc() {
     pid_t creator = 0;
     if (is_temporary(file, &creator) && !is_alive({creator, 0})) {
       const std::string path = config_.dir + "/" + file;
-      if (::unlink(path.c_str()) == 0) report.removed_temporaries.push_back(path);
+      if (::unlink(path.c_str()) == 0) {
+        report.removed_temporaries.push_back(path);
+      }
     }
   }
   return report;

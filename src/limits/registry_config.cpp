@@ -15,7 +15,9 @@ namespace {
 
 // Parses a plain decimal number ("12", "0.5"); nullopt-like NaN for anything else.
 double plain_number(std::string_view text) {
-  if (text.empty() || text.size() > 32) return NAN;
+  if (text.empty() || text.size() > 32) {
+    return NAN;
+  }
   size_t dots = 0;
   for (char c : text) {
     if (c == '.') {
@@ -24,7 +26,9 @@ double plain_number(std::string_view text) {
       return NAN;
     }
   }
-  if (dots > 1 || text == ".") return NAN;
+  if (dots > 1 || text == ".") {
+    return NAN;
+  }
   return std::strtod(std::string(text).c_str(), nullptr);
 }
 
@@ -51,12 +55,20 @@ std::string device_path(const RegistryConfig& c, std::string_view device) {
 }
 
 bool is_valid_instance_name(std::string_view name) noexcept {
-  if (name.empty() || name.size() >= format::kNameBytes) return false;
-  if (name.front() == '.' || name.front() == '-') return false;
-  if (name.find("..") != std::string_view::npos) return false;
+  if (name.empty() || name.size() >= format::kNameBytes) {
+    return false;
+  }
+  if (name.front() == '.' || name.front() == '-') {
+    return false;
+  }
+  if (name.find("..") != std::string_view::npos) {
+    return false;
+  }
   for (char c : name) {
     const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
-    if (!ok) return false;
+    if (!ok) {
+      return false;
+    }
   }
   return true;
 }
@@ -75,16 +87,21 @@ void validate_model_name(std::string_view model) {
                           "' is longer than 63 characters");
   }
   for (char c : model) {
-    if (c < 0x20 || c > 0x7e) throw InvalidArgument("model name has a non-printable character");
+    if (c < 0x20 || c > 0x7e) {
+      throw InvalidArgument("model name has a non-printable character");
+    }
   }
 }
 
 bool is_valid_device_label(std::string_view device) noexcept {
-  if (device.empty() || device.size() >= format::kDeviceBytes) return false;
+  if (device.empty() || device.size() >= format::kDeviceBytes) {
+    return false;
+  }
   for (char c : device) {
     if (!(std::islower(static_cast<unsigned char>(c)) ||
-          std::isdigit(static_cast<unsigned char>(c))))
+          std::isdigit(static_cast<unsigned char>(c)))) {
       return false;
+    }
   }
   return true;
 }
@@ -98,7 +115,9 @@ void validate_device_label(std::string_view device) {
 
 double parse_percent(std::string_view text) {
   std::string_view t = text;
-  if (!t.empty() && t.back() == '%') t.remove_suffix(1);
+  if (!t.empty() && t.back() == '%') {
+    t.remove_suffix(1);
+  }
   const double p = plain_number(t);
   if (std::isnan(p) || p < 0 || p > 100) {
     throw InvalidArgument("invalid percentage '" + std::string(text.substr(0, 80)) +
@@ -114,18 +133,26 @@ uint64_t parse_budget(std::string_view text, uint64_t total_bytes) {
     const double f = parse_percent(text);
     bytes = static_cast<uint64_t>(std::floor(f * static_cast<double>(total_bytes)));
   } else if (const double f = plain_number(text); !std::isnan(f) && f <= 1.0) {
-    if (f <= 0) throw InvalidArgument("invalid budget '" + shown + "': must be above 0");
+    if (f <= 0) {
+      throw InvalidArgument("invalid budget '" + shown + "': must be above 0");
+    }
     bytes = static_cast<uint64_t>(std::floor(f * static_cast<double>(total_bytes)));
   } else {
     bytes = parse_size(text);  // throws InvalidArgument for 12XB, -1G, ...
   }
-  if (bytes == 0) throw InvalidArgument("invalid budget '" + shown + "': it comes to 0 bytes");
+  if (bytes == 0) {
+    throw InvalidArgument("invalid budget '" + shown + "': it comes to 0 bytes");
+  }
   return bytes;
 }
 
 RegistryConfig registry_config_from_env(RegistryConfig c) {
-  if (const char* v = std::getenv("KVPAGER_SHM_DIR")) c.dir = v;
-  if (const char* v = std::getenv("KVPAGER_SHM_PREFIX")) c.prefix = v;
+  if (const char* v = std::getenv("KVPAGER_SHM_DIR")) {
+    c.dir = v;
+  }
+  if (const char* v = std::getenv("KVPAGER_SHM_PREFIX")) {
+    c.prefix = v;
+  }
   if (const char* v = std::getenv("KVPAGER_SHM_MODE")) {
     char* end = nullptr;
     const long m = std::strtol(v, &end, 8);

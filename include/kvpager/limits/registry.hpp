@@ -88,6 +88,8 @@ class Registry {
 
  private:
   InstanceStatus find_instance(const std::string& name) const;
+  // The decoded segment of the device the named instance lives on; StateError when unusable.
+  DeviceRecord device_of(const std::string& name) const;
   RegistryConfig config_;
 };
 
