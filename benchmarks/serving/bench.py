@@ -151,6 +151,38 @@ def _mean_summary(summaries):
     return out
 
 
+class _TimedKv:
+    """Forwards to a kvpager.KvCache and adds up the wall time its method calls take (from the
+    generation thread: alloc, free, available, owed_blocks, stats). An upper bound on the host
+    time kvpager adds to a run: it includes the wrapper itself and waits for the GIL."""
+
+    def __init__(self, kv):
+        self._kv, self.seconds, self.calls = kv, 0.0, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self._kv, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t
+                self.calls += 1
+
+        return timed
+
+
+def _time_kvpager_calls(engine):
+    """Puts a _TimedKv between a kvpager engine's cache and kvpager; returns it."""
+    timed = _TimedKv(engine.cache.kv)
+    engine.cache.kv = timed
+    engine.cache._block_manager.kv = timed
+    return timed
+
+
 def cmd_overhead(args):
     """Per rate, the same trace on stock and kvpager in ABBA order (stock, kvpager, kvpager,
     stock for --repeat 2), so drift and warm-up effects cancel; each engine's figures are the
@@ -168,6 +200,10 @@ def cmd_overhead(args):
     for memory in ("stock", "kvpager"):
         with _engine(model, memory, args) as engine:
             driver.run_trace(engine, workload.make_trace([0.0] * 8, tuple(args.input_len), 16, vocab, 1, "warm"))
+    # Kernel cost on each memory: one layer's gather + SDPA on a stock tensor and on kvpager's.
+    attention = attention_microbench(args.model, device, args.dtype, 32, 1024, kinds=("stock", "per-layer"))
+    print(f"attention (gather + SDPA, one layer, batch 32 x 1024): stock {attention['stock']:.3f} ms, "
+          f"kvpager {attention['per-layer']:.3f} ms", flush=True)
     for rate in args.rates:
         arrivals = workload.poisson_arrivals(rate, args.duration, __import__("random").Random(args.seed))
         trace = workload.make_trace(arrivals, tuple(args.input_len), tuple(args.output_len), vocab, args.seed)
@@ -175,8 +211,12 @@ def cmd_overhead(args):
             with _engine(model, memory, args) as engine:
                 warm = workload.make_trace([0.0] * 4, 32, 8, vocab, args.seed + 99, prefix="warm")
                 driver.run_trace(engine, warm)
+                timed = _time_kvpager_calls(engine) if memory == "kvpager" else None
                 result = driver.run_trace(engine, trace)
             result.update(rate=rate, memory=memory, layout=args.layout if memory == "kvpager" else None)
+            if timed is not None:
+                result["kvpager_calls"] = {"seconds": timed.seconds, "calls": timed.calls,
+                                           "share_of_wall": timed.seconds / result["summary"]["wall_s"]}
             runs.append(result)
             print(_row(f"rate {rate:g}/s {memory}", result["summary"]), flush=True)
     verdicts = []
@@ -198,7 +238,12 @@ def cmd_overhead(args):
             m = sum(xs) / len(xs)
             return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5
 
-        verdicts.append({"rate": rate, "stock": s, "kvpager": k, "throughput_change": thr,
+        shares = [r["kvpager_calls"]["share_of_wall"] for r in runs
+                  if r["rate"] == rate and "kvpager_calls" in r]
+        calls = [r["kvpager_calls"]["calls"] for r in runs if r["rate"] == rate and "kvpager_calls" in r]
+        verdicts.append({"rate": rate, "kvpager_calls_share_of_wall": max(shares),
+                         "kvpager_calls_per_run": sum(calls) / len(calls)})
+        verdicts[-1].update({"stock": s, "kvpager": k, "throughput_change": thr,
                          "tpot_change": tpot, "ttft_change": ttft,
                          "throughput_change_per_round": thr_pairs, "tpot_change_per_round": tpot_pairs,
                          "throughput_change_stderr": stderr(thr_pairs),
@@ -206,7 +251,8 @@ def cmd_overhead(args):
         se = lambda x: f" ± {x * 100:.1f}" if x is not None else ""  # noqa: E731
         print(f"rate {rate:g}/s (mean of {args.repeat} each): kvpager vs stock throughput "
               f"{thr * 100:+.1f}{se(stderr(thr_pairs))} %, TPOT {tpot * 100:+.1f}{se(stderr(tpot_pairs))} %, "
-              f"TTFT {ttft * 100:+.1f} %")
+              f"TTFT {ttft * 100:+.1f} %; time in kvpager calls {max(shares) * 100:.3f} % of the run "
+              f"at most ({sum(calls) / len(calls):.0f} calls per run)")
     if args.plots:
         for rate in args.rates:
             for metric, label in (("ttft", "TTFT"), ("itl", "inter-token latency")):
@@ -218,15 +264,18 @@ def cmd_overhead(args):
                         series.setdefault(r["memory"], []).extend(vals)
                 plots.latency_cdfs(os.path.join(args.plots, f"overhead_{metric}_rate{rate:g}.png"),
                                    series, label, f"{args.model}, {rate:g} req/s: {label}")
-    _dump(args.json, {"config": vars(args), "runs": runs, "comparison": verdicts})
+    _dump(args.json, {"config": vars(args), "attention_ms": attention, "runs": runs,
+                      "comparison": verdicts})
     return 0
 
 
 # ----------------------------------------------------------------------------- layout
-def attention_microbench(model_name, device, dtype, batch, context, iters=50):
+def attention_microbench(model_name, device, dtype, batch, context, iters=50,
+                         kinds=("per-layer", "interleaved")):
     """transformers' paged|sdpa attention for one layer: gather the batch's KV rows from the
-    cache tensor (index_select, as PagedAttentionCache.update does) and run SDPA; on a
-    per-layer tensor and on the same layer's flat view of an interleaved space."""
+    cache tensor (index_select, as PagedAttentionCache.update does) and run SDPA; per kind: a
+    kvpager per-layer tensor, the same layer's flat view of an interleaved space, or "stock"
+    (a torch tensor of the per-layer shape, as transformers allocates it)."""
     import torch
     import torch.nn.functional as F
     import kvpager
@@ -238,12 +287,15 @@ def attention_microbench(model_name, device, dtype, batch, context, iters=50):
     q_heads, layers, bs = cfg.num_attention_heads, cfg.num_hidden_layers, 16
     blocks = batch * context // bs
     out = {}
-    for layout in ("per-layer", "interleaved"):
-        kv = kvpager.KvCache(layers, kv_heads, head_dim, dtype, bs, blocks + 1, layout=layout,
+    for layout in kinds:
+        kv = kvpager.KvCache(layers, kv_heads, head_dim, dtype, bs, blocks + 1,
+                             layout="per-layer" if layout == "stock" else layout,
                              device=device if device != "cuda" else "cuda:0", reserve_pages=0)
         ids = kv.alloc(blocks)
         keys, values, stride = _flat_layer_tensors(kv)
         k, v = keys[layers // 2], values[layers // 2]
+        if layout == "stock":  # same shape and rows, memory from PyTorch's allocator
+            k, v = torch.zeros_like(k), torch.zeros_like(v)
         rows = torch.tensor([i * stride * bs + o for i in ids for o in range(bs)], device=k.device)
         k.index_fill_(0, rows, 0.01)
         v.index_fill_(0, rows, 0.02)
