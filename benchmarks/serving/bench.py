@@ -401,7 +401,8 @@ def cmd_serve_one(args):
     engine = Engine(model, memory=args.memory, num_blocks=args.num_blocks, block_size=args.block_size,
                     max_batch_tokens=args.max_batch_tokens, layout=args.layout, instance=args.instance,
                     model_name=args.model, reserve_pages=args.reserve_pages,
-                    max_idle_pages=args.max_idle_pages, guarantee_bytes=args.guarantee_bytes or None)
+                    max_idle_pages=args.max_idle_pages, guarantee_bytes=args.guarantee_bytes or None,
+                    cpu_offload_gib=args.cpu_offload_gib)
     driver.run_trace(engine, workload.make_trace([0.0] * 2, 32, 8, model.config.vocab_size, 5, "warm"))
     if engine.kv is not None:
         engine.kv.trim()
@@ -496,7 +497,8 @@ def cmd_multimodel(args):
                    "--max-batch-tokens", str(args.max_batch_tokens), "--trace", tpath, "--out", out,
                    "--ready", ready, "--start", start, "--instance", instance, "--idle-s", str(args.idle_s),
                    "--reserve-pages", str(args.reserve_pages), "--max-idle-pages", str(args.max_idle_pages),
-                   "--dtype", args.dtype, "--seed", str(args.seed)]
+                   "--dtype", args.dtype, "--seed", str(args.seed),
+                   "--cpu-offload-gib", str(args.cpu_offload_gib)]
             if args.layout:
                 cmd += ["--layout", args.layout]
             if memory == "kvpager" and args.guarantee == "equal":
@@ -646,6 +648,8 @@ def main(argv=None):
     sp.add_argument("--guarantee", choices=["equal", "none"], default="equal",
                     help="kvpager instances: each guaranteed budget/N (lent while unused), or "
                          "none (first come, first served)")
+    sp.add_argument("--cpu-offload-gib", type=float, default=0.0,
+                    help="every engine: pinned host pool preempted requests swap to (0: recompute)")
     sp.set_defaults(fn=cmd_multimodel)
 
     sp = sub.add_parser("serve-one", help=argparse.SUPPRESS)
@@ -657,6 +661,7 @@ def main(argv=None):
     sp.add_argument("--reserve-pages", type=int, default=1)
     sp.add_argument("--max-idle-pages", type=int, default=2)
     sp.add_argument("--guarantee-bytes", type=int, default=0)
+    sp.add_argument("--cpu-offload-gib", type=float, default=0.0)
     sp.set_defaults(fn=cmd_serve_one)
 
     args = p.parse_args(argv)

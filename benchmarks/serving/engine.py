@@ -15,15 +15,18 @@ from typing import Optional
 
 
 def _cb_config(num_blocks: int, block_size: int, max_batch_tokens: int, allow_block_sharing: bool,
-               use_cuda_graph: Optional[bool]):
+               use_cuda_graph: Optional[bool], cpu_offload_gib: float = 0.0):
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
+    # cpu_offload_gib > 0: preempted requests swap their KV to a pinned host pool and come back
+    # whole; 0 (transformers' default): they are recomputed (soft reset)
     return ContinuousBatchingConfig(
         block_size=block_size,
         num_blocks=num_blocks,
         max_batch_tokens=max_batch_tokens,
         allow_block_sharing=allow_block_sharing,
         use_cuda_graph=use_cuda_graph,
+        cpu_offload_space=cpu_offload_gib,
     )
 
 
@@ -35,7 +38,7 @@ class Engine:
                  instance: Optional[str] = None, model_name: str = "",
                  reserve_pages: Optional[int] = None, max_idle_pages: Optional[int] = None,
                  limit_bytes: Optional[int] = None, guarantee_bytes: Optional[int] = None,
-                 allow_block_sharing: bool = False,
+                 allow_block_sharing: bool = False, cpu_offload_gib: float = 0.0,
                  use_cuda_graph: Optional[bool] = None):
         from transformers import GenerationConfig
 
@@ -46,7 +49,7 @@ class Engine:
         generation = GenerationConfig(do_sample=False, eos_token_id=-1, pad_token_id=0,
                                       max_new_tokens=16)
         cb = _cb_config(num_blocks, block_size, max_batch_tokens, allow_block_sharing,
-                        use_cuda_graph)
+                        use_cuda_graph, cpu_offload_gib)
         if memory == "kvpager":
             from kvpager.integrations import transformers as kvt
 
