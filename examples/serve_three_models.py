@@ -12,7 +12,8 @@ bursts: each model has its peak (4 requests/s, prompts of 512-1024 tokens) in a 
     within it, so the busy model borrows what the idle ones do not use. Each is guaranteed its
     third: when it needs memory a borrower holds, the borrower gives it back (frees pages,
     preempts its newest requests) instead of starving it (--guarantee none: first come, first
-    served).
+    served). Every engine, stock or kvpager, swaps preempted requests to a 2 GiB pinned host
+    pool and back (--cpu-offload-gib 0: transformers' default, recompute them).
 It prints TTFT per model (mean, p99, p99 in the model's own peak phase), the speed-up, and the
 KV memory each process still holds when idle. Options are benchmarks/serving/bench.py
 multimodel's (--budget-gib, --phase-s, --peak-rate, --json, --plots, ...).
@@ -44,7 +45,7 @@ def main(argv):
 
     defaults = ["--models", "qwen3-0.6b", "llama-3.2-1b", "qwen3-1.7b", "--budget-gib", "1.5",
                 "--phase-s", "10", "--peak-rate", "4", "--low-rate", "0.3", "--input-len", "512",
-                "1024", "--output-len", "32", "64"]
+                "1024", "--output-len", "32", "64", "--cpu-offload-gib", "2"]
     return bench.main(["multimodel"] + defaults + argv)
 
 
