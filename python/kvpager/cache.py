@@ -35,7 +35,11 @@ class KvCache(_kvpager.KvCache):
       alloc(n) -> list[int]      all or nothing; OutOfMemory when n blocks do not fit now
       free(ids)                  all or nothing; unknown ids, block 0, double frees raise
                                  InvalidArgument (a ValueError)
-      available() -> int         blocks allocatable now
+      available() -> int         blocks allocatable now (0 while owed_blocks() > 0)
+      owed_blocks() -> int       blocks' worth of pages owed to another instance's claim on
+                                 its guarantee: free (preempt) that much
+      ask_for_room()             others sharing the budget give back free pages; below the
+                                 guarantee, also claims it
       trim() -> int              unmaps every free page; bytes unmapped
       resize(limit_bytes)        mapped-memory limit (0: none)
       mapped_bytes(), stats()    usage; stats() is a dict
