@@ -492,7 +492,7 @@ void KvCache::run_mapper() {
     }
     const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
     const size_t limit = limit_pages_locked();
-    const bool want_map = !reserve_suspended_ && !reserve_blocked_ &&
+    const bool want_map = !reserve_suspended_ && !reserve_blocked_ && owed_pages_ == 0 &&
                           allocator_->free_pages() < config_.reserve_pages &&
                           allocator_->unmapped_pages() > 0 && committed < limit;
     const bool want_unmap =

@@ -156,16 +156,18 @@ uint64_t DeviceBudget::guarantees_except(uint32_t slot) const {
   return sum;
 }
 
-bool DeviceBudget::claim(uint32_t slot) noexcept {
+bool DeviceBudget::claim(uint32_t slot, const ProcessIdentity& who) noexcept {
   DeviceSlot& mine = segment().slots[slot];
-  if (below_guarantee(mine) == 0) {
+  if (!owned_by(mine, who) || below_guarantee(mine) == 0) {
     return false;
   }
   const uint64_t now = monotonic_ns();
-  // A claim that lapsed (or none) starts over: patience counts from now.
+  // A claim that lapsed (or none) starts over: patience counts from now. So does one whose
+  // patience ran out a patience ago (the borrower had that long to finish what needed it).
   uint64_t since = mine.claim_since_ns.load(std::memory_order_relaxed);
   const bool live = since != 0 && now < mine.claim_until_ns.load(std::memory_order_relaxed);
-  if (!live) {
+  const bool rested = since != 0 && now - std::min(now, since) >= 2 * claim_patience_ns_;
+  if (!live || rested) {
     mine.claim_since_ns.compare_exchange_strong(since, now, std::memory_order_relaxed);
   }
   mine.claim_until_ns.store(now + claim_ttl_ns_, std::memory_order_relaxed);
@@ -197,7 +199,24 @@ uint64_t DeviceBudget::owed_by(uint32_t slot) const {
   }
   const uint64_t budget = budget_bytes(), everyone = charged_total();
   const uint64_t free = budget > everyone ? budget - everyone : 0;
-  return claimed > free ? std::min(charged - guarantee, claimed - free) : 0;
+  if (claimed <= free) {
+    return 0;
+  }
+  // The shortfall is split among the members above their guarantees by what each borrows
+  // (rounded up), so two borrowers do not both give back all of it.
+  uint64_t borrowed = 0;
+  for (const DeviceSlot& s : segment().slots) {
+    if (taken(s)) {
+      const uint64_t c = s.charged.load(std::memory_order_relaxed);
+      const uint64_t g = s.guarantee.load(std::memory_order_relaxed);
+      borrowed += c > g ? c - g : 0;
+    }
+  }
+  const uint64_t excess = charged - guarantee, shortfall = claimed - free;
+  borrowed = std::max(borrowed, excess);
+  const auto share = static_cast<uint64_t>(
+      (static_cast<unsigned __int128>(shortfall) * excess + borrowed - 1) / borrowed);
+  return std::min(excess, share);
 }
 
 uint64_t DeviceBudget::charged_total() const {
@@ -339,7 +358,7 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
       break;
     }
   }
-  claim(slot);
+  claim(slot, who);
   const uint64_t p = raise_pressure();
   if (pressure) {
     *pressure = p;

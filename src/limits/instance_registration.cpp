@@ -175,7 +175,7 @@ void InstanceRegistration::set_limit(uint64_t bytes) {
 }
 
 void InstanceRegistration::ask_for_room() noexcept {
-  device_.claim(slot_);
+  device_.claim(slot_, self_);
   try {
     device_.reclaim_dead();
   } catch (...) {  // a registry we cannot lock now: the pressure below still goes out

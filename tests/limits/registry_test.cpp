@@ -323,7 +323,41 @@ TEST(DeviceBudget, AClaimLapsesWhenTheOwnerStopsAskingOrGetsNothingForTooLong) {
   }
   EXPECT_TRUE(borrowed);
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+  // Asking on, the owner's claim comes back a patience later: the borrower is held back again.
+  bool held_back = false;
+  while (!held_back && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
+    owner->ask_for_room();
+    if (borrower->try_charge(1 * MiB)) {
+      borrower->uncharge(1 * MiB);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    } else {
+      held_back = true;
+    }
+  }
+  EXPECT_TRUE(held_back);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(600));
   borrower->uncharge(9 * MiB);
+}
+
+TEST(DeviceBudget, BorrowersOweAClaimInProportionToWhatTheyBorrow) {
+  ScopedRegistry reg("split");
+  reg.config.gpu_utilization = "10M";
+  reg.config.claim_ttl = std::chrono::milliseconds(10'000);
+  auto owner = InstanceRegistration::create(reg.config, guaranteed("owner", 4 * MiB));
+  auto big = InstanceRegistration::create(reg.config, spec("big"));
+  auto small = InstanceRegistration::create(reg.config, guaranteed("small", 1 * MiB));
+  ASSERT_TRUE(big->try_charge(6 * MiB));     // borrows 6 MiB
+  ASSERT_TRUE(small->try_charge(4 * MiB));   // borrows 3 MiB beyond its own guarantee
+  EXPECT_FALSE(owner->try_charge(1 * MiB));  // the budget is full: it claims its 4 MiB
+  DeviceBudget& dev = owner->device_budget();
+  const uint64_t from_big = dev.owed_by(big->slot()), from_small = dev.owed_by(small->slot());
+  EXPECT_EQ(dev.owed_by(owner->slot()), 0u);
+  // 4 MiB short, split 6:3 (rounded up): neither gives back the whole of it
+  EXPECT_GE(from_big + from_small, 4 * MiB);
+  EXPECT_LE(from_big + from_small, 4 * MiB + 2);
+  EXPECT_NEAR(static_cast<double>(from_big) / static_cast<double>(from_small), 2.0, 1e-5);
+  big->uncharge(6 * MiB);
+  small->uncharge(4 * MiB);
 }
 
 // KvCache over the registry: 64 pages of 64 KiB (2 blocks each) under a 4 MiB budget, `owner`

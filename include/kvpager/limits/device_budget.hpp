@@ -71,14 +71,16 @@ class DeviceBudget {
   // Changes the slot's guarantee; InvalidArgument when the guarantees would sum above the
   // budget, StateError when `who` no longer owns the slot.
   void set_guarantee(uint32_t slot, const ProcessIdentity& who, uint64_t bytes);
-  // Starts or renews the slot's claim if it holds less than its guarantee; returns whether it
-  // claims. Lock-free, never throws.
-  bool claim(uint32_t slot) noexcept;
+  // Starts or renews the slot's claim if `who` owns it and it holds less than its guarantee;
+  // returns whether it claims. A claim whose patience ran out starts over after another
+  // patience. Lock-free, never throws.
+  bool claim(uint32_t slot, const ProcessIdentity& who) noexcept;
   // What the other members' live claims keep from `slot`: the sum of their guarantee minus
   // charge. Lock-free snapshot.
   uint64_t claimed_by_others(uint32_t slot) const;
-  // What `slot` should give back for the live claims: the smaller of its charge above its
-  // guarantee and what the claims lack beyond the free budget. Lock-free snapshot.
+  // What `slot` should give back for the live claims: its share (by what it borrows) of what
+  // the claims lack beyond the free budget, at most its charge above its guarantee. Lock-free
+  // snapshot.
   uint64_t owed_by(uint32_t slot) const;
   // Frees the slot if `who` still owns it (its charge goes with it). Never throws.
   void leave(uint32_t slot, const ProcessIdentity& who) noexcept;

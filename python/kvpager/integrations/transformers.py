@@ -263,6 +263,8 @@ def _block_manager_class(base):
             """True when other caches or processes sharing the budget hold blocks this instance's
             own limit would let it have."""
             st = self.kv.stats()
+            if st["owed_bytes"] > 0:  # it is the one holding another's room
+                return False
             return st["available_within_limit_blocks"] > st["available_blocks"]
 
         def short_of_guarantee(self) -> bool:
@@ -283,11 +285,13 @@ def _block_manager_class(base):
 
         @property
         def num_free_blocks(self) -> int:
-            free = self.kv.available() + len(self._taken) + len(self._init_block_ids)
-            if free == 0:
-                # Owing pages to another instance's claim (available() is 0 meanwhile): below
-                # zero, so transformers' offloading evicts enough requests to pay it in one pass.
-                return -self.kv.owed_blocks()
+            available = self.kv.available()
+            free = available + len(self._taken) + len(self._init_block_ids)
+            if available == 0:
+                # Owing pages to another instance's claim (available() is 0 meanwhile): less
+                # the debt, possibly below zero, so transformers' offloading evicts enough
+                # requests to pay it in one pass.
+                return free - self.kv.owed_blocks()
             return free
 
         def has_enough_free_blocks(self, n_blocks: int) -> bool:
