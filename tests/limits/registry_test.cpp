@@ -390,6 +390,11 @@ TEST(KvCacheRegistry, ABorrowerUnmapsWhatItOwesAndAnOwnerKeepsItsGuarantee) {
   EXPECT_THROW(borrower.alloc(30), OutOfMemory);  // 15 more: 12 left
   borrower.ask_for_room();
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // The refused alloc mapped pages and rolled them back; their handles go back through the
+  // pool, which releases (uncharges) them on its own thread.
+  const uint64_t page = 64 * KiB;
+  ASSERT_TRUE(wait_until([&] { return borrower_link->charged_bytes() == 31 * page; }))
+      << borrower_link->charged_bytes() / page << " pages charged";
   EXPECT_EQ(owner.stats().free_pages, 20u) << "an instance within its guarantee shed its pages";
   auto more = borrower.alloc(24);  // the 12 left: the budget is full
 
@@ -416,7 +421,6 @@ TEST(KvCacheRegistry, ABorrowerUnmapsWhatItOwesAndAnOwnerKeepsItsGuarantee) {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   // The owner still lacks a page of its guarantee and its claim lives: the borrower's room is
   // the free budget less that page, the owner's all of it.
-  const uint64_t page = 64 * KiB;
   const uint64_t charged = owner_link->charged_bytes() + borrower_link->charged_bytes();
   ASSERT_EQ(owner_link->charged_bytes(), 31 * page);
   const uint64_t free = 4 * MiB - charged;
