@@ -6,7 +6,8 @@
 Each model (Qwen3-0.6B-, Llama-3.2-1B- and Qwen3-1.7B-shaped, random weights: nothing is
 downloaded) runs transformers' continuous batching in its own process. Load comes in staggered
 bursts: each model has its peak (4 requests/s, prompts of 512-1024 tokens) in a different
-10 s phase and a trickle (0.3/s) otherwise; 1.5 GiB of KV memory for the three. Twice:
+10 s phase and a trickle (0.3/s) otherwise, then 30 s of low load (all at 0.3/s); 1.5 GiB of KV
+memory for the three. Twice:
   * stock: each engine gets a static third of the KV budget (what you do today);
   * kvpager: every engine may use the whole budget; kvpager's shared registry keeps the sum
     within it, so the busy model borrows what the idle ones do not use. Each is guaranteed its
@@ -14,8 +15,9 @@ bursts: each model has its peak (4 requests/s, prompts of 512-1024 tokens) in a 
     preempts its newest requests) instead of starving it (--guarantee none: first come, first
     served). Every engine, stock or kvpager, swaps preempted requests to a 2 GiB pinned host
     pool and back (--cpu-offload-gib 0: transformers' default, recompute them).
-It prints TTFT per model (mean, p99, p99 in the model's own peak phase), the speed-up, and the
-KV memory each process still holds when idle. Options are benchmarks/serving/bench.py
+It prints TTFT per model (mean, p99, p99 in the model's own peak phase), the speed-up at the
+peak, at low load and during the other models' peaks, and the KV memory each process still holds
+when idle. Options are benchmarks/serving/bench.py
 multimodel's (--budget-gib, --phase-s, --peak-rate, --json, --plots, ...).
 """
 
@@ -44,7 +46,7 @@ def main(argv):
     import bench
 
     defaults = ["--models", "qwen3-0.6b", "llama-3.2-1b", "qwen3-1.7b", "--budget-gib", "1.5",
-                "--phase-s", "10", "--peak-rate", "4", "--low-rate", "0.3", "--input-len", "512",
+                "--phase-s", "10", "--peak-rate", "4", "--low-rate", "0.3", "--quiet-s", "30", "--input-len", "512",
                 "1024", "--output-len", "32", "64", "--cpu-offload-gib", "2"]
     return bench.main(["multimodel"] + defaults + argv)
 

@@ -9,7 +9,8 @@
 #   3. benchmarks/serving/bench.py overhead   (Llama-3.1-8B shape, three Poisson rates)
 #   4. examples/serve_three_models.py         (three models, three processes, one budget;
 #                                              static thirds vs elastic; idle footprint; top)
-# Env: SERVING_PARTS (default "test layout overhead multimodel"; also multimodel-heavy), OVERHEAD_RATES/REPEAT/TAG/TIMEOUT, MULTIMODEL_ARGS (more options
+# Env: SERVING_PARTS (default "test layout overhead multimodel"; also multimodel-heavy; a part
+# named twice runs twice), OVERHEAD_RATES/REPEAT/TAG/TIMEOUT, MULTIMODEL_ARGS (more options
 # for the example, e.g. "--budget-gib 1.5 --peak-rate 4"). Results: $OUT/serving/*.json,
 # plots $OUT/serving/img/*.png, logs. Exit status: 0 only if every part ran and tests passed.
 set -uo pipefail
@@ -38,7 +39,8 @@ export PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
 echo "== $py $($py -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'), module $pkg"
 parts=${SERVING_PARTS:-test layout overhead multimodel}
-rc=0
+rc=0 mm=0 mh=0
+suffix() { [ "$1" -gt 1 ] && echo "$1"; }  # nth run of a part: "" for the first, else n
 run() {  # name timeout command...
   local name=$1 limit=$2; shift 2
   echo "== $name: $*"
@@ -62,12 +64,14 @@ for part in $parts; do
       --num-blocks 4096 --rates ${OVERHEAD_RATES:-1 4 10} --repeat ${OVERHEAD_REPEAT:-2} --duration 12 \
       --input-len 256 512 --output-len 64 128 --json "$dir/overhead${OVERHEAD_TAG:-}.json" \
       --plots "$dir/img" ;;
-    multimodel) run multimodel 280 $py examples/serve_three_models.py --json "$dir/multimodel.json" \
-      --plots "$dir/img" ${MULTIMODEL_ARGS:-} ;;
+    multimodel) mm=$((mm + 1)); tag=$(suffix $mm)  # a repeat writes multimodel2.json, img2/, ...
+      run multimodel$tag 340 $py examples/serve_three_models.py --json "$dir/multimodel$tag.json" \
+      --plots "$dir/img$tag" ${MULTIMODEL_ARGS:-} ;;
     # the same with a heavier trickle between peaks: an earlier burst's backlog still runs when
     # the next model's peak starts (what guarantees are for)
-    multimodel-heavy) run multimodel-heavy 280 $py examples/serve_three_models.py --low-rate 1.0 \
-      --json "$dir/multimodel_heavy.json" --plots "$dir/img_heavy" ${MULTIMODEL_ARGS:-} ;;
+    multimodel-heavy) mh=$((mh + 1)); tag=$(suffix $mh)
+      run multimodel-heavy$tag 340 $py examples/serve_three_models.py --low-rate 1.0 \
+      --json "$dir/multimodel_heavy$tag.json" --plots "$dir/img_heavy$tag" ${MULTIMODEL_ARGS:-} ;;
   esac
 done
 exit $rc
