@@ -10,7 +10,7 @@
 #   4. examples/serve_three_models.py         (three models, three processes, one budget;
 #                                              static thirds vs elastic; idle footprint; top)
 # Env: SERVING_PARTS (default "test layout overhead multimodel"; also multimodel-heavy; a part
-# named twice runs twice), OVERHEAD_RATES/REPEAT/TAG/TIMEOUT, MULTIMODEL_ARGS (more options
+# named twice runs twice), OVERHEAD_RATES/REPEAT/TAG/TIMEOUT, MULTIMODEL_TIMEOUT, MULTIMODEL_ARGS (more options
 # for the example, e.g. "--budget-gib 1.5 --peak-rate 4"). Results: $OUT/serving/*.json,
 # plots $OUT/serving/img/*.png, logs. Exit status: 0 only if every part ran and tests passed.
 set -uo pipefail
@@ -65,12 +65,12 @@ for part in $parts; do
       --input-len 256 512 --output-len 64 128 --json "$dir/overhead${OVERHEAD_TAG:-}.json" \
       --plots "$dir/img" ;;
     multimodel) mm=$((mm + 1)); tag=$(suffix $mm)  # a repeat writes multimodel2.json, img2/, ...
-      run multimodel$tag 340 $py examples/serve_three_models.py --json "$dir/multimodel$tag.json" \
+      run multimodel$tag ${MULTIMODEL_TIMEOUT:-340} $py examples/serve_three_models.py --json "$dir/multimodel$tag.json" \
       --plots "$dir/img$tag" ${MULTIMODEL_ARGS:-} ;;
     # the same with a heavier trickle between peaks: an earlier burst's backlog still runs when
     # the next model's peak starts (what guarantees are for)
     multimodel-heavy) mh=$((mh + 1)); tag=$(suffix $mh)
-      run multimodel-heavy$tag 340 $py examples/serve_three_models.py --low-rate 1.0 \
+      run multimodel-heavy$tag ${MULTIMODEL_TIMEOUT:-340} $py examples/serve_three_models.py --low-rate 1.0 \
       --json "$dir/multimodel_heavy$tag.json" --plots "$dir/img_heavy$tag" ${MULTIMODEL_ARGS:-} ;;
   esac
 done
