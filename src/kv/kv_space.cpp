@@ -243,7 +243,12 @@ void KvSpace::count_mapped(uint32_t pages) {
 
 void KvSpace::map_run(PageId first, uint32_t count) {
   if (count == 0) return;
-  check_page(PageId(first.value + count - 1));
+  check_page(first);
+  if (count > num_pages_ - first.value) {  // first + count - 1 could wrap past 2^32
+    throw InvalidArgument("KV space: a run of " + std::to_string(count) + " pages from page " +
+                          std::to_string(first.value) + " is beyond the virtual range of " +
+                          std::to_string(num_pages_) + " pages");
+  }
   if (count == 1 || zero_handle_.valid()) {
     uint32_t done = 0;
     try {

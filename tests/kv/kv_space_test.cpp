@@ -173,6 +173,11 @@ TEST_P(KvSpaceLayouts, MapRunTakesOneSetAccessPerTensor) {
     EXPECT_EQ(f.space.state(PageId{1}), PageState::kReserved);
     EXPECT_THROW(f.space.map_run(PageId{f.space.num_pages() - 1}, 2), InvalidArgument);
     f.space.unmap_page(PageId{2});
+    // a count whose last page wraps around 2^32 back to page 0 is refused too
+    EXPECT_THROW(f.space.map_run(PageId{2}, UINT32_MAX), InvalidArgument);
+    EXPECT_THROW(f.space.map_run(PageId{f.space.num_pages()}, 1), InvalidArgument);
+    EXPECT_EQ(f.space.state(PageId{2}), PageState::kReserved);
+    EXPECT_EQ(f.space.mapped_pages(), 0u);
   }
 }
 

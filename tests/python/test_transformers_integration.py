@@ -350,3 +350,59 @@ def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny
         for f in os.listdir("/dev/shm"):
             if f.startswith(prefix):
                 os.unlink(os.path.join("/dev/shm", f))
+
+
+@needs_compatible
+def test_an_idle_borrower_pays_what_it_owes_from_its_prefix_cache(tiny_models, monkeypatch):
+    # "borrower" shares prefixes (allow_block_sharing): its finished requests leave complete
+    # blocks cached, mapped in kvpager, and it goes idle, so it runs no scheduling pass. The
+    # budget is then what the two hold, and "owner", guaranteed a share, gets a request that
+    # needs pages only the borrower's cache holds. The borrower's generation loop, polling while
+    # idle, must free cached blocks worth the debt (least recently cached first) so that the
+    # mapper gives the pages back and the owner's request finishes long before its claim's
+    # patience (60 s) would run out.
+    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
+    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
+    monkeypatch.setenv("KVPAGER_CLAIM_PATIENCE_MS", "60000")
+    monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")  # charges are exactly the mapped pages
+    monkeypatch.setenv("KVPAGER_POOL_MAX_READY", "0")
+    model = tiny_models["tiny-gqa"]
+    options = dict(num_blocks=2048, block_size=16, max_batch_tokens=512, layout="interleaved",
+                   reserve_pages=0, max_idle_pages=0)
+    n, owner_pages = 6, 3
+    owner_name, borrower_name = (f"tf-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    try:
+        with Engine(model, memory="kvpager", instance=borrower_name, allow_block_sharing=True,
+                    **options) as borrower, \
+                Engine(model, memory="kvpager", instance=owner_name, **options) as owner:
+            st = borrower.kv.stats()
+            page, per_page = st["page_bytes"], st["max_blocks_per_page"]
+            _fill(borrower, "b", per_page * 16, n, 4)  # a page of complete blocks each
+            done = [borrower.next_result(timeout=60) for _ in range(n)]
+            assert all(r is not None and r.error is None for r in done)
+            manager = borrower.cache._block_manager
+            cached_before = len(manager._init_block_ids)
+            assert cached_before >= (owner_pages + 1) * per_page, "the prefix cache kept too little"
+            oldest = next(iter(manager._init_block_ids))
+            listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
+            device = {i["name"]: i["device"] for i in listed}[owner_name]
+            owner_charged = {i["name"]: i["mapped_bytes"] for i in listed}[owner_name]
+            _kvpager_cli("budget", device, str(sum(i["mapped_bytes"] for i in listed)))
+            _kvpager_cli("guarantee", owner_name, str(owner_charged + (owner_pages + 1) * page))
+            _fill(owner, "o", (owner_pages * per_page - 2) * 16, 1, 4)
+            mine = owner.next_result(timeout=30)
+            given_back = borrower.kv.stats()["pages_given_back_total"]
+            cached_after = len(manager._init_block_ids)
+            if mine is None:  # let the owner's request finish so that both engines can stop
+                _kvpager_cli("budget", device, str(64 * 2**30))
+                owner.next_result(timeout=60)
+        assert mine is not None and mine.error is None and len(mine.generated_tokens) == 4, \
+            "the owner's request did not finish: the idle borrower kept its prefix cache"
+        assert given_back > 0
+        assert cached_after < cached_before
+        assert oldest not in manager._init_block_ids, "the least recently cached block was kept"
+    finally:
+        gc.collect()
+        for f in os.listdir("/dev/shm"):
+            if f.startswith(prefix):
+                os.unlink(os.path.join("/dev/shm", f))

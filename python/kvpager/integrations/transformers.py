@@ -18,6 +18,11 @@ compute stream and a scheduling pass that the shared device budget refused waits
 one instead of failing the generation loop. :func:`disable` (or leaving the ``with`` block)
 restores both.
 
+Guaranteed shares (``guarantee_bytes``): requests waiting while the instance holds less than its
+share claim it. An instance that owes pages to another's claim pays on its next pass, idle or
+busy: first from its prefix cache (the least recently cached blocks), then by offloading its
+newest running requests through transformers' OffloadingManager.
+
 What stays transformers': the scheduler, the cache allocators (block tables, prefix sharing,
 sliding windows, forks), the index computation and the attention kernels. Only where the
 memory comes from, and which free block ids exist, changes.
@@ -49,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import itertools
 import threading
 import time
 import weakref
@@ -86,6 +92,7 @@ _FINGERPRINTS: Dict[str, str] = {
     "cache_manager.FullAttentionCacheAllocator": "9ae84841019777e8",
     "cache_manager.SlidingAttentionCacheAllocator": "571d07ac7b8424c3",
     "continuous_api.ContinuousBatchProcessor.prepare_next_batch": "de7dfc5f52dcf005",
+    "continuous_api.ContinuousBatchingManager._generation_loop_body": "9ff351dd438a3b77",
     "continuous_api.ContinuousBatchingManager._create_batch_processor": "d73f4beb091d5e57",
     "input_outputs.ContinuousBatchingIOs.__init__": "1a68fc00c9ba13bd",
     "input_outputs.ContinuousBatchingIOs._setup_static_tensors": "c6237a650e832d24",
@@ -358,13 +365,15 @@ def _block_manager_class(base):
                 raise RuntimeError(f"Block {block_id} has more than one reference: {block.ref_count = }")
             self._release([block_id])
 
-        def release_cached(self) -> int:
-            """Frees every complete block no request uses (the prefix cache); returns how many."""
-            ids = list(self._init_block_ids)
+        def release_cached(self, limit: Optional[int] = None) -> int:
+            """Frees complete blocks no request uses (the prefix cache), the least recently
+            cached first: all of them, or at most ``limit``; returns how many."""
+            cached = self._init_block_ids
+            ids = list(cached) if limit is None else list(itertools.islice(cached, max(limit, 0)))
             for block_id in ids:
+                del cached[block_id]
                 block = self._id_to_block.pop(block_id)
                 self._hash_to_id.pop(block.hash, None)
-            self._init_block_ids.clear()
             self._release(ids)
             return len(ids)
 
@@ -616,6 +625,35 @@ def _offloading_would_help(scheduler, cache) -> bool:
     return sum(need for _, need in starved) > cache.get_num_free_blocks()
 
 
+def _pay_from_prefix_cache(cache) -> int:
+    """When this instance owes pages to another's claim on its guarantee, frees cached prefix
+    blocks (complete blocks no request uses) worth the debt, the least recently cached first:
+    the cheapest way to pay, nothing is preempted. Returns how many blocks it freed."""
+    manager = cache._block_manager
+    if not manager._init_block_ids:
+        return 0
+    owed = cache.kv.owed_blocks()
+    return manager.release_cached(limit=owed) if owed else 0
+
+
+def _pay_on_every_pass(clear_cancelled_requests, cache, paid_at):
+    """Wraps a scheduler's clear_cancelled_requests, which the generation loop calls on every
+    pass, busy or idle (it polls every 0.1 s while no request is pending): an instance that owes
+    pays from its prefix cache first (_pay_from_prefix_cache), at most once per 20 ms, which
+    also holds back offloading running requests (_wait_on_refusal) until the mapper has
+    unmapped what that freed. An idle instance has no other pass in which to pay."""
+
+    def wrapped(*args, **kwargs):
+        out = clear_cancelled_requests(*args, **kwargs)
+        now = time.monotonic()
+        if now - paid_at[0] >= 0.02 and _pay_from_prefix_cache(cache):
+            paid_at[0] = now
+        return out
+
+    wrapped.__wrapped__ = clear_cancelled_requests
+    return wrapped
+
+
 def _pay_what_is_owed(scheduler, cache, offloader) -> int:
     """When this instance owes pages to another's claim on its guarantee (KvCache.owed_blocks),
     offloads (preempts) enough of its newest running requests to pay at once, through
@@ -635,7 +673,7 @@ def _pay_what_is_owed(scheduler, cache, offloader) -> int:
         scheduler.starved_requests = []
 
 
-def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
+def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None, paid_at=None):
     """Wraps a scheduler's schedule_batch. A pass that scheduled nothing (None: "the cache is
     full") makes transformers offload requests, or raise 'No requests can be scheduled and no
     requests can be offloaded' when it has nothing to offload (a lone request, or only waiting
@@ -649,9 +687,10 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
     With a guarantee (KvpagerOptions.guarantee_bytes), requests left waiting while the instance
     holds less than its share claim it (ask_for_room) even when the pass scheduled others:
     borrowers then stop growing into it and give it back; a borrower that owes pays before its
-    pass (_pay_what_is_owed, at most once per 20 ms: unmapping the freed pages takes a poll)."""
+    pass (_pay_what_is_owed, at most once per 20 ms: unmapping the freed pages takes a poll).
+    ``paid_at``: [monotonic time of the last payment], shared with _pay_on_every_pass."""
     manager = cache._block_manager
-    paid_at = [0.0]
+    paid_at = [0.0] if paid_at is None else paid_at
 
     def wrapped(*args, **kwargs):
         now = time.monotonic()
@@ -680,9 +719,12 @@ def _wrap_create_batch_processor(original):
             cache.make_capacity_elastic()
             scheduler = getattr(processor, "scheduler", None)
             if scheduler is not None and "schedule_batch" not in vars(scheduler):
+                paid_at = [0.0]
                 scheduler.schedule_batch = _wait_on_refusal(
                     scheduler.schedule_batch, scheduler, cache,
-                    getattr(processor, "offloading_manager", None))
+                    getattr(processor, "offloading_manager", None), paid_at)
+                scheduler.clear_cancelled_requests = _pay_on_every_pass(
+                    scheduler.clear_cancelled_requests, cache, paid_at)
             stream = getattr(getattr(processor, "inputs_and_outputs", None), "compute_stream", None)
             if stream is not None:
                 cache.kv.set_unmap_stream(int(stream.cuda_stream))
