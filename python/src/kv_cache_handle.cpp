@@ -11,6 +11,14 @@ namespace kvpager::python {
 
 namespace {
 
+// An option the caller passed (not None) replaces the default.
+template <typename T, typename U>
+void set_if_given(T& field, const std::optional<U>& option) {
+  if (option) {
+    field = *option;
+  }
+}
+
 kv::KvKind parse_kind(const std::string& kind) {
   if (kind == "kv") {
     return kv::KvKind::kKeyValue;
@@ -39,21 +47,11 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     std::replace(name.begin(), name.end(), '_', '-');
     config.layout = kv::parse_layout(name);
   }
-  if (o.limit_bytes) {
-    config.limit_bytes = *o.limit_bytes;
-  }
-  if (o.handle_bytes) {
-    config.handle_bytes = *o.handle_bytes;
-  }
-  if (o.reserve_pages) {
-    config.reserve_pages = *o.reserve_pages;
-  }
-  if (o.max_idle_pages) {
-    config.max_idle_pages = *o.max_idle_pages;
-  }
-  if (o.zero_fill) {
-    config.zero_fill_unmapped = *o.zero_fill;
-  }
+  set_if_given(config.limit_bytes, o.limit_bytes);
+  set_if_given(config.handle_bytes, o.handle_bytes);
+  set_if_given(config.reserve_pages, o.reserve_pages);
+  set_if_given(config.max_idle_pages, o.max_idle_pages);
+  set_if_given(config.zero_fill_unmapped, o.zero_fill);
   if (o.stream) {
     config.stream = *o.stream;
     config.wait_for_stream_before_unmap = true;
@@ -63,9 +61,7 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
   if (o.backend) {
     backend_config.choice = vmm::parse_backend_choice(*o.backend);
   }
-  if (o.device) {
-    backend_config.device = *o.device;
-  }
+  set_if_given(backend_config.device, o.device);
   std::shared_ptr<vmm::Backend> backend = vmm::make_backend(backend_config);
   device_ = backend->kind() == vmm::BackendKind::kCuda ? DLDevice{kDLCUDA, backend->device()}
                                                        : DLDevice{kDLCPU, 0};
@@ -86,9 +82,7 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     if (config.limit_bytes != 0) {
       spec.limit_bytes = config.limit_bytes;
     }
-    if (o.guarantee_bytes) {
-      spec.guarantee_bytes = *o.guarantee_bytes;
-    }
+    set_if_given(spec.guarantee_bytes, o.guarantee_bytes);
     config.registry_link =
         limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
   }

@@ -156,6 +156,20 @@ uint64_t DeviceBudget::guarantees_except(uint32_t slot) const {
   return sum;
 }
 
+void DeviceBudget::require_guarantee_fits_locked(uint32_t slot, uint64_t bytes,
+                                                 const ProcessIdentity& who) {
+  for (int pass = 0;; ++pass) {
+    const uint64_t others = guarantees_except(slot), budget = budget_bytes();
+    if (bytes <= budget && others <= budget - bytes) {
+      return;
+    }
+    if (pass > 0) {
+      throw InvalidArgument(guarantee_error(device_, others, bytes, budget));
+    }
+    reclaim_dead_locked(&who, nullptr);  // dead members' guarantees go with them
+  }
+}
+
 bool DeviceBudget::claim(uint32_t slot, const ProcessIdentity& who) noexcept {
   DeviceSlot& mine = segment().slots[slot];
   if (!owned_by(mine, who) || below_guarantee(mine) == 0) {
@@ -254,15 +268,8 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
     }
     free_slot(slot);
   }
-  for (int pass = 0; guarantee_bytes > 0; ++pass) {
-    const uint64_t others = guarantees_except(format::kMaxSlots), budget = budget_bytes();
-    if (guarantee_bytes <= budget && others <= budget - guarantee_bytes) {
-      break;
-    }
-    if (pass > 0) {
-      throw InvalidArgument(guarantee_error(device_, others, guarantee_bytes, budget));
-    }
-    reclaim_dead_locked(&who, nullptr);  // dead members' guarantees go with them
+  if (guarantee_bytes > 0) {
+    require_guarantee_fits_locked(format::kMaxSlots, guarantee_bytes, who);
   }
   for (int pass = 0; pass < 2; ++pass) {
     for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
@@ -310,16 +317,7 @@ void DeviceBudget::set_guarantee(uint32_t slot, const ProcessIdentity& who, uint
     throw StateError("registry slot " + std::to_string(slot) + " on device " + device_ +
                      " is no longer held by pid " + std::to_string(who.pid));
   }
-  for (int pass = 0;; ++pass) {
-    const uint64_t others = guarantees_except(slot), budget = budget_bytes();
-    if (bytes <= budget && others <= budget - bytes) {
-      break;
-    }
-    if (pass > 0) {
-      throw InvalidArgument(guarantee_error(device_, others, bytes, budget));
-    }
-    reclaim_dead_locked(&who, nullptr);  // dead members' guarantees go with them
-  }
+  require_guarantee_fits_locked(slot, bytes, who);
   mine.guarantee.store(bytes, std::memory_order_relaxed);
 }
 

@@ -114,6 +114,9 @@ class DeviceBudget {
   void set_claim_timing(const RegistryConfig& config);
   bool claim_live(const format::DeviceSlot& slot, uint64_t now) const;
   uint64_t guarantees_except(uint32_t slot) const;
+  // Returns when `bytes` for `slot` (kMaxSlots: a new member) and the other guarantees fit the
+  // budget, after reclaiming dead members if needed; InvalidArgument otherwise. Lock held.
+  void require_guarantee_fits_locked(uint32_t slot, uint64_t bytes, const ProcessIdentity& who);
   format::DeviceSegment& segment() const {
     return *static_cast<format::DeviceSegment*>(file_.data());
   }
