@@ -625,55 +625,53 @@ def _offloading_would_help(scheduler, cache) -> bool:
     return sum(need for _, need in starved) > cache.get_num_free_blocks()
 
 
-def _pay_from_prefix_cache(cache) -> int:
-    """When this instance owes pages to another's claim on its guarantee, frees cached prefix
-    blocks (complete blocks no request uses) worth the debt, the least recently cached first:
-    the cheapest way to pay, nothing is preempted. Returns how many blocks it freed."""
+def _pay_what_is_owed(scheduler, cache, offloader) -> bool:
+    """When this instance owes pages to another's claim on its guarantee (KvCache.owed_blocks),
+    pays: from its prefix cache first (complete blocks no request uses, the least recently
+    cached first, worth the debt: nothing is preempted), else by offloading (preempting) enough
+    of its newest running requests to pay at once, through transformers' own OffloadingManager
+    (CPU swap or soft reset, as when its cache is full): requests that need no new block would
+    otherwise hold their pages until they finish. The last running request is never taken.
+    Returns whether it freed anything."""
     manager = cache._block_manager
-    if not manager._init_block_ids:
-        return 0
+    can_offload = offloader is not None and len(scheduler.active_requests) > 1
+    if not (manager._init_block_ids or can_offload):
+        return False
     owed = cache.kv.owed_blocks()
-    return manager.release_cached(limit=owed) if owed else 0
+    if owed == 0:
+        return False
+    if manager._init_block_ids:
+        return manager.release_cached(limit=owed) > 0
+    # offload_requests evicts from the end of the starved list (newest first) until the demand
+    # (0 here) fits the free blocks, which read below zero (minus what is owed) meanwhile.
+    scheduler.starved_requests = [(state, 0) for state in scheduler.active_requests.values()]
+    try:
+        return offloader.offload_requests() > 0
+    finally:
+        scheduler.starved_requests = []
 
 
-def _pay_on_every_pass(clear_cancelled_requests, cache, paid_at):
-    """Wraps a scheduler's clear_cancelled_requests, which the generation loop calls on every
-    pass, busy or idle (it polls every 0.1 s while no request is pending): an instance that owes
-    pays from its prefix cache first (_pay_from_prefix_cache), at most once per 20 ms, which
-    also holds back offloading running requests (_wait_on_refusal) until the mapper has
-    unmapped what that freed. An idle instance has no other pass in which to pay."""
+def _pay_on_every_pass(clear_cancelled_requests, scheduler, cache, offloader):
+    """Wraps a scheduler's clear_cancelled_requests, which the generation loop calls at the start
+    of every pass, busy or idle (it polls every 0.1 s while no request is pending), right before
+    scheduling: an instance that owes pays there (_pay_what_is_owed), at most once per 20 ms,
+    since unmapping what a payment freed takes a mapper poll. An idle instance holding a prefix
+    cache has no other pass in which to pay."""
+    paid_at = 0.0
 
     def wrapped(*args, **kwargs):
+        nonlocal paid_at
         out = clear_cancelled_requests(*args, **kwargs)
         now = time.monotonic()
-        if now - paid_at[0] >= 0.02 and _pay_from_prefix_cache(cache):
-            paid_at[0] = now
+        if now - paid_at >= 0.02 and _pay_what_is_owed(scheduler, cache, offloader):
+            paid_at = now
         return out
 
     wrapped.__wrapped__ = clear_cancelled_requests
     return wrapped
 
 
-def _pay_what_is_owed(scheduler, cache, offloader) -> int:
-    """When this instance owes pages to another's claim on its guarantee (KvCache.owed_blocks),
-    offloads (preempts) enough of its newest running requests to pay at once, through
-    transformers' own OffloadingManager (CPU swap or soft reset, as when its cache is full):
-    requests that need no new block would otherwise hold their pages until they finish. The
-    last running request is never taken. Returns the number of requests offloaded."""
-    if offloader is None or len(scheduler.active_requests) <= 1:
-        return 0
-    if cache.kv.owed_blocks() == 0:
-        return 0
-    # offload_requests evicts from the end of the starved list (newest first) until the demand
-    # (0 here) fits the free blocks, which read below zero (minus what is owed) meanwhile.
-    scheduler.starved_requests = [(state, 0) for state in scheduler.active_requests.values()]
-    try:
-        return offloader.offload_requests()
-    finally:
-        scheduler.starved_requests = []
-
-
-def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None, paid_at=None):
+def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
     """Wraps a scheduler's schedule_batch. A pass that scheduled nothing (None: "the cache is
     full") makes transformers offload requests, or raise 'No requests can be scheduled and no
     requests can be offloaded' when it has nothing to offload (a lone request, or only waiting
@@ -684,24 +682,34 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None, paid_at=N
     loop waits and schedules again. A request larger than the instance could ever hold still
     raises, as with stock memory.
 
+    When offloading can help, the wrapper offloads itself (transformers' own offload_requests)
+    and schedules again, as transformers' loop would. The free count can rise between the check
+    and the offload: the mapper pays a debt meanwhile, and the count reads minus the debt. An
+    offload that then finds nothing to evict makes an empty batch (schedule again), where
+    transformers would raise. An instance that owes pages to another's claim waits the same way
+    (its free count reads minus the debt, so its cache looks full until the debt is paid).
+
     With a guarantee (KvpagerOptions.guarantee_bytes), requests left waiting while the instance
     holds less than its share claim it (ask_for_room) even when the pass scheduled others:
-    borrowers then stop growing into it and give it back; a borrower that owes pays before its
-    pass (_pay_what_is_owed, at most once per 20 ms: unmapping the freed pages takes a poll).
-    ``paid_at``: [monotonic time of the last payment], shared with _pay_on_every_pass."""
+    borrowers then stop growing into it and give it back (_pay_on_every_pass)."""
     manager = cache._block_manager
-    paid_at = [0.0] if paid_at is None else paid_at
 
     def wrapped(*args, **kwargs):
         now = time.monotonic()
-        if now - paid_at[0] >= 0.02 and _pay_what_is_owed(scheduler, cache, offloader):
-            paid_at[0] = now
         before = manager.refusals
         out = schedule_batch(*args, **kwargs)
         if (getattr(scheduler, "waiting_requests", None) and now - manager._asked_at >= 0.02
                 and manager.short_of_guarantee()):
             manager.ask_for_room()
+        while out[0] is None and offloader is not None and _offloading_would_help(scheduler, cache):
+            if offloader.offload_requests() == 0:
+                return ([],) + tuple(out[1:])
+            out = schedule_batch(*args, **kwargs)
         if out[0] is None and not _offloading_would_help(scheduler, cache):
+            if cache.kv.owed_blocks() > 0:
+                # paying a debt (pages it holds are claimed): the room comes back as the debt
+                # is paid at the start of each pass, or when the claim lapses
+                return ([],) + tuple(out[1:])
             if manager.refusals != before or manager.others_hold_room():
                 manager.ask_for_room()
                 return ([],) + tuple(out[1:])
@@ -719,12 +727,11 @@ def _wrap_create_batch_processor(original):
             cache.make_capacity_elastic()
             scheduler = getattr(processor, "scheduler", None)
             if scheduler is not None and "schedule_batch" not in vars(scheduler):
-                paid_at = [0.0]
-                scheduler.schedule_batch = _wait_on_refusal(
-                    scheduler.schedule_batch, scheduler, cache,
-                    getattr(processor, "offloading_manager", None), paid_at)
+                offloader = getattr(processor, "offloading_manager", None)
+                scheduler.schedule_batch = _wait_on_refusal(scheduler.schedule_batch, scheduler,
+                                                            cache, offloader)
                 scheduler.clear_cancelled_requests = _pay_on_every_pass(
-                    scheduler.clear_cancelled_requests, cache, paid_at)
+                    scheduler.clear_cancelled_requests, scheduler, cache, offloader)
             stream = getattr(getattr(processor, "inputs_and_outputs", None), "compute_stream", None)
             if stream is not None:
                 cache.kv.set_unmap_stream(int(stream.cuda_stream))
