@@ -395,6 +395,18 @@ def _fmt_ratio(r):
     return f"{r:.2f}x" if r is not None else "n/a"
 
 
+def _print_memory_waits(res, quiet_from):
+    """How long a kvpager instance's requests waited for memory other instances held (or that
+    it owed them), in all and in the quiet phase: tells a latency cost of sharing memory apart
+    from one of sharing the GPU."""
+    spans = res.get("memory_waits") or []
+    quiet = [(t, d) for t, d in spans if t + d > quiet_from]
+    def line(xs):
+        total = sum(d for _, d in xs)
+        return f"{len(xs)} spans, {total:.2f} s" + (f", longest {max(d for _, d in xs) * 1e3:.0f} ms" if xs else "")
+    print(f"{res['model']}: waited for memory others held: {line(spans)}; in the quiet phase: {line(quiet)}")
+
+
 def _die_with_parent():
     """A serving child outlives no parent (one killed by a timeout would hold the GPU)."""
     import ctypes
@@ -428,6 +440,9 @@ def cmd_serve_one(args):
     result = driver.run_trace(engine, trace, t0=t0)
     time.sleep(args.idle_s)  # idle after the burst: the idle policy unmaps free pages
     result["idle"] = {"kv_bytes": engine.kv_bytes()}
+    spans = getattr(engine.cache, "memory_wait_spans", None)
+    if spans is not None:  # kvpager: when requests waited for memory other instances held
+        result["memory_waits"] = [(start - t0, seconds) for start, seconds in spans()]
     if engine.kv is not None:
         st = engine.kv.stats()
         # the idle policy's promise: pages with blocks in use (or cached, or the null block)
@@ -562,7 +577,7 @@ def cmd_multimodel(args):
             lo, hi = i * args.phase_s, (i + 1) * args.phase_s
             peak = [r["ttft_s"] for r in reqs if lo <= r["submitted"] < hi]
             quiet = len(names) * args.phase_s  # from here on no model peaks
-            res["peak_phase_ttft_p99"] = driver.percentile(peak, 0.99)
+            res["peak_phase_ttft_p99"] = driver.percentile(peak, 0.99)  # None with --phase-s 0
             res["low_phase_ttft_mean"] = _mean([r["ttft_s"] for r in reqs if r["submitted"] >= quiet])
             res["low_phase_requests"] = sum(r["submitted"] >= quiet for r in reqs)
             res["others_peak_ttft_mean"] = _mean(
@@ -570,27 +585,31 @@ def cmd_multimodel(args):
             res["others_peak_requests"] = sum(r["submitted"] < quiet and not lo <= r["submitted"] < hi
                                               for r in reqs)
             s = res["summary"]
+            peak_p99 = res["peak_phase_ttft_p99"]
             print(f"{res['model']:<14} {memory:<11} {s['completed']:>5} {_fmt_ms(s['ttft_s'])}  "
-                  f"{_fmt_ms(s['ttft_s'], 'p99')}  {res['peak_phase_ttft_p99'] * 1e3:18.1f}  "
+                  f"{_fmt_ms(s['ttft_s'], 'p99')}  "
+                  f"{'-' if peak_p99 is None else f'{peak_p99 * 1e3:.1f}':>18}  "
                   f"{res['idle']['kv_bytes'] / 2**20:11.1f}")
     for baseline in [m for m in ("stock", "stock-whole") if m in report["runs"] and "kvpager" in report["runs"]]:
         cmp_ = []
         for i, name in enumerate(names):
             s, k = report["runs"][baseline][i], report["runs"]["kvpager"][i]
             c = {"model": name,
-                 "peak_ttft_p99_speedup": s["peak_phase_ttft_p99"] / k["peak_phase_ttft_p99"],
+                 "peak_ttft_p99_speedup": _ratio(s["peak_phase_ttft_p99"], k["peak_phase_ttft_p99"]),
                  "ttft_mean_speedup": s["summary"]["ttft_s"]["mean"] / k["summary"]["ttft_s"]["mean"],
                  "low_phase_ttft_mean_ratio": _ratio(s["low_phase_ttft_mean"], k["low_phase_ttft_mean"]),
                  "low_phase_requests": k["low_phase_requests"],
                  "others_peak_ttft_mean_ratio": _ratio(s["others_peak_ttft_mean"], k["others_peak_ttft_mean"]),
                  "others_peak_requests": k["others_peak_requests"]}
             cmp_.append(c)
-            print(f"{name}: peak-phase TTFT p99 {baseline}/kvpager {c['peak_ttft_p99_speedup']:.2f}x, "
+            print(f"{name}: peak-phase TTFT p99 {baseline}/kvpager {_fmt_ratio(c['peak_ttft_p99_speedup'])}, "
                   f"TTFT mean {c['ttft_mean_speedup']:.2f}x, low load (no model peaks) "
                   f"{_fmt_ratio(c['low_phase_ttft_mean_ratio'])} ({c['low_phase_requests']} req), "
                   f"during the others' peaks {_fmt_ratio(c['others_peak_ttft_mean_ratio'])} "
                   f"({c['others_peak_requests']} req)")
         report["comparison" if baseline == "stock" else f"comparison_{baseline}"] = cmp_
+    for i, res in enumerate(report["runs"].get("kvpager", [])):
+        _print_memory_waits(res, len(names) * args.phase_s)
     _dump(args.json, report)
     if args.plots:
         for memory, results in report["runs"].items():
@@ -668,7 +687,9 @@ def main(argv=None):
                     help="stock: a static 1/N of the budget each; stock-whole: the whole budget "
                          "each, over-committed (attribution: the busy model's bigger batches "
                          "without kvpager); kvpager: the budget shared")
-    sp.add_argument("--phase-s", type=float, default=10.0)
+    sp.add_argument("--phase-s", type=float, default=10.0,
+                    help="each model's peak phase; 0: no peaks, only the quiet phase (steady low "
+                         "load: no backlog from a peak competes for the GPU)")
     sp.add_argument("--peak-rate", type=float, default=12.0)
     sp.add_argument("--low-rate", type=float, default=0.5,
                     help="requests/s of a model outside its peak, and of all in the quiet phase")

@@ -97,6 +97,7 @@ def test_cache_is_kvpager_memory_and_is_returned(tiny_models, layout):
         stats = cache.kv.stats()
         assert stats["pages_mapped_total"] >= before + 1  # pages were mapped for blocks in use
         assert stats["blocks_in_use"] == 0  # every block went back to kvpager
+        assert cache.memory_wait_spans() == []  # alone and unlimited: never waited for memory
         cache.kv.trim()
         assert cache.kv.mapped_bytes() <= stats["page_bytes"]  # only the null block's page
 
@@ -331,6 +332,7 @@ def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny
                 _kvpager_cli("guarantee", owner_name, str(owner_charged + (owner_pages + 1) * page))
             _fill(owner, "o", owner_prompt, 1, 4)
             mine = owner.next_result(timeout=60)
+            owner_waits = owner.cache.memory_wait_spans()
             finished_before = []
             while (r := borrower.next_result(timeout=0.001)) is not None:
                 finished_before.append(r)
@@ -340,6 +342,9 @@ def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny
         assert mine is not None and mine.error is None and len(mine.generated_tokens) == 4
         assert all(r is not None and r.error is None and len(r.generated_tokens) == new_tokens
                    for r in theirs)
+        # the owner's request waited for pages the borrower held: one span at least, closed
+        # once it was scheduled
+        assert owner_waits and all(seconds > 0 for _, seconds in owner_waits)
         if guaranteed:
             assert given_back > 0, "the borrower gave nothing back for the owner's claim"
             assert len(finished_before) < n, "the owner waited for the borrower's requests to finish"

@@ -59,7 +59,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .._kvpager import OutOfMemory
 from ..cache import KvCache
@@ -233,6 +233,11 @@ def _block_manager_class(base):
             # shared device budget): counted so the scheduler's pass can wait instead of failing
             self.refusals = 0
             self._asked_at = 0.0
+            self._short = False  # short_of_guarantee() at the last check (every 20 ms at most)
+            # spans (start, seconds; time.perf_counter) during which requests waited for memory
+            # that others held or that this instance owed them (memory_wait_spans)
+            self._memory_waits: List[Tuple[float, float]] = []
+            self._held_back_since: Optional[float] = None
 
         def take(self, n_blocks: int) -> bool:
             """Makes sure ``n_blocks`` are held from kvpager (all or nothing), evicting cached
@@ -281,6 +286,30 @@ def _block_manager_class(base):
             held = st["mapped_bytes"] + st["pool"]["ready_bytes"]
             return (st["guarantee_bytes"] > held
                     and st["available_within_limit_blocks"] > st["available_blocks"])
+
+        def note_held_back(self, held_back: bool) -> None:
+            """Called once per scheduling pass: whether requests waited because of memory others
+            hold (or this instance owes them). Consecutive such passes make one span."""
+            if held_back == (self._held_back_since is not None):
+                return
+            now = time.perf_counter()
+            if held_back:
+                self._held_back_since = now
+            else:
+                self._memory_waits.append((self._held_back_since, now - self._held_back_since))
+                self._held_back_since = None
+
+        def memory_wait_spans(self) -> List[Tuple[float, float]]:
+            """[(start, seconds)] on the time.perf_counter clock: each span of scheduling passes
+            that left requests waiting while other instances held memory this one may use (its
+            guarantee, or room within its limit) or while it owed pages to another's claim. The
+            span still open, if any, is last, up to now. Not counted: waiting on its own full
+            cache (as stock memory would) or on the batch's token budget."""
+            spans = list(self._memory_waits)
+            since = self._held_back_since
+            if since is not None:
+                spans.append((since, time.perf_counter() - since))
+            return spans
 
         def ask_for_room(self) -> None:
             """Asks the others (at most every 20 ms) to give back what they hold free: a waiting
@@ -565,6 +594,11 @@ def _make_cache_class():
             finally:
                 manager.give_back_taken()
 
+        def memory_wait_spans(self) -> List[Tuple[float, float]]:
+            """When requests waited for memory other instances held: see
+            KvpagerBlockManager.memory_wait_spans."""
+            return self._block_manager.memory_wait_spans()
+
         def release_cached_blocks(self) -> int:
             """Frees the prefix cache (complete blocks no request uses); returns how many."""
             return self._block_manager.release_cached()
@@ -698,21 +732,27 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
         now = time.monotonic()
         before = manager.refusals
         out = schedule_batch(*args, **kwargs)
-        if (getattr(scheduler, "waiting_requests", None) and now - manager._asked_at >= 0.02
-                and manager.short_of_guarantee()):
-            manager.ask_for_room()
+        waiting = bool(getattr(scheduler, "waiting_requests", None))
+        if waiting and now - manager._asked_at >= 0.02:
+            manager._short = manager.short_of_guarantee()
+            if manager._short:
+                manager.ask_for_room()
         while out[0] is None and offloader is not None and _offloading_would_help(scheduler, cache):
             if offloader.offload_requests() == 0:
+                manager.note_held_back(waiting)
                 return ([],) + tuple(out[1:])
             out = schedule_batch(*args, **kwargs)
         if out[0] is None and not _offloading_would_help(scheduler, cache):
             if cache.kv.owed_blocks() > 0:
                 # paying a debt (pages it holds are claimed): the room comes back as the debt
                 # is paid at the start of each pass, or when the claim lapses
+                manager.note_held_back(True)
                 return ([],) + tuple(out[1:])
             if manager.refusals != before or manager.others_hold_room():
                 manager.ask_for_room()
+                manager.note_held_back(True)
                 return ([],) + tuple(out[1:])
+        manager.note_held_back(waiting and manager._short)
         return out
 
     wrapped.__wrapped__ = schedule_batch
