@@ -9,7 +9,8 @@
 #   3. benchmarks/serving/bench.py overhead   (Llama-3.1-8B shape, three Poisson rates)
 #   4. examples/serve_three_models.py         (three models, three processes, one budget;
 #                                              static thirds vs elastic; idle footprint; top)
-# Env: SERVING_PARTS (default "test layout overhead multimodel"; also multimodel-heavy; a part
+# Env: SERVING_PARTS (default "test layout overhead multimodel"; also multimodel-heavy and
+# multimodel-steady; a part
 # named twice runs twice), OVERHEAD_RATES/REPEAT/TAG/TIMEOUT, MULTIMODEL_TIMEOUT, MULTIMODEL_ARGS (more options
 # for the example, e.g. "--budget-gib 1.5 --peak-rate 4"). Results: $OUT/serving/*.json,
 # plots $OUT/serving/img/*.png, logs. Exit status: 0 only if every part ran and tests passed.
@@ -39,7 +40,7 @@ export PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
 echo "== $py $($py -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'), module $pkg"
 parts=${SERVING_PARTS:-test layout overhead multimodel}
-rc=0 mm=0 mh=0
+rc=0 mm=0 mh=0 ms=0
 suffix() { [ "$1" -gt 1 ] && echo "$1"; }  # nth run of a part: "" for the first, else n
 run() {  # name timeout command...
   local name=$1 limit=$2; shift 2
@@ -72,6 +73,12 @@ for part in $parts; do
     multimodel-heavy) mh=$((mh + 1)); tag=$(suffix $mh)
       run multimodel-heavy$tag ${MULTIMODEL_TIMEOUT:-340} $py examples/serve_three_models.py --low-rate 1.0 \
       --json "$dir/multimodel_heavy$tag.json" --plots "$dir/img_heavy$tag" ${MULTIMODEL_ARGS:-} ;;
+    # steady low load: no peaks, every model at 1 request/s for 60 s (no backlog from a peak
+    # competes for the GPU): what elastic memory costs when nothing needs to borrow
+    multimodel-steady) ms=$((ms + 1)); tag=$(suffix $ms)
+      run multimodel-steady$tag ${MULTIMODEL_TIMEOUT:-340} $py examples/serve_three_models.py --phase-s 0 \
+      --quiet-s 60 --low-rate 1.0 --json "$dir/multimodel_steady$tag.json" --plots "$dir/img_steady$tag" \
+      ${MULTIMODEL_ARGS:-} ;;
   esac
 done
 exit $rc
