@@ -411,3 +411,40 @@ def test_an_idle_borrower_pays_what_it_owes_from_its_prefix_cache(tiny_models, m
         for f in os.listdir("/dev/shm"):
             if f.startswith(prefix):
                 os.unlink(os.path.join("/dev/shm", f))
+
+
+def test_offloading_to_pay_a_debt_does_not_stop_admissions():
+    # transformers' offload_requests stops admitting waiting requests (the offloaded ones too)
+    # until a running request finishes: right for its own full cache, but after paying a debt
+    # the offloaded requests must come back as soon as the room does, not when a long request
+    # ends (that held them for seconds). The payment restores the flag.
+    class Kv:
+        def owed_blocks(self):
+            return 4
+
+    class Manager:
+        _init_block_ids = {}
+
+    class Cache:
+        kv, _block_manager = Kv(), Manager()
+
+    class Scheduler:
+        active_requests = {"a": object(), "b": object()}
+        starved_requests = []
+        block_new_requests = False
+
+    class Offloader:
+        def __init__(self, scheduler):
+            self.scheduler, self.seen = scheduler, None
+
+        def offload_requests(self):
+            self.seen = list(self.scheduler.starved_requests)
+            self.scheduler.block_new_requests = True  # what transformers does
+            return 1
+
+    scheduler = Scheduler()
+    offloader = Offloader(scheduler)
+    assert kvt._pay_what_is_owed(scheduler, Cache(), offloader)
+    assert len(offloader.seen) == 2  # every running request was a candidate victim
+    assert scheduler.block_new_requests is False
+    assert scheduler.starved_requests == []

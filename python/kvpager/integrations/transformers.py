@@ -233,7 +233,8 @@ def _block_manager_class(base):
             # shared device budget): counted so the scheduler's pass can wait instead of failing
             self.refusals = 0
             self._asked_at = 0.0
-            self._short = False  # short_of_guarantee() at the last check (every 20 ms at most)
+            # requests refused blocks for want of memory (has_enough_free_blocks said no)
+            self.denials = 0
             # spans (start, seconds; time.perf_counter) during which requests waited for memory
             # that others held or that this instance owed them (memory_wait_spans)
             self._memory_waits: List[Tuple[float, float]] = []
@@ -301,10 +302,10 @@ def _block_manager_class(base):
 
         def memory_wait_spans(self) -> List[Tuple[float, float]]:
             """[(start, seconds)] on the time.perf_counter clock: each span of scheduling passes
-            that left requests waiting while other instances held memory this one may use (its
-            guarantee, or room within its limit) or while it owed pages to another's claim. The
-            span still open, if any, is last, up to now. Not counted: waiting on its own full
-            cache (as stock memory would) or on the batch's token budget."""
+            in which a request was refused blocks while other instances held memory this one may
+            use (its guarantee, or room within its limit), or which scheduled nothing because it
+            owed pages to another's claim. The span still open, if any, is last, up to now. Not
+            counted: a full cache of its own (as stock memory would be) or the token budget."""
             spans = list(self._memory_waits)
             since = self._held_back_since
             if since is not None:
@@ -335,6 +336,7 @@ def _block_manager_class(base):
             if missing <= 0:
                 return True
             if len(self._init_block_ids) < missing:
+                self.denials += 1
                 return False
             evicted = []
             for _ in range(missing):
@@ -679,10 +681,17 @@ def _pay_what_is_owed(scheduler, cache, offloader) -> bool:
     # offload_requests evicts from the end of the starved list (newest first) until the demand
     # (0 here) fits the free blocks, which read below zero (minus what is owed) meanwhile.
     scheduler.starved_requests = [(state, 0) for state in scheduler.active_requests.values()]
+    blocked = scheduler.block_new_requests
     try:
         return offloader.offload_requests() > 0
     finally:
         scheduler.starved_requests = []
+        # offload_requests stops admitting waiting requests (the offloaded ones too) until a
+        # running request finishes: right when its own cache is full, not for a debt. Here the
+        # free count already reads minus the debt, so nothing is admitted until it is paid,
+        # and the offloaded requests come back as soon as the room does (not seconds later,
+        # when a long request ends).
+        scheduler.block_new_requests = blocked
 
 
 def _pay_on_every_pass(clear_cancelled_requests, scheduler, cache, offloader):
@@ -730,16 +739,14 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
 
     def wrapped(*args, **kwargs):
         now = time.monotonic()
-        before = manager.refusals
+        before, denied_before = manager.refusals, manager.denials
         out = schedule_batch(*args, **kwargs)
-        waiting = bool(getattr(scheduler, "waiting_requests", None))
-        if waiting and now - manager._asked_at >= 0.02:
-            manager._short = manager.short_of_guarantee()
-            if manager._short:
-                manager.ask_for_room()
+        if (getattr(scheduler, "waiting_requests", None) and now - manager._asked_at >= 0.02
+                and manager.short_of_guarantee()):
+            manager.ask_for_room()
         while out[0] is None and offloader is not None and _offloading_would_help(scheduler, cache):
             if offloader.offload_requests() == 0:
-                manager.note_held_back(waiting)
+                manager.note_held_back(True)
                 return ([],) + tuple(out[1:])
             out = schedule_batch(*args, **kwargs)
         if out[0] is None and not _offloading_would_help(scheduler, cache):
@@ -752,7 +759,8 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
                 manager.ask_for_room()
                 manager.note_held_back(True)
                 return ([],) + tuple(out[1:])
-        manager.note_held_back(waiting and manager._short)
+        denied = manager.refusals != before or manager.denials != denied_before
+        manager.note_held_back(denied and (cache.kv.owed_blocks() > 0 or manager.others_hold_room()))
         return out
 
     wrapped.__wrapped__ = schedule_batch
