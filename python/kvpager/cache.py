@@ -38,8 +38,9 @@ class KvCache(_kvpager.KvCache):
       available() -> int         blocks allocatable now (0 while owed_blocks() > 0)
       owed_blocks() -> int       blocks' worth of pages owed to another instance's claim on
                                  its guarantee: free (preempt) that much
-      ask_for_room()             others sharing the budget give back free pages; below the
-                                 guarantee, also claims it
+      ask_for_room(blocks=0)     others sharing the budget give back free pages; below the
+                                 guarantee, also claims the pages `blocks` more blocks need
+                                 (0: the whole guarantee)
       trim() -> int              unmaps every free page; bytes unmapped
       resize(limit_bytes)        mapped-memory limit (0: none)
       mapped_bytes(), stats()    usage; stats() is a dict

@@ -150,10 +150,14 @@ failed call changes nothing.)doc")
           "Blocks' worth of pages this cache owes to other instances' claims on their "
           "guarantees (0 mostly); while above 0, available() is 0.")
       .def(
-          "ask_for_room", [](const KvCacheHandle& h) { h.cache().ask_for_room(); },
+          "ask_for_room",
+          [](const KvCacheHandle& h, size_t blocks) { h.cache().ask_for_room(blocks); },
+          py::arg("blocks") = 0,
           "Asks the other registry instances on this device to give back their free pages, "
           "as a refused alloc would: for a caller waiting because others hold the room "
-          "(stats()['available_within_limit_blocks'] > available()). No-op when unregistered.")
+          "(stats()['available_within_limit_blocks'] > available()). Below its guarantee it "
+          "claims the pages `blocks` more blocks need (0: the whole guarantee). No-op when "
+          "unregistered.")
       .def(
           "mapped_bytes", [](const KvCacheHandle& h) { return h.cache().mapped_bytes(); },
           "Physical bytes mapped now.")

@@ -196,6 +196,13 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
       space_->map_page(PageId{claimed[mapped]});
     }
   } catch (...) {
+    bool refused = false;  // by the budget: claim what this alloc needed, not one page of it
+    try {
+      throw;
+    } catch (const OutOfMemory&) {
+      refused = config_.registry_link != nullptr;
+    } catch (...) {
+    }
     for (size_t i = 0; i < mapped; ++i) {
       try {
         space_->unmap_page(PageId{claimed[i]});
@@ -214,6 +221,9 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
       allocator_->finish_mapping(p, false);
     }
     changed_.notify_all();
+    if (refused) {
+      config_.registry_link->ask_for_room(claimed.size() * space_->page_bytes());
+    }
     throw;
   }
   lock.lock();
@@ -327,10 +337,22 @@ bool KvCache::unmap_one_locked(std::unique_lock<std::mutex>& lock) {
   return true;
 }
 
-void KvCache::ask_for_room() noexcept {
-  if (config_.registry_link) {
-    config_.registry_link->ask_for_room();
+void KvCache::ask_for_room(size_t blocks) noexcept {
+  if (!config_.registry_link) {
+    return;
   }
+  uint64_t bytes = 0;
+  if (blocks > 0) {
+    std::lock_guard lock(mutex_);
+    const size_t free = allocator_->free_mapped_blocks();
+    const size_t per_page = allocator_->max_blocks_per_page();
+    const size_t pages = blocks > free ? (blocks - free + per_page - 1) / per_page : 0;
+    if (pages == 0) {
+      return;  // what it needs is mapped already
+    }
+    bytes = pages * space_->page_bytes();
+  }
+  config_.registry_link->ask_for_room(bytes);
 }
 
 size_t KvCache::available() const {

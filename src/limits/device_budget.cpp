@@ -35,6 +35,7 @@ void free_slot(DeviceSlot& s) {
   s.guarantee.store(0, std::memory_order_relaxed);
   s.claim_since_ns.store(0, std::memory_order_relaxed);
   s.claim_until_ns.store(0, std::memory_order_relaxed);
+  s.claim_target.store(0, std::memory_order_relaxed);
 }
 
 bool taken(const DeviceSlot& s) {
@@ -45,6 +46,15 @@ uint64_t below_guarantee(const DeviceSlot& s) {
   const uint64_t g = s.guarantee.load(std::memory_order_relaxed);
   const uint64_t c = s.charged.load(std::memory_order_relaxed);
   return g > c ? g - c : 0;
+}
+
+// What the slot's claim (live or not) still lacks: its target, at most the guarantee, less
+// what it holds.
+uint64_t claim_lacks(const DeviceSlot& s) {
+  const uint64_t want = std::min(s.claim_target.load(std::memory_order_relaxed),
+                                 s.guarantee.load(std::memory_order_relaxed));
+  const uint64_t c = s.charged.load(std::memory_order_relaxed);
+  return want > c ? want - c : 0;
 }
 
 std::string guarantee_error(const std::string& device, uint64_t others, uint64_t bytes,
@@ -143,7 +153,7 @@ void DeviceBudget::set_claim_timing(const RegistryConfig& config) {
 bool DeviceBudget::claim_live(const DeviceSlot& slot, uint64_t now) const {
   const uint64_t since = slot.claim_since_ns.load(std::memory_order_relaxed);
   return since != 0 && now < slot.claim_until_ns.load(std::memory_order_relaxed) &&
-         now - std::min(now, since) < claim_patience_ns_ && below_guarantee(slot) > 0;
+         now - std::min(now, since) < claim_patience_ns_ && claim_lacks(slot) > 0;
 }
 
 uint64_t DeviceBudget::guarantees_except(uint32_t slot) const {
@@ -170,19 +180,29 @@ void DeviceBudget::require_guarantee_fits_locked(uint32_t slot, uint64_t bytes,
   }
 }
 
-bool DeviceBudget::claim(uint32_t slot, const ProcessIdentity& who) noexcept {
+bool DeviceBudget::claim(uint32_t slot, const ProcessIdentity& who, uint64_t bytes) noexcept {
   DeviceSlot& mine = segment().slots[slot];
   if (!owned_by(mine, who) || below_guarantee(mine) == 0) {
     return false;
   }
   const uint64_t now = monotonic_ns();
-  // A claim that lapsed (or none) starts over: patience counts from now. So does one whose
-  // patience ran out a patience ago (the borrower had that long to finish what needed it).
+  const uint64_t charged = mine.charged.load(std::memory_order_relaxed);
+  const uint64_t target =
+      bytes == 0 || bytes > format::kUnlimited - charged ? format::kUnlimited : charged + bytes;
+  // A claim that lapsed (or none) starts over: patience counts from now, and it asks for this
+  // need alone. So does one whose patience ran out a patience ago (the borrower had that long
+  // to finish what needed it). A live claim asks for the larger of the two needs.
   uint64_t since = mine.claim_since_ns.load(std::memory_order_relaxed);
   const bool live = since != 0 && now < mine.claim_until_ns.load(std::memory_order_relaxed);
   const bool rested = since != 0 && now - std::min(now, since) >= 2 * claim_patience_ns_;
   if (!live || rested) {
+    mine.claim_target.store(target, std::memory_order_relaxed);
     mine.claim_since_ns.compare_exchange_strong(since, now, std::memory_order_relaxed);
+  } else {
+    uint64_t asked = mine.claim_target.load(std::memory_order_relaxed);
+    while (asked < target &&
+           !mine.claim_target.compare_exchange_weak(asked, target, std::memory_order_relaxed)) {
+    }
   }
   mine.claim_until_ns.store(now + claim_ttl_ns_, std::memory_order_relaxed);
   return true;
@@ -194,7 +214,7 @@ uint64_t DeviceBudget::claimed_by_others(uint32_t slot) const {
   for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
     const DeviceSlot& other = segment().slots[i];
     if (i != slot && taken(other) && claim_live(other, now)) {
-      claimed += below_guarantee(other);
+      claimed += claim_lacks(other);
     }
   }
   return claimed;
@@ -284,6 +304,7 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
       slot.guarantee.store(guarantee_bytes, std::memory_order_relaxed);
       slot.claim_since_ns.store(0, std::memory_order_relaxed);
       slot.claim_until_ns.store(0, std::memory_order_relaxed);
+      slot.claim_target.store(0, std::memory_order_relaxed);
       slot.state.store(format::kSlotTaken, std::memory_order_release);
       return i;
     }
@@ -347,7 +368,7 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
         // Memory came: patience starts over while the claim still lacks some, else it ends.
         const uint64_t now = monotonic_ns();
         const bool lacks =
-            below_guarantee(mine) > 0 && now < mine.claim_until_ns.load(std::memory_order_relaxed);
+            claim_lacks(mine) > 0 && now < mine.claim_until_ns.load(std::memory_order_relaxed);
         mine.claim_since_ns.store(lacks ? now : 0, std::memory_order_relaxed);
       }
       return ChargeResult::kCharged;
@@ -356,7 +377,7 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
       break;
     }
   }
-  claim(slot, who);
+  claim(slot, who, bytes);
   const uint64_t p = raise_pressure();
   if (pressure) {
     *pressure = p;

@@ -174,8 +174,8 @@ void InstanceRegistration::set_limit(uint64_t bytes) {
   segment().revision.fetch_add(1, std::memory_order_acq_rel);
 }
 
-void InstanceRegistration::ask_for_room() noexcept {
-  device_.claim(slot_, self_);
+void InstanceRegistration::ask_for_room(uint64_t bytes) noexcept {
+  device_.claim(slot_, self_, bytes);
   try {
     device_.reclaim_dead();
   } catch (...) {  // a registry we cannot lock now: the pressure below still goes out

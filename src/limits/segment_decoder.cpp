@@ -129,6 +129,7 @@ bool decode_device(std::span<const std::byte> bytes, DeviceRecord* out, std::str
       m.guarantee_bytes = slot.guarantee.load(std::memory_order_relaxed);
       m.claim_since_ns = slot.claim_since_ns.load(std::memory_order_relaxed);
       m.claim_until_ns = slot.claim_until_ns.load(std::memory_order_relaxed);
+      m.claim_target_bytes = slot.claim_target.load(std::memory_order_relaxed);
       r.members.push_back(std::move(m));
     }
     *out = std::move(r);

@@ -192,7 +192,7 @@ TEST_F(CliRegistry, GuaranteeShowsInListAndStaysWithinTheBudget) {
   EXPECT_EQ(live_->guarantee_bytes(), 256 * MiB);
 
   // live-c holds nothing of its 512 MiB and waits for memory: it claims.
-  other->ask_for_room();
+  other->ask_for_room(0);
   j = nlohmann::json::parse(kvpager({"list", "--json"}).out);
   ASSERT_EQ(j["instances"].size(), 3u);
   EXPECT_EQ(j["instances"][2]["name"], "live-c");

@@ -276,26 +276,58 @@ TEST(DeviceBudget, AClaimKeepsBorrowersOutOfAGuaranteeAndMakesThemOweIt) {
   // The owner needs nothing yet: its guarantee is free for anyone to borrow.
   ASSERT_TRUE(borrower->try_charge(8 * MiB));
   EXPECT_EQ(borrower->device_budget().owed_by(borrower->slot()), 0u);
-  // The owner wants 4 MiB and is refused (2 MiB free): it claims its 5 MiB.
+  // The owner wants 4 MiB and is refused (2 MiB free): it claims those 4 MiB, not all 5.
+  DeviceBudget& dev = owner->device_budget();
   EXPECT_FALSE(owner->try_charge(4 * MiB));
-  EXPECT_EQ(owner->device_budget().claimed_by_others(borrower->slot()), 5 * MiB);
+  EXPECT_EQ(dev.claimed_by_others(borrower->slot()), 4 * MiB);
   EXPECT_EQ(owner->headroom_bytes(), 2 * MiB);
   EXPECT_EQ(borrower->headroom_bytes(), 0u);    // 2 MiB free, all of it claimed
   EXPECT_FALSE(borrower->try_charge(1 * MiB));  // the budget alone would allow it
-  // The claim lacks 3 MiB beyond what is free: the borrower owes that much.
-  EXPECT_EQ(borrower->device_budget().owed_by(borrower->slot()), 3 * MiB);
-  borrower->uncharge(3 * MiB);
-  EXPECT_EQ(borrower->device_budget().owed_by(borrower->slot()), 0u);
+  // The claim lacks 2 MiB beyond what is free: the borrower owes that much.
+  EXPECT_EQ(dev.owed_by(borrower->slot()), 2 * MiB);
+  borrower->uncharge(2 * MiB);
+  EXPECT_EQ(dev.owed_by(borrower->slot()), 0u);
+  // Asking for more while the claim lives raises it, up to the guarantee; asking for less
+  // does not lower it.
+  owner->ask_for_room(8 * MiB);
+  EXPECT_EQ(dev.claimed_by_others(borrower->slot()), 5 * MiB);
+  owner->ask_for_room(1 * MiB);
+  EXPECT_EQ(dev.claimed_by_others(borrower->slot()), 5 * MiB);
+  EXPECT_EQ(dev.owed_by(borrower->slot()), 1 * MiB);
+  borrower->uncharge(1 * MiB);
   ASSERT_TRUE(owner->try_charge(4 * MiB));
-  // 1 MiB free, and the owner still lacks 1 MiB of its guarantee: the borrower stays out...
+  // 1 MiB free, and the owner still lacks 1 MiB of its claim: the borrower stays out...
   EXPECT_FALSE(borrower->try_charge(1 * MiB));
-  // ...until the owner has its whole guarantee, which ends the claim.
+  // ...until the owner has what it claimed, which ends the claim.
   ASSERT_TRUE(owner->try_charge(1 * MiB));
-  EXPECT_EQ(owner->device_budget().claimed_by_others(borrower->slot()), 0u);
+  EXPECT_EQ(dev.claimed_by_others(borrower->slot()), 0u);
   owner->uncharge(2 * MiB);
   EXPECT_TRUE(borrower->try_charge(2 * MiB));
   owner->uncharge(3 * MiB);
   borrower->uncharge(7 * MiB);
+}
+
+TEST(DeviceBudget, AClaimMetBelowTheGuaranteeEndsAndLendsTheRestAgain) {
+  ScopedRegistry reg("sized");
+  reg.config.gpu_utilization = "10M";
+  reg.config.claim_ttl = std::chrono::milliseconds(10'000);
+  auto owner = InstanceRegistration::create(reg.config, guaranteed("owner", 6 * MiB));
+  auto borrower = InstanceRegistration::create(reg.config, spec("borrower"));
+  DeviceBudget& dev = owner->device_budget();
+  ASSERT_TRUE(borrower->try_charge(9 * MiB));
+  // One request's worth (2 MiB) is refused: the borrower owes 1 MiB, not the 5 MiB beyond
+  // what is free that the whole guarantee would take.
+  EXPECT_FALSE(owner->try_charge(2 * MiB));
+  EXPECT_EQ(dev.owed_by(borrower->slot()), 1 * MiB);
+  borrower->uncharge(1 * MiB);
+  ASSERT_TRUE(owner->try_charge(2 * MiB));
+  // Met at 2 MiB of 6 guaranteed: nothing is claimed any more and the borrower may grow again
+  // into what the owner does not use.
+  EXPECT_EQ(dev.claimed_by_others(borrower->slot()), 0u);
+  owner->uncharge(1 * MiB);
+  EXPECT_TRUE(borrower->try_charge(1 * MiB));
+  owner->uncharge(1 * MiB);
+  borrower->uncharge(9 * MiB);
 }
 
 TEST(DeviceBudget, AClaimLapsesWhenTheOwnerStopsAskingOrGetsNothingForTooLong) {
@@ -317,7 +349,7 @@ TEST(DeviceBudget, AClaimLapsesWhenTheOwnerStopsAskingOrGetsNothingForTooLong) {
   EXPECT_FALSE(owner->try_charge(4 * MiB));
   bool borrowed = false;
   while (!borrowed && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
-    owner->ask_for_room();  // renews the claim
+    owner->ask_for_room(0);  // renews the claim
     borrowed = borrower->try_charge(1 * MiB);
     if (!borrowed) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -326,7 +358,7 @@ TEST(DeviceBudget, AClaimLapsesWhenTheOwnerStopsAskingOrGetsNothingForTooLong) {
   // Asking on, the owner's claim comes back a patience later: the borrower is held back again.
   bool held_back = false;
   while (!held_back && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
-    owner->ask_for_room();
+    owner->ask_for_room(0);
     if (borrower->try_charge(1 * MiB)) {
       borrower->uncharge(1 * MiB);
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -348,7 +380,7 @@ TEST(DeviceBudget, BorrowersOweAClaimInProportionToWhatTheyBorrow) {
   auto small = InstanceRegistration::create(reg.config, guaranteed("small", 1 * MiB));
   ASSERT_TRUE(big->try_charge(6 * MiB));     // borrows 6 MiB
   ASSERT_TRUE(small->try_charge(4 * MiB));   // borrows 3 MiB beyond its own guarantee
-  EXPECT_FALSE(owner->try_charge(1 * MiB));  // the budget is full: it claims its 4 MiB
+  EXPECT_FALSE(owner->try_charge(4 * MiB));  // the budget is full: it claims those 4 MiB
   DeviceBudget& dev = owner->device_budget();
   const uint64_t from_big = dev.owed_by(big->slot()), from_small = dev.owed_by(small->slot());
   EXPECT_EQ(dev.owed_by(owner->slot()), 0u);
@@ -402,8 +434,8 @@ TEST(KvCacheRegistry, ABorrowerUnmapsWhatItOwesAndAnOwnerKeepsItsGuarantee) {
   borrower.free(std::span<const BlockId>(held).subspan(1, 40));  // blocks 2..41: pages 1..20
   held.erase(held.begin() + 1, held.begin() + 41);
   ASSERT_EQ(borrower.stats().free_pages, 20u);
-  // The owner needs 10 pages beyond its free ones: refused, it claims the 11 it lacks; the
-  // borrower owes them and unmaps that many free pages.
+  // The owner needs 10 pages beyond its free ones: refused, it claims those 10 (not the 11 its
+  // guarantee lacks); the borrower owes them and unmaps that many free pages.
   auto first = owner.alloc(40);
   std::vector<BlockId> got;
   ASSERT_TRUE(wait_until([&] {
@@ -419,16 +451,15 @@ TEST(KvCacheRegistry, ABorrowerUnmapsWhatItOwesAndAnOwnerKeepsItsGuarantee) {
   // (The owner's refusals were pressure too: the borrower may shed more free pages; let it.)
   ASSERT_TRUE(wait_until([&] { return borrower.stats().owed_bytes == 0; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  // The owner still lacks a page of its guarantee and its claim lives: the borrower's room is
-  // the free budget less that page, the owner's all of it.
+  // The owner has what it claimed, a page short of its guarantee: the claim ended, and the
+  // borrower's room is the whole free budget again.
   const uint64_t charged = owner_link->charged_bytes() + borrower_link->charged_bytes();
   ASSERT_EQ(owner_link->charged_bytes(), 31 * page);
   const uint64_t free = 4 * MiB - charged;
-  ASSERT_GE(free, page);
   EXPECT_EQ(owner_link->headroom_bytes(), free);
-  EXPECT_EQ(borrower_link->headroom_bytes(), free - page);
+  EXPECT_EQ(borrower_link->headroom_bytes(), free);
   const size_t spare = borrower.stats().free_pages;
-  const size_t room = (free - page) / page;
+  const size_t room = free / page;
   EXPECT_THROW(borrower.alloc(2 * (spare + room + 1)), OutOfMemory);
   EXPECT_EQ(borrower.alloc(2 * (spare + room)).size(), 2 * (spare + room));
   owner.free(first);

@@ -11,7 +11,8 @@
 // Thread safety: every public method is thread-safe.
 // Hot path: alloc(n, span) and free(span) allocate nothing and make no syscall when the mapped
 // reserve covers the request (a page mapped synchronously otherwise: the "cold" path).
-// Errors: alloc() beyond the limit, the budget or the device throws OutOfMemory; more blocks
+// Errors: alloc() beyond the limit, the budget or the device throws OutOfMemory (refused by a
+// shared budget below its guarantee, it claims the pages it needed); more blocks
 // than the cache can ever hold, unknown ids and double frees throw InvalidArgument. In every
 // case the cache is exactly as before the call (pages mapped by the failed call are unmapped).
 // A failure in the background thread is recorded and raised (StateError) by the next call.
@@ -129,8 +130,9 @@ class KvCache {
   // For a caller that waits because others sharing the budget hold the room (available() is
   // short while stats().available_within_limit_blocks is not): asks the other registry
   // instances on the device to give back their free pages and ready handles, as a refused
-  // alloc would. No-op without a registry link. Lock-free; never throws.
-  void ask_for_room() noexcept;
+  // alloc would, and below its guarantee claims the pages `blocks` more blocks need beyond the
+  // free mapped ones (0: its whole guarantee). No-op without a registry link. Never throws.
+  void ask_for_room(size_t blocks = 0) noexcept;
   uint64_t mapped_bytes() const;
   // Sets the mapped-memory limit (0 = none). Shrinking unmaps free pages down to the limit at
   // once; pages holding blocks in use stay until their blocks are freed.

@@ -13,12 +13,15 @@
 //
 // Guarantees: a member may hold a guaranteed share (the guarantees sum to at most the budget).
 // Memory is elastic: a member may charge beyond its guarantee while the others do not need
-// theirs. A member below its guarantee that is refused (or asks for room) *claims* the
-// difference: while the claim lives, the others may not charge into it, and each member above
-// its own guarantee owes memory back (owed_by(): its background thread unmaps free pages, its
-// engine admits less until the claim is met). A claim lives `claim_ttl` past the member's last
-// refusal or request, and stops holding others back after `claim_patience` without the member
-// getting any memory (a borrower whose running requests need that memory can then finish them).
+// theirs. A member below its guarantee that is refused (or asks for room) *claims* what it
+// waits for, up to its guarantee: while the claim lives, the others may not charge into it,
+// and each member above its own guarantee owes memory back (owed_by(): its background thread
+// unmaps free pages, its engine admits less or preempts until the claim is met). A claim is
+// sized by the need (a refused charge, or what the member asks for), not the whole unmet
+// guarantee: a model that needs one more request's pages takes no more from the borrowers.
+// A claim lives `claim_ttl` past the member's last refusal or request, and stops holding
+// others back after `claim_patience` without the member getting any memory (a borrower whose
+// running requests need that memory can then finish them).
 // Guarantee 0 everywhere is plain first-come, first-served sharing of the budget.
 // Lock order: the device mutex is a leaf; nothing else is locked while it is held.
 // Thread safety: all methods are thread-safe. Errors: StateError for a corrupt segment or a
@@ -72,11 +75,13 @@ class DeviceBudget {
   // budget, StateError when `who` no longer owns the slot.
   void set_guarantee(uint32_t slot, const ProcessIdentity& who, uint64_t bytes);
   // Starts or renews the slot's claim if `who` owns it and it holds less than its guarantee;
-  // returns whether it claims. A claim whose patience ran out starts over after another
-  // patience. Lock-free, never throws.
-  bool claim(uint32_t slot, const ProcessIdentity& who) noexcept;
-  // What the other members' live claims keep from `slot`: the sum of their guarantee minus
-  // charge. Lock-free snapshot.
+  // returns whether it claims. The claim asks for `bytes` more than the slot holds now (0: its
+  // whole guarantee), at most up to the guarantee; renewing a live claim can raise what it asks,
+  // never lower it. A claim whose patience ran out starts over after another patience.
+  // Lock-free, never throws.
+  bool claim(uint32_t slot, const ProcessIdentity& who, uint64_t bytes = 0) noexcept;
+  // What the other members' live claims keep from `slot`: for each, what it still lacks of
+  // what it claimed. Lock-free snapshot.
   uint64_t claimed_by_others(uint32_t slot) const;
   // What `slot` should give back for the live claims: its share (by what it borrows) of what
   // the claims lack beyond the free budget, at most its charge above its guarantee. Lock-free

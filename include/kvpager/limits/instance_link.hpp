@@ -42,11 +42,11 @@ class InstanceLink {
   virtual uint64_t guarantee_bytes() const { return 0; }
   virtual std::chrono::milliseconds poll_interval() const = 0;
   virtual LinkEvents poll(const InstanceUsage& usage) noexcept = 0;
-  // The owner waits for memory others hold (it would be refused, so it does not try): tells
-  // the other instances on the device to give back what they hold free (their `shed`), as a
-  // refused charge does, claims its guarantee if it holds less, and reclaims dead members'
-  // charges. Any thread; never throws.
-  virtual void ask_for_room() noexcept = 0;
+  // The owner waits for `bytes` more memory that others hold (0: as much as its guarantee; it
+  // would be refused, so it does not try): tells the other instances on the device to give
+  // back what they hold free (their `shed`), as a refused charge does, claims that much of its
+  // guarantee if it holds less, and reclaims dead members' charges. Any thread; never throws.
+  virtual void ask_for_room(uint64_t bytes) noexcept = 0;
 };
 
 }  // namespace kvpager::limits

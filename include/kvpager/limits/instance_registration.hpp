@@ -60,7 +60,7 @@ class InstanceRegistration final : public MemoryBudget,
   uint64_t guarantee_bytes() const override;
   std::chrono::milliseconds poll_interval() const override { return config_.poll_interval; }
   LinkEvents poll(const InstanceUsage& usage) noexcept override;
-  void ask_for_room() noexcept override;
+  void ask_for_room(uint64_t bytes) noexcept override;
 
   // Sets this instance's limit from inside the process (same effect as `kvpager limit`).
   void set_limit(uint64_t bytes);

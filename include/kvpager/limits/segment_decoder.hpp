@@ -37,6 +37,7 @@ struct DeviceSlotRecord {
   uint64_t guarantee_bytes = 0;
   uint64_t claim_since_ns = 0;  // 0: not waiting for its guarantee
   uint64_t claim_until_ns = 0;
+  uint64_t claim_target_bytes = 0;  // the charge the claim asks to reach (see segment_format)
 };
 
 struct DeviceRecord {

@@ -22,7 +22,7 @@
 
 namespace kvpager::limits::format {
 
-constexpr uint32_t kVersion = 2;  // 2: slots carry a guarantee and a claim
+constexpr uint32_t kVersion = 3;  // 2: slots carry a guarantee and a claim; 3: claims are sized
 constexpr char kInstanceMagic[8] = {'K', 'V', 'P', 'G', 'I', 'N', 'S', 'T'};
 constexpr char kDeviceMagic[8] = {'K', 'V', 'P', 'G', 'D', 'E', 'V', 'S'};
 constexpr size_t kNameBytes = 64;    // instance and model names: at most 63 characters
@@ -71,6 +71,9 @@ struct DeviceSlot {
   // (or last got memory while waiting); until: the claim lapses then unless renewed.
   std::atomic<uint64_t> claim_since_ns;
   std::atomic<uint64_t> claim_until_ns;
+  // The charge the claim asks to reach (kUnlimited: the whole guarantee). What it keeps from the
+  // others is min(target, guarantee) - charged: what the instance waits for, not more.
+  std::atomic<uint64_t> claim_target;
 };
 
 struct DeviceSegment {

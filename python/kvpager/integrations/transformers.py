@@ -19,7 +19,7 @@ one instead of failing the generation loop. :func:`disable` (or leaving the ``wi
 restores both.
 
 Guaranteed shares (``guarantee_bytes``): requests waiting while the instance holds less than its
-share claim it. An instance that owes pages to another's claim pays on its next pass, idle or
+share claim the pages they need of it. An instance that owes pages to another's claim pays on its next pass, idle or
 busy: first from its prefix cache (the least recently cached blocks), then by offloading its
 newest running requests through transformers' OffloadingManager.
 
@@ -233,8 +233,10 @@ def _block_manager_class(base):
             # shared device budget): counted so the scheduler's pass can wait instead of failing
             self.refusals = 0
             self._asked_at = 0.0
-            # requests refused blocks for want of memory (has_enough_free_blocks said no)
+            # requests refused blocks for want of memory (has_enough_free_blocks said no), and
+            # the most blocks one of them needed in the current pass (what ask_for_room claims)
             self.denials = 0
+            self.wanted = 0
             # spans (start, seconds; time.perf_counter) during which requests waited for memory
             # that others held or that this instance owed them (memory_wait_spans)
             self._memory_waits: List[Tuple[float, float]] = []
@@ -314,11 +316,13 @@ def _block_manager_class(base):
 
         def ask_for_room(self) -> None:
             """Asks the others (at most every 20 ms) to give back what they hold free: a waiting
-            scheduler never calls alloc, so no refusal would tell them."""
+            scheduler never calls alloc, so no refusal would tell them. Below its guarantee it
+            claims the pages the largest request refused this pass needs (one block's at least),
+            not its whole guarantee: borrowers then give back what this instance waits for."""
             now = time.monotonic()
             if now - self._asked_at >= 0.02:
                 self._asked_at = now
-                self.kv.ask_for_room()
+                self.kv.ask_for_room(max(self.wanted, 1))
 
         @property
         def num_free_blocks(self) -> int:
@@ -337,6 +341,7 @@ def _block_manager_class(base):
                 return True
             if len(self._init_block_ids) < missing:
                 self.denials += 1
+                self.wanted = max(self.wanted, n_blocks - len(self._taken))
                 return False
             evicted = []
             for _ in range(missing):
@@ -733,13 +738,15 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
     (its free count reads minus the debt, so its cache looks full until the debt is paid).
 
     With a guarantee (KvpagerOptions.guarantee_bytes), requests left waiting while the instance
-    holds less than its share claim it (ask_for_room) even when the pass scheduled others:
-    borrowers then stop growing into it and give it back (_pay_on_every_pass)."""
+    holds less than its share claim what they need of it (ask_for_room) even when the pass
+    scheduled others: borrowers then stop growing into it and give that much back
+    (_pay_on_every_pass)."""
     manager = cache._block_manager
 
     def wrapped(*args, **kwargs):
         now = time.monotonic()
         before, denied_before = manager.refusals, manager.denials
+        manager.wanted = 0
         out = schedule_batch(*args, **kwargs)
         if (getattr(scheduler, "waiting_requests", None) and now - manager._asked_at >= 0.02
                 and manager.short_of_guarantee()):
