@@ -361,8 +361,13 @@ size_t KvCache::available() const {
 }
 
 size_t KvCache::owed_blocks() const {
+  // The mapper pays from free pages and ready handles first; only the rest needs blocks in use
+  // freed (preemption). Pool before cache lock: the pool never calls into the cache.
+  const uint64_t ready_bytes = pool_->stats().ready_bytes;
   std::lock_guard lock(mutex_);
-  return owed_pages_ * allocator_->max_blocks_per_page();
+  const size_t covered =
+      allocator_->free_pages() + static_cast<size_t>(ready_bytes / space_->page_bytes());
+  return owed_pages_ > covered ? (owed_pages_ - covered) * allocator_->max_blocks_per_page() : 0;
 }
 
 size_t KvCache::available_locked(bool within_budget) const {
@@ -480,7 +485,10 @@ bool KvCache::poll_link_locked() {
   keep_pages_ = static_cast<size_t>(events.keep_bytes / page_bytes);
   owed_pages_ = static_cast<size_t>((events.owed_bytes + page_bytes - 1) / page_bytes);
   // Within its guarantee an instance keeps what it holds: others' pressure is for borrowers.
-  const bool shed = events.shed && allocator_->mapped_pages() > keep_pages_;
+  // What it holds is its charge, ready handles included (large handles, several of them, can
+  // put an instance above its guarantee with few pages mapped).
+  const bool shed = events.shed && (allocator_->mapped_pages() > keep_pages_ ||
+                                    budget_->charged_bytes() > events.keep_bytes);
   if (shed) {
     shedding_ = true;
     reserve_suspended_ = true;  // until the next alloc: the reserve would only be taken back

@@ -124,8 +124,9 @@ class KvCache {
   // claim (stats().owed_bytes): alloc() still hands out free mapped blocks, so running work can
   // finish, but an engine admitting by available() frees blocks until whole pages come free.
   size_t available() const;
-  // The pages this cache owes to other instances' claims (stats().owed_bytes) in blocks: what
-  // an engine should free (preempt) to pay it at once. Usually 0.
+  // The pages this cache owes to other instances' claims (stats().owed_bytes) beyond what its
+  // free pages and ready handles pay (the mapper gives those back first), in blocks: what an
+  // engine should free (preempt) to pay it at once. Usually 0.
   size_t owed_blocks() const;
   // For a caller that waits because others sharing the budget hold the room (available() is
   // short while stats().available_within_limit_blocks is not): asks the other registry

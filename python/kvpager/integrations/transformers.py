@@ -666,6 +666,22 @@ def _offloading_would_help(scheduler, cache) -> bool:
     return sum(need for _, need in starved) > cache.get_num_free_blocks()
 
 
+def _waiting_demand(scheduler, cache) -> int:
+    """Blocks the oldest waiting request needs (its tokens and the next one), plus the free blocks
+    transformers' safety margin keeps before it admits a prefill beside running requests: what
+    a claim asks for when the scheduler stopped at the margin and so never asked for blocks."""
+    waiting = getattr(scheduler, "waiting_requests", None)
+    order = getattr(scheduler, "waiting_requests_order", None)
+    if not waiting:
+        return 0
+    state = waiting.get(order[0]) if order else None
+    state = state if state is not None else next(iter(waiting.values()))
+    tokens = len(state.initial_tokens) + len(getattr(state, "generated_tokens", ())) + 1
+    blocks = cache.blocks_needed(-(-tokens // cache.block_size), 0)
+    margin = getattr(scheduler, "safety_margin", 0.0) or 0.0
+    return blocks + int(margin * cache.num_blocks) + 1
+
+
 def _pay_what_is_owed(scheduler, cache, offloader) -> bool:
     """When this instance owes pages to another's claim on its guarantee (KvCache.owed_blocks),
     pays: from its prefix cache first (complete blocks no request uses, the least recently
@@ -750,6 +766,7 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
         out = schedule_batch(*args, **kwargs)
         if (getattr(scheduler, "waiting_requests", None) and now - manager._asked_at >= 0.02
                 and manager.short_of_guarantee()):
+            manager.wanted = max(manager.wanted, _waiting_demand(scheduler, cache))
             manager.ask_for_room()
         while out[0] is None and offloader is not None and _offloading_would_help(scheduler, cache):
             if offloader.offload_requests() == 0:
