@@ -80,8 +80,16 @@ uint64_t guarantee_of(const limits::RegistrySnapshot& snap, const limits::Instan
   return slot ? slot->guarantee_bytes : 0;
 }
 
+uint64_t claimed_bytes(const limits::DeviceSlotRecord& slot, uint64_t now_ns) {
+  if (slot.claim_since_ns == 0 || now_ns >= slot.claim_until_ns) {
+    return 0;
+  }
+  const uint64_t want = std::min(slot.claim_target_bytes, slot.guarantee_bytes);
+  return want > slot.charged_bytes ? want - slot.charged_bytes : 0;
+}
+
 bool claiming(const limits::DeviceSlotRecord& slot, uint64_t now_ns) {
-  return slot.claim_since_ns != 0 && now_ns < slot.claim_until_ns;
+  return claimed_bytes(slot, now_ns) > 0;
 }
 
 std::string render_registry_table(const limits::RegistrySnapshot& snap) {
@@ -132,7 +140,8 @@ nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
                          {"pid", m.owner.pid},
                          {"charged_bytes", m.charged_bytes},
                          {"guarantee_bytes", m.guarantee_bytes},
-                         {"claiming", claiming(m, now)}});
+                         {"claiming", claiming(m, now)},
+                         {"claimed_bytes", claimed_bytes(m, now)}});
     }
     devices.push_back({{"device", r.device},
                        {"path", d.path},
@@ -159,6 +168,7 @@ nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
           r.limit_bytes == limits::format::kUnlimited ? json(nullptr) : json(r.limit_bytes)},
          {"guarantee_bytes", slot ? slot->guarantee_bytes : 0},
          {"claiming", slot != nullptr && claiming(*slot, now)},
+         {"claimed_bytes", slot ? claimed_bytes(*slot, now) : 0},
          {"used_bytes", r.used_bytes},
          {"mapped_bytes", r.mapped_bytes},
          {"reserved_bytes", r.reserved_bytes},

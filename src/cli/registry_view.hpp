@@ -19,8 +19,12 @@ std::string short_size(uint64_t bytes);
 std::string instance_state(const limits::InstanceStatus& s);
 // The instance's guarantee from its device slot in `snap` (0 when it has no slot there).
 uint64_t guarantee_of(const limits::RegistrySnapshot& snap, const limits::InstanceRecord& r);
-// Whether the slot's claim (waiting for its guarantee) had not lapsed at `now_ns`
-// (CLOCK_MONOTONIC). A live claim past its patience no longer holds the others back.
+// What the slot's claim keeps from the others at `now_ns` (CLOCK_MONOTONIC): what it still lacks
+// of the charge it asks to reach, at most its guarantee; 0 once the claim lapsed or was met.
+// Approximate: a claim past its owner's patience (that process's setting) no longer holds the
+// others back, and this cannot tell.
+uint64_t claimed_bytes(const limits::DeviceSlotRecord& slot, uint64_t now_ns);
+// Whether the slot claims anything at `now_ns` (claimed_bytes above 0).
 bool claiming(const limits::DeviceSlotRecord& slot, uint64_t now_ns);
 
 // Devices, then instances, as aligned text. Skipped segments are not included.

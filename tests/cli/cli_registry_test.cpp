@@ -191,14 +191,28 @@ TEST_F(CliRegistry, GuaranteeShowsInListAndStaysWithinTheBudget) {
   EXPECT_NE(sum.err.find("guarantees to 1.09 GiB"), std::string::npos) << sum.err;
   EXPECT_EQ(live_->guarantee_bytes(), 256 * MiB);
 
-  // live-c holds nothing of its 512 MiB and waits for memory: it claims.
-  other->ask_for_room(0);
+  // live-c holds nothing of its 512 MiB and waits for 128 MiB: it claims that much...
+  other->ask_for_room(128 * MiB);
   j = nlohmann::json::parse(kvpager({"list", "--json"}).out);
   ASSERT_EQ(j["instances"].size(), 3u);
   EXPECT_EQ(j["instances"][2]["name"], "live-c");
   EXPECT_EQ(j["instances"][2]["guarantee_bytes"], 512 * MiB);
   EXPECT_EQ(j["instances"][2]["claiming"], true);
+  EXPECT_EQ(j["instances"][2]["claimed_bytes"], 128 * MiB);
   EXPECT_EQ(j["instances"][1]["claiming"], false);
+  EXPECT_EQ(j["instances"][1]["claimed_bytes"], 0);
+  // ...then for as much as its guarantee (0): the live claim grows to all 512 MiB.
+  other->ask_for_room(0);
+  j = nlohmann::json::parse(kvpager({"list", "--json"}).out);
+  EXPECT_EQ(j["instances"][2]["claimed_bytes"], 512 * MiB);
+  bool listed = false;  // the device's member table says the same
+  for (const auto& m : j["devices"][0]["members"]) {
+    if (m["name"] == "live-c") {
+      listed = true;
+      EXPECT_EQ(m["claimed_bytes"], 512 * MiB);
+    }
+  }
+  EXPECT_TRUE(listed);
 
   // The budget may not drop below the guarantees' sum (768 MiB).
   const CommandResult low = kvpager({"budget", "host0", "512M"});
