@@ -72,9 +72,11 @@ class Engine:
         return getattr(self.cache, "kv", None)
 
     def kv_bytes(self) -> int:
-        """Physical KV memory held now: mapped bytes (kvpager) or the allocated tensors (stock)."""
+        """Physical KV memory held now: mapped pages and the page pool's ready handles (kvpager:
+        what the device budget charges it) or the allocated tensors (stock)."""
         if self.kv is not None:
-            return self.kv.mapped_bytes()
+            st = self.kv.stats()
+            return st["mapped_bytes"] + st["pool"]["ready_bytes"]
         return sum(t.numel() * t.element_size() for t in self.cache.key_cache + self.cache.value_cache)
 
     def submit(self, request_id: str, prompt, max_new_tokens: int) -> None:

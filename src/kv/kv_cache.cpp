@@ -75,6 +75,9 @@ KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
   if (const char* v = env("KVPAGER_POOL_MAX_READY")) {
     c.pool_max_ready = number("KVPAGER_POOL_MAX_READY", v);
   }
+  if (const char* v = env("KVPAGER_IDLE_RELEASE_MS")) {
+    c.idle_release_ms = static_cast<uint32_t>(number("KVPAGER_IDLE_RELEASE_MS", v));
+  }
   if (const char* v = env("KVPAGER_ZERO_FILL")) {
     c.zero_fill_unmapped = std::string(v) == "1";
   }
@@ -505,12 +508,29 @@ void KvCache::run_mapper() {
   const auto interval =
       config_.registry_link ? config_.registry_link->poll_interval() : std::chrono::milliseconds(0);
   auto next_poll = Clock::now();
+  const auto idle_release = std::chrono::milliseconds(config_.idle_release_ms);
+  auto quiet_since = Clock::now();  // last time the mapper saw the alloc count move
   std::unique_lock lock(mutex_);
+  uint64_t seen_allocs = counters_.alloc_calls;
   while (!stopping_) {
     if (!broken_.empty()) {
       changed_.wait(lock, [&] { return stopping_; });
       break;
     }
+    // Idle: no alloc for idle_release. The pool's ready handles are physical memory the cache
+    // does not use; release them once (the next alloc refills the pool).
+    if (counters_.alloc_calls != seen_allocs) {
+      seen_allocs = counters_.alloc_calls;
+      quiet_since = Clock::now();
+      idle_released_ = false;
+    } else if (config_.idle_release_ms > 0 && !idle_released_ &&
+               Clock::now() - quiet_since >= idle_release) {
+      idle_released_ = true;
+      pool_trim_pending_ = true;
+    }
+    const auto idle_deadline = config_.idle_release_ms > 0 && !idle_released_
+                                   ? quiet_since + idle_release
+                                   : Clock::time_point::max();
     if (config_.registry_link && Clock::now() >= next_poll) {
       next_poll = Clock::now() + interval;
       if (poll_link_locked()) {
@@ -548,7 +568,9 @@ void KvCache::run_mapper() {
           reserve_blocked_ = true;  // budget or device full: retry after a free or resize
         }
       } else if (config_.registry_link) {
-        changed_.wait_until(lock, next_poll);
+        changed_.wait_until(lock, std::min(next_poll, idle_deadline));
+      } else if (idle_deadline != Clock::time_point::max()) {
+        changed_.wait_until(lock, idle_deadline);
       } else {
         changed_.wait(lock);
       }

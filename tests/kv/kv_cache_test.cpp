@@ -176,6 +176,28 @@ TEST_P(KvCacheLayouts, BackgroundThreadKeepsTheReserveAndUnmapsIdlePages) {
   cache.free(blocks);
 }
 
+TEST_P(KvCacheLayouts, AnIdleCacheReleasesItsReadyHandlesAndAnAllocRefillsThePool) {
+  auto config = small_cache_config(GetParam(), 256, true);
+  config.pool_min_ready = 2;
+  config.pool_max_ready = 4;
+  config.idle_release_ms = 100;
+  auto budget = std::make_shared<limits::LocalBudget>();  // counts ready handles too
+  KvCache cache(test_host_backend(), config, budget);
+  const uint64_t per_page = cache.stats().max_blocks_per_page;
+  auto blocks = cache.alloc(2 * per_page);
+  ASSERT_TRUE(wait_until([&] { return cache.stats().pool.ready >= 1; }));  // created ahead
+  cache.free(blocks);
+  // No alloc for 100 ms: the ready handles go, and the cache holds only its mapped pages.
+  ASSERT_TRUE(wait_until([&] {
+    return cache.stats().pool.ready == 0 && budget->charged_bytes() == cache.mapped_bytes();
+  })) << cache.stats().pool.ready
+      << " ready handles, " << budget->charged_bytes() << " B charged";
+  // The next alloc that maps refills the pool.
+  blocks = cache.alloc(4 * per_page);
+  EXPECT_TRUE(wait_until([&] { return cache.stats().pool.ready >= 1; }));
+  cache.free(blocks);
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, KvCacheLayouts,
                          ::testing::Values(KvLayout::kPerLayer, KvLayout::kInterleaved),
                          [](const auto& info) {

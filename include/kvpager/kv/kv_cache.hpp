@@ -4,7 +4,9 @@
 // Blocks live in reserved virtual memory (KvSpace); physical memory is mapped a page at a time
 // only while the page holds blocks in use, plus a small reserve of pages mapped ahead by a
 // background thread so that alloc() normally only pops a free list. Fully free pages beyond
-// `max_idle_pages` are unmapped by that thread; trim() unmaps every free page at once.
+// `max_idle_pages` are unmapped by that thread; trim() unmaps every free page at once. The
+// page pool's ready handles (physical memory, not mapped) go back to the device once no alloc
+// came for `idle_release_ms`: an idle cache holds its mapped pages and nothing else.
 // Block 0 is the null block: always mapped, never handed out; engines point padded block-table
 // slots at it.
 //
@@ -61,6 +63,9 @@ struct KvCacheConfig {
   bool background = true;     // mapper and pool threads; false: everything inline
   size_t pool_min_ready = 2;  // physical handles created ahead (PagePool watermarks).
   size_t pool_max_ready = 8;  // KVPAGER_POOL_MIN_READY, KVPAGER_POOL_MAX_READY
+  // After this long without an alloc the pool's ready handles are released (until the next
+  // alloc), so an idle cache holds only its mapped pages. 0: never. KVPAGER_IDLE_RELEASE_MS.
+  uint32_t idle_release_ms = 1000;
   // When set, unmapping waits for the work queued so far on this CUstream (an event, never a
   // device-wide sync), so no kernel still reading a freed block loses its memory.
   uintptr_t stream = 0;
@@ -188,6 +193,7 @@ class KvCache {
   size_t keep_pages_ = 0;           // the registry guarantee, in pages (shedding stops there)
   size_t owed_pages_ = 0;           // others' claims: free pages to unmap, not available
   bool pool_trim_pending_ = false;  // limit changed or pressure: release ready handles
+  bool idle_released_ = false;      // ready handles released for idleness, until an alloc
   std::string broken_;              // first failure of the mapper thread
   // The stream unmapping waits for (config_.stream until set_unmap_stream), if any.
   std::atomic<uintptr_t> unmap_stream_{0};
