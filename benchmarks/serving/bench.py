@@ -608,7 +608,7 @@ def cmd_multimodel(args):
                   f"during the others' peaks {_fmt_ratio(c['others_peak_ttft_mean_ratio'])} "
                   f"({c['others_peak_requests']} req)")
         report["comparison" if baseline == "stock" else f"comparison_{baseline}"] = cmp_
-    for i, res in enumerate(report["runs"].get("kvpager", [])):
+    for res in report["runs"].get("kvpager", []):
         _print_memory_waits(res, len(names) * args.phase_s)
     _dump(args.json, report)
     if args.plots:

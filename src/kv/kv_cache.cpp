@@ -510,6 +510,7 @@ void KvCache::run_mapper() {
   auto next_poll = Clock::now();
   const auto idle_release = std::chrono::milliseconds(config_.idle_release_ms);
   auto quiet_since = Clock::now();  // last time the mapper saw the alloc count move
+  bool idle_released = false;       // ready handles released for idleness, until an alloc
   std::unique_lock lock(mutex_);
   uint64_t seen_allocs = counters_.alloc_calls;
   while (!stopping_) {
@@ -522,13 +523,13 @@ void KvCache::run_mapper() {
     if (counters_.alloc_calls != seen_allocs) {
       seen_allocs = counters_.alloc_calls;
       quiet_since = Clock::now();
-      idle_released_ = false;
-    } else if (config_.idle_release_ms > 0 && !idle_released_ &&
+      idle_released = false;
+    } else if (config_.idle_release_ms > 0 && !idle_released &&
                Clock::now() - quiet_since >= idle_release) {
-      idle_released_ = true;
+      idle_released = true;
       pool_trim_pending_ = true;
     }
-    const auto idle_deadline = config_.idle_release_ms > 0 && !idle_released_
+    const auto idle_deadline = config_.idle_release_ms > 0 && !idle_released
                                    ? quiet_since + idle_release
                                    : Clock::time_point::max();
     if (config_.registry_link && Clock::now() >= next_poll) {

@@ -5,7 +5,9 @@ scripts/gpu/python.sh set PYTHONPATH=<build>/python). Host-backend caches use 64
 small cache spans several pages; KVPAGER_* variables already set by the caller win.
 """
 
+import gc
 import os
+import uuid
 
 os.environ.setdefault("KVPAGER_HOST_GRANULARITY", "64K")
 
@@ -32,3 +34,16 @@ def _fresh_engine_session():
     kvpager.shutdown_kvcached()
     yield
     kvpager.shutdown_kvcached()
+
+
+@pytest.fixture
+def shm_prefix(monkeypatch):
+    """A private registry namespace in /dev/shm (KVPAGER_SHM_PREFIX) for the test; its segments
+    are removed afterwards, once the test's caches are collected."""
+    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
+    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
+    yield prefix
+    gc.collect()
+    for f in os.listdir("/dev/shm"):
+        if f.startswith(prefix):
+            os.unlink(os.path.join("/dev/shm", f))

@@ -2,7 +2,6 @@
 
 import gc
 import os
-import uuid
 
 import pytest
 import torch
@@ -12,14 +11,9 @@ from conftest import small_cache
 
 
 @pytest.fixture
-def registry(monkeypatch):
-    """A private registry namespace in /dev/shm, removed afterwards."""
-    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
-    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
-    yield lambda name: os.path.join("/dev/shm", f"{prefix}inst-{name}")
-    for f in os.listdir("/dev/shm"):
-        if f.startswith(prefix):
-            os.unlink(os.path.join("/dev/shm", f))
+def registry(shm_prefix):
+    """A private registry namespace (conftest.shm_prefix): the path of an instance's segment."""
+    return lambda name: os.path.join("/dev/shm", f"{shm_prefix}inst-{name}")
 
 
 def test_a_registered_cache_owns_its_name_until_it_goes(registry):

@@ -123,22 +123,15 @@ def test_a_limit_caps_memory_and_every_request_still_finishes(tiny_models):
 
 
 @needs_compatible
-def test_registered_instance_is_visible_in_the_registry(tiny_models, monkeypatch):
-    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
-    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
+def test_registered_instance_is_visible_in_the_registry(tiny_models, shm_prefix):
     model = tiny_models["tiny-gqa"]
-    path = os.path.join("/dev/shm", f"{prefix}inst-tf-tiny")
-    try:
-        with Engine(model, memory="kvpager", num_blocks=64, block_size=16, max_batch_tokens=64,
-                    instance="tf-tiny") as engine:
-            assert os.path.exists(path)
-            assert engine.kv.stats()["usable_blocks"] == 64
-        gc.collect()
-        assert not os.path.exists(path)
-    finally:
-        for f in os.listdir("/dev/shm"):
-            if f.startswith(prefix):
-                os.unlink(os.path.join("/dev/shm", f))
+    path = os.path.join("/dev/shm", f"{shm_prefix}inst-tf-tiny")
+    with Engine(model, memory="kvpager", num_blocks=64, block_size=16, max_batch_tokens=64,
+                instance="tf-tiny") as engine:
+        assert os.path.exists(path)
+        assert engine.kv.stats()["usable_blocks"] == 64
+    gc.collect()
+    assert not os.path.exists(path)
 
 
 def test_changed_internals_fail_with_one_line_naming_them(monkeypatch):
@@ -223,54 +216,46 @@ def _kvpager_cli(*args, env=None):
 
 
 @needs_compatible
-def test_room_held_by_another_process_makes_a_request_wait_then_finish(tiny_models, monkeypatch):
+def test_room_held_by_another_process_makes_a_request_wait_then_finish(tiny_models, shm_prefix):
     # Two instances under one device budget: "hog" holds all of it but its null page. The
     # transformers instance must count what the hog holds (its free-block count is what its
     # scheduler admits by), wait (not raise 'No requests can be scheduled') while a lone request
     # cannot get its blocks, and finish once the hog gives the room back.
-    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
-    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
     model = tiny_models["tiny-gqa"]
     options = dict(num_blocks=2048, block_size=16, max_batch_tokens=256, layout="interleaved",
                    reserve_pages=0, max_idle_pages=0)
-    try:
-        with Engine(model, memory="kvpager", instance="tf-wait", **options) as engine, \
-                Engine(model, memory="kvpager", instance="tf-hog", **options) as hog:
-            st = engine.kv.stats()
-            page, per_page = st["page_bytes"], st["max_blocks_per_page"]
-            listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
-            device = {i["name"]: i["device"] for i in listed}["tf-wait"]
-            charged = sum(i["mapped_bytes"] for i in listed)  # mapped pages and ready handles
-            _kvpager_cli("budget", device, str(charged + 2 * page))
-            held = []  # the hog takes everything it can (pools refill meanwhile: retried)
-            for _ in range(100):
-                want = hog.kv.available()
-                if want == 0:
-                    break
-                try:
-                    held += hog.kv.alloc(want)
-                except kvpager.OutOfMemory:
-                    time.sleep(0.02)
-            left = engine.cache.get_num_free_blocks()
-            own = engine.kv.stats()  # what the instance holds and does not use (+1 page: a race)
-            own_blocks = own["free_mapped_blocks"] + (own["pool"]["ready_bytes"] // page + 1) * per_page
-            assert left <= own_blocks < own["usable_blocks"] // 4, "the hog's pages were counted as free"
-            assert engine.cache._block_manager.others_hold_room()
-            timer = threading.Timer(1.0, lambda: hog.kv.free(held))
-            started = time.monotonic()
-            timer.start()
-            try:  # a lone request that needs the two pages the hog holds: it waits for them
-                prompt = (left + 2 * per_page - 1) * 16 - 8
-                done = _submit_and_wait(engine, prompt, 1, 4, timeout=120)
-            finally:
-                timer.join()
-            assert time.monotonic() - started >= 1.0
-            assert done[0] is not None and done[0].error is None and len(done[0].generated_tokens) == 4
-    finally:
-        gc.collect()
-        for f in os.listdir("/dev/shm"):
-            if f.startswith(prefix):
-                os.unlink(os.path.join("/dev/shm", f))
+    with Engine(model, memory="kvpager", instance="tf-wait", **options) as engine, \
+            Engine(model, memory="kvpager", instance="tf-hog", **options) as hog:
+        st = engine.kv.stats()
+        page, per_page = st["page_bytes"], st["max_blocks_per_page"]
+        listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
+        device = {i["name"]: i["device"] for i in listed}["tf-wait"]
+        charged = sum(i["mapped_bytes"] for i in listed)  # mapped pages and ready handles
+        _kvpager_cli("budget", device, str(charged + 2 * page))
+        held = []  # the hog takes everything it can (pools refill meanwhile: retried)
+        for _ in range(100):
+            want = hog.kv.available()
+            if want == 0:
+                break
+            try:
+                held += hog.kv.alloc(want)
+            except kvpager.OutOfMemory:
+                time.sleep(0.02)
+        left = engine.cache.get_num_free_blocks()
+        own = engine.kv.stats()  # what the instance holds and does not use (+1 page: a race)
+        own_blocks = own["free_mapped_blocks"] + (own["pool"]["ready_bytes"] // page + 1) * per_page
+        assert left <= own_blocks < own["usable_blocks"] // 4, "the hog's pages were counted as free"
+        assert engine.cache._block_manager.others_hold_room()
+        timer = threading.Timer(1.0, lambda: hog.kv.free(held))
+        started = time.monotonic()
+        timer.start()
+        try:  # a lone request that needs the two pages the hog holds: it waits for them
+            prompt = (left + 2 * per_page - 1) * 16 - 8
+            done = _submit_and_wait(engine, prompt, 1, 4, timeout=120)
+        finally:
+            timer.join()
+        assert time.monotonic() - started >= 1.0
+        assert done[0] is not None and done[0].error is None and len(done[0].generated_tokens) == 4
 
 
 def test_instance_names_are_numbered_per_name():
@@ -290,7 +275,8 @@ def _fill(engine, tag, prompt_len, n, new_tokens):
 
 @needs_compatible
 @pytest.mark.parametrize("guaranteed", [True, False], ids=["guaranteed", "first-come"])
-def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny_models, monkeypatch,
+def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny_models, shm_prefix,
+                                                                         monkeypatch,
                                                                          guaranteed):
     # "borrower" runs 8 long requests; once they run, the device budget is set to what the two
     # instances hold: the borrower's requests need more as they grow, and "owner" then gets one
@@ -300,8 +286,6 @@ def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny
     # (counted); the owner's request finishes while every borrower request is still running, and
     # each of those then finishes, whole. Without a guarantee nothing is owed (the two compete:
     # whoever asks first gets a freed page), and every request still finishes.
-    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
-    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
     monkeypatch.setenv("KVPAGER_CLAIM_PATIENCE_MS", "60000")  # a slow CPU run stays claimed
     monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")  # charges are exactly the mapped pages
     monkeypatch.setenv("KVPAGER_POOL_MAX_READY", "0")
@@ -310,55 +294,50 @@ def test_a_guarantee_makes_a_borrower_preempt_instead_of_starving_the_owner(tiny
                    reserve_pages=0, max_idle_pages=0)
     n, new_tokens, borrower_pages, owner_pages = 8, 160, 6, 3
     owner_name, borrower_name = (f"tf-{uuid.uuid4().hex[:8]}" for _ in range(2))
-    try:
-        with Engine(model, memory="kvpager", instance=borrower_name, **options) as borrower, \
-                Engine(model, memory="kvpager", instance=owner_name,
-                       guarantee_bytes=1 if guaranteed else None, **options) as owner:
-            st = borrower.kv.stats()
-            page, per_page = st["page_bytes"], st["max_blocks_per_page"]
-            # sized in pages (a page holds 16 blocks on the host here, 128 on a GPU)
-            prompt_len = -(-borrower_pages * per_page // n) * 16 - 8
-            owner_prompt = (owner_pages * per_page - 2) * 16
-            _fill(borrower, "b", prompt_len, n, new_tokens)
-            deadline = time.monotonic() + 60
-            while borrower.kv.stats()["blocks_in_use"] < n * -(-prompt_len // 16):
-                assert time.monotonic() < deadline, "the borrower never admitted its requests"
-                time.sleep(0.002)
-            listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
-            device = {i["name"]: i["device"] for i in listed}[owner_name]
-            owner_charged = {i["name"]: i["mapped_bytes"] for i in listed}[owner_name]
-            _kvpager_cli("budget", device, str(sum(i["mapped_bytes"] for i in listed)))
-            if guaranteed:  # what it holds (its null page) and its request's pages
-                _kvpager_cli("guarantee", owner_name, str(owner_charged + (owner_pages + 1) * page))
-            _fill(owner, "o", owner_prompt, 1, 4)
-            mine = owner.next_result(timeout=60)
-            owner_waits = owner.cache.memory_wait_spans()
-            finished_before = []
-            while (r := borrower.next_result(timeout=0.001)) is not None:
-                finished_before.append(r)
-            theirs = finished_before + [borrower.next_result(timeout=60)
-                                        for _ in range(n - len(finished_before))]
-            given_back = borrower.kv.stats()["pages_given_back_total"]
-        assert mine is not None and mine.error is None and len(mine.generated_tokens) == 4
-        assert all(r is not None and r.error is None and len(r.generated_tokens) == new_tokens
-                   for r in theirs)
-        # the owner's request waited for pages the borrower held: one span at least, closed
-        # once it was scheduled
-        assert owner_waits and all(seconds > 0 for _, seconds in owner_waits)
-        if guaranteed:
-            assert given_back > 0, "the borrower gave nothing back for the owner's claim"
-            assert len(finished_before) < n, "the owner waited for the borrower's requests to finish"
-        else:
-            assert given_back == 0
-    finally:
-        gc.collect()
-        for f in os.listdir("/dev/shm"):
-            if f.startswith(prefix):
-                os.unlink(os.path.join("/dev/shm", f))
+    with Engine(model, memory="kvpager", instance=borrower_name, **options) as borrower, \
+            Engine(model, memory="kvpager", instance=owner_name,
+                   guarantee_bytes=1 if guaranteed else None, **options) as owner:
+        st = borrower.kv.stats()
+        page, per_page = st["page_bytes"], st["max_blocks_per_page"]
+        # sized in pages (a page holds 16 blocks on the host here, 128 on a GPU)
+        prompt_len = -(-borrower_pages * per_page // n) * 16 - 8
+        owner_prompt = (owner_pages * per_page - 2) * 16
+        _fill(borrower, "b", prompt_len, n, new_tokens)
+        deadline = time.monotonic() + 60
+        while borrower.kv.stats()["blocks_in_use"] < n * -(-prompt_len // 16):
+            assert time.monotonic() < deadline, "the borrower never admitted its requests"
+            time.sleep(0.002)
+        listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
+        device = {i["name"]: i["device"] for i in listed}[owner_name]
+        owner_charged = {i["name"]: i["mapped_bytes"] for i in listed}[owner_name]
+        _kvpager_cli("budget", device, str(sum(i["mapped_bytes"] for i in listed)))
+        if guaranteed:  # what it holds (its null page) and its request's pages
+            _kvpager_cli("guarantee", owner_name, str(owner_charged + (owner_pages + 1) * page))
+        _fill(owner, "o", owner_prompt, 1, 4)
+        mine = owner.next_result(timeout=60)
+        owner_waits = owner.cache.memory_wait_spans()
+        finished_before = []
+        while (r := borrower.next_result(timeout=0.001)) is not None:
+            finished_before.append(r)
+        theirs = finished_before + [borrower.next_result(timeout=60)
+                                    for _ in range(n - len(finished_before))]
+        given_back = borrower.kv.stats()["pages_given_back_total"]
+    assert mine is not None and mine.error is None and len(mine.generated_tokens) == 4
+    assert all(r is not None and r.error is None and len(r.generated_tokens) == new_tokens
+               for r in theirs)
+    # the owner's request waited for pages the borrower held: one span at least, closed
+    # once it was scheduled
+    assert owner_waits and all(seconds > 0 for _, seconds in owner_waits)
+    if guaranteed:
+        assert given_back > 0, "the borrower gave nothing back for the owner's claim"
+        assert len(finished_before) < n, "the owner waited for the borrower's requests to finish"
+    else:
+        assert given_back == 0
 
 
 @needs_compatible
-def test_an_idle_borrower_pays_what_it_owes_from_its_prefix_cache(tiny_models, monkeypatch):
+def test_an_idle_borrower_pays_what_it_owes_from_its_prefix_cache(tiny_models, shm_prefix,
+                                                                  monkeypatch):
     # "borrower" shares prefixes (allow_block_sharing): its finished requests leave complete
     # blocks cached, mapped in kvpager, and it goes idle, so it runs no scheduling pass. The
     # budget is then what the two hold, and "owner", guaranteed a share, gets a request that
@@ -366,8 +345,6 @@ def test_an_idle_borrower_pays_what_it_owes_from_its_prefix_cache(tiny_models, m
     # idle, must free cached blocks worth the debt (least recently cached first) so that the
     # mapper gives the pages back and the owner's request finishes long before its claim's
     # patience (60 s) would run out.
-    prefix = f"kvpager-pytest-{uuid.uuid4().hex[:8]}-"
-    monkeypatch.setenv("KVPAGER_SHM_PREFIX", prefix)
     monkeypatch.setenv("KVPAGER_CLAIM_PATIENCE_MS", "60000")
     monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")  # charges are exactly the mapped pages
     monkeypatch.setenv("KVPAGER_POOL_MAX_READY", "0")
@@ -376,41 +353,35 @@ def test_an_idle_borrower_pays_what_it_owes_from_its_prefix_cache(tiny_models, m
                    reserve_pages=0, max_idle_pages=0)
     n, owner_pages = 6, 3
     owner_name, borrower_name = (f"tf-{uuid.uuid4().hex[:8]}" for _ in range(2))
-    try:
-        with Engine(model, memory="kvpager", instance=borrower_name, allow_block_sharing=True,
-                    **options) as borrower, \
-                Engine(model, memory="kvpager", instance=owner_name, **options) as owner:
-            st = borrower.kv.stats()
-            page, per_page = st["page_bytes"], st["max_blocks_per_page"]
-            _fill(borrower, "b", per_page * 16, n, 4)  # a page of complete blocks each
-            done = [borrower.next_result(timeout=60) for _ in range(n)]
-            assert all(r is not None and r.error is None for r in done)
-            manager = borrower.cache._block_manager
-            cached_before = len(manager._init_block_ids)
-            assert cached_before >= (owner_pages + 1) * per_page, "the prefix cache kept too little"
-            oldest = next(iter(manager._init_block_ids))
-            listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
-            device = {i["name"]: i["device"] for i in listed}[owner_name]
-            owner_charged = {i["name"]: i["mapped_bytes"] for i in listed}[owner_name]
-            _kvpager_cli("budget", device, str(sum(i["mapped_bytes"] for i in listed)))
-            _kvpager_cli("guarantee", owner_name, str(owner_charged + (owner_pages + 1) * page))
-            _fill(owner, "o", (owner_pages * per_page - 2) * 16, 1, 4)
-            mine = owner.next_result(timeout=30)
-            given_back = borrower.kv.stats()["pages_given_back_total"]
-            cached_after = len(manager._init_block_ids)
-            if mine is None:  # let the owner's request finish so that both engines can stop
-                _kvpager_cli("budget", device, str(64 * 2**30))
-                owner.next_result(timeout=60)
-        assert mine is not None and mine.error is None and len(mine.generated_tokens) == 4, \
-            "the owner's request did not finish: the idle borrower kept its prefix cache"
-        assert given_back > 0
-        assert cached_after < cached_before
-        assert oldest not in manager._init_block_ids, "the least recently cached block was kept"
-    finally:
-        gc.collect()
-        for f in os.listdir("/dev/shm"):
-            if f.startswith(prefix):
-                os.unlink(os.path.join("/dev/shm", f))
+    with Engine(model, memory="kvpager", instance=borrower_name, allow_block_sharing=True,
+                **options) as borrower, \
+            Engine(model, memory="kvpager", instance=owner_name, **options) as owner:
+        st = borrower.kv.stats()
+        page, per_page = st["page_bytes"], st["max_blocks_per_page"]
+        _fill(borrower, "b", per_page * 16, n, 4)  # a page of complete blocks each
+        done = [borrower.next_result(timeout=60) for _ in range(n)]
+        assert all(r is not None and r.error is None for r in done)
+        manager = borrower.cache._block_manager
+        cached_before = len(manager._init_block_ids)
+        assert cached_before >= (owner_pages + 1) * per_page, "the prefix cache kept too little"
+        oldest = next(iter(manager._init_block_ids))
+        listed = json.loads(_kvpager_cli("list", "--json"))["instances"]
+        device = {i["name"]: i["device"] for i in listed}[owner_name]
+        owner_charged = {i["name"]: i["mapped_bytes"] for i in listed}[owner_name]
+        _kvpager_cli("budget", device, str(sum(i["mapped_bytes"] for i in listed)))
+        _kvpager_cli("guarantee", owner_name, str(owner_charged + (owner_pages + 1) * page))
+        _fill(owner, "o", (owner_pages * per_page - 2) * 16, 1, 4)
+        mine = owner.next_result(timeout=30)
+        given_back = borrower.kv.stats()["pages_given_back_total"]
+        cached_after = len(manager._init_block_ids)
+        if mine is None:  # let the owner's request finish so that both engines can stop
+            _kvpager_cli("budget", device, str(64 * 2**30))
+            owner.next_result(timeout=60)
+    assert mine is not None and mine.error is None and len(mine.generated_tokens) == 4, \
+        "the owner's request did not finish: the idle borrower kept its prefix cache"
+    assert given_back > 0
+    assert cached_after < cached_before
+    assert oldest not in manager._init_block_ids, "the least recently cached block was kept"
 
 
 def test_offloading_to_pay_a_debt_does_not_stop_admissions():

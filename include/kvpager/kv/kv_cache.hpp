@@ -193,7 +193,6 @@ class KvCache {
   size_t keep_pages_ = 0;           // the registry guarantee, in pages (shedding stops there)
   size_t owed_pages_ = 0;           // others' claims: free pages to unmap, not available
   bool pool_trim_pending_ = false;  // limit changed or pressure: release ready handles
-  bool idle_released_ = false;      // ready handles released for idleness, until an alloc
   std::string broken_;              // first failure of the mapper thread
   // The stream unmapping waits for (config_.stream until set_unmap_stream), if any.
   std::atomic<uintptr_t> unmap_stream_{0};

@@ -233,9 +233,8 @@ def _block_manager_class(base):
             # shared device budget): counted so the scheduler's pass can wait instead of failing
             self.refusals = 0
             self._asked_at = 0.0
-            # requests refused blocks for want of memory (has_enough_free_blocks said no), and
-            # the most blocks one of them needed in the current pass (what ask_for_room claims)
-            self.denials = 0
+            # the most blocks a request refused for want of memory (has_enough_free_blocks said
+            # no) needed in the current pass: what ask_for_room claims; 0 if none was refused
             self.wanted = 0
             # spans (start, seconds; time.perf_counter) during which requests waited for memory
             # that others held or that this instance owed them (memory_wait_spans)
@@ -340,7 +339,6 @@ def _block_manager_class(base):
             if missing <= 0:
                 return True
             if len(self._init_block_ids) < missing:
-                self.denials += 1
                 self.wanted = max(self.wanted, n_blocks - len(self._taken))
                 return False
             evicted = []
@@ -761,9 +759,10 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
 
     def wrapped(*args, **kwargs):
         now = time.monotonic()
-        before, denied_before = manager.refusals, manager.denials
+        before = manager.refusals
         manager.wanted = 0
         out = schedule_batch(*args, **kwargs)
+        denied = manager.wanted > 0  # a request was refused blocks in this pass
         if (getattr(scheduler, "waiting_requests", None) and now - manager._asked_at >= 0.02
                 and manager.short_of_guarantee()):
             manager.wanted = max(manager.wanted, _waiting_demand(scheduler, cache))
@@ -783,7 +782,7 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
                 manager.ask_for_room()
                 manager.note_held_back(True)
                 return ([],) + tuple(out[1:])
-        denied = manager.refusals != before or manager.denials != denied_before
+        denied = denied or manager.refusals != before
         manager.note_held_back(denied and (cache.kv.owed_blocks() > 0 or manager.others_hold_room()))
         return out
 
