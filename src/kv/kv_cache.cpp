@@ -225,7 +225,9 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
     }
     changed_.notify_all();
     if (refused) {
-      config_.registry_link->ask_for_room(claimed.size() * space_->page_bytes());
+      if (const uint64_t bytes = claim_bytes_locked(claimed.size())) {
+        config_.registry_link->ask_for_room(bytes);
+      }
     }
     throw;
   }
@@ -350,12 +352,21 @@ void KvCache::ask_for_room(size_t blocks) noexcept {
     const size_t free = allocator_->free_mapped_blocks();
     const size_t per_page = allocator_->max_blocks_per_page();
     const size_t pages = blocks > free ? (blocks - free + per_page - 1) / per_page : 0;
-    if (pages == 0) {
-      return;  // what it needs is mapped already
+    bytes = claim_bytes_locked(pages);
+    if (bytes == 0) {
+      return;  // what it needs is mapped, or charged as ready handles, already
     }
-    bytes = pages * space_->page_bytes();
   }
   config_.registry_link->ask_for_room(bytes);
+}
+
+uint64_t KvCache::claim_bytes_locked(size_t pages) const {
+  // What holding `pages` more than are mapped takes beyond the charge: ready handles (and the
+  // handles of a mapping just rolled back, until the pool releases them) are charged already.
+  // Measured from the charge alone, a claim would ask for those twice and outlive its need.
+  const uint64_t want = (allocator_->mapped_pages() + pages) * space_->page_bytes();
+  const uint64_t charged = budget_->charged_bytes();
+  return want > charged ? want - charged : 0;
 }
 
 size_t KvCache::available() const {

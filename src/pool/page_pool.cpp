@@ -52,6 +52,21 @@ void PagePool::release_uncharged(vmm::PhysicalHandle handle) {
   budget_->uncharge(handle.bytes);
 }
 
+void PagePool::release_taken(std::span<const vmm::PhysicalHandle> handles) {
+  size_t done = 0;
+  try {
+    for (; done < handles.size(); ++done) release_uncharged(handles[done]);
+  } catch (...) {
+    std::lock_guard lock(mutex_);
+    releasing_ -= handles.size();  // the rest stay with the failed driver call
+    released_.notify_all();
+    throw;
+  }
+  std::lock_guard lock(mutex_);
+  releasing_ -= handles.size();
+  released_.notify_all();
+}
+
 void PagePool::acquire(std::span<vmm::PhysicalHandle> out) {
   size_t from_ready = 0;
   {
@@ -72,6 +87,15 @@ void PagePool::acquire(std::span<vmm::PhysicalHandle> out) {
   try {
     for (size_t i = from_ready; i < out.size(); ++i) {
       vmm::PhysicalHandle h = create_charged();
+      if (!h.valid()) {
+        // Surplus handles on their way out are still charged: wait for them, then retry once.
+        std::unique_lock lock(mutex_);
+        if (releasing_ > 0) {
+          released_.wait(lock, [&] { return releasing_ == 0; });
+          lock.unlock();
+          h = create_charged();
+        }
+      }
       if (!h.valid()) {
         throw OutOfMemory("page pool: memory budget of " + format_size(budget_->limit_bytes()) +
                           " reached (" + format_size(budget_->charged_bytes()) +
@@ -118,8 +142,9 @@ void PagePool::give_back(std::span<const vmm::PhysicalHandle> handles) {
       ready_.pop_back();
       stats_.released++;
     }
+    releasing_ += surplus.size();
   }
-  for (auto h : surplus) release_uncharged(h);
+  release_taken(surplus);
 }
 
 void PagePool::trim() {
@@ -129,13 +154,15 @@ void PagePool::trim() {
     all.swap(ready_);
     ready_.reserve(config_.max_ready + 64);
     stats_.released += all.size();
+    releasing_ += all.size();
     refill_suspended_ = true;
   }
-  for (auto h : all) release_uncharged(h);
+  release_taken(all);
 }
 
 void PagePool::set_watermarks(size_t min_ready, size_t max_ready) {
-  if (min_ready > max_ready) throw InvalidArgument("page pool: min_ready must not exceed max_ready");
+  if (min_ready > max_ready)
+    throw InvalidArgument("page pool: min_ready must not exceed max_ready");
   {
     std::lock_guard lock(mutex_);
     config_.min_ready = min_ready;
@@ -173,9 +200,10 @@ void PagePool::run() {
             victim = ready_.back();
             ready_.pop_back();
             stats_.released++;
+            ++releasing_;
           }
         }
-        if (victim.valid()) release_uncharged(victim);
+        if (victim.valid()) release_taken({&victim, 1});
       } else {
         vmm::PhysicalHandle h = create_charged();
         std::lock_guard g(mutex_);

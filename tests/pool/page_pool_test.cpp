@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "kvpager/common/error.hpp"
 #include "kvpager/vmm/fault_injecting_backend.hpp"
 #include "kvpager/vmm/host_backend.hpp"
@@ -55,6 +57,22 @@ TEST(PagePool, NeverExceedsTheBudgetAndAcquireIsAllOrNothing) {
   std::vector<vmm::PhysicalHandle> four(4);
   p.acquire(four);
   p.give_back(four);
+}
+
+TEST(PagePool, AHandleOnItsWayOutNeverMakesAnAcquireFail) {
+  // The budget holds 4 handles and the pool keeps none ready: every give_back makes the thread
+  // release them, one at a time. A handle it has taken off the ready list is still charged
+  // until it is gone, so an acquire of 4 right after a give_back must wait for it rather than
+  // be refused.
+  auto budget = std::make_shared<limits::LocalBudget>(4 * kGran);
+  pool::PagePool p(host(), budget, {kGran, 0, 0, true});
+  std::vector<vmm::PhysicalHandle> four(4);
+  for (int round = 0; round < 2000; ++round) {
+    ASSERT_NO_THROW(p.acquire(four)) << "round " << round;
+    p.give_back(four);
+    std::this_thread::yield();  // let the thread start releasing
+  }
+  ASSERT_TRUE(wait_until([&] { return budget->charged_bytes() == 0; }));
 }
 
 TEST(PagePool, DeviceOutOfMemoryRollsBackCreatedHandles) {

@@ -172,6 +172,9 @@ class KvCache {
   // Maps pages until `blocks_needed` more blocks are free; unlocks while mapping. All or
   // nothing: on failure every page mapped here is unmapped again, then it rethrows.
   void map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_needed, size_t request);
+  // The claim (bytes beyond the budget's charge) for holding `pages` more pages than are
+  // mapped; 0 when the charge covers them.
+  uint64_t claim_bytes_locked(size_t pages) const;
   // Unmaps one claimed free page outside the lock; false if no free page.
   bool unmap_one_locked(std::unique_lock<std::mutex>& lock);
   void unmap_claimed(uint32_t page);

@@ -9,9 +9,11 @@
 //
 // Thread safety: all public methods are thread-safe.
 // Errors: acquire() throws OutOfMemory when the budget or the device refuses and nothing was
-// taken; a driver error in the background thread is recorded and raised by the next acquire().
-// Ownership: handles given out by acquire() belong to the caller until give_back(); the pool
-// releases only its ready handles (at trim(), when over max_ready, and in its destructor).
+// taken (a refusal while surplus handles are being released waits for them first, so a handle
+// on its way out never makes acquire() fail); a driver error in the background thread is recorded
+// and raised by the next acquire(). Ownership: handles given out by acquire() belong to the caller
+// until give_back(); the pool releases only its ready handles (at trim(), when over max_ready, and
+// in its destructor).
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -71,6 +73,9 @@ class PagePool {
   // Creates one handle charged to the budget; nullopt-like invalid handle when refused.
   vmm::PhysicalHandle create_charged();
   void release_uncharged(vmm::PhysicalHandle handle);
+  // Releases ready handles already taken off the list (counted in releasing_), then wakes an
+  // acquire() that waits for their charge to go.
+  void release_taken(std::span<const vmm::PhysicalHandle> handles);
 
   std::shared_ptr<vmm::Backend> backend_;
   std::shared_ptr<limits::MemoryBudget> budget_;
@@ -78,7 +83,11 @@ class PagePool {
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;
+  std::condition_variable released_;  // releasing_ reached 0
   std::vector<vmm::PhysicalHandle> ready_;
+  // Ready handles taken off the list and being released: no longer ready, still charged. An
+  // acquire() the budget refuses waits for them before it gives up.
+  size_t releasing_ = 0;
   PagePoolStats stats_;
   bool refill_suspended_ = false;  // after trim() until the next acquire()
   bool refill_blocked_ = false;    // the budget or device refused; retried after give_back
