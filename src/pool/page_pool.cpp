@@ -88,13 +88,13 @@ void PagePool::acquire(std::span<vmm::PhysicalHandle> out) {
     for (size_t i = from_ready; i < out.size(); ++i) {
       vmm::PhysicalHandle h = create_charged();
       if (!h.valid()) {
-        // Surplus handles on their way out are still charged: wait for them, then retry once.
-        std::unique_lock lock(mutex_);
-        if (releasing_ > 0) {
+        // Surplus handles on their way out are still charged: wait until none is, then retry
+        // once (also when the last one finished between the refusal and this check).
+        {
+          std::unique_lock lock(mutex_);
           released_.wait(lock, [&] { return releasing_ == 0; });
-          lock.unlock();
-          h = create_charged();
         }
+        h = create_charged();
       }
       if (!h.valid()) {
         throw OutOfMemory("page pool: memory budget of " + format_size(budget_->limit_bytes()) +

@@ -450,9 +450,13 @@ TEST(KvCacheRegistry, ABorrowerUnmapsWhatItOwesAndAnOwnerKeepsItsGuarantee) {
   EXPECT_EQ(borrower.stats().blocks_in_use, 44u);  // blocks in use are never taken
   // (The owner's refusals were pressure too: the borrower, guaranteed nothing, sheds every free
   // page; let it finish, or a page it unmaps after `spare` is read below goes missing.)
+  // Handles of refused or unmapped pages go back through the pools, which release them on
+  // their own threads: wait until each charge is exactly its mapped pages.
   ASSERT_TRUE(wait_until([&] {
     const kv::KvCacheStats s = borrower.stats();
-    return s.owed_bytes == 0 && s.free_pages == 0;
+    return s.owed_bytes == 0 && s.free_pages == 0 &&
+           borrower_link->charged_bytes() == s.mapped_bytes &&
+           owner_link->charged_bytes() == owner.stats().mapped_bytes;
   }));
   // The owner has what it claimed, a page short of its guarantee: the claim ended, and the
   // borrower's room is the whole free budget again.
