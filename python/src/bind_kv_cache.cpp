@@ -159,6 +159,40 @@ failed call changes nothing.)doc")
           "claims the pages `blocks` more blocks need (0: the whole guarantee). No-op when "
           "unregistered.")
       .def(
+          "device_budget",
+          [](const KvCacheHandle& h) {
+            limits::DeviceBudget& d = h.registration().device_budget();
+            py::dict out;
+            out["device"] = d.device();
+            out["budget_bytes"] = d.budget_bytes();
+            out["charged_bytes"] = d.charged_total();
+            out["total_bytes"] = d.total_bytes();
+            return out;
+          },
+          "The registry device this cache charges: {'device', 'budget_bytes', 'charged_bytes' "
+          "(every member's charge), 'total_bytes'}. StateError without an instance name.")
+      .def(
+          "pool_budget_share",
+          [](const KvCacheHandle& h, uint64_t share) {
+            limits::InstanceRegistration& r = h.registration();
+            py::gil_scoped_release unlocked;
+            return r.pool_budget_share(share);
+          },
+          py::arg("share_bytes"),
+          "Pools this engine's share of the device into the shared budget: the budget becomes "
+          "`share_bytes` when this is the device's only live instance, else grows by it. "
+          "Returns the new budget. Take it out again with unpool_budget_share() on shutdown.")
+      .def(
+          "unpool_budget_share",
+          [](const KvCacheHandle& h, uint64_t share) {
+            limits::InstanceRegistration& r = h.registration();
+            py::gil_scoped_release unlocked;
+            return r.unpool_budget_share(share);
+          },
+          py::arg("share_bytes"),
+          "Takes a pooled share out of the device budget (never below the guarantees). "
+          "Returns the new budget.")
+      .def(
           "mapped_bytes", [](const KvCacheHandle& h) { return h.cache().mapped_bytes(); },
           "Physical bytes mapped now.")
       .def(

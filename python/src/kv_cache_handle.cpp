@@ -83,8 +83,8 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
       spec.limit_bytes = config.limit_bytes;
     }
     set_if_given(spec.guarantee_bytes, o.guarantee_bytes);
-    config.registry_link =
-        limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
+    registration_ = limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
+    config.registry_link = registration_;
   }
   cache_ = std::make_shared<kv::KvCache>(std::move(backend), config);
   geometry_ = cache_->config().geometry;
@@ -97,6 +97,14 @@ kv::KvCache& KvCacheHandle::cache() const {
     throw StateError("this KV cache was closed");
   }
   return *cache_;
+}
+
+limits::InstanceRegistration& KvCacheHandle::registration() const {
+  cache();
+  if (!registration_) {
+    throw StateError("this KV cache has no registry entry: build it with instance=NAME");
+  }
+  return *registration_;
 }
 
 std::shared_ptr<kv::KvCache> KvCacheHandle::shared() const {

@@ -18,6 +18,7 @@
 #include "dtype.hpp"
 #include "kv_tensor.hpp"
 #include "kvpager/kv/kv_cache.hpp"
+#include "kvpager/limits/instance_registration.hpp"
 
 namespace kvpager::python {
 
@@ -53,7 +54,10 @@ class KvCacheHandle {
   // The cache; throws StateError after close().
   kv::KvCache& cache() const;
   std::shared_ptr<kv::KvCache> shared() const;
-  void close() { cache_.reset(); }
+  void close() {
+    cache_.reset();
+    registration_.reset();
+  }
   bool closed() const { return cache_ == nullptr; }
 
   const DType& dtype() const { return *dtype_; }
@@ -75,10 +79,14 @@ class KvCacheHandle {
   // Bytes between consecutive blocks of one tensor.
   uint64_t block_stride_bytes() const;
 
+  // The registry entry of a cache built with `instance`; StateError without one.
+  limits::InstanceRegistration& registration() const;
+
  private:
   KvRegion region() const;
 
   std::shared_ptr<kv::KvCache> cache_;
+  std::shared_ptr<limits::InstanceRegistration> registration_;  // with `instance` only
   const DType* dtype_ = nullptr;
   DLDevice device_{kDLCPU, 0};
   std::string backend_description_;

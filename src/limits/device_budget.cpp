@@ -463,6 +463,47 @@ void DeviceBudget::set_budget(uint64_t bytes) {
   s.budget_revision.fetch_add(1, std::memory_order_acq_rel);
 }
 
+uint64_t DeviceBudget::pool_share(uint32_t slot, const ProcessIdentity& who, uint64_t share) {
+  if (share == 0) {
+    throw InvalidArgument("a budget share must be above 0 bytes");
+  }
+  if (slot >= format::kMaxSlots) {
+    throw InvalidArgument("no device slot " + std::to_string(slot));
+  }
+  DeviceSegment& s = segment();
+  RobustLock lock(&s.mutex, &s.recoveries);
+  if (!owned_by(s.slots[slot], who)) {
+    throw StateError("device " + device_ + ": slot " + std::to_string(slot) +
+                     " is no longer this instance's; it cannot pool a budget share");
+  }
+  reclaim_dead_locked(&who, nullptr);
+  uint32_t live = 0;
+  for (const DeviceSlot& other : s.slots) {
+    live += other.state.load(std::memory_order_acquire) == format::kSlotTaken ? 1 : 0;
+  }
+  const uint64_t before = s.budget_bytes.load(std::memory_order_acquire);
+  uint64_t after = live <= 1 ? share : before + std::min(share, UINT64_MAX - before);
+  after = std::max(after, guarantees_except(format::kMaxSlots));
+  s.budget_bytes.store(after, std::memory_order_release);
+  s.budget_revision.fetch_add(1, std::memory_order_acq_rel);
+  return after;
+}
+
+uint64_t DeviceBudget::unpool_share(uint64_t share) noexcept {
+  try {
+    DeviceSegment& s = segment();
+    RobustLock lock(&s.mutex, &s.recoveries);
+    const uint64_t before = s.budget_bytes.load(std::memory_order_acquire);
+    const uint64_t floor = std::max<uint64_t>(1, guarantees_except(format::kMaxSlots));
+    const uint64_t after = before > share && before - share > floor ? before - share : floor;
+    s.budget_bytes.store(std::min(before, after), std::memory_order_release);
+    s.budget_revision.fetch_add(1, std::memory_order_acq_rel);
+    return std::min(before, after);
+  } catch (...) {
+    return budget_bytes();  // a lock that cannot be taken: leave the budget as it is
+  }
+}
+
 DeviceRecord DeviceBudget::snapshot_locked() {
   RobustLock lock(&segment().mutex, &segment().recoveries);
   DeviceRecord r;

@@ -67,6 +67,10 @@ class InstanceRegistration final : public MemoryBudget,
   // Sets this instance's guarantee (same effect as `kvpager guarantee`); InvalidArgument when
   // the device's guarantees would sum above its budget.
   void set_guarantee(uint64_t bytes);
+  // This instance's engine pools its share into the device budget (DeviceBudget::pool_share)
+  // or takes it out again; each returns the new budget.
+  uint64_t pool_budget_share(uint64_t share) { return device_.pool_share(slot_, self_, share); }
+  uint64_t unpool_budget_share(uint64_t share) noexcept { return device_.unpool_share(share); }
   const std::string& name() const { return spec_.name; }
   const std::string& device() const { return spec_.device; }
   const std::string& path() const { return file_.path(); }

@@ -52,8 +52,6 @@ used from transformers' generation thread as its stock cache is.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import inspect
 import itertools
 import threading
 import time
@@ -63,6 +61,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._kvpager import OutOfMemory
 from ..cache import KvCache
+from . import policy
 
 __all__ = [
     "IncompatibleTransformers",
@@ -168,21 +167,11 @@ def _resolve(modules, dotted: str):
     return obj
 
 
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
-
-
 def current_fingerprints() -> Dict[str, str]:
     """The fingerprints of the installed transformers' internals (KeyError-free: a missing one
     reads 'missing')."""
     modules = _modules()
-    out = {}
-    for name in _FINGERPRINTS:
-        try:
-            out[name] = _fingerprint(_resolve(modules, name))
-        except (AttributeError, OSError, TypeError):
-            out[name] = "missing"
-    return out
+    return policy.current_fingerprints(_FINGERPRINTS, lambda name: _resolve(modules, name))
 
 
 def check_compatibility() -> str:
@@ -190,22 +179,17 @@ def check_compatibility() -> str:
     IncompatibleTransformers naming the first that differs, or ImportError without it."""
     import transformers
 
-    version = transformers.__version__
-    have = current_fingerprints()
-    for name, expected in _FINGERPRINTS.items():
-        got = have[name]
-        if got == "missing":
-            raise IncompatibleTransformers(
-                f"kvpager.integrations.transformers was written for transformers {WRITTEN_FOR}; "
-                f"transformers {version} has no {name}"
-            )
-        if got != expected:
-            raise IncompatibleTransformers(
-                f"kvpager.integrations.transformers was written for transformers {WRITTEN_FOR}; "
-                f"in transformers {version} the source of {name} changed (fingerprint {got}, "
-                f"expected {expected})"
-            )
-    return version
+    modules = _modules()
+    policy.check_internals(
+        _FINGERPRINTS,
+        lambda name: _resolve(modules, name),
+        integration="kvpager.integrations.transformers",
+        engine="transformers",
+        written_for=WRITTEN_FOR,
+        version=transformers.__version__,
+        error=IncompatibleTransformers,
+    )
+    return transformers.__version__
 
 
 def _torch():
@@ -276,18 +260,12 @@ def _block_manager_class(base):
         def others_hold_room(self) -> bool:
             """True when other caches or processes sharing the budget hold blocks this instance's
             own limit would let it have."""
-            st = self.kv.stats()
-            if st["owed_bytes"] > 0:  # it is the one holding another's room
-                return False
-            return st["available_within_limit_blocks"] > st["available_blocks"]
+            return policy.others_hold_room(self.kv.stats())
 
         def short_of_guarantee(self) -> bool:
             """True when this instance holds less than its guaranteed share and others hold room
             it could have: requests it queues should claim the share."""
-            st = self.kv.stats()
-            held = st["mapped_bytes"] + st["pool"]["ready_bytes"]
-            return (st["guarantee_bytes"] > held
-                    and st["available_within_limit_blocks"] > st["available_blocks"])
+            return policy.short_of_guarantee(self.kv.stats())
 
         def note_held_back(self, held_back: bool) -> None:
             """Called once per scheduling pass: whether requests waited because of memory others

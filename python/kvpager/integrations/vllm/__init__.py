@@ -1,0 +1,178 @@
+"""vLLM on kvpager memory: an elastic KV cache for vLLM's V1 engine, vLLM itself unedited.
+
+    pip install kvpager                        # or the build tree on PYTHONPATH, see README
+    KVPAGER_VLLM=1 vllm serve MODEL --served-model-name llama-8b
+    KVPAGER_VLLM=1 python -c "import vllm; vllm.LLM(...)"
+
+kvpager registers itself as a ``vllm.general_plugins`` entry point, which vLLM loads in every
+one of its processes (front end, engine core, workers). With KVPAGER_VLLM=1 the plugin calls
+:func:`enable`; without it vLLM is untouched. What changes (worker.py, scheduler.py):
+
+* KV tensors: every KV-cache tensor vLLM plans lives in one ``kvpager.KvCache`` (interleaved
+  across layers by default, ``KVPAGER_LAYOUT=per-layer`` selectable), in the shape the layer's
+  attention backend asks for; the kernels read kvpager memory directly. Both model runners
+  (V2, vLLM 0.26's default for dense models, and V1 with VLLM_USE_V2_MODEL_RUNNER=0).
+* Blocks: vLLM's block pool hands out kvpager's blocks; physical pages are mapped for blocks in
+  use and prefix-cached free blocks, and unmapped once empty. Under pressure, cached blocks are
+  evicted page by page before vLLM would preempt anything.
+* Capacity: vLLM's block count is the virtual capacity; ``--gpu-memory-utilization`` still
+  sizes this engine's share (what stock would give its KV cache), which is pooled into the
+  device budget of the shared registry (capacity.py). The engine registers under
+  ``--served-model-name`` (or KVPAGER_INSTANCE): ``kvpager top``, ``kvpager limit`` and
+  ``kvpager guarantee`` see and steer it live.
+
+Compatibility: :func:`enable` checks the vLLM version and the source of every internal this
+module replaces or relies on (:data:`FINGERPRINTS`, as of vLLM 0.26.0) and raises
+:class:`IncompatibleVllm` naming the first that changed.
+
+Scope: tensor_parallel_size=1 (the worker in the engine-core process); anything else is refused
+at start with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Dict, Optional
+
+from .. import policy
+from .options import VllmOptions, options_from_env
+
+__all__ = [
+    "FINGERPRINTS",
+    "IncompatibleVllm",
+    "VllmOptions",
+    "check_compatibility",
+    "disable",
+    "enable",
+    "is_enabled",
+    "register",
+]
+
+logger = logging.getLogger("kvpager.vllm")
+
+WRITTEN_FOR = "0.26.0"
+
+# sha256 (16 hex digits) of the source of each vLLM internal this integration replaces or
+# relies on, in vLLM 0.26.0. Regenerate: `python -m kvpager.integrations.vllm --fingerprints`.
+FINGERPRINTS: Dict[str, str] = {
+    "vllm.v1.worker.gpu_worker:Worker.determine_available_memory": "392088c81088b594",
+    "vllm.v1.worker.gpu_model_runner:GPUModelRunner._allocate_kv_cache_tensors": "d73b6f7df6678d49",
+    "vllm.v1.worker.gpu_model_runner:GPUModelRunner._reshape_kv_cache_tensors": "9ba8f4e6205bfe9a",
+    "vllm.v1.worker.gpu.attn_utils:_allocate_kv_cache": "07f2e7cf45f68069",
+    "vllm.v1.worker.gpu.attn_utils:_reshape_attention_kv_cache": "20e6c5ae28777409",
+    "vllm.v1.worker.gpu.attn_utils:_reshape_kv_cache": "28f603af98fcae18",
+    "vllm.v1.core.block_pool:BlockPool": "092ed6c15c3bfcf3",
+    "vllm.v1.core.block_pool:FreeKVCacheBlockQueue": "886bb60d97f22f85",
+    "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.__init__": "47e83893925c44da",
+    "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate": "8e74eb2075033b94",
+    "vllm.v1.core.kv_cache_manager:KVCacheManager.allocate_slots": "ad07182657498a47",
+    "vllm.v1.core.sched.scheduler:Scheduler.schedule": "491d8fe7c9e3c94c",
+}
+
+
+class IncompatibleVllm(RuntimeError):
+    """The installed vLLM changed an internal this integration relies on."""
+
+
+_lock = threading.RLock()
+_patches = policy.Patches()
+_active: Optional[VllmOptions] = None
+
+
+def _resolve(name: str) -> Any:
+    import importlib
+
+    module_name, _, attrs = name.partition(":")
+    obj = importlib.import_module(module_name)
+    for attr in attrs.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def current_fingerprints() -> Dict[str, str]:
+    return policy.current_fingerprints(FINGERPRINTS, _resolve)
+
+
+def check_compatibility() -> str:
+    """Returns the installed vLLM version when every internal matches; raises IncompatibleVllm
+    naming the first that does not (ImportError without vLLM)."""
+    import vllm
+
+    policy.check_internals(
+        FINGERPRINTS,
+        _resolve,
+        integration="kvpager.integrations.vllm",
+        engine="vLLM",
+        written_for=WRITTEN_FOR,
+        version=vllm.__version__,
+        error=IncompatibleVllm,
+    )
+    return vllm.__version__
+
+
+def is_enabled() -> bool:
+    return _active is not None
+
+
+def enable(options: Optional[VllmOptions] = None) -> VllmOptions:
+    """Puts vLLM's KV cache on kvpager in this process (idempotent; every vLLM process needs
+    it, which the plugin does). Raises IncompatibleVllm when vLLM's internals changed."""
+    global _active
+    with _lock:
+        if _active is not None:
+            return _active
+        options = options or options_from_env()
+        check_compatibility()
+        from vllm.v1.core import block_pool, kv_cache_coordinator
+        from vllm.v1.core.sched import scheduler as vllm_scheduler
+        from vllm.v1.worker import gpu_model_runner, gpu_worker
+        from vllm.v1.worker.gpu import attn_utils
+
+        from . import scheduler, worker
+
+        p = _patches
+        Worker = gpu_worker.Worker
+        p.set(Worker, "determine_available_memory",
+              worker.determine_available_memory(Worker.determine_available_memory, options))
+        Runner = gpu_model_runner.GPUModelRunner
+        p.set(Runner, "_allocate_kv_cache_tensors",
+              worker.allocate_v1(Runner._allocate_kv_cache_tensors, options))
+        p.set(attn_utils, "_allocate_kv_cache",
+              worker.allocate_v2(attn_utils._allocate_kv_cache, options))
+        reshape = worker.reshape(attn_utils._reshape_attention_kv_cache)
+        p.set(attn_utils, "_reshape_attention_kv_cache", reshape)
+        p.set(gpu_model_runner, "_reshape_attention_kv_cache", reshape)
+        p.set(kv_cache_coordinator, "BlockPool", scheduler.pool_class(block_pool.BlockPool))
+        Coordinator = kv_cache_coordinator.KVCacheCoordinator
+        p.set(Coordinator, "get_num_blocks_to_allocate",
+              scheduler.get_num_blocks_to_allocate(Coordinator.get_num_blocks_to_allocate))
+        Scheduler = vllm_scheduler.Scheduler
+        p.set(Scheduler, "schedule", scheduler.schedule(Scheduler.schedule))
+        _active = options
+        logger.info("kvpager: vLLM's KV cache is on kvpager (layout %s)", options.layout)
+        return options
+
+
+def disable() -> None:
+    """Restores every vLLM internal enable() replaced and drops this process's cache."""
+    global _active
+    with _lock:
+        if _active is None:
+            return
+        from . import worker
+
+        _patches.restore()
+        worker.forget()
+        _active = None
+
+
+def register() -> None:
+    """The ``vllm.general_plugins`` entry point: enables kvpager when KVPAGER_VLLM=1."""
+    value = os.environ.get("KVPAGER_VLLM", "")
+    if value in ("", "0"):
+        return
+    if value != "1":
+        raise ValueError(f"KVPAGER_VLLM: '{value}' (set 1 to put vLLM's KV cache on kvpager)")
+    enable()

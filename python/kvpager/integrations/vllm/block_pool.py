@@ -1,0 +1,266 @@
+"""vLLM's block pool with kvpager's allocator underneath.
+
+vLLM's ``BlockPool`` keeps every block of the cache in a free queue in eviction order (blocks
+without a prefix-cache hash first, then cached ones, least recently used first) and hands out
+the queue's head. :func:`block_pool_class` derives ``KvpagerBlockPool`` from it: vLLM keeps its
+queue, hashes, reference counts and events, but which free block is handed out, and whether
+memory backs it, is kvpager's:
+
+* a block is *held* in kvpager (its page mapped and charged) while vLLM uses it (ref_cnt > 0),
+  while it is a cached free block (its KV is a prefix-cache entry), or while it is *staged*
+  (taken from kvpager ahead of a check vLLM is about to make, see below); every other block is
+  free in kvpager, and its page is unmapped by kvpager's idle policy once empty;
+* new blocks come from ``KvCache.alloc`` (best fit: pages fill up and empty whole); when the
+  budget refuses, the least recently used cached free blocks are evicted and reused, as stock
+  vLLM does when its cache is full;
+* vLLM checks ``get_num_free_blocks()`` before it allocates. With several processes under one
+  budget, memory counted free a moment ago may be gone, so before that check the pool stages
+  the blocks the request needs (``stage(n)``, called when vLLM computes ``n``) and the check
+  that follows counts only staged and cached free blocks: an allocation vLLM decides on cannot
+  be refused afterwards. Staged blocks nobody used go back at the next scheduling step;
+* under pressure (another instance claims its guarantee, a limit is lowered: policy.debt_blocks)
+  ``pay_debt()`` evicts cached free blocks page by page, choosing pages whose every held block
+  is a cached free one, least recently used first, so that whole pages empty and unmap; while a
+  debt remains, no new memory is mapped and vLLM preempts as with a full stock cache.
+
+Thread safety: like vLLM's BlockPool, used by the scheduler thread only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, List
+
+from ..._kvpager import OutOfMemory
+from .. import policy
+
+__all__ = ["block_pool_class"]
+
+_DEBT_POLL_S = 0.01  # how often pay_debt() reads kvpager's statistics
+
+
+def block_pool_class(base, kv_source):
+    """KvpagerBlockPool derived from vLLM's BlockPool ``base``; ``kv_source()`` returns the
+    worker.WorkerKv whose blocks it hands out."""
+
+    class KvpagerBlockPool(base):
+        def __init__(self, num_gpu_blocks: int, *args, **kwargs) -> None:
+            super().__init__(num_gpu_blocks, *args, **kwargs)
+            wkv = kv_source()
+            if wkv.num_blocks != num_gpu_blocks:
+                raise RuntimeError(
+                    f"kvpager: vLLM's block pool has {num_gpu_blocks} blocks, the kvpager cache "
+                    f"{wkv.num_blocks}"
+                )
+            self.kv = wkv.cache
+            self.kvpager_block_bytes = wkv.block_bytes
+            stats = self.kv.stats()
+            tensors = 1 if self.kv.layout == "interleaved" else wkv.num_tensors
+            self._handle_bytes = stats["page_bytes"] // tensors  # one page of one tensor
+            self._stride = self.kv.block_stride_bytes  # from block to block in one tensor
+            self._blocks_per_page = max(1, self._handle_bytes // self._stride)
+            self._held = bytearray(num_gpu_blocks)  # 1: kvpager holds the block
+            self._held[0] = 1  # the null block, always mapped
+            self._held_count = 1
+            self._staged: List[int] = []
+            self._checked_after_stage = False
+            self._releasing_cached = True  # evicting a cached free block frees it in kvpager
+            self._debt_checked_at = 0.0
+            self.asker = policy.RoomAsker(self.kv)
+            self.evicted_under_pressure = 0  # blocks evicted from the prefix cache for a debt
+            self.staging_refusals = 0
+
+        # kvpager bookkeeping
+        def _hold(self, ids: Iterable[int]) -> None:
+            held = self._held
+            for i in ids:
+                held[i] = 1
+            self._held_count += len(ids)
+
+        def _release(self, ids: List[int]) -> None:
+            if not ids:
+                return
+            held = self._held
+            for i in ids:
+                held[i] = 0
+            self._held_count -= len(ids)
+            self.kv.free(ids)
+
+        def held_free_blocks(self) -> int:
+            """Staged and cached free blocks: held in kvpager, free in vLLM."""
+            in_use = self.num_gpu_blocks - 1 - self.free_block_queue.num_free_blocks
+            return self._held_count - 1 - in_use
+
+        def _alloc(self, n: int) -> List[int]:
+            try:
+                ids = self.kv.alloc(n)
+            except OutOfMemory:
+                return []
+            self._hold(ids)
+            return ids
+
+        def _alloc_up_to(self, n: int) -> List[int]:
+            """n blocks from kvpager, or as many as it has now."""
+            got = self._alloc(n)
+            if not got:
+                available = min(self.kv.available(), n)
+                if available > 0:
+                    got = self._alloc(available)
+            return got
+
+        def _evict_lru_cached(self, n: int) -> List[int]:
+            """Up to n cached free blocks, least recently used first, evicted from the prefix
+            cache but kept held (they are reused at once)."""
+            out: List[int] = []
+            self._releasing_cached = False
+            try:
+                block = self.free_block_queue.fake_free_list_head.next_free_block
+                tail = self.free_block_queue.fake_free_list_tail
+                while block is not tail and len(out) < n:
+                    nxt = block.next_free_block
+                    if block.block_hash is not None and self._held[block.block_id]:
+                        self._maybe_evict_cached_block(block)
+                        out.append(block.block_id)
+                    block = nxt
+            finally:
+                self._releasing_cached = True
+            return out
+
+        def stage(self, n: int) -> None:
+            """Holds ``n`` blocks for the allocation vLLM is about to check (see the module
+            docstring); the next get_num_free_blocks() counts only held free blocks."""
+            need = n - len(self._staged)
+            if need > 0 and self.kv.owed_blocks() == 0:
+                got = self._alloc_up_to(need)
+                if len(got) < need:
+                    self.staging_refusals += 1
+                    self.asker.ask(need - len(got))
+                self._staged.extend(got)
+            self._checked_after_stage = True
+
+        def release_staged(self) -> None:
+            staged, self._staged = self._staged, []
+            self._release(staged)
+
+        # BlockPool
+        def get_num_free_blocks(self) -> int:
+            free = self.free_block_queue.num_free_blocks
+            held_free = self.held_free_blocks()
+            if self._checked_after_stage:
+                self._checked_after_stage = False
+                return min(free, held_free)
+            return min(free, held_free + self.kv.available())
+
+        def get_new_blocks(self, num_blocks: int) -> list:
+            ids = self._staged[:num_blocks]
+            del self._staged[: len(ids)]
+            if len(ids) < num_blocks and self.kv.owed_blocks() == 0:
+                ids += self._alloc_up_to(num_blocks - len(ids))
+            if len(ids) < num_blocks:
+                ids += self._evict_lru_cached(num_blocks - len(ids))
+            if len(ids) < num_blocks:
+                self._staged.extend(ids)
+                raise ValueError(f"Cannot get {num_blocks} free blocks from the pool")
+            blocks = self.blocks
+            queue = self.free_block_queue
+            collector = self.metrics_collector
+            out = []
+            for i in ids:
+                block = blocks[i]
+                if block.ref_cnt != 0:
+                    raise RuntimeError(f"kvpager handed out block {i}, which vLLM uses")
+                queue.remove(block)
+                if self.enable_caching and block.block_hash is not None:
+                    self._maybe_evict_cached_block(block)
+                block.ref_cnt = 1
+                if collector:
+                    collector.on_block_allocated(block)
+                out.append(block)
+            return out
+
+        def free_blocks(self, ordered_blocks: Iterable) -> None:
+            ordered = list(ordered_blocks)
+            super().free_blocks(ordered)
+            held = self._held
+            release = []
+            for block in ordered:
+                i = block.block_id
+                if block.ref_cnt == 0 and not block.is_null and block.block_hash is None and held[i]:
+                    held[i] = 0  # a block listed twice is released once
+                    release.append(i)
+            if release:
+                self._held_count -= len(release)
+                self.kv.free(release)
+
+        def _maybe_evict_cached_block(self, block) -> bool:
+            evicted = super()._maybe_evict_cached_block(block)
+            if evicted and self._releasing_cached and block.ref_cnt == 0 and block.block_hash is None:
+                self._release([block.block_id])
+            return evicted
+
+        def reset_prefix_cache(self) -> bool:
+            self.release_staged()
+            self._checked_after_stage = False
+            free = self.free_block_queue.num_free_blocks
+            if self.num_gpu_blocks - free != 1:
+                return super().reset_prefix_cache()  # logs and refuses as stock does
+            self._releasing_cached = False
+            try:
+                done = super().reset_prefix_cache()
+            finally:
+                self._releasing_cached = True
+            if done:
+                self._release([i for i in range(1, self.num_gpu_blocks) if self._held[i]])
+            return done
+
+        # pressure
+        def pay_debt(self) -> int:
+            """Called before each scheduling step: gives staged blocks back and, when kvpager
+            says this instance owes memory, evicts cached free blocks page by page. Returns the
+            blocks' worth still owed (vLLM then preempts as with a full cache)."""
+            self.release_staged()
+            now = time.monotonic()
+            if now - self._debt_checked_at < _DEBT_POLL_S:
+                return 0
+            self._debt_checked_at = now
+            owed = policy.debt_blocks(self.kv.stats(), self.kvpager_block_bytes)
+            if owed <= 0 or not self.enable_caching:
+                return owed
+            for page_blocks in self._evictable_pages():
+                if owed <= 0:
+                    break
+                self._releasing_cached = True
+                for i in page_blocks:
+                    self._maybe_evict_cached_block(self.blocks[i])
+                self.evicted_under_pressure += len(page_blocks)
+                owed -= self._blocks_per_page
+            return max(owed, 0)
+
+        def _evictable_pages(self) -> List[List[int]]:
+            """Pages every held block of which is a cached free block, least recently used
+            first (by the newest block of each page), as lists of their block ids."""
+            stride, handle = self._stride, self._handle_bytes
+            newest = {}
+            members = {}
+            rank = 0
+            block = self.free_block_queue.fake_free_list_head.next_free_block
+            tail = self.free_block_queue.fake_free_list_tail
+            while block is not tail:
+                if block.block_hash is not None and self._held[block.block_id]:
+                    page = block.block_id * stride // handle
+                    newest[page] = rank
+                    members.setdefault(page, []).append(block.block_id)
+                rank += 1
+                block = block.next_free_block
+            held = self._held
+            pages = []
+            for page, ids in members.items():
+                first = -(-page * handle // stride)  # the blocks lying wholly in the page
+                last = min((page + 1) * handle // stride, self.num_gpu_blocks)
+                if sum(held[first:last]) == len(ids):
+                    pages.append((newest[page], ids))
+            pages.sort()
+            return [ids for _, ids in pages]
+
+    return KvpagerBlockPool
+

@@ -1,0 +1,80 @@
+"""The one configuration of the vLLM integration (defaults documented here, filled from
+KVPAGER_* variables by :func:`options_from_env`, or given to ``enable()``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from .capacity import DEFAULT_MAX_BLOCKS
+
+__all__ = ["VllmOptions", "options_from_env", "parse_bytes"]
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(text: str, what: str) -> int:
+    """'512M', '2G', '2GiB', '1048576' -> bytes; ValueError naming ``what`` otherwise."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] != "" else ""
+    number = t[: -len(unit)] if unit else t
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{what}: '{text}' is no size (e.g. 512M, 2G, bytes)") from None
+    if not value >= 0 or value != value:
+        raise ValueError(f"{what}: '{text}' must be a size of 0 or more")
+    return int(value * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """How vLLM's KV cache is built on kvpager.
+
+    ``layout``: "interleaved" (default: one page holds a run of blocks of every layer, so a
+    block costs one mapping) or "per-layer" (a page per layer: needed when the attention
+    kernel's block is smaller than vLLM's). KVPAGER_LAYOUT.
+    ``instance``: the registry name (KVPAGER_INSTANCE); default vLLM's served model name.
+    ``guarantee_bytes``: a guaranteed share of the device budget (KVPAGER_VLLM_GUARANTEE).
+    ``limit_bytes``: the instance's limit (None: KVPAGER_LIMIT or none).
+    ``handle_bytes``: the page size (None: KVPAGER_HANDLE_SIZE, else 2 MiB or the smallest
+    multiple of it that holds one block of every layer).
+    ``max_blocks``: at most this many blocks of virtual capacity (KVPAGER_VLLM_MAX_BLOCKS,
+    default 2**20): vLLM's scheduler keeps a Python object per block.
+    ``pool_budget``: pool this engine's share (what stock vLLM would give its KV cache under
+    --gpu-memory-utilization) into the device budget; off when KVPAGER_GPU_UTILIZATION sets the
+    budget or KVPAGER_VLLM_POOL_BUDGET=0.
+    """
+
+    layout: str = "interleaved"
+    instance: Optional[str] = None
+    guarantee_bytes: Optional[int] = None
+    limit_bytes: Optional[int] = None
+    handle_bytes: Optional[int] = None
+    max_blocks: int = DEFAULT_MAX_BLOCKS
+    pool_budget: bool = True
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("interleaved", "per-layer"):
+            raise ValueError(f"kvpager: layout '{self.layout}' (choose interleaved or per-layer)")
+        if self.max_blocks < 2:
+            raise ValueError(f"kvpager: max_blocks must be 2 or more, got {self.max_blocks}")
+
+
+def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
+    """VllmOptions from KVPAGER_* variables; ValueError naming the variable on bad values."""
+    guarantee = env.get("KVPAGER_VLLM_GUARANTEE")
+    handle = env.get("KVPAGER_HANDLE_SIZE")
+    max_blocks = env.get("KVPAGER_VLLM_MAX_BLOCKS")
+    if max_blocks is not None and not max_blocks.strip().isdigit():
+        raise ValueError(f"KVPAGER_VLLM_MAX_BLOCKS: '{max_blocks}' is no block count")
+    return VllmOptions(
+        layout=env.get("KVPAGER_LAYOUT", "interleaved") or "interleaved",
+        instance=env.get("KVPAGER_INSTANCE") or None,
+        guarantee_bytes=parse_bytes(guarantee, "KVPAGER_VLLM_GUARANTEE") if guarantee else None,
+        handle_bytes=parse_bytes(handle, "KVPAGER_HANDLE_SIZE") if handle else None,
+        max_blocks=int(max_blocks) if max_blocks else DEFAULT_MAX_BLOCKS,
+        pool_budget=not env.get("KVPAGER_GPU_UTILIZATION")
+        and env.get("KVPAGER_VLLM_POOL_BUDGET", "1") != "0",
+    )

@@ -1,0 +1,259 @@
+"""The worker side of vLLM on kvpager: KV tensors in kvpager virtual memory.
+
+Three vLLM worker internals are replaced while the integration is enabled:
+
+* ``Worker.determine_available_memory``: the profile run still runs (so stock's KV size, this
+  engine's share of the device, is known), but vLLM is told the virtual capacity
+  (capacity.virtual_bytes), so its block count no longer depends on what was free at start.
+* the KV allocation of both model runners (V1 ``GPUModelRunner._allocate_kv_cache_tensors``,
+  V2 ``attn_utils._allocate_kv_cache``): one ``kvpager.KvCache`` holds every KV-cache tensor
+  vLLM planned (one kvpager "layer" per ``KVCacheTensor``, each block an opaque page of that
+  tensor's bytes), registered in the shared registry; vLLM gets a byte view per tensor.
+* ``_reshape_attention_kv_cache`` (shared by both runners): for a kvpager byte view it returns
+  the strided view of kv_views.attention_view in the shape the layer's backend asked for.
+
+The cache lives in this process (:func:`current`): vLLM's scheduler runs in the same engine-core
+process as a tensor-parallel-size-1 worker and takes its blocks from it (scheduler.py).
+
+Thread safety: called from vLLM's worker thread during start-up only; ``current`` is read by
+the scheduler afterwards.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from ...cache import KvCache
+from ...dtypes import dtype_name
+from ...torch_interop import to_torch
+from . import capacity, kv_views
+from .options import VllmOptions
+
+logger = logging.getLogger("kvpager.vllm")
+
+_MIB2 = 2 << 20
+
+
+@dataclass
+class WorkerKv:
+    """This process's kvpager KV cache as vLLM planned it."""
+
+    cache: KvCache
+    num_blocks: int
+    page_bytes: int  # one block of one KV-cache tensor
+    num_tensors: int
+    instance: str
+    pooled_share_bytes: int = 0
+    # id() of each byte view handed to vLLM -> its tensor index (while vLLM reshapes them)
+    raw_views: Dict[int, int] = field(default_factory=dict)
+
+    @property
+    def block_bytes(self) -> int:
+        """One vLLM block of every tensor: what one block id maps."""
+        return self.page_bytes * self.num_tensors
+
+
+_current: Optional[WorkerKv] = None
+_stock_kv_bytes: Optional[int] = None
+_vllm_config: Any = None  # the worker's, seen when it sized the cache
+
+
+def current() -> WorkerKv:
+    """The KV cache the worker of this process built; RuntimeError when there is none (vLLM's
+    scheduler and worker in different processes: only tensor_parallel_size=1 with the in-process
+    executor runs on kvpager today)."""
+    if _current is None:
+        raise RuntimeError(
+            "kvpager: vLLM's scheduler found no kvpager KV cache in its process; kvpager runs "
+            "vLLM's worker in the engine-core process only (tensor_parallel_size=1, "
+            "distributed_executor_backend='uni')"
+        )
+    return _current
+
+
+def forget() -> None:
+    """Drops this process's cache (disable(), tests)."""
+    global _current
+    if _current is not None:
+        _release_share(_current)
+        _current.cache.close()
+    _current = None
+
+
+def _release_share(kv: WorkerKv) -> None:
+    if kv.pooled_share_bytes and not kv.cache.closed:
+        kv.cache.unpool_budget_share(kv.pooled_share_bytes)
+        kv.pooled_share_bytes = 0
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def determine_available_memory(original, options: VllmOptions):
+    def determine_available_memory(self) -> int:
+        global _stock_kv_bytes, _vllm_config
+        _vllm_config = self.vllm_config
+        if self.parallel_config.world_size > 1:
+            raise NotImplementedError(
+                "kvpager: vLLM with tensor or pipeline parallelism "
+                f"(world size {self.parallel_config.world_size}) does not run on kvpager yet; "
+                "unset KVPAGER_VLLM or use tensor_parallel_size=1"
+            )
+        stock = int(original(self))
+        _stock_kv_bytes = stock
+        import torch
+
+        specs = self.get_kv_cache_spec()
+        bytes_per_block = sum(int(spec.page_size_bytes) for spec in specs.values())
+        block_size = min(int(spec.block_size) for spec in specs.values())
+        max_len = int(self.vllm_config.model_config.max_model_len)
+        total = int(torch.cuda.mem_get_info(self.device)[1])
+        virtual = capacity.virtual_bytes(
+            budget_bytes=total,
+            bytes_per_block=bytes_per_block,
+            limit_bytes=options.limit_bytes or 0,
+            max_blocks=options.max_blocks,
+            min_blocks=-(-max_len // block_size) + 1,
+        )
+        logger.info(
+            "kvpager: stock vLLM would have %.2f GiB of KV cache (its share of the device); "
+            "virtual capacity %d blocks (%.2f GiB), mapped as used",
+            stock / 2**30, virtual // bytes_per_block, virtual / 2**30,
+        )
+        return virtual
+
+    return determine_available_memory
+
+
+def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> WorkerKv:
+    global _current
+    if _current is not None:
+        forget()
+    tensors = list(kv_cache_config.kv_cache_tensors)
+    from vllm.v1.kv_cache_interface import AttentionSpec
+
+    for group in kv_cache_config.kv_cache_groups:
+        if not isinstance(group.kv_cache_spec, AttentionSpec):
+            raise kv_views.LayoutError(
+                f"kvpager: vLLM KV-cache group of {type(group.kv_cache_spec).__name__} (a state "
+                "cache such as Mamba's) is not backed by kvpager; only attention layers are"
+            )
+    if any(getattr(t, "block_stride", 0) > 0 for t in tensors):
+        raise kv_views.LayoutError(
+            "kvpager: vLLM planned a packed cross-layer KV layout (DeepSeek V4 or "
+            "enable_cross_layers_blocks); kvpager backs the plain per-tensor plan only"
+        )
+    num_blocks = int(kv_cache_config.num_blocks)
+    pages = sorted({int(t.size) // num_blocks for t in tensors})
+    if len(pages) != 1 or any(int(t.size) % num_blocks for t in tensors):
+        raise kv_views.LayoutError(
+            f"kvpager: vLLM's KV-cache tensors have different page sizes ({pages} bytes); kvpager "
+            "needs one page size for all (hybrid models whose groups vLLM could not unify)"
+        )
+    page = pages[0]
+    layout = options.layout
+    cell = page * len(tensors) if layout == "interleaved" else page
+    handle = options.handle_bytes or max(_MIB2, _round_up(cell, _MIB2))
+    model_config = vllm_config.model_config
+    name = capacity.instance_name(options.instance, model_config.served_model_name, model_config.model)
+    import torch
+
+    ordinal = device.index if device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(device).cuda_stream
+    cache = KvCache(
+        len(tensors),
+        1,
+        page,
+        "int8",
+        block_size=1,
+        num_blocks=num_blocks,
+        kind="latent",
+        layout=layout,
+        device=f"cuda:{ordinal}",
+        handle_bytes=handle,
+        limit_bytes=options.limit_bytes,
+        stream=stream,
+        instance=name,
+        model="".join(c for c in str(model_config.model) if c.isprintable())[-63:],
+        guarantee_bytes=options.guarantee_bytes,
+    )
+    kv = WorkerKv(cache, num_blocks, page, len(tensors), name)
+    if options.pool_budget and _stock_kv_bytes:
+        budget = cache.pool_budget_share(_stock_kv_bytes)
+        kv.pooled_share_bytes = _stock_kv_bytes
+        atexit.register(_release_share, kv)
+        logger.info(
+            "kvpager: instance %s pooled its %.2f GiB share; device %s budget now %.2f GiB",
+            name, _stock_kv_bytes / 2**30, cache.device_budget()["device"], budget / 2**30,
+        )
+    _current = kv
+    return kv
+
+
+def _byte_views(kv: WorkerKv, kv_cache_config) -> Dict[str, Any]:
+    raw: Dict[str, Any] = {}
+    for index, tensor in enumerate(kv_cache_config.kv_cache_tensors):
+        offset = kv.cache.tensor_offset(index, 0)
+        view = to_torch(kv.cache.view(offset, [kv.num_blocks * kv.page_bytes], [1], "int8"))
+        kv.raw_views[id(view)] = index
+        for layer_name in tensor.shared_by:
+            raw[layer_name] = view
+    return raw
+
+
+def allocate_v1(original, options: VllmOptions):
+    def _allocate_kv_cache_tensors(self, kv_cache_config):
+        kv = _make_cache(kv_cache_config, self.device, self.vllm_config, options)
+        return _byte_views(kv, kv_cache_config)
+
+    return _allocate_kv_cache_tensors
+
+
+def allocate_v2(original, options: VllmOptions):
+    def _allocate_kv_cache(kv_cache_config, shared_layers, device):
+        vllm_config = _vllm_config
+        if vllm_config is None:
+            from vllm.config import get_current_vllm_config
+
+            vllm_config = get_current_vllm_config()
+        kv = _make_cache(kv_cache_config, device, vllm_config, options)
+        return _byte_views(kv, kv_cache_config)
+
+    return _allocate_kv_cache
+
+
+def reshape(original):
+    def _reshape_attention_kv_cache(
+        kv_raw_tensor, kv_cache_spec, kv_cache_shape, kv_cache_stride_order, num_blocks, packing
+    ):
+        kv = _current
+        index = kv.raw_views.get(id(kv_raw_tensor)) if kv is not None else None
+        if index is None:
+            return original(
+                kv_raw_tensor, kv_cache_spec, kv_cache_shape, kv_cache_stride_order, num_blocks,
+                packing,
+            )
+        if num_blocks % kv.num_blocks:
+            raise kv_views.LayoutError(
+                f"kvpager: the attention kernel's {num_blocks} blocks are no multiple of vLLM's "
+                f"{kv.num_blocks}"
+            )
+        dtype = kv_cache_spec.dtype
+        itemsize = dtype.itemsize
+        shape, strides = kv_views.attention_view(
+            kv_cache_shape,
+            kv_cache_stride_order,
+            num_blocks=num_blocks,
+            dtype_bytes=itemsize,
+            page_bytes=kv.page_bytes,
+            block_stride_bytes=kv.cache.block_stride_bytes,
+            blocks_per_vllm_block=num_blocks // kv.num_blocks,
+        )
+        offset = kv.cache.tensor_offset(index, 0)
+        return to_torch(kv.cache.view(offset, list(shape), list(strides), dtype_name(dtype)))
+
+    return _reshape_attention_kv_cache

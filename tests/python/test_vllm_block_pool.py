@@ -1,0 +1,139 @@
+"""KvpagerBlockPool against vLLM's own BlockPool (host backend; skipped where vLLM cannot be
+imported). The GPU run (test_vllm_integration.py) drives the same class through vLLM's
+scheduler."""
+
+import pytest
+
+import kvpager
+
+vllm_block_pool = pytest.importorskip("vllm.v1.core.block_pool", exc_type=ImportError)
+from vllm.v1.core.kv_cache_utils import BlockHash, make_block_hash_with_group_id  # noqa: E402
+
+from kvpager.integrations.vllm import scheduler, worker  # noqa: E402
+
+TENSORS, PAGE = 4, 1024  # 4 KiB interleaved cell: 16 blocks per 64 KiB page
+PER_PAGE = 16
+
+
+@pytest.fixture
+def pool_with(request):
+    made = []
+
+    def make(num_blocks=256, **options):
+        cache = kvpager.KvCache(TENSORS, 1, PAGE, "int8", block_size=1, num_blocks=num_blocks,
+                                kind="latent", layout="interleaved", device="cpu",
+                                reserve_pages=0, **options)
+        worker._current = worker.WorkerKv(cache, num_blocks, PAGE, TENSORS, "test")
+        cls = scheduler.pool_class(vllm_block_pool.BlockPool)
+        pool = cls(num_blocks, True, 16)
+        made.append(cache)
+        return pool, cache
+
+    yield make
+    worker._current = None
+    for c in made:
+        c.close()
+
+
+def cache_blocks(pool, blocks, tag):
+    for i, b in enumerate(blocks):
+        h = make_block_hash_with_group_id(BlockHash(f"{tag}-{i}".encode()), 0)
+        pool._insert_block_hash(h, b, num_tokens=None)
+
+
+def in_use(cache):
+    return cache.stats()["blocks_in_use"]
+
+
+def test_blocks_come_from_kvpager_and_go_back(pool_with):
+    pool, cache = pool_with()
+    blocks = pool.get_new_blocks(20)
+    ids = [b.block_id for b in blocks]
+    assert len(set(ids)) == 20 and 0 not in ids
+    assert all(cache.is_allocated(i) for i in ids)
+    assert in_use(cache) == 20
+    assert pool.free_block_queue.num_free_blocks == 255 - 20
+    pool.free_blocks(blocks)
+    assert in_use(cache) == 0
+    assert not any(cache.is_allocated(i) for i in ids)
+
+
+def test_cached_free_blocks_stay_mapped_and_are_counted_free(pool_with):
+    pool, cache = pool_with()
+    blocks = pool.get_new_blocks(8)
+    cache_blocks(pool, blocks, "a")
+    pool.free_blocks(blocks)
+    assert in_use(cache) == 8  # their KV is a prefix-cache entry
+    assert pool.held_free_blocks() == 8
+    assert pool.get_num_free_blocks() == 255
+    hit = pool.get_cached_block(BlockHash(b"a-3"), [0])
+    assert hit is not None and hit[0].block_id == blocks[3].block_id
+
+
+def test_a_refused_budget_reuses_the_least_recently_used_cached_blocks(pool_with):
+    pool, cache = pool_with(limit_bytes=2 * 64 * 1024)  # two pages: 32 blocks minus block 0
+    old = pool.get_new_blocks(10)
+    cache_blocks(pool, old, "old")
+    pool.free_blocks(old)
+    new = pool.get_new_blocks(10)
+    cache_blocks(pool, new, "new")
+    pool.free_blocks(new)
+    assert pool.get_num_free_blocks() <= 31
+    got = pool.get_new_blocks(25)  # 11 fit beside the 20 cached ones: 14 must be evicted
+    assert len({b.block_id for b in got}) == 25
+    assert pool.get_cached_block(BlockHash(b"old-0"), [0]) is None  # oldest evicted first
+    assert pool.get_cached_block(BlockHash(b"new-9"), [0]) is not None
+    assert cache.stats()["mapped_bytes"] <= 2 * 64 * 1024
+    with pytest.raises(ValueError, match="Cannot get"):
+        pool.get_new_blocks(50)
+    assert in_use(cache) == 31  # the failed call kept nothing for itself beyond what it staged
+    pool.release_staged()
+    pool.free_blocks(got)
+
+
+def test_staging_makes_the_following_check_count_only_what_is_held(pool_with):
+    pool, cache = pool_with(limit_bytes=64 * 1024)  # one page: 15 blocks
+    pool.stage(10)
+    assert in_use(cache) == 10
+    assert pool.get_num_free_blocks() == 10  # staged, nothing promised beyond
+    assert pool.get_num_free_blocks() == 15  # later checks count what kvpager can map
+    blocks = pool.get_new_blocks(10)
+    assert in_use(cache) == 10 and not pool._staged
+    pool.stage(30)  # more than fits: stages what it can
+    assert pool.get_num_free_blocks() == 5
+    assert pool.staging_refusals == 1
+    pool.release_staged()
+    pool.free_blocks(blocks)
+    assert in_use(cache) == 0
+
+
+def test_debt_evicts_cached_pages_whole_and_never_touches_blocks_in_use(pool_with):
+    pool, cache = pool_with()
+    blocks = pool.get_new_blocks(4 * PER_PAGE)
+    running, cached = blocks[:8], blocks[8:]
+    cache_blocks(pool, cached, "c")
+    pool.free_blocks(cached)
+    assert in_use(cache) == 4 * PER_PAGE
+    cache.resize(2 * 64 * 1024)  # a lowered limit: two pages
+    pool._debt_checked_at = 0.0
+    pool.pay_debt()
+    assert pool.evicted_under_pressure > 0
+    assert all(b.ref_cnt == 1 and cache.is_allocated(b.block_id) for b in running)
+    assert in_use(cache) * 4096 <= 2 * 64 * 1024 + 8 * 4096
+    # eviction emptied whole pages: of each page's cached blocks, all or none went
+    by_page = {}
+    for b in cached:
+        by_page.setdefault(b.block_id // PER_PAGE, []).append(cache.is_allocated(b.block_id))
+    assert any(not any(v) for v in by_page.values())
+    assert all(all(v) or not any(v) for p, v in by_page.items() if p != 0)
+    pool.free_blocks(running)
+
+
+def test_reset_prefix_cache_frees_every_cached_block(pool_with):
+    pool, cache = pool_with()
+    blocks = pool.get_new_blocks(12)
+    cache_blocks(pool, blocks, "r")
+    pool.free_blocks(blocks)
+    assert in_use(cache) == 12
+    assert pool.reset_prefix_cache()
+    assert in_use(cache) == 0 and pool.held_free_blocks() == 0

@@ -1,0 +1,136 @@
+"""The vLLM integration's pure parts, without vLLM: where kernels find a block (kv_views), the
+virtual capacity and the registry name (capacity), the options (options)."""
+
+import pytest
+
+from kvpager.integrations import policy
+from kvpager.integrations.vllm import capacity, kv_views
+from kvpager.integrations.vllm.options import VllmOptions, options_from_env, parse_bytes
+
+NB = 1000
+PAGE = 2 * 16 * 8 * 128 * 2  # one Llama-8B-shaped block of one layer, bf16: 64 KiB
+
+
+def view(shape, order, *, stride_bytes, r=1, dtype_bytes=2, page=PAGE, nb=NB):
+    return kv_views.attention_view(shape, order, num_blocks=nb * r, dtype_bytes=dtype_bytes,
+                                   page_bytes=page, block_stride_bytes=stride_bytes,
+                                   blocks_per_vllm_block=r)
+
+
+def test_flash_attention_kv_first_shape_gets_k_then_v_inside_each_block():
+    shape, strides = view((2, NB, 16, 8, 128), (0, 1, 2, 3, 4), stride_bytes=32 * PAGE)
+    half = 16 * 8 * 128
+    assert shape == (2, NB, 16, 8, 128)
+    assert strides == (half, 32 * PAGE // 2, 8 * 128, 128, 1)
+
+
+def test_triton_packed_shape_follows_its_nhd_stride_order_inside_a_block():
+    # Triton: logical (B, H, N, 2*hs), memory (B, N, H, 2*hs)
+    shape, strides = view((NB, 8, 16, 256), (0, 2, 1, 3), stride_bytes=PAGE)
+    assert strides == (PAGE // 2, 256, 8 * 256, 1)
+
+
+def test_hnd_order_puts_heads_outside_tokens():
+    shape, strides = view((NB, 2, 16, 8, 128), (0, 1, 3, 2, 4), stride_bytes=PAGE)
+    assert strides == (PAGE // 2, 16 * 8 * 128, 128, 16 * 128, 1)
+
+
+def test_mla_latent_block():
+    page = 16 * 576 * 2
+    shape, strides = view((NB, 16, 576), (0, 1, 2), stride_bytes=4 * page, page=page)
+    assert strides == (4 * page // 2, 576, 1)
+
+
+def test_kernel_blocks_smaller_than_vllm_blocks_need_dense_pages():
+    shape, strides = view((2, 2 * NB, 8, 8, 128), (0, 1, 2, 3, 4), stride_bytes=PAGE, r=2)
+    assert strides[1] == PAGE // 2 // 2  # a kernel block is half a page
+    with pytest.raises(kv_views.LayoutError, match="per-layer"):
+        view((2, 2 * NB, 8, 8, 128), (0, 1, 2, 3, 4), stride_bytes=32 * PAGE, r=2)
+
+
+def test_a_block_larger_than_the_page_is_refused():
+    with pytest.raises(kv_views.LayoutError, match="more than"):
+        view((2, NB, 16, 8, 256), (0, 1, 2, 3, 4), stride_bytes=PAGE)
+    with pytest.raises(kv_views.LayoutError, match="no 1000-block"):
+        view((2, 2, NB, 8, 128), (0, 1, 2, 3, 4), stride_bytes=PAGE)
+    with pytest.raises(kv_views.LayoutError, match="permutation"):
+        view((2, NB, 16, 8, 128), (0, 1, 2, 3, 3), stride_bytes=PAGE)
+
+
+def test_every_element_of_distinct_blocks_lands_in_distinct_bytes_of_its_own_block():
+    """Brute force on a small shape: the view maps (block, ...) to byte offsets inside
+    [block * stride, block * stride + page) and no two elements share one."""
+    nb, shape, order = 3, (2, 3, 4, 2, 3), (0, 1, 2, 3, 4)
+    page = 2 * 4 * 2 * 3 * 2
+    for stride_bytes in (page, 5 * page):
+        shape_, strides = view(shape, order, stride_bytes=stride_bytes, page=page, nb=nb)
+        seen = set()
+        import itertools
+
+        for idx in itertools.product(*(range(s) for s in shape_)):
+            off = sum(i * s for i, s in zip(idx, strides)) * 2
+            block = idx[1]
+            assert block * stride_bytes <= off < block * stride_bytes + page
+            seen.add(off)
+        assert len(seen) == nb * page // 2
+
+
+def test_virtual_capacity_in_whole_blocks_bounded_by_limit_and_cap():
+    gib = 1 << 30
+    assert capacity.virtual_bytes(budget_bytes=10 * gib, bytes_per_block=2 << 20) == 5120 * (2 << 20)
+    assert capacity.virtual_bytes(budget_bytes=10 * gib, bytes_per_block=2 << 20,
+                                  limit_bytes=gib) == 512 * (2 << 20)
+    assert capacity.virtual_bytes(budget_bytes=10 * gib, bytes_per_block=1024,
+                                  max_blocks=1000) == 1000 * 1024
+    assert capacity.virtual_bytes(budget_bytes=1024, bytes_per_block=4096, min_blocks=9) == 9 * 4096
+    with pytest.raises(ValueError):
+        capacity.virtual_bytes(budget_bytes=gib, bytes_per_block=0)
+
+
+@pytest.mark.parametrize("explicit, served, model, expected", [
+    ("mine", "x", "y", "mine"),
+    (None, ["llama-8b", "alias"], "/m", "llama-8b"),
+    (None, None, "meta-llama/Llama-3.1-8B", "meta-llama-Llama-3.1-8B"),
+    (None, ".hidden/..", "", "hidden"),
+    (None, None, "", "vllm"),
+    (None, "a" * 80, "", "a" * 63),
+])
+def test_instance_name_is_a_registry_name(explicit, served, model, expected):
+    assert capacity.instance_name(explicit, served, model) == expected
+
+
+def test_options_from_the_environment():
+    o = options_from_env({"KVPAGER_LAYOUT": "per-layer", "KVPAGER_INSTANCE": "a",
+                          "KVPAGER_VLLM_GUARANTEE": "1G", "KVPAGER_VLLM_MAX_BLOCKS": "4096"})
+    assert (o.layout, o.instance, o.guarantee_bytes, o.max_blocks) == ("per-layer", "a", 1 << 30, 4096)
+    assert o.pool_budget
+    assert not options_from_env({"KVPAGER_GPU_UTILIZATION": "0.5"}).pool_budget
+    assert not options_from_env({"KVPAGER_VLLM_POOL_BUDGET": "0"}).pool_budget
+    with pytest.raises(ValueError, match="layout"):
+        options_from_env({"KVPAGER_LAYOUT": "diagonal"})
+    with pytest.raises(ValueError, match="KVPAGER_VLLM_MAX_BLOCKS"):
+        options_from_env({"KVPAGER_VLLM_MAX_BLOCKS": "-3"})
+    with pytest.raises(ValueError, match="max_blocks"):
+        VllmOptions(max_blocks=1)
+    assert parse_bytes("512MiB", "x") == 512 << 20
+    with pytest.raises(ValueError, match="KVPAGER_VLLM_GUARANTEE"):
+        options_from_env({"KVPAGER_VLLM_GUARANTEE": "lots"})
+
+
+def test_debt_counts_claims_and_use_above_a_lowered_limit():
+    base = {"owed_bytes": 0, "limit_bytes": 0, "in_use_bytes": 10 << 20}
+    assert policy.debt_blocks(base, 1 << 20) == 0
+    assert policy.debt_blocks({**base, "owed_bytes": (3 << 20) + 1}, 1 << 20) == 4
+    assert policy.debt_blocks({**base, "limit_bytes": 4 << 20}, 1 << 20) == 6
+
+
+def test_patches_restore_in_reverse_order():
+    class Box:
+        a = 1
+
+    p = policy.Patches()
+    p.set(Box, "a", 2)
+    p.set(Box, "a", 3)
+    assert Box.a == 3 and p
+    p.restore()
+    assert Box.a == 1 and not p

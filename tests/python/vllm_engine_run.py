@@ -1,0 +1,134 @@
+"""One vLLM engine run for the GPU tests of the vLLM integration (not a test itself).
+
+    python3 vllm_engine_run.py --config JSON --out FILE
+
+The config: model ("gqa" | "mha": tiny Llama shapes, dummy weights), kvpager (bool), layout,
+prefix (prefix caching on/off), runner ("v1" | "v2"), attn (TRITON_ATTN | FLASH_ATTN), mode
+("mp": vLLM's engine-core process, kvpager enabled there by its vllm.general_plugins entry
+point; "inproc"), kv_bytes (stock's KV size, kv_cache_memory_bytes), prompts ("shared":
+8 prompts, 4 sharing a 300-token prefix, generated twice; "burst:N:LEN": N prompts of LEN
+tokens), max_tokens, sample_s (registry sampling period; 0 none), start_after (a file to
+wait for), done_file (a file to create when finished). Writes JSON: output token ids per pass,
+kvpager statistics, samples [(t, own mapped, device charged, device budget)] and times.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+MODELS = {
+    "gqa": {"num_attention_heads": 16, "num_key_value_heads": 4},
+    "mha": {"num_attention_heads": 8, "num_key_value_heads": 8},
+}
+
+
+def model_dir(name):
+    cfg = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1024,
+        "intermediate_size": 2816, "num_hidden_layers": 8, "head_dim": 64, "vocab_size": 32000,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 1,
+        "eos_token_id": 2, "initializer_range": 0.02, **MODELS[name],
+    }
+    d = os.path.join(tempfile.gettempdir(), f"kvpager-vllm-tiny-{name}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return d
+
+
+def token_ids(n, seed):
+    x, out = seed, []
+    for _ in range(n):
+        x = (1103515245 * x + 12345) % (1 << 31)
+        out.append(10 + x % 31990)
+    return out
+
+
+def prompts(spec):
+    if spec == "shared":
+        prefix = token_ids(300, 7)
+        return [prefix + token_ids(n, 100 + n) for n in (1, 40, 77, 130)] + [
+            token_ids(n, 200 + n) for n in (5, 64, 333, 1000)]
+    _, count, length = spec.split(":")
+    return [token_ids(int(length), 1000 + i) for i in range(int(count))]
+
+
+def kv_stats(worker_self):
+    from kvpager.integrations.vllm import worker
+
+    kv = worker.current()
+    st = kv.cache.stats()
+    st["device_budget"] = kv.cache.device_budget()
+    st["instance"] = kv.instance
+    return st
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    c = json.loads(a.config)
+    if c.get("kvpager"):
+        os.environ["KVPAGER_VLLM"] = "1"
+        os.environ["KVPAGER_LAYOUT"] = c.get("layout", "interleaved")
+    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if c.get("runner", "v2") == "v2" else "0"
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if c.get("mode", "mp") == "mp" else "0"
+    os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    from vllm import LLM, SamplingParams
+
+    if c.get("start_after"):
+        while not os.path.exists(c["start_after"]):
+            time.sleep(0.05)
+    t0 = time.time()
+    llm = LLM(model=model_dir(c.get("model", "gqa")), load_format="dummy", skip_tokenizer_init=True,
+              enforce_eager=True, seed=0, dtype="bfloat16", max_model_len=4096,
+              enable_prefix_caching=bool(c.get("prefix", True)),
+              kv_cache_memory_bytes=int(c.get("kv_bytes", 1 << 30)),
+              served_model_name=c.get("name", "tiny"),
+              attention_config={"backend": c.get("attn", "TRITON_ATTN")})
+    res = {"config": c, "init_s": round(time.time() - t0, 2),
+           "num_gpu_blocks": llm.llm_engine.vllm_config.cache_config.num_gpu_blocks}
+    samples, stop = [], threading.Event()
+    if c.get("kvpager") and c.get("sample_s"):
+        def sample():
+            while not stop.is_set():
+                try:
+                    st = llm.collective_rpc(kv_stats)[0]
+                    samples.append((time.time(), st["mapped_bytes"] + st["pool"]["ready_bytes"],
+                                    st["device_budget"]["charged_bytes"],
+                                    st["device_budget"]["budget_bytes"]))
+                except Exception as e:  # noqa: BLE001
+                    samples.append((time.time(), -1, -1, repr(e)))
+                stop.wait(c["sample_s"])
+        threading.Thread(target=sample, daemon=True).start()
+    sp = SamplingParams(max_tokens=int(c.get("max_tokens", 16)), temperature=0.0, ignore_eos=True,
+                        detokenize=False)
+    ps = [{"prompt_token_ids": p} for p in prompts(c.get("prompts", "shared"))]
+    passes, times = [], []
+    for _ in range(int(c.get("passes", 2))):
+        t = time.time()
+        outs = llm.generate(ps, sp, use_tqdm=False)
+        times.append((t, time.time()))
+        passes.append([list(o.outputs[0].token_ids) for o in outs])
+    stop.set()
+    res.update(passes=passes, times=times, samples=samples)
+    if c.get("kvpager"):
+        res["kv"] = llm.collective_rpc(kv_stats)[0]
+    with open(a.out, "w") as f:
+        json.dump(res, f)
+    if c.get("done_file"):
+        open(c["done_file"], "w").close()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
