@@ -7,9 +7,10 @@ prefix (prefix caching on/off), runner ("v1" | "v2"), attn (TRITON_ATTN | FLASH_
 ("mp": vLLM's engine-core process, kvpager enabled there by its vllm.general_plugins entry
 point; "inproc"), kv_bytes (stock's KV size, kv_cache_memory_bytes), prompts ("shared":
 8 prompts, 4 sharing a 300-token prefix, generated twice; "burst:N:LEN": N prompts of LEN
-tokens), max_tokens, sample_s (registry sampling period; 0 none), start_after (a file to
-wait for), done_file (a file to create when finished). Writes JSON: output token ids per pass,
-kvpager statistics, samples [(t, own mapped, device charged, device budget)] and times.
+tokens), max_tokens, sample_s (registry sampling period; 0 none), ready_file (created once
+the engine is up), start_after (a file to wait for before generating), done_file (created
+when generation is over), linger_until (a file to wait for before leaving). Writes JSON: output token ids per pass,
+kvpager statistics, samples (KVPAGER_VLLM_SAMPLES lines) and times.
 """
 
 import argparse
@@ -17,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 
 MODELS = {
@@ -75,8 +75,11 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     c = json.loads(a.config)
+    samples_file = a.out + ".samples"
     if c.get("kvpager"):
         os.environ["KVPAGER_VLLM"] = "1"
+        if c.get("sample_s"):
+            os.environ["KVPAGER_VLLM_SAMPLES"] = f"{samples_file}:{c['sample_s']}"
         os.environ["KVPAGER_LAYOUT"] = c.get("layout", "interleaved")
     os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if c.get("runner", "v2") == "v2" else "0"
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if c.get("mode", "mp") == "mp" else "0"
@@ -84,9 +87,6 @@ def main():
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
     from vllm import LLM, SamplingParams
 
-    if c.get("start_after"):
-        while not os.path.exists(c["start_after"]):
-            time.sleep(0.05)
     t0 = time.time()
     llm = LLM(model=model_dir(c.get("model", "gqa")), load_format="dummy", skip_tokenizer_init=True,
               enforce_eager=True, seed=0, dtype="bfloat16", max_model_len=4096,
@@ -96,19 +96,12 @@ def main():
               attention_config={"backend": c.get("attn", "TRITON_ATTN")})
     res = {"config": c, "init_s": round(time.time() - t0, 2),
            "num_gpu_blocks": llm.llm_engine.vllm_config.cache_config.num_gpu_blocks}
-    samples, stop = [], threading.Event()
-    if c.get("kvpager") and c.get("sample_s"):
-        def sample():
-            while not stop.is_set():
-                try:
-                    st = llm.collective_rpc(kv_stats)[0]
-                    samples.append((time.time(), st["mapped_bytes"] + st["pool"]["ready_bytes"],
-                                    st["device_budget"]["charged_bytes"],
-                                    st["device_budget"]["budget_bytes"]))
-                except Exception as e:  # noqa: BLE001
-                    samples.append((time.time(), -1, -1, repr(e)))
-                stop.wait(c["sample_s"])
-        threading.Thread(target=sample, daemon=True).start()
+    if c.get("ready_file"):
+        open(c["ready_file"], "w").close()
+    if c.get("start_after"):
+        while not os.path.exists(c["start_after"]):
+            time.sleep(0.05)
+    time.sleep(float(c.get("sleep_before_s", 0)))
     sp = SamplingParams(max_tokens=int(c.get("max_tokens", 16)), temperature=0.0, ignore_eos=True,
                         detokenize=False)
     ps = [{"prompt_token_ids": p} for p in prompts(c.get("prompts", "shared"))]
@@ -118,14 +111,21 @@ def main():
         outs = llm.generate(ps, sp, use_tqdm=False)
         times.append((t, time.time()))
         passes.append([list(o.outputs[0].token_ids) for o in outs])
-    stop.set()
+    if c.get("done_file"):
+        open(c["done_file"], "w").close()
+    if c.get("linger_until"):  # stay registered (and sampled) until another engine is done
+        deadline = time.time() + 300
+        while not os.path.exists(c["linger_until"]) and time.time() < deadline:
+            time.sleep(0.05)
+    samples = []
+    if os.path.exists(samples_file):
+        with open(samples_file) as f:
+            samples = [json.loads(line) for line in f if line.strip()]
     res.update(passes=passes, times=times, samples=samples)
     if c.get("kvpager"):
         res["kv"] = llm.collective_rpc(kv_stats)[0]
     with open(a.out, "w") as f:
         json.dump(res, f)
-    if c.get("done_file"):
-        open(c["done_file"], "w").close()
     sys.stdout.flush()
     os._exit(0)
 

@@ -108,10 +108,12 @@ class DeviceBudget {
   void set_budget(uint64_t bytes);
   // Pools an engine's share of the device into the budget, for engines that size their KV
   // memory from their own share of the device (vLLM's --gpu-memory-utilization): when `slot`
-  // is the device's only live member the budget becomes `share` (replacing the default the
-  // segment was created with), otherwise it grows by `share`. Returns the new budget.
+  // is the device's only live member, or the budget is still `default_bytes` (the one the
+  // segment was created with: no share pooled yet, so engines starting together agree), the
+  // budget becomes `share`; otherwise it grows by `share`. Returns the new budget.
   // InvalidArgument for a share of 0; StateError when `who` does not own `slot`.
-  uint64_t pool_share(uint32_t slot, const ProcessIdentity& who, uint64_t share);
+  uint64_t pool_share(uint32_t slot, const ProcessIdentity& who, uint64_t share,
+                      uint64_t default_bytes);
   // Takes a share pool_share() added out again when its engine leaves, keeping the budget at
   // least the sum of the guarantees and one byte. Returns the new budget. Never throws.
   uint64_t unpool_share(uint64_t share) noexcept;

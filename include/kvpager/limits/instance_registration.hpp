@@ -69,7 +69,10 @@ class InstanceRegistration final : public MemoryBudget,
   void set_guarantee(uint64_t bytes);
   // This instance's engine pools its share into the device budget (DeviceBudget::pool_share)
   // or takes it out again; each returns the new budget.
-  uint64_t pool_budget_share(uint64_t share) { return device_.pool_share(slot_, self_, share); }
+  uint64_t pool_budget_share(uint64_t share) {
+    return device_.pool_share(slot_, self_, share,
+                              parse_budget(config_.gpu_utilization, device_.total_bytes()));
+  }
   uint64_t unpool_budget_share(uint64_t share) noexcept { return device_.unpool_share(share); }
   const std::string& name() const { return spec_.name; }
   const std::string& device() const { return spec_.device; }

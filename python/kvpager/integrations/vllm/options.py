@@ -42,6 +42,10 @@ class VllmOptions:
     multiple of it that holds one block of every layer).
     ``max_blocks``: at most this many blocks of virtual capacity (KVPAGER_VLLM_MAX_BLOCKS,
     default 2**20): vLLM's scheduler keeps a Python object per block.
+    ``samples_path``: append one JSON line per ``samples_period_s`` to this file while the cache
+    lives: time, the bytes it holds (mapped pages and ready handles), the device's charge and
+    budget (KVPAGER_VLLM_SAMPLES=PATH[:SECONDS], default period 0.05 s): memory over time for
+    benchmarks and tests.
     ``pool_budget``: pool this engine's share (what stock vLLM would give its KV cache under
     --gpu-memory-utilization) into the device budget; off when KVPAGER_GPU_UTILIZATION sets the
     budget or KVPAGER_VLLM_POOL_BUDGET=0.
@@ -53,6 +57,8 @@ class VllmOptions:
     limit_bytes: Optional[int] = None
     handle_bytes: Optional[int] = None
     max_blocks: int = DEFAULT_MAX_BLOCKS
+    samples_path: Optional[str] = None
+    samples_period_s: float = 0.05
     pool_budget: bool = True
 
     def __post_init__(self) -> None:
@@ -69,12 +75,24 @@ def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
     max_blocks = env.get("KVPAGER_VLLM_MAX_BLOCKS")
     if max_blocks is not None and not max_blocks.strip().isdigit():
         raise ValueError(f"KVPAGER_VLLM_MAX_BLOCKS: '{max_blocks}' is no block count")
+    samples = env.get("KVPAGER_VLLM_SAMPLES")
+    samples_path, period = None, 0.05
+    if samples:
+        samples_path, _, seconds = samples.partition(":")
+        try:
+            period = float(seconds) if seconds else 0.05
+        except ValueError:
+            period = -1.0
+        if not 0.001 <= period <= 60:
+            raise ValueError(f"KVPAGER_VLLM_SAMPLES: period '{seconds}' (0.001 to 60 seconds)")
     return VllmOptions(
         layout=env.get("KVPAGER_LAYOUT", "interleaved") or "interleaved",
         instance=env.get("KVPAGER_INSTANCE") or None,
         guarantee_bytes=parse_bytes(guarantee, "KVPAGER_VLLM_GUARANTEE") if guarantee else None,
         handle_bytes=parse_bytes(handle, "KVPAGER_HANDLE_SIZE") if handle else None,
         max_blocks=int(max_blocks) if max_blocks else DEFAULT_MAX_BLOCKS,
+        samples_path=samples_path or None,
+        samples_period_s=period,
         pool_budget=not env.get("KVPAGER_GPU_UTILIZATION")
         and env.get("KVPAGER_VLLM_POOL_BUDGET", "1") != "0",
     )

@@ -22,7 +22,10 @@ the scheduler afterwards.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -191,7 +194,27 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
             name, _stock_kv_bytes / 2**30, cache.device_budget()["device"], budget / 2**30,
         )
     _current = kv
+    if options.samples_path:
+        threading.Thread(target=_sample, args=(kv, options.samples_path, options.samples_period_s),
+                         name="kvpager-vllm-samples", daemon=True).start()
     return kv
+
+
+def _sample(kv: WorkerKv, path: str, period: float) -> None:
+    """Appends {t, held, charged, budget} lines while the cache is open (a daemon thread)."""
+    with open(path, "a") as f:
+        while not kv.cache.closed:
+            try:
+                st = kv.cache.stats()
+                dev = kv.cache.device_budget()
+            except Exception:  # noqa: BLE001 - closed between the check and the read
+                return
+            f.write(json.dumps({"t": time.time(), "instance": kv.instance,
+                                "held": st["mapped_bytes"] + st["pool"]["ready_bytes"],
+                                "in_use": st["in_use_bytes"], "charged": dev["charged_bytes"],
+                                "budget": dev["budget_bytes"]}) + "\n")
+            f.flush()
+            time.sleep(period)
 
 
 def _byte_views(kv: WorkerKv, kv_cache_config) -> Dict[str, Any]:
