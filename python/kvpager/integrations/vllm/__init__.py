@@ -50,7 +50,7 @@ __all__ = [
     "register",
 ]
 
-logger = logging.getLogger("kvpager.vllm")
+logger = logging.getLogger("vllm.kvpager")  # under vLLM's logger: shown with its own
 
 WRITTEN_FOR = "0.26.0"
 
@@ -58,6 +58,8 @@ WRITTEN_FOR = "0.26.0"
 # relies on, in vLLM 0.26.0. Regenerate: `python -m kvpager.integrations.vllm --fingerprints`.
 FINGERPRINTS: Dict[str, str] = {
     "vllm.v1.worker.gpu_worker:Worker.determine_available_memory": "392088c81088b594",
+    "vllm.v1.worker.gpu_worker:Worker.compile_or_warm_up_model": "fe8f224b83cb5cdd",
+    "vllm.v1.worker.gpu.warmup:warmup_kernels": "bdea549f1174812d",
     "vllm.v1.worker.gpu_model_runner:GPUModelRunner._allocate_kv_cache_tensors": "d73b6f7df6678d49",
     "vllm.v1.worker.gpu_model_runner:GPUModelRunner._reshape_kv_cache_tensors": "9ba8f4e6205bfe9a",
     "vllm.v1.worker.gpu.attn_utils:_allocate_kv_cache": "07f2e7cf45f68069",
@@ -136,6 +138,8 @@ def enable(options: Optional[VllmOptions] = None) -> VllmOptions:
         Worker = gpu_worker.Worker
         p.set(Worker, "determine_available_memory",
               worker.determine_available_memory(Worker.determine_available_memory, options))
+        p.set(Worker, "compile_or_warm_up_model",
+              worker.warm_up(Worker.compile_or_warm_up_model))
         Runner = gpu_model_runner.GPUModelRunner
         p.set(Runner, "_allocate_kv_cache_tensors",
               worker.allocate_v1(Runner._allocate_kv_cache_tensors, options))

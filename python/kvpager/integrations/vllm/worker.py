@@ -35,7 +35,7 @@ from ...torch_interop import to_torch
 from . import capacity, kv_views
 from .options import VllmOptions
 
-logger = logging.getLogger("kvpager.vllm")
+logger = logging.getLogger("vllm.kvpager")  # under vLLM's logger: shown with its own
 
 _MIB2 = 2 << 20
 
@@ -130,6 +130,44 @@ def determine_available_memory(original, options: VllmOptions):
         return virtual
 
     return determine_available_memory
+
+
+def warm_up(original):
+    """vLLM's V2 warm-up runs fake requests on block ids 1, 2, ... that no scheduler handed out:
+    those blocks are backed for the warm-up (and CUDA-graph capture) and freed after it."""
+
+    def compile_or_warm_up_model(self, *args, **kwargs):
+        kv = _current
+        if kv is None:
+            return original(self, *args, **kwargs)
+        sc = self.vllm_config.scheduler_config
+        groups = max(1, len(self.model_runner.kv_cache_config.kv_cache_groups))
+        block = min(int(g.kv_cache_spec.block_size)
+                    for g in self.model_runner.kv_cache_config.kv_cache_groups)
+        window = groups * (2 * int(sc.max_num_seqs) + -(-int(sc.max_num_batched_tokens) // block) + 4)
+        ids = _back_first_blocks(kv, min(window, kv.num_blocks - 1))
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            kv.cache.free(ids)
+
+    return compile_or_warm_up_model
+
+
+def _back_first_blocks(kv: WorkerKv, count: int) -> list:
+    """Allocates blocks until every id in [1, count] is allocated (a fresh cache fills its
+    lowest pages first); returns everything allocated."""
+    taken: list = []
+    cache = kv.cache
+    while not all(cache.is_allocated(i) for i in range(1, count + 1)):
+        n = min(max(count, 16), cache.available())
+        if n <= 0:
+            cache.free(taken)
+            raise RuntimeError(
+                f"kvpager: cannot back the {count} blocks vLLM's warm-up uses (budget too small?)"
+            )
+        taken += cache.alloc(n)
+    return taken
 
 
 def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> WorkerKv:
