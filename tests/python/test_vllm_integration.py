@@ -54,7 +54,7 @@ def run_all(configs, parallel=6, shared_prefix=None):
             name, cfg = pending.pop(0)
             out = os.path.join(OUT, f"{name}.json")
             log = open(os.path.join(OUT, f"{name}.log"), "w")
-            prefix = shared_prefix or f"kvpager-vt-{os.getpid()}-{name}-"
+            prefix = shared_prefix or f"kvt{os.getpid() % 100000}-{sorted(configs).index(name)}-"
             p = subprocess.Popen([sys.executable, RUN, "--config", json.dumps(cfg), "--out", out],
                                  env=env_for(prefix), stdout=log, stderr=subprocess.STDOUT)
             running.append((name, p, out, log))
@@ -116,7 +116,7 @@ def test_two_engines_share_one_budget_and_memory_follows_the_load():
     b = {**common, "name": "engine-b", "ready_file": tag + ".b-up", "start_after": tag + ".a-done",
          "sleep_before_s": 1.5, "done_file": tag + ".b-done"}
     r = run_all({"engine-a": a, "engine-b": b}, parallel=2,
-                shared_prefix=f"kvpager-vt-{os.getpid()}-two-")
+                shared_prefix=f"kvt{os.getpid() % 100000}-two-")
     for name, res in r.items():
         assert all(len(o) == 32 for o in res["passes"][0]), f"{name}: a request did not complete"
         samples = res["samples"]

@@ -90,7 +90,7 @@ def main():
     t0 = time.time()
     llm = LLM(model=model_dir(c.get("model", "gqa")), load_format="dummy", skip_tokenizer_init=True,
               enforce_eager=True, seed=0, dtype="bfloat16", max_model_len=4096,
-              enable_prefix_caching=bool(c.get("prefix", True)),
+              enable_prefix_caching=bool(c.get("prefix", True)), gpu_memory_utilization=0.05,
               kv_cache_memory_bytes=int(c.get("kv_bytes", 1 << 30)),
               served_model_name=c.get("name", "tiny"),
               attention_config={"backend": c.get("attn", "TRITON_ATTN")})

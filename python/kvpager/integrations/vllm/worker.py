@@ -159,14 +159,16 @@ def _back_first_blocks(kv: WorkerKv, count: int) -> list:
     lowest pages first); returns everything allocated."""
     taken: list = []
     cache = kv.cache
-    while not all(cache.is_allocated(i) for i in range(1, count + 1)):
-        n = min(max(count, 16), cache.available())
+    missing = list(range(1, count + 1))
+    while missing:
+        n = min(len(missing), 64, cache.available())
         if n <= 0:
             cache.free(taken)
             raise RuntimeError(
                 f"kvpager: cannot back the {count} blocks vLLM's warm-up uses (budget too small?)"
             )
         taken += cache.alloc(n)
+        missing = [i for i in missing if not cache.is_allocated(i)]
     return taken
 
 
