@@ -108,8 +108,8 @@ def test_greedy_tokens_identical_to_stock_vllm():
 
 def test_two_engines_share_one_budget_and_memory_follows_the_load():
     tag = f"{OUT}/two-{os.getpid()}"
-    share = 256 << 20
-    common = {**BASE, "kvpager": True, "prefix": False, "kv_bytes": share, "prompts": "burst:48:1100",
+    share = 512 << 20  # a burst needs about 920 MiB: more than one share, less than two
+    common = {**BASE, "kvpager": True, "prefix": False, "kv_bytes": share, "prompts": "burst:64:1800",
               "max_tokens": 32, "passes": 1, "sample_s": 0.05, "layout": "interleaved"}
     a = {**common, "name": "engine-a", "ready_file": tag + ".a-up", "start_after": tag + ".b-up",
          "done_file": tag + ".a-done", "linger_until": tag + ".b-done"}

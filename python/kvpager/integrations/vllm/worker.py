@@ -144,7 +144,9 @@ def warm_up(original):
         groups = max(1, len(self.model_runner.kv_cache_config.kv_cache_groups))
         block = min(int(g.kv_cache_spec.block_size)
                     for g in self.model_runner.kv_cache_config.kv_cache_groups)
-        window = groups * (2 * int(sc.max_num_seqs) + -(-int(sc.max_num_batched_tokens) // block) + 4)
+        # V2's warm-up: up to max_num_seqs decode requests of one block, and a prefill of at
+        # most max_num_batched_tokens, in every KV-cache group
+        window = groups * (int(sc.max_num_seqs) + -(-int(sc.max_num_batched_tokens) // block) + 2)
         ids = _back_first_blocks(kv, min(window, kv.num_blocks - 1))
         try:
             return original(self, *args, **kwargs)
