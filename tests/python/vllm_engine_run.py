@@ -103,14 +103,17 @@ def main():
             time.sleep(0.05)
     time.sleep(float(c.get("sleep_before_s", 0)))
     sp = SamplingParams(max_tokens=int(c.get("max_tokens", 16)), temperature=0.0, ignore_eos=True,
-                        detokenize=False)
+                        detokenize=False, logprobs=int(c.get("logprobs", 0)) or None)
     ps = [{"prompt_token_ids": p} for p in prompts(c.get("prompts", "shared"))]
-    passes, times = [], []
+    passes, times, logprobs = [], [], []
     for _ in range(int(c.get("passes", 2))):
         t = time.time()
         outs = llm.generate(ps, sp, use_tqdm=False)
         times.append((t, time.time()))
         passes.append([list(o.outputs[0].token_ids) for o in outs])
+        if sp.logprobs:  # the top logprobs of every generated token: (token, float) lists
+            logprobs.append([[sorted((t, lp.logprob) for t, lp in step.items())
+                              for step in o.outputs[0].logprobs] for o in outs])
     if c.get("done_file"):
         open(c["done_file"], "w").close()
     if c.get("linger_until"):  # stay registered (and sampled) until another engine is done
@@ -121,7 +124,7 @@ def main():
     if os.path.exists(samples_file):
         with open(samples_file) as f:
             samples = [json.loads(line) for line in f if line.strip()]
-    res.update(passes=passes, times=times, samples=samples)
+    res.update(passes=passes, times=times, samples=samples, logprobs=logprobs)
     if c.get("kvpager"):
         res["kv"] = llm.collective_rpc(kv_stats)[0]
     with open(a.out, "w") as f:
