@@ -71,7 +71,8 @@ def run_all(configs, parallel=6, shared_prefix=None):
 
 
 BASE = {"model": "gqa", "prefix": True, "runner": "v2", "attn": "TRITON_ATTN", "mode": "mp",
-        "kv_bytes": 1 << 30, "max_tokens": 24, "logprobs": 5}
+        "kv_bytes": 1 << 30, "max_tokens": 24, "logprobs": 5,
+        "weight_scale": 200.0}
 PAIRS = {  # name: (stock config, kvpager config)
     "gqa-prefix-interleaved": ({}, {"layout": "interleaved"}),
     "gqa-prefix-per-layer": ({}, {"layout": "per-layer"}),

@@ -5,7 +5,7 @@
 The config: model ("gqa" | "mha": tiny Llama shapes, dummy weights), kvpager (bool), layout,
 prefix (prefix caching on/off), runner ("v1" | "v2"), attn (TRITON_ATTN | FLASH_ATTN), mode
 ("mp": vLLM's engine-core process, kvpager enabled there by its vllm.general_plugins entry
-point; "inproc"), kv_bytes (stock's KV size, kv_cache_memory_bytes), prompts ("shared":
+point; "inproc"), kv_bytes (stock's KV size, kv_cache_memory_bytes), weight_scale (dummy weights times this; default 1), prompts ("shared":
 8 prompts, 4 sharing a 300-token prefix, generated twice; "burst:N:LEN": N prompts of LEN
 tokens), max_tokens, sample_s (registry sampling period; 0 none), ready_file (created once
 the engine is up), start_after (a file to wait for before generating), done_file (created
@@ -59,6 +59,17 @@ def prompts(spec):
     return [token_ids(int(length), 1000 + i) for i in range(int(count))]
 
 
+def scale_weights(worker_self, factor):
+    """vLLM's dummy weights are uniform in +-1e-3: logits come out flat and attention changes
+    nothing. Scaled (identically in every run) they make the outputs depend on the KV cache."""
+    import torch
+
+    with torch.no_grad():
+        for p in worker_self.model_runner.model.parameters():
+            p.mul_(factor)
+    return True
+
+
 def kv_stats(worker_self):
     from kvpager.integrations.vllm import worker
 
@@ -94,6 +105,8 @@ def main():
               kv_cache_memory_bytes=int(c.get("kv_bytes", 1 << 30)),
               served_model_name=c.get("name", "tiny"),
               attention_config={"backend": c.get("attn", "TRITON_ATTN")})
+    if float(c.get("weight_scale", 1.0)) != 1.0:
+        llm.collective_rpc(scale_weights, args=(float(c["weight_scale"]),))
     res = {"config": c, "init_s": round(time.time() - t0, 2),
            "num_gpu_blocks": llm.llm_engine.vllm_config.cache_config.num_gpu_blocks}
     if c.get("ready_file"):
