@@ -6,8 +6,11 @@ import pytest
 
 import kvpager
 
-vllm_block_pool = pytest.importorskip("vllm.v1.core.block_pool", exc_type=ImportError)
-from vllm.v1.core.kv_cache_utils import BlockHash, make_block_hash_with_group_id  # noqa: E402
+try:
+    from vllm.v1.core import block_pool as vllm_block_pool
+    from vllm.v1.core.kv_cache_utils import BlockHash, make_block_hash_with_group_id
+except ImportError as e:  # vLLM (and the torch it needs) are not on CI's machine
+    pytest.skip(f"vLLM cannot be imported: {e}", allow_module_level=True)
 
 from kvpager.integrations.vllm import scheduler, worker  # noqa: E402
 

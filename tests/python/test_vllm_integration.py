@@ -22,7 +22,10 @@ import pytest
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
-pytest.importorskip("vllm", exc_type=ImportError)
+try:
+    import vllm  # noqa: F401
+except ImportError as e:
+    pytest.skip(f"vLLM cannot be imported: {e}", allow_module_level=True)
 
 from kvpager.integrations.vllm.__main__ import install_entry_point  # noqa: E402
 
