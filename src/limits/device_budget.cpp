@@ -483,9 +483,8 @@ uint64_t DeviceBudget::pool_share(uint32_t slot, const ProcessIdentity& who, uin
     live += other.state.load(std::memory_order_acquire) == format::kSlotTaken ? 1 : 0;
   }
   const uint64_t before = s.budget_bytes.load(std::memory_order_acquire);
-  uint64_t after = live <= 1 || before == default_bytes
-                       ? share
-                       : before + std::min(share, UINT64_MAX - before);
+  uint64_t after =
+      live <= 1 || before == default_bytes ? share : before + std::min(share, UINT64_MAX - before);
   after = std::max(after, guarantees_except(format::kMaxSlots));
   s.budget_bytes.store(after, std::memory_order_release);
   s.budget_revision.fetch_add(1, std::memory_order_acq_rel);
