@@ -134,3 +134,31 @@ def test_patches_restore_in_reverse_order():
     assert Box.a == 3 and p
     p.restore()
     assert Box.a == 1 and not p
+
+
+def test_engine_shares_pool_into_the_device_budget_and_leave_with_their_engine(shm_prefix):
+    """What a vLLM engine does at start (pool its share) and at exit (take it out), on the host
+    backend: the first share replaces the default budget even with a second engine already
+    live (engines starting together), the second adds to it, and leaving takes each out."""
+    import kvpager
+
+    def engine(name):
+        return kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
+                               device="cpu", instance=name, reserve_pages=0)
+
+    a, b = engine("a"), engine("b")
+    default = a.device_budget()["budget_bytes"]
+    assert default > 0
+    assert a.pool_budget_share(100 << 20) == 100 << 20  # b is live, but the budget is the default
+    assert b.pool_budget_share(50 << 20) == 150 << 20
+    assert b.device_budget()["budget_bytes"] == 150 << 20
+    assert b.unpool_budget_share(50 << 20) == 100 << 20
+    assert a.unpool_budget_share(100 << 20) == 1  # never below one byte (no guarantees here)
+    with pytest.raises(kvpager.InvalidArgument):
+        a.pool_budget_share(0)
+    unregistered = kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
+                                   device="cpu", reserve_pages=0)
+    with pytest.raises(kvpager.StateError, match="instance"):
+        unregistered.pool_budget_share(1 << 20)
+    for c in (a, b, unregistered):
+        c.close()
