@@ -1,11 +1,28 @@
 """kvpager.KvCache: the elastic KV cache of one model instance, with kvpager's own names."""
 
+import os
+import weakref
 from typing import Optional
 
 from . import _kvpager
 from .devices import parse_device
 from .dtypes import dtype_name
 from .torch_interop import to_torch
+
+
+_open_caches: "weakref.WeakSet[KvCache]" = weakref.WeakSet()
+
+
+def _abandon_in_child(parent_pid: int) -> None:
+    for cache in list(_open_caches):
+        cache._abandon_after_fork(parent_pid)
+
+
+_parent_pid = [os.getpid()]
+os.register_at_fork(
+    before=lambda: _parent_pid.__setitem__(0, os.getpid()),
+    after_in_child=lambda: _abandon_in_child(_parent_pid[0]),
+)
 
 
 class KvCache(_kvpager.KvCache):
@@ -48,6 +65,10 @@ class KvCache(_kvpager.KvCache):
                                  kv_heads, head_dim), strides in elements
       torch_tensor(layer, component)  the same view as a torch.Tensor
       close()                    drops this object's reference (also on ``with`` exit)
+
+    Fork: a child forked while the cache is open (multiprocessing, serving engines) gets an
+    abandoned copy: ``close()`` and exit are safe there, every other call raises StateError;
+    the cache stays the parent's.
 
     Lifetime: every view and tensor keeps the KV space alive; memory goes back when the cache
     is closed or collected and the last view is gone. Only blocks in use (and block 0) are
@@ -98,6 +119,7 @@ class KvCache(_kvpager.KvCache):
             model=model,
             guarantee_bytes=guarantee_bytes,
         )
+        _open_caches.add(self)
 
     def torch_tensor(self, layer: int, component: int = 0):
         """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the cache alive)."""
@@ -119,6 +141,8 @@ class KvCache(_kvpager.KvCache):
         return False
 
     def __repr__(self):
+        if self.forked:
+            return "KvCache(a forked child's copy of the parent's cache)"
         if self.closed:
             return "KvCache(closed)"
         return (

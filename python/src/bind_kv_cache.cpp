@@ -245,6 +245,10 @@ failed call changes nothing.)doc")
       .def_property_readonly("block_stride_bytes", &KvCacheHandle::block_stride_bytes,
                              "Bytes between consecutive blocks of one tensor (the whole "
                              "all-layer cell for the interleaved layout).")
+      .def("_abandon_after_fork", &KvCacheHandle::abandon_after_fork, py::arg("parent_pid"),
+           "Used by kvpager's fork handler in the child: abandons this copy (see close()).")
+      .def_property_readonly("forked", &KvCacheHandle::forked,
+                             "True in a forked child: the cache is the parent's and unusable.")
       .def("close", &KvCacheHandle::close,
            "Drops this object's reference; memory is released once no tensor view remains. "
            "Later calls raise StateError.")

@@ -92,7 +92,24 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
   num_blocks_ = cache_->config().num_blocks;
 }
 
+void KvCacheHandle::abandon_after_fork(long parent_pid) {
+  if (forked_from_ != 0 || !cache_) {
+    return;
+  }
+  forked_from_ = parent_pid;
+  // Deliberately leaked: the last reference must never drop in this process.
+  new std::shared_ptr<kv::KvCache>(cache_);  // NOLINT(cppcoreguidelines-owning-memory)
+  if (registration_) {
+    new std::shared_ptr<limits::InstanceRegistration>(registration_);  // NOLINT
+  }
+}
+
 kv::KvCache& KvCacheHandle::cache() const {
+  if (forked_from_ != 0) {
+    throw StateError("this KV cache belongs to process " + std::to_string(forked_from_) +
+                     ", which forked this one; a forked child cannot use or free it (its "
+                     "memory and registry entry stay the parent's): create a new KvCache here");
+  }
   if (!cache_) {
     throw StateError("this KV cache was closed");
   }

@@ -8,7 +8,8 @@
 // (or collected) and the last view is gone.
 // Thread safety: the cache itself is thread-safe. The handle's reference is only read or reset
 // by binding code holding the GIL, which serialises close() against every other call.
-// Errors: calls after close() throw StateError; everything else is kv::KvCache's contract.
+// Errors: calls after close(), or in a forked child (abandon_after_fork), throw StateError;
+// everything else is kv::KvCache's contract.
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -55,9 +56,19 @@ class KvCacheHandle {
   kv::KvCache& cache() const;
   std::shared_ptr<kv::KvCache> shared() const;
   void close() {
+    if (forked_from_ != 0) {
+      return;  // a forked child's copy: nothing of it may be torn down here (abandon_after_fork)
+    }
     cache_.reset();
     registration_.reset();
   }
+  // Called in the child right after fork(): the cache belongs to the parent (its background
+  // threads do not exist here, a mutex they held stays locked, its registry entry and pages
+  // are the parent's). The child's copy is abandoned: its references are leaked so that no
+  // destructor runs in the child (views dropped there cannot run it either), and every later
+  // call raises StateError saying so.
+  void abandon_after_fork(long parent_pid);
+  bool forked() const { return forked_from_ != 0; }
   bool closed() const { return cache_ == nullptr; }
 
   const DType& dtype() const { return *dtype_; }
@@ -87,6 +98,7 @@ class KvCacheHandle {
 
   std::shared_ptr<kv::KvCache> cache_;
   std::shared_ptr<limits::InstanceRegistration> registration_;  // with `instance` only
+  long forked_from_ = 0;  // the parent's pid in a forked child's copy
   const DType* dtype_ = nullptr;
   DLDevice device_{kDLCPU, 0};
   std::string backend_description_;
