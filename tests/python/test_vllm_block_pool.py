@@ -2,9 +2,8 @@
 imported). The GPU run (test_vllm_integration.py) drives the same class through vLLM's
 scheduler."""
 
-import pytest
-
 import kvpager
+import pytest
 
 try:
     from vllm.v1.core import block_pool as vllm_block_pool
@@ -12,7 +11,7 @@ try:
 except ImportError as e:  # vLLM (and the torch it needs) are not on CI's machine
     pytest.skip(f"vLLM cannot be imported: {e}", allow_module_level=True)
 
-from kvpager.integrations.vllm import scheduler, worker  # noqa: E402
+from kvpager.integrations.vllm import scheduler, worker
 
 TENSORS, PAGE = 4, 1024  # 4 KiB interleaved cell: 16 blocks per 64 KiB page
 PER_PAGE = 16

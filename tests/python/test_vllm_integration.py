@@ -27,7 +27,7 @@ try:
 except ImportError as e:
     pytest.skip(f"vLLM cannot be imported: {e}", allow_module_level=True)
 
-from kvpager.integrations.vllm.__main__ import install_entry_point  # noqa: E402
+from kvpager.integrations.vllm.__main__ import install_entry_point
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "vllm_engine_run.py")
@@ -56,7 +56,7 @@ def run_all(configs, parallel=6, shared_prefix=None):
         while pending and len(running) < parallel:
             name, cfg = pending.pop(0)
             out = os.path.join(OUT, f"{name}.json")
-            log = open(os.path.join(OUT, f"{name}.log"), "w")
+            log = open(os.path.join(OUT, f"{name}.log"), "w")  # noqa: SIM115 - closed on exit
             prefix = shared_prefix or f"kvt{os.getpid() % 100000}-{sorted(configs).index(name)}-"
             p = subprocess.Popen([sys.executable, RUN, "--config", json.dumps(cfg), "--out", out],
                                  env=env_for(prefix), stdout=log, stderr=subprocess.STDOUT)
@@ -148,7 +148,7 @@ def test_two_engines_share_one_budget_and_memory_follows_the_load():
     # each engine, busy alone, held more than its own share: memory moved to it
     assert peak_during(r["engine-a"]) > share
     assert peak_during(r["engine-b"]) > share
-    (a0, a1), = r["engine-a"]["times"]
+    (_a0, _a1), = r["engine-a"]["times"]
     (b0, b1), = r["engine-b"]["times"]
     a_during_b = [s["held"] for s in r["engine-a"]["samples"] if b0 + 0.5 <= s["t"] <= b1]
     assert a_during_b and min(a_during_b) < share / 2, "the idle engine gave its memory back"

@@ -2,7 +2,6 @@
 virtual capacity and the registry name (capacity), the options (options)."""
 
 import pytest
-
 from kvpager.integrations import policy
 from kvpager.integrations.vllm import capacity, kv_views
 from kvpager.integrations.vllm.options import VllmOptions, options_from_env, parse_bytes
@@ -26,23 +25,23 @@ def test_flash_attention_kv_first_shape_gets_k_then_v_inside_each_block():
 
 def test_triton_packed_shape_follows_its_nhd_stride_order_inside_a_block():
     # Triton: logical (B, H, N, 2*hs), memory (B, N, H, 2*hs)
-    shape, strides = view((NB, 8, 16, 256), (0, 2, 1, 3), stride_bytes=PAGE)
+    _shape, strides = view((NB, 8, 16, 256), (0, 2, 1, 3), stride_bytes=PAGE)
     assert strides == (PAGE // 2, 256, 8 * 256, 1)
 
 
 def test_hnd_order_puts_heads_outside_tokens():
-    shape, strides = view((NB, 2, 16, 8, 128), (0, 1, 3, 2, 4), stride_bytes=PAGE)
+    _shape, strides = view((NB, 2, 16, 8, 128), (0, 1, 3, 2, 4), stride_bytes=PAGE)
     assert strides == (PAGE // 2, 16 * 8 * 128, 128, 16 * 128, 1)
 
 
 def test_mla_latent_block():
     page = 16 * 576 * 2
-    shape, strides = view((NB, 16, 576), (0, 1, 2), stride_bytes=4 * page, page=page)
+    _shape, strides = view((NB, 16, 576), (0, 1, 2), stride_bytes=4 * page, page=page)
     assert strides == (4 * page // 2, 576, 1)
 
 
 def test_kernel_blocks_smaller_than_vllm_blocks_need_dense_pages():
-    shape, strides = view((2, 2 * NB, 8, 8, 128), (0, 1, 2, 3, 4), stride_bytes=PAGE, r=2)
+    _shape, strides = view((2, 2 * NB, 8, 8, 128), (0, 1, 2, 3, 4), stride_bytes=PAGE, r=2)
     assert strides[1] == PAGE // 2 // 2  # a kernel block is half a page
     with pytest.raises(kv_views.LayoutError, match="per-layer"):
         view((2, 2 * NB, 8, 8, 128), (0, 1, 2, 3, 4), stride_bytes=32 * PAGE, r=2)

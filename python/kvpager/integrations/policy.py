@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import time
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any, Callable
 
 __all__ = [
     "Patches",
@@ -39,7 +40,7 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
 
 
-def current_fingerprints(names, resolve: Callable[[str], Any]) -> Dict[str, str]:
+def current_fingerprints(names, resolve: Callable[[str], Any]) -> dict[str, str]:
     """Fingerprint of each name (``resolve(name)`` gives the object); 'missing' where the
     object or its source is gone."""
     out = {}
@@ -82,7 +83,7 @@ class Patches:
     """Attributes replaced on objects (classes, modules) while an integration is enabled."""
 
     def __init__(self) -> None:
-        self._saved: List[Tuple[Any, str, Any]] = []
+        self._saved: list[tuple[Any, str, Any]] = []
 
     def set(self, owner: Any, name: str, value: Any) -> Any:
         """Replaces ``owner.name`` with ``value``; returns the original."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .. import policy
 from .options import VllmOptions, options_from_env
@@ -56,7 +56,7 @@ WRITTEN_FOR = "0.26.0"
 
 # sha256 (16 hex digits) of the source of each vLLM internal this integration replaces or
 # relies on, in vLLM 0.26.0. Regenerate: `python -m kvpager.integrations.vllm --fingerprints`.
-FINGERPRINTS: Dict[str, str] = {
+FINGERPRINTS: dict[str, str] = {
     "vllm.v1.worker.gpu_worker:Worker.determine_available_memory": "392088c81088b594",
     "vllm.v1.worker.gpu_worker:Worker.compile_or_warm_up_model": "fe8f224b83cb5cdd",
     "vllm.v1.worker.gpu.warmup:warmup_kernels": "bdea549f1174812d",
@@ -80,7 +80,7 @@ class IncompatibleVllm(RuntimeError):
 
 _lock = threading.RLock()
 _patches = policy.Patches()
-_active: Optional[VllmOptions] = None
+_active: VllmOptions | None = None
 
 
 def _resolve(name: str) -> Any:
@@ -93,7 +93,7 @@ def _resolve(name: str) -> Any:
     return obj
 
 
-def current_fingerprints() -> Dict[str, str]:
+def current_fingerprints() -> dict[str, str]:
     return policy.current_fingerprints(FINGERPRINTS, _resolve)
 
 
@@ -118,7 +118,7 @@ def is_enabled() -> bool:
     return _active is not None
 
 
-def enable(options: Optional[VllmOptions] = None) -> VllmOptions:
+def enable(options: VllmOptions | None = None) -> VllmOptions:
     """Puts vLLM's KV cache on kvpager in this process (idempotent; every vLLM process needs
     it, which the plugin does). Raises IncompatibleVllm when vLLM's internals changed."""
     global _active

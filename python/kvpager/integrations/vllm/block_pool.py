@@ -29,7 +29,7 @@ Thread safety: like vLLM's BlockPool, used by the scheduler thread only.
 from __future__ import annotations
 
 import time
-from typing import Iterable, List
+from collections.abc import Iterable
 
 from ..._kvpager import OutOfMemory
 from .. import policy
@@ -62,7 +62,7 @@ def block_pool_class(base, kv_source):
             self._held = bytearray(num_gpu_blocks)  # 1: kvpager holds the block
             self._held[0] = 1  # the null block, always mapped
             self._held_count = 1
-            self._staged: List[int] = []
+            self._staged: list[int] = []
             self._checked_after_stage = False
             self._releasing_cached = True  # evicting a cached free block frees it in kvpager
             self._debt_checked_at = 0.0
@@ -77,7 +77,7 @@ def block_pool_class(base, kv_source):
                 held[i] = 1
             self._held_count += len(ids)
 
-        def _release(self, ids: List[int]) -> None:
+        def _release(self, ids: list[int]) -> None:
             if not ids:
                 return
             held = self._held
@@ -91,7 +91,7 @@ def block_pool_class(base, kv_source):
             in_use = self.num_gpu_blocks - 1 - self.free_block_queue.num_free_blocks
             return self._held_count - 1 - in_use
 
-        def _alloc(self, n: int) -> List[int]:
+        def _alloc(self, n: int) -> list[int]:
             try:
                 ids = self.kv.alloc(n)
             except OutOfMemory:
@@ -99,7 +99,7 @@ def block_pool_class(base, kv_source):
             self._hold(ids)
             return ids
 
-        def _alloc_up_to(self, n: int) -> List[int]:
+        def _alloc_up_to(self, n: int) -> list[int]:
             """n blocks from kvpager, or as many as it has now."""
             got = self._alloc(n)
             if not got:
@@ -108,10 +108,10 @@ def block_pool_class(base, kv_source):
                     got = self._alloc(available)
             return got
 
-        def _evict_lru_cached(self, n: int) -> List[int]:
+        def _evict_lru_cached(self, n: int) -> list[int]:
             """Up to n cached free blocks, least recently used first, evicted from the prefix
             cache but kept held (they are reused at once)."""
-            out: List[int] = []
+            out: list[int] = []
             self._releasing_cached = False
             try:
                 block = self.free_block_queue.fake_free_list_head.next_free_block
@@ -236,7 +236,7 @@ def block_pool_class(base, kv_source):
                 owed -= self._blocks_per_page
             return max(owed, 0)
 
-        def _evictable_pages(self) -> List[List[int]]:
+        def _evictable_pages(self) -> list[list[int]]:
             """Pages every held block of which is a cached free block, least recently used
             first (by the newest block of each page), as lists of their block ids."""
             stride, handle = self._stride, self._handle_bytes

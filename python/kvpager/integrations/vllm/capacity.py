@@ -20,7 +20,7 @@ Pure functions: tested in CI from tables.
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 __all__ = ["DEFAULT_MAX_BLOCKS", "instance_name", "virtual_bytes"]
 
@@ -29,7 +29,7 @@ DEFAULT_MAX_BLOCKS = 1 << 20
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def instance_name(explicit: Optional[str], served: Union[str, Sequence[str], None], model: str) -> str:
+def instance_name(explicit: str | None, served: str | Sequence[str] | None, model: str) -> str:
     """The registry name: ``explicit`` (KVPAGER_INSTANCE) as given; otherwise vLLM's first
     served model name (or the model path) made into a registry name: characters outside
     [A-Za-z0-9_.-] become '-', at most 63 characters, never starting with '.' or '-'."""

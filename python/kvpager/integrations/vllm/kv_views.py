@@ -16,7 +16,7 @@ Pure functions, no vLLM or torch import: tested in CI from tables.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 __all__ = ["LayoutError", "attention_view", "find_block_dim"]
 
@@ -43,7 +43,7 @@ def attention_view(
     page_bytes: int,
     block_stride_bytes: int,
     blocks_per_vllm_block: int = 1,
-) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(shape, strides in elements) of one layer's tensor.
 
     ``num_blocks``: the blocks of ``shape`` (kernel blocks: vLLM's blocks times

@@ -3,9 +3,10 @@ KVPAGER_* variables by :func:`options_from_env`, or given to ``enable()``)."""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 from .capacity import DEFAULT_MAX_BLOCKS
 
@@ -23,7 +24,7 @@ def parse_bytes(text: str, what: str) -> int:
         value = float(number)
     except ValueError:
         raise ValueError(f"{what}: '{text}' is no size (e.g. 512M, 2G, bytes)") from None
-    if not value >= 0 or value != value:
+    if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{what}: '{text}' must be a size of 0 or more")
     return int(value * _UNITS[unit])
 
@@ -52,12 +53,12 @@ class VllmOptions:
     """
 
     layout: str = "interleaved"
-    instance: Optional[str] = None
-    guarantee_bytes: Optional[int] = None
-    limit_bytes: Optional[int] = None
-    handle_bytes: Optional[int] = None
+    instance: str | None = None
+    guarantee_bytes: int | None = None
+    limit_bytes: int | None = None
+    handle_bytes: int | None = None
     max_blocks: int = DEFAULT_MAX_BLOCKS
-    samples_path: Optional[str] = None
+    samples_path: str | None = None
     samples_period_s: float = 0.05
     pool_budget: bool = True
 

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 from ...cache import KvCache
 from ...dtypes import dtype_name
@@ -51,7 +51,7 @@ class WorkerKv:
     instance: str
     pooled_share_bytes: int = 0
     # id() of each byte view handed to vLLM -> its tensor index (while vLLM reshapes them)
-    raw_views: Dict[int, int] = field(default_factory=dict)
+    raw_views: dict[int, int] = field(default_factory=dict)
 
     @property
     def block_bytes(self) -> int:
@@ -59,8 +59,8 @@ class WorkerKv:
         return self.page_bytes * self.num_tensors
 
 
-_current: Optional[WorkerKv] = None
-_stock_kv_bytes: Optional[int] = None
+_current: WorkerKv | None = None
+_stock_kv_bytes: int | None = None
 _vllm_config: Any = None  # the worker's, seen when it sized the cache
 
 
@@ -259,8 +259,8 @@ def _sample(kv: WorkerKv, path: str, period: float) -> None:
             time.sleep(period)
 
 
-def _byte_views(kv: WorkerKv, kv_cache_config) -> Dict[str, Any]:
-    raw: Dict[str, Any] = {}
+def _byte_views(kv: WorkerKv, kv_cache_config) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
     for index, tensor in enumerate(kv_cache_config.kv_cache_tensors):
         offset = kv.cache.tensor_offset(index, 0)
         view = to_torch(kv.cache.view(offset, [kv.num_blocks * kv.page_bytes], [1], "int8"))
