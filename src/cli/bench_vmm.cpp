@@ -209,8 +209,9 @@ void register_bench_vmm(CommandGroups& groups) {
   cmd->add_option("--loop-iters", cfg->loop_iters, "iterations of the loop")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--sweep-mib", cfg->sweep_mib, "handle sizes (MiB) for the sweep")
-      ->capture_default_str();
+  cmd->add_option("--sweep-mib", cfg->sweep_mib, "handle sizes (MiB) for the sweep, 1 to 65536")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));  // 0 divided by zero (issue 20)
   cmd->add_flag("--shareable", cfg->shareable,
                 "CUDA: create handles exportable as POSIX fds (KVPAGER_SHAREABLE_HANDLES)");
   cmd->add_flag("--json", cfg->json, "print one JSON object");

@@ -7,6 +7,29 @@
 
 namespace kvpager::model {
 
+namespace {
+
+// Sizes that do not fit 64 bits are refused: before, they wrapped to wrong figures (or 0, and a
+// division by it) printed with exit 0.
+uint64_t checked_mul(uint64_t a, uint64_t b, const char* what) {
+  uint64_t out = 0;
+  if (__builtin_mul_overflow(a, b, &out)) {
+    throw InvalidArgument(std::string(what) + " overflows 64 bits (" + std::to_string(a) + " x " +
+                          std::to_string(b) + ")");
+  }
+  return out;
+}
+
+uint64_t checked_add(uint64_t a, uint64_t b, const char* what) {
+  uint64_t out = 0;
+  if (__builtin_add_overflow(a, b, &out)) {
+    throw InvalidArgument(std::string(what) + " overflows 64 bits");
+  }
+  return out;
+}
+
+}  // namespace
+
 uint32_t kv_element_bytes(std::string_view mode) {
   if (mode == "fp8" || mode == "int8") return 1;
   if (mode == "fp16" || mode == "bfloat16" || mode == "bf16") return 2;
@@ -46,7 +69,8 @@ uint64_t kv_bytes_for_tokens(const ModelArchitecture& arch, uint32_t element_byt
   for (LayerKind kind : arch.layers) {
     const uint64_t kept =
         kind == LayerKind::kSliding ? std::min<uint64_t>(tokens, arch.sliding_window) : tokens;
-    total += per_layer * kept;
+    total = checked_add(total, checked_mul(per_layer, kept, "the KV bytes of the tokens"),
+                        "the KV bytes of the tokens");
   }
   return total;
 }
@@ -71,7 +95,8 @@ TransferGeometry transfer_geometry(const ModelArchitecture& arch, const ModelCon
   const uint64_t layers =
       config.system.access_pattern == AccessPattern::kBlock ? g.layers_per_stage : 1;
   g.io_bytes_per_token = shape.bytes() * layers;
-  g.block_bytes = g.io_bytes_per_token * config.system.page_size;
+  g.block_bytes = checked_mul(g.io_bytes_per_token, config.system.page_size,
+                              "page_size times the IO bytes per token");
   g.isl_kv_bytes = kv_bytes_for_tokens(arch, g.element_bytes, config.runtime.isl);
   const unsigned __int128 wanted =
       static_cast<unsigned __int128>(g.isl_kv_bytes) * config.runtime.num_requests;

@@ -61,6 +61,10 @@ TEST(CoreCli, BadInputIsExitTwoWithOneLine) {
   EXPECT_NE(r.err.find("invalid size '12XB'"), std::string::npos) << r.err;
   r = run_kvpager({"bench", "vmm", "--iters", "0"});
   EXPECT_EQ(r.rc, 2);
+  r = run_kvpager({"bench", "vmm", "--backend", "host", "--sweep-mib", "0"});  // was SIGFPE
+  EXPECT_EQ(r.rc, 2) << r.err;
+  r = run_kvpager({"bench", "vmm", "--backend", "host", "--sweep-mib", "2", "-3"});
+  EXPECT_EQ(r.rc, 2) << r.err;
   r = run_kvpager({"no-such-command"});
   EXPECT_EQ(r.rc, 2);
 }

@@ -245,6 +245,16 @@ TEST(KvbenchCli, BadInputIsOneLineAndExitCode2) {
   expect_usage_error(run_kvpager({"kvbench", "iosize", "--model", "gpt-oss-20b", "--model_config",
                                   cfg, "--isl", "-4"}),
                      "--isl -4: must be a positive integer");
+  // sizes past 64 bits: a SIGFPE (block bytes wrapped to 0) and wrong figures with exit 0 before
+  expect_usage_error(run_kvpager({"kvbench", "kvcache", "--model", "llama-3.1-8b", "--model_config",
+                                  cfg, "--page_size", "2251799813685248"}),
+                     "overflows 64 bits");
+  expect_usage_error(run_kvpager({"kvbench", "iosize", "--model", "llama-3.1-8b", "--model_config",
+                                  cfg, "--page_size", "2251799813685249"}),
+                     "overflows 64 bits");
+  expect_usage_error(run_kvpager({"kvbench", "kvcache", "--model", "llama-3.1-8b", "--model_config",
+                                  cfg, "--isl", "281474976710656"}),
+                     "overflows 64 bits");
   expect_usage_error(run_kvpager({"kvbench", "plan", "--model", "gpt-oss-20b", "--model_config",
                                   cfg, "--max_block_size", "-1"}),
                      "--max_block_size -1");
