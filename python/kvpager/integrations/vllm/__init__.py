@@ -142,9 +142,9 @@ def enable(options: VllmOptions | None = None) -> VllmOptions:
               worker.warm_up(Worker.compile_or_warm_up_model))
         Runner = gpu_model_runner.GPUModelRunner
         p.set(Runner, "_allocate_kv_cache_tensors",
-              worker.allocate_v1(Runner._allocate_kv_cache_tensors, options))
+              worker.allocate_v1(options))
         p.set(attn_utils, "_allocate_kv_cache",
-              worker.allocate_v2(attn_utils._allocate_kv_cache, options))
+              worker.allocate_v2(options))
         reshape = worker.reshape(attn_utils._reshape_attention_kv_cache)
         p.set(attn_utils, "_reshape_attention_kv_cache", reshape)
         p.set(gpu_model_runner, "_reshape_attention_kv_cache", reshape)

@@ -229,7 +229,6 @@ def block_pool_class(base, kv_source):
             for page_blocks in self._evictable_pages():
                 if owed <= 0:
                     break
-                self._releasing_cached = True
                 for i in page_blocks:
                     self._maybe_evict_cached_block(self.blocks[i])
                 self.evicted_under_pressure += len(page_blocks)

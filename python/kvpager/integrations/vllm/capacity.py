@@ -9,10 +9,10 @@ figure (``stock_kv_bytes``) is this engine's share of the device. Under kvpager:
   share; one that shuts down takes it out again): together the engines never hold more KV
   memory than their static shares would have, but any one of them may use what the others do
   not need at the moment;
-* vLLM's number of blocks is the virtual capacity: as many blocks as the pooled budget could
-  ever back (capped by the instance limit and by ``max_blocks``, which bounds the block
-  objects vLLM's scheduler keeps), not the memory free at start. Physical pages are mapped only
-  for blocks in use.
+* vLLM's number of blocks is the virtual capacity: as many blocks as the device's memory could
+  ever back (the budget may grow while the engine runs), capped by the instance limit and by
+  ``max_blocks``, which bounds the block objects vLLM's scheduler keeps; not the memory free at
+  start. Physical pages are mapped only for blocks in use.
 
 Pure functions: tested in CI from tables.
 """
@@ -50,8 +50,8 @@ def virtual_bytes(
     max_blocks: int = DEFAULT_MAX_BLOCKS,
     min_blocks: int = 0,
 ) -> int:
-    """The KV bytes to tell vLLM it has: enough for every block the budget (or the instance
-    limit, when lower) could back, at most ``max_blocks`` blocks and at least ``min_blocks``
+    """The KV bytes to tell vLLM it has: enough for every block ``budget_bytes`` (the device's
+    memory, as the worker passes it; or the instance limit, when lower) could back, at most ``max_blocks`` blocks and at least ``min_blocks``
     (what one request of the model's maximum length needs), in whole blocks."""
     if bytes_per_block <= 0:
         raise ValueError(f"bytes_per_block must be positive, got {bytes_per_block}")

@@ -270,7 +270,7 @@ def _byte_views(kv: WorkerKv, kv_cache_config) -> dict[str, Any]:
     return raw
 
 
-def allocate_v1(original, options: VllmOptions):
+def allocate_v1(options: VllmOptions):
     def _allocate_kv_cache_tensors(self, kv_cache_config):
         kv = _make_cache(kv_cache_config, self.device, self.vllm_config, options)
         return _byte_views(kv, kv_cache_config)
@@ -278,7 +278,7 @@ def allocate_v1(original, options: VllmOptions):
     return _allocate_kv_cache_tensors
 
 
-def allocate_v2(original, options: VllmOptions):
+def allocate_v2(options: VllmOptions):
     def _allocate_kv_cache(kv_cache_config, shared_layers, device):
         vllm_config = _vllm_config
         if vllm_config is None:
