@@ -2,7 +2,7 @@
 
     python3 vllm_engine_run.py --config JSON --out FILE
 
-The config: model ("gqa" | "mha": tiny Llama shapes, dummy weights), kvpager (bool), layout,
+The config: model (a key of MODELS: tiny GQA/MHA Llamas, Qwen3, MLA, Gemma 3; dummy weights), kvpager (bool), layout,
 prefix (prefix caching on/off), runner ("v1" | "v2"), attn (TRITON_ATTN | FLASH_ATTN), mode
 ("mp": vLLM's engine-core process, kvpager enabled there by its vllm.general_plugins entry
 point; "inproc"), kv_bytes (stock's KV size, kv_cache_memory_bytes), weight_scale (dummy weights times this; default 1), prompts ("shared":
@@ -20,21 +20,46 @@ import sys
 import tempfile
 import time
 
-MODELS = {
-    "gqa": {"num_attention_heads": 16, "num_key_value_heads": 4},
-    "mha": {"num_attention_heads": 8, "num_key_value_heads": 8},
+LLAMA = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1024,
+    "intermediate_size": 2816, "num_hidden_layers": 8, "head_dim": 64, "rope_theta": 10000.0,
+    "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
+}
+MODELS = {  # tiny shapes of each attention kind, dummy weights
+    "gqa": {**LLAMA, "num_attention_heads": 16, "num_key_value_heads": 4},
+    "mha": {**LLAMA, "num_attention_heads": 8, "num_key_value_heads": 8},
+    # Qwen3-0.6B's attention (GQA 16/8, head_dim 128, q/k norms), fewer layers
+    "qwen3": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 1024,
+              "intermediate_size": 3072, "num_hidden_layers": 8, "num_attention_heads": 16,
+              "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1000000.0,
+              "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": True},
+    # DeepSeek-V2-Lite's MLA (latent 512 + rope 64, 16 heads, no q LoRA); dense MLPs
+    "mla": {"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
+            "hidden_size": 1024, "intermediate_size": 2816, "moe_intermediate_size": 512,
+            "num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 16,
+            "kv_lora_rank": 512, "q_lora_rank": None, "qk_nope_head_dim": 128,
+            "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 8,
+            "n_shared_experts": 1, "num_experts_per_tok": 2, "first_k_dense_replace": 4,
+            "moe_layer_freq": 1, "topk_method": "greedy", "n_group": 1, "topk_group": 1,
+            "norm_topk_prob": False, "routed_scaling_factor": 1.0, "scoring_func": "softmax",
+            "rope_theta": 10000.0, "hidden_act": "silu", "attention_bias": False,
+            "tie_word_embeddings": False},
+    # Gemma 3's hybrid attention: 5 sliding-window (256) layers to 1 global, two KV-cache groups
+    "gemma3": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+               "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 6,
+               "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 128,
+               "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "sliding_window": 256,
+               "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
+               "query_pre_attn_scalar": 128, "hidden_activation": "gelu_pytorch_tanh",
+               "final_logit_softcapping": None, "attn_logit_softcapping": None,
+               "tie_word_embeddings": True, "pad_token_id": 0},
 }
 
 
 def model_dir(name):
-    cfg = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1024,
-        "intermediate_size": 2816, "num_hidden_layers": 8, "head_dim": 64, "vocab_size": 32000,
-        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 1,
-        "eos_token_id": 2, "initializer_range": 0.02, **MODELS[name],
-    }
+    cfg = {"vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+           "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
+           "initializer_range": 0.02, **MODELS[name]}
     d = os.path.join(tempfile.gettempdir(), f"kvpager-vllm-tiny-{name}")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config.json"), "w") as f:
