@@ -131,6 +131,25 @@ def check_kvpager_stats(k):
         assert st["blocks_in_use"] == 0
 
 
+def test_greedy_tokens_identical_to_stock_vllm():
+    results = run_all(pair_configs(PAIRS))
+    differ = {}
+    for name in PAIRS:
+        # tokens and the top-5 logprobs of every step, bit for bit (with weights scaled so
+        # that attention shapes them: checked below)
+        where = differences(results["stock-" + name], results["kvpager-" + name])
+        if where:
+            differ[name] = where
+    with open(os.path.join(OUT, "identity.json"), "w") as f:
+        json.dump({"differ": differ, "pairs": list(PAIRS)}, f)
+    assert not differ, f"kvpager's tokens differ from stock vLLM's at (pass, prompt): {differ}"
+    for name in PAIRS:
+        check_kvpager_stats(results["kvpager-" + name])
+    # attention shapes the logprobs compared above (else identity would prove nothing)
+    assert results["stock-gqa-prefix-per-layer"]["logprobs"] != results[
+        "stock-mha-prefix-per-layer"]["logprobs"]
+
+
 def test_other_attention_kinds_identical_to_stock_or_refused():
     failures = {}
     results = run_all(pair_configs(KINDS), failures=failures)
@@ -154,25 +173,6 @@ def test_other_attention_kinds_identical_to_stock_or_refused():
     for name in KINDS:
         if isinstance(report[name], dict):
             check_kvpager_stats(results["kvpager-" + name])
-
-
-def test_greedy_tokens_identical_to_stock_vllm():
-    results = run_all(pair_configs(PAIRS))
-    differ = {}
-    for name in PAIRS:
-        # tokens and the top-5 logprobs of every step, bit for bit (with weights scaled so
-        # that attention shapes them: checked below)
-        where = differences(results["stock-" + name], results["kvpager-" + name])
-        if where:
-            differ[name] = where
-    with open(os.path.join(OUT, "identity.json"), "w") as f:
-        json.dump({"differ": differ, "pairs": list(PAIRS)}, f)
-    assert not differ, f"kvpager's tokens differ from stock vLLM's at (pass, prompt): {differ}"
-    for name in PAIRS:
-        check_kvpager_stats(results["kvpager-" + name])
-    # attention shapes the logprobs compared above (else identity would prove nothing)
-    assert results["stock-gqa-prefix-per-layer"]["logprobs"] != results[
-        "stock-mha-prefix-per-layer"]["logprobs"]
 
 
 def test_two_engines_share_one_budget_and_memory_follows_the_load():
