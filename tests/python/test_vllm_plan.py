@@ -98,6 +98,20 @@ def test_instance_name_is_a_registry_name(explicit, served, model, expected):
     assert capacity.instance_name(explicit, served, model) == expected
 
 
+def test_warmup_window_is_what_v2_warmup_kernels_writes():
+    from kvpager.integrations.vllm.worker import warmup_window
+
+    def w(sizes, nb=1 << 20, seqs=1024, tokens=16384, dql=1):
+        return warmup_window(block_sizes=sizes, decode_query_len=dql, max_num_seqs=seqs,
+                             max_num_batched_tokens=tokens, num_blocks=nb)
+
+    assert w([16]) == 1024  # 1024 requests of 2 + 1 tokens: one block each
+    assert w([16] * 6) == 6 * 1024  # every KV-cache group (Gemma 3: 6 groups)
+    assert w([16, 16], nb=101) == 100  # 50 requests fit in a 100-block cache (block 0 is null)
+    assert w([16], tokens=600) == 300  # the batch caps the requests: 600 // 2 tokens
+    assert w([2], dql=4) == 1024 * 5  # spec decode: 5 + 4 tokens in 2-token blocks
+
+
 def test_options_from_the_environment():
     o = options_from_env({"KVPAGER_LAYOUT": "per-layer", "KVPAGER_INSTANCE": "a",
                           "KVPAGER_VLLM_GUARANTEE": "1G", "KVPAGER_VLLM_MAX_BLOCKS": "4096"})

@@ -132,25 +132,48 @@ def determine_available_memory(original, options: VllmOptions):
     return determine_available_memory
 
 
+def warmup_window(*, block_sizes: list[int], decode_query_len: int, max_num_seqs: int,
+                  max_num_batched_tokens: int, num_blocks: int) -> int:
+    """How many block ids (1..n) V2's ``warmup_kernels`` writes without a scheduler: as many
+    requests as it runs (max_num_seqs, capped by the batched tokens and by num_blocks - 1),
+    each holding ``cdiv(prompt + decode, block)`` ids in every KV-cache group."""
+    prompt_len = decode_query_len + 1
+    decode_len = prompt_len + decode_query_len
+    per_request = sum(-(-decode_len // b) for b in block_sizes)
+    requests = min(max_num_seqs, max_num_batched_tokens // max(prompt_len, decode_query_len),
+                   max(1, (num_blocks - 1) // per_request))
+    return requests * per_request
+
+
 def warm_up(original):
-    """vLLM's V2 warm-up runs fake requests on block ids 1, 2, ... that no scheduler handed out:
-    those blocks are backed for the warm-up (and CUDA-graph capture) and freed after it."""
+    """vLLM's V2 warm-up (``warmup_kernels``) runs fake requests on block ids 1, 2, ... that no
+    scheduler handed out: those blocks are backed for the warm-up and freed after it. Where the
+    budget cannot back as many as vLLM would use, vLLM is shown a smaller cache for the warm-up
+    (it then warms up fewer requests at once, as stock does with a small cache)."""
 
     def compile_or_warm_up_model(self, *args, **kwargs):
         kv = _current
         if kv is None:
             return original(self, *args, **kwargs)
         sc = self.vllm_config.scheduler_config
-        groups = max(1, len(self.model_runner.kv_cache_config.kv_cache_groups))
-        block = min(int(g.kv_cache_spec.block_size)
-                    for g in self.model_runner.kv_cache_config.kv_cache_groups)
-        # V2's warm-up: up to max_num_seqs decode requests of one block, and a prefill of at
-        # most max_num_batched_tokens, in every KV-cache group
-        window = groups * (int(sc.max_num_seqs) + -(-int(sc.max_num_batched_tokens) // block) + 2)
-        ids = _back_first_blocks(kv, min(window, kv.num_blocks - 1))
+        config = self.model_runner.kv_cache_config
+        window = warmup_window(
+            block_sizes=[int(g.kv_cache_spec.block_size) for g in config.kv_cache_groups],
+            decode_query_len=int(getattr(self.model_runner, "decode_query_len", 1)),
+            max_num_seqs=int(sc.max_num_seqs),
+            max_num_batched_tokens=int(sc.max_num_batched_tokens),
+            num_blocks=kv.num_blocks,
+        )
+        affordable = min(window, kv.cache.available())
+        if affordable < window:
+            logger.info("kvpager: warming up on %d blocks (vLLM would use %d; the budget "
+                        "allows %d now)", affordable, window, affordable)
+        ids = _back_first_blocks(kv, affordable)
+        config.num_blocks = affordable + 1  # what warmup_kernels sizes its batch by
         try:
             return original(self, *args, **kwargs)
         finally:
+            config.num_blocks = kv.num_blocks
             kv.cache.free(ids)
 
     return compile_or_warm_up_model
