@@ -28,6 +28,7 @@ from ._kvpager import (
     StateError,
     Timeout,
     known_dtypes,
+    registry_snapshot,
 )
 from .cache import KvCache
 from .dtypes import dtype_name
@@ -56,6 +57,7 @@ __all__ = [
     "get_kv_cache_manager",
     "init_kvcached",
     "known_dtypes",
+    "registry_snapshot",
     "shutdown_kvcached",
     "to_torch",
 ]

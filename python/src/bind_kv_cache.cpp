@@ -193,6 +193,15 @@ failed call changes nothing.)doc")
           "Takes a pooled share out of the device budget (never below the guarantees). "
           "Returns the new budget.")
       .def(
+          "count_evicted_blocks",
+          [](const KvCacheHandle& h, uint64_t blocks) {
+            h.registration().count_evicted_blocks(blocks);
+          },
+          py::arg("blocks"),
+          "Adds `blocks` to this instance's registry count of cached blocks its engine evicted "
+          "under pressure (registry_snapshot() and `kvpager list --json`: evicted_blocks). "
+          "StateError without an instance name.")
+      .def(
           "mapped_bytes", [](const KvCacheHandle& h) { return h.cache().mapped_bytes(); },
           "Physical bytes mapped now.")
       .def(

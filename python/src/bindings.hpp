@@ -6,5 +6,6 @@ namespace kvpager::python {
 
 void bind_kv_tensor(pybind11::module_& m);
 void bind_kv_cache(pybind11::module_& m);
+void bind_registry(pybind11::module_& m);
 
 }  // namespace kvpager::python

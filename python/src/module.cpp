@@ -13,6 +13,7 @@ PYBIND11_MODULE(_kvpager, m) {
   kvpager::python::register_errors(m);
   kvpager::python::bind_kv_tensor(m);
   kvpager::python::bind_kv_cache(m);
+  kvpager::python::bind_registry(m);
   m.def("known_dtypes", &kvpager::python::known_dtypes, "The dtype names KV tensors accept.");
   m.def(
       "dtype_info",

@@ -172,6 +172,7 @@ nlohmann::json registry_json(const limits::RegistrySnapshot& snap) {
          {"used_bytes", r.used_bytes},
          {"mapped_bytes", r.mapped_bytes},
          {"reserved_bytes", r.reserved_bytes},
+         {"evicted_blocks", r.evicted_blocks},
          {"revision", r.revision},
          {"heartbeat_age_ms", s.heartbeat_age_ms},
          {"alive", s.alive},

@@ -85,6 +85,7 @@ bool decode_instance(std::span<const std::byte> bytes, InstanceRecord* out,
     r.used_bytes = s->used_bytes.load(std::memory_order_relaxed);
     r.reserved_bytes = s->reserved_bytes.load(std::memory_order_relaxed);
     r.heartbeat_ns = s->heartbeat_ns.load(std::memory_order_relaxed);
+    r.evicted_blocks = s->evicted_blocks.load(std::memory_order_relaxed);
     *out = std::move(r);
     return true;
   } catch (...) {  // std::bad_alloc from a string: report, never propagate

@@ -109,8 +109,8 @@ def test_staging_makes_the_following_check_count_only_what_is_held(pool_with):
     assert in_use(cache) == 0
 
 
-def test_debt_evicts_cached_pages_whole_and_never_touches_blocks_in_use(pool_with):
-    pool, cache = pool_with()
+def test_debt_evicts_cached_pages_whole_and_never_touches_blocks_in_use(pool_with, shm_prefix):
+    pool, cache = pool_with(instance="pool-debt")
     blocks = pool.get_new_blocks(4 * PER_PAGE)
     running, cached = blocks[:8], blocks[8:]
     cache_blocks(pool, cached, "c")
@@ -120,6 +120,8 @@ def test_debt_evicts_cached_pages_whole_and_never_touches_blocks_in_use(pool_wit
     pool._debt_checked_at = 0.0
     pool.pay_debt()
     assert pool.evicted_under_pressure > 0
+    entry, = (i for i in kvpager.registry_snapshot()["instances"] if i["name"] == "pool-debt")
+    assert entry["evicted_blocks"] == pool.evicted_under_pressure  # kvpager list, /metrics
     assert all(b.ref_cnt == 1 and cache.is_allocated(b.block_id) for b in running)
     assert in_use(cache) * 4096 <= 2 * 64 * 1024 + 8 * 4096
     # eviction emptied whole pages: of each page's cached blocks, all or none went
@@ -129,6 +131,14 @@ def test_debt_evicts_cached_pages_whole_and_never_touches_blocks_in_use(pool_wit
     assert any(not any(v) for v in by_page.values())
     assert all(all(v) or not any(v) for p, v in by_page.items() if p != 0)
     pool.free_blocks(running)
+
+
+def test_usage_is_of_what_the_engine_may_hold_not_of_the_virtual_capacity(pool_with):
+    pool, _cache = pool_with(num_blocks=4096, limit_bytes=64 * 1024)  # one page: 15 blocks
+    blocks = pool.get_new_blocks(5)
+    assert pool.get_usage() == pytest.approx(5 / 15)
+    pool.free_blocks(blocks)
+    assert pool.get_usage() == 0
 
 
 def test_reset_prefix_cache_frees_every_cached_block(pool_with):

@@ -1,6 +1,8 @@
 """The vLLM integration's pure parts, without vLLM: where kernels find a block (kv_views), the
 virtual capacity and the registry name (capacity), the options (options)."""
 
+import time
+
 import pytest
 from kvpager.integrations import policy
 from kvpager.integrations.vllm import capacity, kv_views
@@ -175,3 +177,51 @@ def test_engine_shares_pool_into_the_device_budget_and_leave_with_their_engine(s
         unregistered.pool_budget_share(1 << 20)
     for c in (a, b, unregistered):
         c.close()
+
+
+def test_metrics_read_the_engines_registry_entry(shm_prefix):
+    """What vllm serve's /metrics shows for an engine: its registry entry and its device, as
+    `kvpager list --json` reads them; evictions counted by the engine add up."""
+    import math
+
+    import kvpager
+    from kvpager.integrations.vllm import metrics
+
+    cache = kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=256, kind="latent",
+                            device="cpu", instance="served-a", reserve_pages=0,
+                            guarantee_bytes=1 << 20)
+    ids = cache.alloc(40)
+    cache.count_evicted_blocks(3)
+    cache.count_evicted_blocks(4)
+    time.sleep(0.1)  # one registry poll publishes used/reserved
+    snap = kvpager.registry_snapshot()
+    values = metrics.instance_samples(snap, "served-a")
+    assert values["kvpager:evicted_blocks_total"] == 7
+    assert values["kvpager:mapped_bytes"] >= cache.stats()["mapped_bytes"] > 0  # + ready handles
+    assert values["kvpager:used_bytes"] > 0
+    assert values["kvpager:limit_bytes"] == math.inf
+    assert values["kvpager:guarantee_bytes"] == 1 << 20
+    assert values["kvpager:device_budget_bytes"] == cache.device_budget()["budget_bytes"]
+    assert values["kvpager:device_charged_bytes"] >= values["kvpager:mapped_bytes"]
+    assert values["kvpager:instance_alive"] == 1
+    assert metrics.instance_samples(snap, "not-there") is None
+    cache.free(ids)
+
+
+def test_metrics_collector_exports_prometheus_families(shm_prefix):
+    pytest.importorskip("prometheus_client")
+    import kvpager
+    from kvpager.integrations.vllm import metrics
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    cache = kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
+                            device="cpu", instance="served-b", reserve_pages=0)
+    cache.alloc(5)
+    cache.count_evicted_blocks(2)
+    registry = CollectorRegistry()
+    registry.register(metrics.RegistryCollector("served-b", "model-b"))
+    text = generate_latest(registry).decode()
+    assert 'kvpager:evicted_blocks_total{instance="served-b",model_name="model-b"} 2.0' in text
+    assert 'kvpager:mapped_bytes{instance="served-b",model_name="model-b"}' in text
+    cache.close()
+    assert "kvpager:mapped_bytes{" not in generate_latest(registry).decode()  # gone with it

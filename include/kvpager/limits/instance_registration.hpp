@@ -74,6 +74,11 @@ class InstanceRegistration final : public MemoryBudget,
                               parse_budget(config_.gpu_utilization, device_.total_bytes()));
   }
   uint64_t unpool_budget_share(uint64_t share) noexcept { return device_.unpool_share(share); }
+  // Adds to the instance segment's count of cached blocks its engine evicted under pressure
+  // (`kvpager list --json`: evicted_blocks). Lock-free, no syscall.
+  void count_evicted_blocks(uint64_t blocks) noexcept {
+    segment().evicted_blocks.fetch_add(blocks, std::memory_order_relaxed);
+  }
   const std::string& name() const { return spec_.name; }
   const std::string& device() const { return spec_.device; }
   const std::string& path() const { return file_.path(); }

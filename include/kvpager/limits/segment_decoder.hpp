@@ -27,6 +27,7 @@ struct InstanceRecord {
   uint64_t used_bytes = 0;
   uint64_t reserved_bytes = 0;
   uint64_t heartbeat_ns = 0;
+  uint64_t evicted_blocks = 0;
 };
 
 struct DeviceSlotRecord {

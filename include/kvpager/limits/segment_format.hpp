@@ -22,7 +22,8 @@
 
 namespace kvpager::limits::format {
 
-constexpr uint32_t kVersion = 3;  // 2: slots carry a guarantee and a claim; 3: claims are sized
+constexpr uint32_t kVersion = 4;  // 2: slots carry a guarantee and a claim; 3: claims are sized;
+                                  // 4: instances count blocks evicted under pressure
 constexpr char kInstanceMagic[8] = {'K', 'V', 'P', 'G', 'I', 'N', 'S', 'T'};
 constexpr char kDeviceMagic[8] = {'K', 'V', 'P', 'G', 'D', 'E', 'V', 'S'};
 constexpr size_t kNameBytes = 64;    // instance and model names: at most 63 characters
@@ -54,6 +55,9 @@ struct InstanceSegment {
   std::atomic<uint64_t> used_bytes;      // bytes of pages holding blocks in use
   std::atomic<uint64_t> reserved_bytes;  // held but not in use: free mapped pages, ready handles
   std::atomic<uint64_t> heartbeat_ns;    // CLOCK_MONOTONIC of the owner's last poll
+  // Cached blocks (kept for reuse, e.g. a serving engine's prefix cache) the owner gave up under
+  // pressure: a monotonic count the engine reports (InstanceRegistration::count_evicted_blocks).
+  std::atomic<uint64_t> evicted_blocks;
 };
 
 enum SlotState : uint32_t { kSlotFree = 0, kSlotTaken = 1 };

@@ -15,6 +15,7 @@ one of its processes (front end, engine core, workers). With KVPAGER_VLLM=1 the 
 * Blocks: vLLM's block pool hands out kvpager's blocks; physical pages are mapped for blocks in
   use and prefix-cached free blocks, and unmapped once empty. Under pressure, cached blocks are
   evicted page by page before vLLM would preempt anything.
+* Metrics: ``vllm serve``'s ``/metrics`` shows kvpager's figures for the engine (metrics.py).
 * Capacity: vLLM's block count is the virtual capacity; ``--gpu-memory-utilization`` still
   sizes this engine's share (what stock would give its KV cache), which is pooled into the
   device budget of the shared registry (capacity.py). The engine registers under
@@ -71,6 +72,9 @@ FINGERPRINTS: dict[str, str] = {
     "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate": "8e74eb2075033b94",
     "vllm.v1.core.kv_cache_manager:KVCacheManager.allocate_slots": "ad07182657498a47",
     "vllm.v1.core.sched.scheduler:Scheduler.schedule": "491d8fe7c9e3c94c",
+    "vllm.v1.metrics.loggers:load_stat_logger_plugin_factories": "94a131a520982a69",
+    "vllm.v1.metrics.loggers:StatLoggerBase": "aac8427e93fb8544",
+    "vllm.v1.engine.async_llm:AsyncLLM.__init__": "21de44c03440aa87",
 }
 
 
@@ -129,10 +133,11 @@ def enable(options: VllmOptions | None = None) -> VllmOptions:
         check_compatibility()
         from vllm.v1.core import block_pool, kv_cache_coordinator
         from vllm.v1.core.sched import scheduler as vllm_scheduler
+        from vllm.v1.engine import async_llm
         from vllm.v1.worker import gpu_model_runner, gpu_worker
         from vllm.v1.worker.gpu import attn_utils
 
-        from . import scheduler, worker
+        from . import capacity, metrics, scheduler, worker
 
         p = _patches
         Worker = gpu_worker.Worker
@@ -154,6 +159,11 @@ def enable(options: VllmOptions | None = None) -> VllmOptions:
               scheduler.get_num_blocks_to_allocate(Coordinator.get_num_blocks_to_allocate))
         Scheduler = vllm_scheduler.Scheduler
         p.set(Scheduler, "schedule", scheduler.schedule(Scheduler.schedule))
+        p.set(async_llm, "load_stat_logger_plugin_factories", metrics.plugin_factories(
+            async_llm.load_stat_logger_plugin_factories,
+            metrics.stat_logger_class(lambda config: capacity.instance_name(
+                options.instance, config.model_config.served_model_name,
+                config.model_config.model))))
         _active = options
         logger.info("kvpager: vLLM's KV cache is on kvpager (layout %s)", options.layout)
         return options
@@ -165,9 +175,10 @@ def disable() -> None:
     with _lock:
         if _active is None:
             return
-        from . import worker
+        from . import metrics, worker
 
         _patches.restore()
+        metrics.unregister_collectors()
         worker.forget()
         _active = None
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from ..._kvpager import OutOfMemory
+from ..._kvpager import OutOfMemory, StateError
 from .. import policy
 
 __all__ = ["block_pool_class"]
@@ -67,10 +67,23 @@ def block_pool_class(base, kv_source):
             self._releasing_cached = True  # evicting a cached free block frees it in kvpager
             self._debt_checked_at = 0.0
             self.asker = policy.RoomAsker(self.kv)
-            self.evicted_under_pressure = 0  # blocks evicted from the prefix cache for a debt
+            # cached blocks evicted because kvpager refused memory or for a debt; also counted
+            # in the registry (kvpager list --json, the /metrics of vllm serve)
+            self.evicted_under_pressure = 0
+            try:
+                self.kv.count_evicted_blocks(0)
+                self._registered = True
+            except StateError:  # a cache without a registry entry (tests)
+                self._registered = False
             self.staging_refusals = 0
 
         # kvpager bookkeeping
+        def _count_evicted(self, n: int) -> None:
+            if n:
+                self.evicted_under_pressure += n
+                if self._registered:
+                    self.kv.count_evicted_blocks(n)
+
         def _hold(self, ids: Iterable[int]) -> None:
             held = self._held
             for i in ids:
@@ -151,13 +164,23 @@ def block_pool_class(base, kv_source):
                 return min(free, held_free)
             return min(free, held_free + self.kv.available())
 
+        def get_usage(self) -> float:
+            """vLLM's kv_cache_usage: the blocks in use out of those this engine could use now
+            (in use, held free, and what kvpager would still hand out), not out of the virtual
+            capacity, which would always read near 0."""
+            in_use = self.num_gpu_blocks - 1 - self.free_block_queue.num_free_blocks
+            room = in_use + self.held_free_blocks() + self.kv.available()
+            return in_use / room if room > 0 else 1.0
+
         def get_new_blocks(self, num_blocks: int) -> list:
             ids = self._staged[:num_blocks]
             del self._staged[: len(ids)]
             if len(ids) < num_blocks and self.kv.owed_blocks() == 0:
                 ids += self._alloc_up_to(num_blocks - len(ids))
             if len(ids) < num_blocks:
-                ids += self._evict_lru_cached(num_blocks - len(ids))
+                evicted = self._evict_lru_cached(num_blocks - len(ids))
+                self._count_evicted(len(evicted))
+                ids += evicted
             if len(ids) < num_blocks:
                 self._staged.extend(ids)
                 raise ValueError(f"Cannot get {num_blocks} free blocks from the pool")
@@ -231,7 +254,7 @@ def block_pool_class(base, kv_source):
                     break
                 for i in page_blocks:
                     self._maybe_evict_cached_block(self.blocks[i])
-                self.evicted_under_pressure += len(page_blocks)
+                self._count_evicted(len(page_blocks))
                 owed -= self._blocks_per_page
             return max(owed, 0)
 
