@@ -149,3 +149,27 @@ def test_reset_prefix_cache_frees_every_cached_block(pool_with):
     assert in_use(cache) == 12
     assert pool.reset_prefix_cache()
     assert in_use(cache) == 0 and pool.held_free_blocks() == 0
+
+
+def test_an_idle_engine_pays_a_lowered_limit_but_never_while_the_scheduler_works(pool_with):
+    import time
+
+    pool, cache = pool_with()
+    blocks = pool.get_new_blocks(4 * PER_PAGE)
+    cache_blocks(pool, blocks, "idle")
+    pool.free_blocks(blocks)  # all cached, held: an engine idle after a burst
+    assert in_use(cache) == 4 * PER_PAGE
+    payer = scheduler.IdleDebtPayer(pool)
+    with scheduler.pool_lock:  # the scheduler inside a step: the payer must keep off the pool
+        payer.start()
+        cache.resize(64 * 1024)
+        time.sleep(0.3)
+        assert in_use(cache) == 4 * PER_PAGE
+    deadline = time.monotonic() + 2
+    while in_use(cache) * 4096 > 64 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert in_use(cache) * 4096 <= 64 * 1024, "the idle engine kept its cached pages"
+    assert pool.evicted_under_pressure >= 3 * PER_PAGE
+    cache.close()
+    payer.join(timeout=2)
+    assert not payer.is_alive()

@@ -72,6 +72,9 @@ FINGERPRINTS: dict[str, str] = {
     "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate": "8e74eb2075033b94",
     "vllm.v1.core.kv_cache_manager:KVCacheManager.allocate_slots": "ad07182657498a47",
     "vllm.v1.core.sched.scheduler:Scheduler.schedule": "491d8fe7c9e3c94c",
+    "vllm.v1.core.sched.scheduler:Scheduler.update_from_output": "844367185957e48a",
+    "vllm.v1.core.sched.scheduler:Scheduler.finish_requests": "fc83b2419ccb624c",
+    "vllm.v1.core.sched.scheduler:Scheduler.reset_prefix_cache": "bf241b416138c4d6",
     "vllm.v1.metrics.loggers:load_stat_logger_plugin_factories": "94a131a520982a69",
     "vllm.v1.metrics.loggers:StatLoggerBase": "aac8427e93fb8544",
     "vllm.v1.engine.async_llm:AsyncLLM.__init__": "21de44c03440aa87",
@@ -159,6 +162,8 @@ def enable(options: VllmOptions | None = None) -> VllmOptions:
               scheduler.get_num_blocks_to_allocate(Coordinator.get_num_blocks_to_allocate))
         Scheduler = vllm_scheduler.Scheduler
         p.set(Scheduler, "schedule", scheduler.schedule(Scheduler.schedule))
+        for method in ("update_from_output", "finish_requests", "reset_prefix_cache"):
+            p.set(Scheduler, method, scheduler.holding_pool(getattr(Scheduler, method)))
         p.set(async_llm, "load_stat_logger_plugin_factories", metrics.plugin_factories(
             async_llm.load_stat_logger_plugin_factories,
             metrics.stat_logger_class(lambda config: capacity.instance_name(
