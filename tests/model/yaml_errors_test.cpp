@@ -139,3 +139,33 @@ TEST_F(YamlErrors, ArchitectureFiles) {
   EXPECT_EQ(a.layers[3], LayerKind::kSliding);
   EXPECT_EQ(a.layers[5], LayerKind::kFull);
 }
+
+TEST_F(YamlErrors, DuplicateKeysAreRefusedNamingKeyAndLine) {
+  // yaml-cpp keeps the first of two equal keys; the second used to be dropped without a word.
+  auto p = write("m.yaml",
+                 "model_name: X\nnum_layers: 32\nnum_query_heads: 8\nhead_dimension: 64\n"
+                 "num_layers: 64\n");
+  std::string e = error_of([&] { load_architecture(p); });
+  EXPECT_NE(e.find("m.yaml:5: num_layers: duplicate key (first given on line 2)"),
+            std::string::npos)
+      << e;
+  p = write("c.yaml",
+            "strategy:\n  tp_size: 1\n  pp_size: 2\n  kvcache_quant_mode: fp8\n  pp_size: 4\n"
+            "runtime: {isl: 100, num_requests: 1}\n"
+            "system: {page_size: 16, access_pattern: block}\n");
+  e = error_of([&] { load_model_config(p); });
+  EXPECT_NE(e.find("c.yaml:5: strategy.pp_size: duplicate key (first given on line 3)"),
+            std::string::npos)
+      << e;
+  p = write("s.yaml", std::string(kGoodConfig) + "runtime: {isl: 200, num_requests: 1}\n");
+  e = error_of([&] { load_model_config(p); });
+  EXPECT_NE(e.find("s.yaml:4: runtime: duplicate key (first given on line 2)"), std::string::npos)
+      << e;
+  // Equal keys in different mappings are not duplicates.
+  p = write("ok.yaml",
+            "strategy: {tp_size: 1, pp_size: 2, kvcache_quant_mode: fp8}\n"
+            "runtime: {isl: 100, osl: 1, num_requests: 1}\n"
+            "system: {page_size: 16, access_pattern: block, source: memory, "
+            "destination: memory}\n");
+  EXPECT_NO_THROW(load_model_config(p));
+}
