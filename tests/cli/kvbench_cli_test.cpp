@@ -237,9 +237,6 @@ TEST(KvbenchCli, BadInputIsOneLineAndExitCode2) {
                                   "/nonexistent/c.yaml"}),
                      "/nonexistent/c.yaml: cannot read");
   expect_usage_error(run_kvpager({"kvbench", "iosize", "--model", "gpt-oss-20b", "--model_config",
-                                  cfg, "--pp", "25"}),
-                     "strategy.pp_size = 25: exceeds the 24 layers");
-  expect_usage_error(run_kvpager({"kvbench", "iosize", "--model", "gpt-oss-20b", "--model_config",
                                   cfg, "--page_size", "0"}),
                      "--page_size 0: must be a positive integer");
   expect_usage_error(run_kvpager({"kvbench", "iosize", "--model", "gpt-oss-20b", "--model_config",
@@ -280,6 +277,21 @@ TEST(KvbenchCli, BadInputIsOneLineAndExitCode2) {
   const std::string broken = models_dir() + "/README.md";  // not YAML mapping
   expect_usage_error(run_kvpager({"kvbench", "plan", "--model", broken, "--model_config", cfg}),
                      "README.md");
+}
+
+TEST(KvbenchCli, DuplicateKeyIsOneLineNamingKeyAndFile) {
+  char tpl[] = "/tmp/kvbench_dup_XXXXXX";
+  const int fd = ::mkstemp(tpl);
+  const std::string text =
+      "model_name: X\nnum_layers: 32\nnum_query_heads: 8\nhead_dimension: 64\n"
+      "num_layers: 64\n";
+  ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  ::close(fd);
+  expect_usage_error(
+      run_kvpager({"kvbench", "iosize", "--model", tpl, "--model_config",
+                   models_dir() + "/examples/block-tp1-pp8.yaml"}),
+      std::string(tpl) + ":5: num_layers: duplicate key (first given on line 2); keep one");
+  ::unlink(tpl);
 }
 
 TEST(KvbenchCli, DuplicateKeyIsOneLineNamingKeyAndFile) {
