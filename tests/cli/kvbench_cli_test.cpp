@@ -326,6 +326,24 @@ TEST(KvbenchCli, PlanSizesTheBufferSoNixlbenchTakesTheBatch) {
                      "give 70272221184 or a larger multiple of 2");
 }
 
+TEST(KvbenchCli, NixlKvbenchFilesAndPipelinesLongerThanTheModel) {
+  const std::string nixl = models_dir() + "/examples/nixl";
+  // Every Llama file NIXL KVBench ships used to fail: num_query_heads_with_mha: unknown field.
+  RunResult r = run_kvpager({"kvbench", "kvcache", "--model", nixl + "/model_llama_3_1_8b.yaml",
+                             "--model_config", nixl + "/block-tp1-pp1.yaml"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "Model                  : LLAMA3.1_8B\n"
+            "Input Sequence Length  : 1000\n"
+            "Batch Size             : 625\n"
+            "IO Size                : 1.0 MB\n");
+  // gpt-oss-20b has 24 layers; pp 25 puts one on the busiest stage: 2 x 8 x 64 B.
+  r = run_kvpager({"kvbench", "iosize", "--model", "gpt-oss-20b", "--model_config",
+                   models_dir() + "/examples/block-tp1-pp8.yaml", "--pp", "25"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "IO Size per GPU: 1024\n");
+}
+
 TEST(KvbenchCli, DuplicateKeyIsOneLineNamingKeyAndFile) {
   char tpl[] = "/tmp/kvbench_dup_XXXXXX";
   const int fd = ::mkstemp(tpl);

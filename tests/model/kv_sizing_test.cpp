@@ -25,6 +25,7 @@ fs::path source_dir() {
 std::vector<fs::path> example_configs() {
   std::vector<fs::path> out;
   for (const auto& e : fs::directory_iterator(source_dir() / "models" / "examples")) {
+    if (!e.is_regular_file()) continue;                                  // examples/nixl/
     if (e.path().filename().string().rfind("model_", 0) == 0) continue;  // model files
     out.push_back(e.path());
   }
