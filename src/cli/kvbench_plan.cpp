@@ -6,6 +6,7 @@
 #include <string>
 
 #include "command_registry.hpp"
+#include "kvbench_buffer_size.hpp"
 #include "kvbench_options.hpp"
 #include "kvbench_plan_output.hpp"
 #include "kvpager/common/error.hpp"
@@ -17,6 +18,7 @@ struct PlanArgs {
   KvbenchInputs inputs;
   BenchArgs bench;
   std::string format = "text";
+  bool total_buffer_size_given = false;  // --total_buffer_size on the command line
 };
 
 void run_plan(const PlanArgs& args) {
@@ -29,6 +31,9 @@ void run_plan(const PlanArgs& args) {
   for (auto& lc : load_configs(args.inputs, arch)) {
     PlannedConfig p{lc, transfer::plan_transfer(lc.geometry, lc.config, args.bench.xfer,
                                                 endpoints_for(args.bench, lc.config))};
+    // A printed plan must run when pasted into nixlbench, which refuses a batch that does not
+    // fit its buffer.
+    size_buffer_to_plan(p.xfer, args.total_buffer_size_given);
     plans.push_back(std::move(p));
   }
   // Everything is computed before the first byte is printed.
@@ -47,7 +52,10 @@ void register_plan(CommandGroups& groups) {
   cmd->add_option("--format", args->format, "Output format [text, json, csv]")
       ->capture_default_str();
   add_bench_args(*cmd, args->bench, /*with_endpoints=*/true);
-  cmd->callback([args] { run_plan(*args); });
+  cmd->callback([args, cmd] {
+    args->total_buffer_size_given = cmd->count("--total_buffer_size") > 0;
+    run_plan(*args);
+  });
 }
 
 }  // namespace

@@ -21,14 +21,18 @@ std::string lower(std::string s) {
   return s;
 }
 
-// Keys a model file may use; the seed's spellings are accepted as aliases.
+// Keys a model file may use. NIXL KVBench's spellings (its examples/model_*.yaml) are accepted
+// beside kvpager's: `model`, `query_head_dimension`, `mla_latent_vector_dimension`,
+// `rope_mla_dimension`, and Llama's `num_query_heads_with_mha` + `gqa_num_queries_in_group`.
 const std::set<std::string>& known_keys() {
   static const std::set<std::string> keys = {"model_name",
                                              "model",
                                              "num_layers",
                                              "attention",
                                              "num_query_heads",
+                                             "num_query_heads_with_mha",
                                              "num_kv_heads",
+                                             "gqa_num_queries_in_group",
                                              "head_dimension",
                                              "query_head_dimension",
                                              "embedding_dimension",
@@ -115,22 +119,46 @@ ModelArchitecture load_architecture(const std::filesystem::path& file) {
     if (*v > UINT32_MAX) yaml.fail(key, "too large");
     return static_cast<uint32_t>(*v);
   };
+  // One value under either of two spellings; both at once is refused (they could disagree).
+  auto spelled = [&](const std::string& key, const std::string& alias) -> std::string {
+    const bool has_key = root[key] && !root[key].IsNull();
+    const bool has_alias = !alias.empty() && root[alias] && !root[alias].IsNull();
+    if (has_key && has_alias) {
+      yaml.fail(alias, "the same field as " + key + "; give one of them");
+    }
+    return has_alias ? alias : key;
+  };
   auto optional32 = [&](const std::string& key, const std::string& alias) -> uint32_t {
-    auto v = positive(key);
-    if (!v && !alias.empty()) v = positive(alias);
-    if (v && *v > UINT32_MAX) yaml.fail(key, "too large");
+    const std::string k = spelled(key, alias);
+    auto v = positive(k);
+    if (v && *v > UINT32_MAX) yaml.fail(k, "too large");
     return v ? static_cast<uint32_t>(*v) : 0;
   };
 
   ModelArchitecture a;
   a.source = file;
-  auto name = text("model_name");
-  if (!name) name = text("model");
+  const std::string name_key = spelled("model_name", "model");
+  auto name = text(name_key);
   if (!name) yaml.fail("model_name", "missing");
   a.name = *name;
   a.num_layers = require("num_layers");
-  a.num_query_heads = require("num_query_heads");
+  const std::string heads_key = spelled("num_query_heads", "num_query_heads_with_mha");
+  a.num_query_heads = require(heads_key);
   a.num_kv_heads = optional32("num_kv_heads", "");
+  // KVBench's Llama files give the GQA group (query heads per KV head) instead of the KV heads.
+  if (const uint32_t group = optional32("gqa_num_queries_in_group", ""); group > 0) {
+    if (a.num_kv_heads > 0) {
+      yaml.fail("gqa_num_queries_in_group",
+                "given with num_kv_heads; give one of them (num_kv_heads = " + heads_key +
+                    " / gqa_num_queries_in_group)");
+    }
+    if (a.num_query_heads % group != 0) {
+      yaml.fail("gqa_num_queries_in_group", std::to_string(group) + " does not divide " +
+                                                heads_key + " " +
+                                                std::to_string(a.num_query_heads));
+    }
+    a.num_kv_heads = a.num_query_heads / group;
+  }
   a.head_dimension = optional32("head_dimension", "query_head_dimension");
   a.embedding_dimension = optional32("embedding_dimension", "");
   a.mla_latent_dimension = optional32("mla_latent_dimension", "mla_latent_vector_dimension");

@@ -77,15 +77,13 @@ uint64_t kv_bytes_for_tokens(const ModelArchitecture& arch, uint32_t element_byt
 
 uint32_t layers_per_stage(const ModelArchitecture& arch, uint32_t pp) {
   if (pp == 0) throw InvalidArgument("pp_size must be positive");
-  if (pp > arch.num_layers) {
-    throw InvalidArgument("pp_size " + std::to_string(pp) + " exceeds the " +
-                          std::to_string(arch.num_layers) + " layers of " + arch.name);
-  }
+  // The busiest stage's share, in whole layers; with more stages than layers it holds one and
+  // the stages past the last layer hold none.
   return (arch.num_layers + pp - 1) / pp;
 }
 
 TransferGeometry transfer_geometry(const ModelArchitecture& arch, const ModelConfig& config) {
-  config.validate_for(arch);
+  config.validate();
   TransferGeometry g;
   g.element_bytes = kv_element_bytes(config.strategy.kvcache_quant_mode);
   g.layers_per_stage = layers_per_stage(arch, config.strategy.pp_size);

@@ -50,16 +50,12 @@ std::string ModelConfig::where(const std::string& field) const {
          value_of(*this, field);
 }
 
-void ModelConfig::validate_for(const ModelArchitecture& arch) const {
+void ModelConfig::validate() const {
   auto fail = [&](const std::string& field, const std::string& problem) {
     throw InvalidArgument(where(field) + ": " + problem);
   };
   if (strategy.tp_size == 0) fail("strategy.tp_size", "must be positive");
   if (strategy.pp_size == 0) fail("strategy.pp_size", "must be positive");
-  if (strategy.pp_size > arch.num_layers) {
-    fail("strategy.pp_size", "exceeds the " + std::to_string(arch.num_layers) + " layers of " +
-                                 arch.name + " (every pipeline stage needs a layer)");
-  }
   if (runtime.isl == 0) fail("runtime.isl", "must be positive");
   if (runtime.num_requests == 0) fail("runtime.num_requests", "must be positive");
   if (system.page_size == 0) fail("system.page_size", "must be positive");

@@ -4,11 +4,42 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "kvpager/common/error.hpp"
 
 namespace kvpager::model::detail {
+
+namespace {
+
+// yaml-cpp keeps every pair of a mapping but `node[key]` finds only the first, so a repeated key
+// (`num_layers: 32` then `num_layers: 64`) would be silently dropped.
+void reject_duplicate_keys(const std::filesystem::path& path, const YAML::Node& node,
+                           const std::string& prefix) {
+  if (node.IsMap()) {
+    std::map<std::string, int> first_line;
+    for (const auto& kv : node) {
+      if (!kv.first.IsScalar()) continue;
+      const std::string& key = kv.first.Scalar();
+      const std::string field = prefix.empty() ? key : prefix + "." + key;
+      const int line = kv.first.Mark().line + 1;
+      auto [it, fresh] = first_line.emplace(key, line);
+      if (!fresh) {
+        throw InvalidArgument(path.string() + ":" + std::to_string(line) + ": " + field +
+                              ": duplicate key (first given on line " + std::to_string(it->second) +
+                              "); keep one");
+      }
+      reject_duplicate_keys(path, kv.second, field);
+    }
+  } else if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) {
+      reject_duplicate_keys(path, node[i], prefix + "[" + std::to_string(i) + "]");
+    }
+  }
+}
+
+}  // namespace
 
 YamlFile::YamlFile(const std::filesystem::path& path) : path_(path) {
   std::ifstream in(path);
@@ -26,6 +57,7 @@ YamlFile::YamlFile(const std::filesystem::path& path) : path_(path) {
   if (!root_.IsMap()) {
     throw InvalidArgument(path.string() + ": expected a YAML mapping of fields at the top level");
   }
+  reject_duplicate_keys(path, root_, "");
 }
 
 void YamlFile::fail(const std::string& field_path, const std::string& problem) const {

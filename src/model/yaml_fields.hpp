@@ -12,7 +12,8 @@ namespace kvpager::model::detail {
 
 class YamlFile {
  public:
-  // Throws InvalidArgument when the file is missing, unreadable, malformed or not a mapping.
+  // Throws InvalidArgument when the file is missing, unreadable, malformed, not a mapping, or
+  // repeats a key in any mapping ("<file>:<line>: <field>: duplicate key ...").
   explicit YamlFile(const std::filesystem::path& path);
 
   const YAML::Node& root() const { return root_; }

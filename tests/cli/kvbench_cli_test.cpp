@@ -19,6 +19,8 @@ std::string models_dir() {
   return kvpager::testing::source_dir_path() + "/models";
 }
 
+// The seed README's plans, plus the line current NIXL KVBench adds (configure_buffer_size):
+// --total_buffer_size = max_batch_size x max_block_size, so nixlbench takes the batch.
 const char* kSeedBlockPp16 =
     "================================================================================\n"
     "Model Config: ./examples/block-tp1-pp16.yaml\n"
@@ -34,7 +36,8 @@ const char* kSeedBlockPp16 =
     "    --max_block_size 589824 \\\n"
     "    --start_batch_size 5958 \\\n"
     "    --start_block_size 589824 \\\n"
-    "    --target_seg_type VRAM\n";
+    "    --target_seg_type VRAM \\\n"
+    "    --total_buffer_size 3514171392\n";  // 5958 x 589824
 
 const char* kSeedLayerPp16 =
     "================================================================================\n"
@@ -51,7 +54,8 @@ const char* kSeedLayerPp16 =
     "    --max_block_size 147456 \\\n"
     "    --start_batch_size 23829 \\\n"
     "    --start_block_size 147456 \\\n"
-    "    --target_seg_type VRAM\n";
+    "    --target_seg_type VRAM \\\n"
+    "    --total_buffer_size 3513729024\n";  // 23829 x 147456
 
 const char* kSeedOverride =
     "================================================================================\n"
@@ -68,7 +72,8 @@ const char* kSeedOverride =
     "    --max_block_size 294912 \\\n"
     "    --start_batch_size 119141 \\\n"
     "    --start_block_size 294912 \\\n"
-    "    --target_seg_type VRAM\n";
+    "    --target_seg_type VRAM \\\n"
+    "    --total_buffer_size 35136110592\n";  // 119141 x 294912
 
 // kvbench's size format, written out here: largest 1024 power, two decimals, trailing zeros
 // dropped down to one.
@@ -153,6 +158,8 @@ TEST(KvbenchCli, EveryCommandOnEveryShippedModelAndConfig) {
       EXPECT_EQ(p.at("start_block_size"), n.block) << file;
       EXPECT_EQ(p.at("max_batch_size"), n.batch) << file;
       EXPECT_EQ(p.at("start_batch_size"), n.batch) << file;
+      // pairwise, one device a side, one thread: nixlbench takes a buffer of one batch
+      EXPECT_EQ(p.at("total_buffer_size"), n.batch * n.block) << file;
       for (const char* flag : {"backend",
                                "check_consistency",
                                "device_list",
@@ -219,6 +226,11 @@ TEST(KvbenchCli, PlanTextCsvAndSchemes) {
   EXPECT_NE(r.out.find("    --max_block_size 327680 \\\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("    --num_target_dev 8 \\\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("    --scheme tp \\\n"), std::string::npos) << r.out;
+  // Batch: 80 x 2 x 8 x 128 B x 8192 tokens x 16 requests / 327680 = 65536 blocks. nixlbench
+  // checks a batch against total / num_target_dev: 8 batches.
+  EXPECT_NE(r.out.find("    --total_buffer_size " + std::to_string(65536ull * 327680 * 8) + "\n"),
+            std::string::npos)
+      << r.out;
   r = run_kvpager(
       {"kvbench", "plan", "--model", "llama-3.1-70b", "--model_config", cfg, "--format", "csv"});
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -236,9 +248,6 @@ TEST(KvbenchCli, BadInputIsOneLineAndExitCode2) {
   expect_usage_error(run_kvpager({"kvbench", "kvcache", "--model", "llama-3.1-8b", "--model_config",
                                   "/nonexistent/c.yaml"}),
                      "/nonexistent/c.yaml: cannot read");
-  expect_usage_error(run_kvpager({"kvbench", "iosize", "--model", "gpt-oss-20b", "--model_config",
-                                  cfg, "--pp", "25"}),
-                     "strategy.pp_size = 25: exceeds the 24 layers");
   expect_usage_error(run_kvpager({"kvbench", "iosize", "--model", "gpt-oss-20b", "--model_config",
                                   cfg, "--page_size", "0"}),
                      "--page_size 0: must be a positive integer");
@@ -280,4 +289,72 @@ TEST(KvbenchCli, BadInputIsOneLineAndExitCode2) {
   const std::string broken = models_dir() + "/README.md";  // not YAML mapping
   expect_usage_error(run_kvpager({"kvbench", "plan", "--model", broken, "--model_config", cfg}),
                      "README.md");
+}
+
+TEST(KvbenchCli, PlanSizesTheBufferSoNixlbenchTakesTheBatch) {
+  const std::vector<std::string> seed{"kvbench",        "plan",
+                                      "--model",        "./examples/model_deepseek_r1.yaml",
+                                      "--model_config", "./examples/block-tp1-pp8.yaml",
+                                      "--pp",           "32",
+                                      "--num_requests", "100",
+                                      "--backend",      "GDS",
+                                      "--source",       "gpu",
+                                      "--format",       "json"};
+  auto plan = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = seed;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_kvpager(args, models_dir());
+  };
+  // Left out: one batch, 119141 x 294912 B (35 GB; the 8 GiB default would be refused).
+  RunResult r = plan({});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)[0].at("total_buffer_size"), 119141ull * 294912);
+  // Two threads: nixlbench checks total / num_threads.
+  r = plan({"--num_threads", "2"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)[0].at("total_buffer_size"), 2 * 119141ull * 294912);
+  // A user's size that holds the batch is kept.
+  r = plan({"--total_buffer_size", "64G"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)[0].at("total_buffer_size"), 64ull << 30);
+  // One nixlbench would refuse is an error naming the size that fits.
+  expect_usage_error(plan({"--total_buffer_size", "8G"}),
+                     "--total_buffer_size 8589934592: nixlbench refuses it for this plan (a "
+                     "batch of 119141 blocks of 294912 B");
+  expect_usage_error(plan({"--total_buffer_size", "8G"}), "give 35136110592 or more");
+  expect_usage_error(plan({"--total_buffer_size", "35136110593", "--num_threads", "2"}),
+                     "give 70272221184 or a larger multiple of 2");
+}
+
+TEST(KvbenchCli, NixlKvbenchFilesAndPipelinesLongerThanTheModel) {
+  const std::string nixl = models_dir() + "/examples/nixl";
+  // Every Llama file NIXL KVBench ships used to fail: num_query_heads_with_mha: unknown field.
+  RunResult r = run_kvpager({"kvbench", "kvcache", "--model", nixl + "/model_llama_3_1_8b.yaml",
+                             "--model_config", nixl + "/block-tp1-pp1.yaml"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "Model                  : LLAMA3.1_8B\n"
+            "Input Sequence Length  : 1000\n"
+            "Batch Size             : 625\n"
+            "IO Size                : 1.0 MB\n");
+  // gpt-oss-20b has 24 layers; pp 25 puts one on the busiest stage: 2 x 8 x 64 B.
+  r = run_kvpager({"kvbench", "iosize", "--model", "gpt-oss-20b", "--model_config",
+                   models_dir() + "/examples/block-tp1-pp8.yaml", "--pp", "25"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "IO Size per GPU: 1024\n");
+}
+
+TEST(KvbenchCli, DuplicateKeyIsOneLineNamingKeyAndFile) {
+  char tpl[] = "/tmp/kvbench_dup_XXXXXX";
+  const int fd = ::mkstemp(tpl);
+  const std::string text =
+      "model_name: X\nnum_layers: 32\nnum_query_heads: 8\nhead_dimension: 64\n"
+      "num_layers: 64\n";
+  ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  ::close(fd);
+  expect_usage_error(
+      run_kvpager({"kvbench", "iosize", "--model", tpl, "--model_config",
+                   models_dir() + "/examples/block-tp1-pp8.yaml"}),
+      std::string(tpl) + ":5: num_layers: duplicate key (first given on line 2); keep one");
+  ::unlink(tpl);
 }

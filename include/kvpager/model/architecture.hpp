@@ -45,10 +45,12 @@ struct ModelArchitecture {
 
 const char* attention_name(AttentionKind kind);  // "MHA" | "GQA" | "MLA"
 
-// Reads a model file. Accepts the seed's keys (`model` for `model_name`, `rope_mla_dimension`,
-// `mla_latent_vector_dimension`); `attention` may be omitted when the heads imply it. Throws
-// InvalidArgument with "<file>: <field>: <problem>" for a missing, unreadable or malformed file,
-// a missing field or a field of the wrong type.
+// Reads a model file. Accepts NIXL KVBench's keys beside kvpager's (`model` for `model_name`,
+// `query_head_dimension`, `rope_mla_dimension`, `mla_latent_vector_dimension`, and Llama's
+// `num_query_heads_with_mha` with `gqa_num_queries_in_group`: num_kv_heads = heads / group);
+// `attention` may be omitted when the heads imply it. Throws InvalidArgument with
+// "<file>: <field>: <problem>" for a missing, unreadable or malformed file, a missing field, a
+// field of the wrong type, an unknown or repeated key, or one field under both its spellings.
 ModelArchitecture load_architecture(const std::filesystem::path& file);
 
 }  // namespace kvpager::model

@@ -9,6 +9,7 @@
 //   per GPU (TP)       GQA/MHA: ceil(kv_heads / tp) heads, at least 1 (replicated when tp >
 //                      kv_heads); MLA: the latent is not split, every rank holds all of it
 //   IO per token       layer access: one layer; block access: ceil(num_layers / pp) layers
+//                      (whole layers: the busiest pipeline stage's share)
 //   block              IO per token x page_size                         (max_block_size)
 //   batch              ceil(KV bytes of isl tokens x num_requests / block) (max_batch_size)
 //                      where KV bytes of n tokens sums, over all layers of the whole model,
@@ -42,7 +43,8 @@ uint64_t kv_bytes_per_token(const ModelArchitecture& arch, uint32_t element_byte
 // Whole model, `tokens` tokens of one request, all layers, sliding windows applied.
 uint64_t kv_bytes_for_tokens(const ModelArchitecture& arch, uint32_t element_bytes,
                              uint64_t tokens);
-// ceil(num_layers / pp). Throws InvalidArgument when pp is 0 or larger than num_layers.
+// ceil(num_layers / pp), whole layers (1 when pp exceeds num_layers: the stages past the last
+// layer hold none). Throws InvalidArgument when pp is 0.
 uint32_t layers_per_stage(const ModelArchitecture& arch, uint32_t pp_size);
 
 struct TransferGeometry {
@@ -56,7 +58,7 @@ struct TransferGeometry {
   uint64_t batch_size = 0;          // max_batch_size
 };
 
-// Validates `config` for `arch` (config.validate_for) and computes the geometry.
+// Validates `config` (config.validate) and computes the geometry for `arch`.
 TransferGeometry transfer_geometry(const ModelArchitecture& arch, const ModelConfig& config);
 
 }  // namespace kvpager::model
