@@ -167,10 +167,12 @@ failed call changes nothing.)doc")
             out["budget_bytes"] = d.budget_bytes();
             out["charged_bytes"] = d.charged_total();
             out["total_bytes"] = d.total_bytes();
+            out["pressure"] = d.pressure();
             return out;
           },
           "The registry device this cache charges: {'device', 'budget_bytes', 'charged_bytes' "
-          "(every member's charge), 'total_bytes'}. StateError without an instance name.")
+          "(every member's charge), 'total_bytes', 'pressure' (a counter bumped whenever a "
+          "member is refused or asks for room)}. StateError without an instance name.")
       .def(
           "pool_budget_share",
           [](const KvCacheHandle& h, uint64_t share) {

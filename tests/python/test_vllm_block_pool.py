@@ -173,3 +173,30 @@ def test_an_idle_engine_pays_a_lowered_limit_but_never_while_the_scheduler_works
     cache.close()
     payer.join(timeout=2)
     assert not payer.is_alive()
+
+
+def test_cached_pages_go_to_another_instance_refused_memory(pool_with, shm_prefix):
+    """First-come pressure: another engine (no guarantee involved) is refused and asks for room;
+    this idle engine's cached blocks are evicted page by page and the pages unmapped, so the
+    other gets memory instead of waiting behind a prefix cache nobody uses."""
+    pool, cache = pool_with(instance="pool-cached")
+    other = kvpager.KvCache(TENSORS, 1, PAGE, "int8", block_size=1, num_blocks=256, kind="latent",
+                            layout="interleaved", device="cpu", reserve_pages=0,
+                            instance="pool-other")
+    blocks = pool.get_new_blocks(8 * PER_PAGE - 1)
+    cache_blocks(pool, blocks, "p")
+    pool.free_blocks(blocks)
+    held = cache.stats()["mapped_bytes"]
+    pool._debt_checked_at = 0.0
+    pool.pay_debt()
+    assert cache.stats()["mapped_bytes"] == held, "no pressure yet: the prefix cache stays"
+    other.ask_for_room(32)
+    pool._debt_checked_at = 0.0
+    pool.pay_debt()
+    assert pool.evicted_under_pressure >= 4 * PER_PAGE
+    assert cache.stats()["mapped_bytes"] <= held - 4 * 64 * 1024, "the emptied pages unmapped"
+    by_page = {}
+    for b in blocks:
+        by_page.setdefault(b.block_id // PER_PAGE, []).append(cache.is_allocated(b.block_id))
+    assert all(all(v) or not any(v) for v in by_page.values()), "whole pages, not scattered"
+    other.close()

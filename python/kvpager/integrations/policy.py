@@ -130,6 +130,13 @@ def debt_blocks(stats: Mapping[str, Any], block_bytes: int) -> int:
     return -(-owed // block_bytes) if owed > 0 else 0
 
 
+def pressure_shed_blocks(cached_blocks: int, blocks_per_page: int) -> int:
+    """Cached blocks to give up when another instance was refused memory (the device's pressure
+    rose) and this one did not ask itself: an eighth of them, at least four pages' worth, at
+    most all. Pressure rises again each time the other asks, so repeated asks take more."""
+    return min(cached_blocks, max(4 * blocks_per_page, cached_blocks // 8))
+
+
 class RoomAsker:
     """Asks the other instances for room at most every ``interval_s``: a scheduler that waits
     never allocates, so no refusal would tell them it waits."""
@@ -147,3 +154,8 @@ class RoomAsker:
         self._asked_at = now
         self._kv.ask_for_room(max(int(blocks), 1))
         return True
+
+    @property
+    def asked_at(self) -> float:
+        """time.monotonic() of the last ask (0: never)."""
+        return self._asked_at

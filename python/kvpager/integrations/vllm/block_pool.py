@@ -18,8 +18,9 @@ memory backs it, is kvpager's:
   the blocks the request needs (``stage(n)``, called when vLLM computes ``n``) and the check
   that follows counts only staged and cached free blocks: an allocation vLLM decides on cannot
   be refused afterwards. Staged blocks nobody used go back at the next scheduling step;
-* under pressure (another instance claims its guarantee, a limit is lowered: policy.debt_blocks)
-  ``pay_debt()`` evicts cached free blocks page by page, choosing pages whose every held block
+* under pressure (another instance claims its guarantee, a limit is lowered: policy.debt_blocks;
+  or another instance was refused memory: policy.pressure_shed_blocks, above this one's
+  guarantee only) ``pay_debt()`` evicts cached free blocks page by page, choosing pages whose every held block
   is a cached free one, least recently used first, so that whole pages empty and unmap; while a
   debt remains, no new memory is mapped and vLLM preempts as with a full stock cache.
 
@@ -66,6 +67,7 @@ def block_pool_class(base, kv_source):
             self._checked_after_stage = False
             self._releasing_cached = True  # evicting a cached free block frees it in kvpager
             self._debt_checked_at = 0.0
+            self._pressure_checked_at = time.monotonic()
             self.asker = policy.RoomAsker(self.kv)
             # cached blocks evicted because kvpager refused memory or for a debt; also counted
             # in the registry (kvpager list --json, the /metrics of vllm serve)
@@ -73,8 +75,11 @@ def block_pool_class(base, kv_source):
             try:
                 self.kv.count_evicted_blocks(0)
                 self._registered = True
+                self._seen_pressure = self.kv.device_budget()["pressure"]
             except StateError:  # a cache without a registry entry (tests)
                 self._registered = False
+                self._seen_pressure = 0
+            self._refused_at = 0.0  # time.monotonic() kvpager last refused this pool
             self.staging_refusals = 0
 
         # kvpager bookkeeping
@@ -108,6 +113,7 @@ def block_pool_class(base, kv_source):
             try:
                 ids = self.kv.alloc(n)
             except OutOfMemory:
+                self._refused_at = time.monotonic()
                 return []
             self._hold(ids)
             return ids
@@ -246,9 +252,42 @@ def block_pool_class(base, kv_source):
             if now - self._debt_checked_at < _DEBT_POLL_S:
                 return 0
             self._debt_checked_at = now
-            owed = policy.debt_blocks(self.kv.stats(), self.kvpager_block_bytes)
+            stats = self.kv.stats()
+            owed = policy.debt_blocks(stats, self.kvpager_block_bytes)
+            if owed <= 0 and self.enable_caching:
+                owed = self._shed_for_pressure(stats, now)
+                if owed <= 0:
+                    return 0
+                self._evict_pages(owed)
+                self.kv.trim()  # the pages go back now, not at the next idle release
+                return 0
             if owed <= 0 or not self.enable_caching:
                 return owed
+            return self._evict_pages(owed)
+
+        def _shed_for_pressure(self, stats, now: float) -> int:
+            """Cached blocks to give up because another instance was refused memory since the
+            last check (first-come pressure, no guarantee involved): none when this pool asked
+            or was refused itself meanwhile, or holds no more than its guarantee."""
+            if not self._registered:
+                return 0
+            pressure = self.kv.device_budget()["pressure"]
+            if pressure == self._seen_pressure:
+                return 0
+            self._seen_pressure = pressure
+            if max(self.asker.asked_at, self._refused_at) >= self._pressure_checked_at:
+                self._pressure_checked_at = now
+                return 0
+            self._pressure_checked_at = now
+            held = stats["mapped_bytes"] + stats["pool"]["ready_bytes"]
+            if held <= stats["guarantee_bytes"]:
+                return 0
+            cached = self.held_free_blocks() - len(self._staged)
+            return policy.pressure_shed_blocks(cached, self._blocks_per_page)
+
+        def _evict_pages(self, owed: int) -> int:
+            """Evicts whole pages of cached free blocks, LRU first, worth ``owed`` blocks;
+            returns what is still owed."""
             for page_blocks in self._evictable_pages():
                 if owed <= 0:
                     break
