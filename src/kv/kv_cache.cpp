@@ -477,7 +477,8 @@ KvCacheStats KvCache::stats() const {
     s.mapped_bytes = s.mapped_pages * s.page_bytes;
     s.peak_mapped_bytes = static_cast<uint64_t>(space_->peak_mapped_pages()) * s.page_bytes;
     s.in_use_bytes = (s.mapped_pages - s.free_pages) * s.page_bytes;
-    s.limit_bytes = config_.limit_bytes;
+    const uint64_t limit = limit_bytes_locked();  // a registry limit too (kvpager limit)
+    s.limit_bytes = limit == std::numeric_limits<uint64_t>::max() ? 0 : limit;
     s.virtual_bytes = space_->reserved_bytes();
     s.available_blocks = available_locked(true);
     s.available_within_limit_blocks = available_locked(false);

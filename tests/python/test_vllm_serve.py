@@ -149,6 +149,11 @@ def test_vllm_serve_on_kvpager_with_metrics_and_a_live_limit(kvpager_cli):
         cli = subprocess.run([kvpager_cli, "limit", NAME, str(limit)], env=env,
                              capture_output=True, text=True, check=False)
         assert cli.returncode == 0, cli.stderr
+        deadline = time.time() + 3  # idle, the engine gives back what is above the limit
+        while entry(prefix)["mapped_bytes"] > limit and time.time() < deadline:
+            time.sleep(0.02)
+        report["held_after_limit_idle"] = entry(prefix)["mapped_bytes"]
+        assert report["held_after_limit_idle"] <= limit, "the idle engine kept memory above it"
         held = []
         sampling = threading.Event()
 

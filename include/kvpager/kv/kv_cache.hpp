@@ -99,7 +99,7 @@ struct KvCacheStats {
   uint64_t mapped_bytes = 0;
   uint64_t peak_mapped_bytes = 0;  // most bytes mapped at once since construction
   uint64_t in_use_bytes = 0;       // bytes of pages holding at least one block in use
-  uint64_t limit_bytes = 0;        // 0 = none
+  uint64_t limit_bytes = 0;  // in force: own or registry's (kvpager limit), the smaller; 0 = none
   uint64_t virtual_bytes = 0;
   uint64_t alloc_calls = 0;
   uint64_t free_calls = 0;
