@@ -76,6 +76,18 @@ DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const st
   const uint64_t budget = parse_budget(config.gpu_utilization, total_bytes);
   const std::string path = device_path(config, device);
   for (int attempt = 0; attempt < 3; ++attempt) {
+    // Open the segment when it exists: creating writes a whole temporary segment first, which
+    // needs room that a nearly full directory may lack even though the device is set up.
+    try {
+      DeviceBudget budget =
+          from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
+      budget.set_claim_timing(config);
+      return budget;
+    } catch (const DriverError& e) {
+      if (e.result().rfind("ENOENT", 0) != 0) {
+        throw;
+      }
+    }
     auto created =
         ShmFile::create_published(path, sizeof(DeviceSegment), config.mode, [&](void* p) {
           auto* s = static_cast<DeviceSegment*>(p);
@@ -93,16 +105,8 @@ DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const st
       budget.set_claim_timing(config);
       return budget;
     }
-    try {
-      DeviceBudget budget =
-          from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
-      budget.set_claim_timing(config);
-      return budget;
-    } catch (const DriverError& e) {
-      if (e.result().rfind("ENOENT", 0) != 0) {
-        throw;  // removed between link and open: retry
-      }
-    }
+    // Another process published it first: open it on the next pass (or create it again if it
+    // was removed meanwhile).
   }
   throw StateError("device segment " + path + " keeps disappearing while being opened");
 }

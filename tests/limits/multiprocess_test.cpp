@@ -192,3 +192,43 @@ TEST(LimitsMultiprocess, AStaleNameIsTakenOverAndALiveOneRefused) {
   EXPECT_NE(rival->read_stderr().find("in use"), std::string::npos);
   EXPECT_EQ(rival->wait(), 1);
 }
+
+namespace {
+
+// Runs `script` (sh, $1 = the helper) in a private mount namespace with a tmpfs of `size` at
+// $D, as KVPAGER_SHM_DIR. Exit 77 when this machine does not let the test mount one.
+CommandResult with_small_tmpfs(const ScopedRegistry& reg, const std::string& size,
+                               const std::string& script) {
+  const std::string prologue = "D=$(mktemp -d) && mount -t tmpfs -o size=" + size +
+                               " kvptest \"$D\" 2>/dev/null || exit 77\n"
+                               "export KVPAGER_SHM_DIR=$D\n";
+  return run_command({"/usr/bin/unshare", "-m", "/bin/sh", "-c", prologue + script, "sh", kHelper},
+                     reg.env);
+}
+
+}  // namespace
+
+TEST(LimitsMultiprocess, AFullRegistryDirectoryIsAClearErrorNotABusError) {
+  ScopedRegistry reg("full-tmpfs");
+  // 4 KiB: not even the device segment (two pages) fits.
+  CommandResult r =
+      with_small_tmpfs(reg, "4k", "\"$1\" register-and-die a; echo \"a=$?\"; ls -A $D");
+  if (r.status == 77) GTEST_SKIP() << "cannot mount a private tmpfs here (unshare -m, mount)";
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("a=1\n"), std::string::npos) << r.out << r.err;  // not 135: SIGBUS
+  EXPECT_NE(r.err.find("is full"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("KVPAGER_SHM_DIR"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find(".tmp."), std::string::npos) << r.out;  // the temporary went too
+
+  // 12 KiB: the device segment and one instance fit; the next instances are refused clearly
+  // (and never need room for a device segment that exists already).
+  r = with_small_tmpfs(reg, "12k",
+                       "for n in a b c; do \"$1\" register-and-die $n; echo \"$n=$?\"; done; "
+                       "ls -A $D");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("a=0\nb=1\nc=1\n"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("is full"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find(".tmp."), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(reg.config.prefix + "dev-host0\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(reg.config.prefix + "inst-a\n"), std::string::npos) << r.out;
+}
