@@ -578,6 +578,8 @@ void KvCache::run_mapper() {
           map_for_locked(lock, 1, 0);
         } catch (const OutOfMemory&) {
           reserve_blocked_ = true;  // budget or device full: retry after a free or resize
+        } catch (const Timeout&) {
+          reserve_blocked_ = true;  // the registry's lock is held too long: likewise
         }
       } else if (config_.registry_link) {
         changed_.wait_until(lock, std::min(next_poll, idle_deadline));

@@ -305,7 +305,7 @@ GcReport Registry::gc() {
       DeviceBudget budget = DeviceBudget::open_existing(config_, d.record.device);
       report.reclaimed_bytes += budget.reclaim_dead(&report.reclaimed_slots);
     } catch (const Error& e) {
-      report.skipped.push_back({d.path, e.what()});
+      report.failed.push_back({d.path, e.what()});
     }
   }
   for (const std::string& file : entries_with_prefix(config_.dir, config_.prefix)) {

@@ -217,6 +217,9 @@ void PagePool::run() {
     } catch (const OutOfMemory&) {
       std::lock_guard g(mutex_);
       refill_blocked_ = true;  // device full: not an error, try again after a give_back
+    } catch (const Timeout&) {
+      std::lock_guard g(mutex_);
+      refill_blocked_ = true;  // the budget's lock is held too long (its holder is stopped)
     } catch (const std::exception& e) {
       std::lock_guard g(mutex_);
       if (background_error_.empty()) background_error_ = e.what();

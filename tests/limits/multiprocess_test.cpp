@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -231,4 +233,72 @@ TEST(LimitsMultiprocess, AFullRegistryDirectoryIsAClearErrorNotABusError) {
   EXPECT_EQ(r.out.find(".tmp."), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(reg.config.prefix + "dev-host0\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(reg.config.prefix + "inst-a\n"), std::string::npos) << r.out;
+}
+
+namespace {
+
+// `kvpager ARGS...` with a short lock timeout, killed after 20 s if it hangs (exit 137 then).
+CommandResult kvpager_bounded(const ScopedRegistry& reg, std::vector<std::string> args) {
+  std::map<std::string, std::string> env = reg.env;
+  env["KVPAGER_LOCK_TIMEOUT_MS"] = "300";
+  args.insert(args.begin(), {"/usr/bin/timeout", "-s", "KILL", "20", kvpager_binary()});
+  return run_command(args, env);
+}
+
+}  // namespace
+
+TEST(LimitsMultiprocess, AStoppedLockHolderStallsNobodyForLongerThanTheTimeout) {
+  ASSERT_FALSE(kvpager_binary().empty());
+  ScopedRegistry reg("stopped-lock");
+  DeviceBudget device = make_device(reg, "64M");
+  std::map<std::string, std::string> env = reg.env;
+  env["KVPAGER_LOCK_TIMEOUT_MS"] = "300";
+  auto kid =
+      std::make_unique<ChildProcess>(std::vector<std::string>{kHelper, "serve", "svc", "4"}, env);
+  ASSERT_EQ(kid->read_line(), "ready") << kid->read_stderr();
+  auto holder = helper(reg, {"hold-lock", "host0"});
+  ASSERT_EQ(holder->read_line(), "locked") << holder->read_stderr();
+  holder->kill(SIGSTOP);  // a debugger, or ^Z
+  const std::string who = "held by pid " + std::to_string(holder->pid());
+
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"budget", "host0", "32M"}, {"gc"}, {"gc", "--json"}}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const CommandResult r = kvpager_bounded(reg, cmd);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(r.status, 1) << cmd[0] << ": " << r.err;  // not 137: killed while hanging
+    EXPECT_NE((r.err + r.out).find(who), std::string::npos) << r.err << r.out;
+    EXPECT_NE((r.err + r.out).find("stopped"), std::string::npos) << r.err << r.out;
+    EXPECT_LT(s, 10.0) << cmd[0];
+  }
+  // The instance: an alloc that needs a charge gives up (and changes nothing); once the holder
+  // is gone it allocates again (the cache is not broken).
+  kid->send("alloc 40");
+  EXPECT_EQ(kid->read_line(), "timeout");
+  holder->kill(SIGKILL);
+  holder->wait();
+  kid->send("alloc 40");
+  EXPECT_EQ(kid->read_line(), "ok");
+  const CommandResult r = kvpager_bounded(reg, {"budget", "host0", "32M"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(device.budget_bytes(), 32 * MiB);
+  kid->send("quit");
+  EXPECT_EQ(kid->wait(), 0);
+}
+
+TEST(LimitsMultiprocess, AGarbageLockWordMakesCommandsFailInsteadOfHanging) {
+  ASSERT_FALSE(kvpager_binary().empty());
+  ScopedRegistry reg("garbage-lock");
+  DeviceBudget device = make_device(reg, "64M");
+  // glibc's lock word (the first int of the mutex): "held by thread 0x3ffffff0", which does
+  // not exist, so no robust-futex death notice will ever come.
+  int bogus = 0x3ffffff0;
+  std::memcpy(device.mutex(), &bogus, sizeof bogus);
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"budget", "host0", "32M"}, {"gc"}}) {
+    const CommandResult r = kvpager_bounded(reg, cmd);
+    EXPECT_EQ(r.status, 1) << cmd[0] << ": " << r.err;
+    EXPECT_NE(r.err.find("no live process holds it"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(device.budget_bytes(), 64 * MiB);  // nothing changed
 }

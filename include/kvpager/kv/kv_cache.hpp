@@ -15,7 +15,9 @@
 // reserve covers the request (a page mapped synchronously otherwise: the "cold" path).
 // Errors: alloc() beyond the limit, the budget or the device throws OutOfMemory (refused by a
 // shared budget below its guarantee, it claims the pages it needed); more blocks
-// than the cache can ever hold, unknown ids and double frees throw InvalidArgument. In every
+// than the cache can ever hold, unknown ids and double frees throw InvalidArgument; an alloc
+// that must charge a registry budget whose device lock stays held past the registry's
+// lock_timeout (its holder stopped or hung) throws Timeout naming the holder. In every
 // case the cache is exactly as before the call (pages mapped by the failed call are unmapped).
 // A failure in the background thread is recorded and raised (StateError) by the next call.
 // Registry: with `config.registry_link` set, the cache charges the link's budget, its limit is

@@ -53,6 +53,9 @@ struct GcReport {
   uint64_t reclaimed_bytes = 0;
   std::vector<std::string> removed_temporaries;  // half-created files of dead creators
   std::vector<SkippedSegment> skipped;
+  // Devices whose dead members could not be reclaimed: the lock timed out (a stopped or hung
+  // holder, a garbage lock word) or is unusable. The reason names the holder.
+  std::vector<SkippedSegment> failed;
 };
 
 class Registry {

@@ -10,7 +10,9 @@
 // Thread safety: all public methods are thread-safe.
 // Errors: acquire() throws OutOfMemory when the budget or the device refuses and nothing was
 // taken (a refusal while surplus handles are being released waits for them first, so a handle
-// on its way out never makes acquire() fail); a driver error in the background thread is recorded
+// on its way out never makes acquire() fail), and passes on a budget's Timeout (a shared
+// budget whose lock stays held); the thread treats both as "retry after a give_back". A
+// driver error in the background thread is recorded
 // and raised by the next acquire(). Ownership: handles given out by acquire() belong to the caller
 // until give_back(); the pool releases only its ready handles (at trim(), when over max_ready, and
 // in its destructor).
