@@ -302,3 +302,39 @@ TEST(LimitsMultiprocess, AGarbageLockWordMakesCommandsFailInsteadOfHanging) {
   }
   EXPECT_EQ(device.budget_bytes(), 64 * MiB);  // nothing changed
 }
+
+TEST(LimitsMultiprocess, ABudgetLoweredBelowTheSumInUseConvergesAsBlocksAreFreed) {
+  ScopedRegistry reg("budget-lowered");
+  DeviceBudget device = make_device(reg, "64M");
+  std::vector<std::unique_ptr<ChildProcess>> kids;
+  for (int i = 0; i < 3; ++i) {
+    kids.push_back(helper(reg, {"serve", "m" + std::to_string(i), "4"}));
+    ASSERT_EQ(kids.back()->read_line(), "ready") << kids.back()->read_stderr();
+    kids.back()->send("alloc 400");  // 200 pages of 64 KiB: 12.5 MiB each
+    ASSERT_EQ(kids.back()->read_line(), "ok");
+  }
+  const uint64_t budget = 4 * MiB;
+  device.set_budget(budget);  // what `kvpager budget host0 4M` does
+  // Let every one-shot release run (the budget change's, the idle one) before the frees.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  for (auto& k : kids) {
+    k->send("free 368");  // down to 32 blocks, 1 MiB, each: 3 MiB in use in all
+    ASSERT_EQ(k->read_line(), "ok");
+  }
+  // Free pages and ready handles above the budget go back within a few poll intervals.
+  EXPECT_TRUE(wait_until([&] { return device.snapshot_locked().charged_bytes <= budget; }, 3s))
+      << format_size(device.snapshot_locked().charged_bytes) << " charged";
+  auto newcomer = helper(reg, {"serve", "new", "4"});
+  ASSERT_EQ(newcomer->read_line(), "ready") << newcomer->read_stderr();
+  // Within the budget now: a refusal makes the others shed free pages, so a retry gets in.
+  EXPECT_TRUE(wait_until([&] {
+    newcomer->send("alloc 20");
+    return newcomer->read_line() == "ok";
+  }));
+  for (auto& k : kids) {
+    k->send("quit");
+    EXPECT_EQ(k->wait(), 0);
+  }
+  newcomer->send("quit");
+  EXPECT_EQ(newcomer->wait(), 0);
+}

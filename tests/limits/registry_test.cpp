@@ -559,3 +559,27 @@ TEST(Registry, GcRemovesOnlyWhatACreatorLeftBehind) {
   }
   EXPECT_TRUE(exists(reg.path("inst-live")));
 }
+
+TEST(KvCacheRegistry, AnInstanceAboveItsLimitReleasesReadyHandlesAfterFrees) {
+  using namespace std::chrono_literals;
+  ScopedRegistry reg("limit-ready");
+  auto link = InstanceRegistration::create(reg.config, spec("over"));
+  kv::KvCacheConfig c = linked_config(link, 4);
+  c.idle_release_ms = 20;
+  kv::KvCache cache(test_host_backend(), c);
+  const uint64_t page = cache.stats().page_bytes;
+  auto held = cache.alloc(60);         // 30 pages in use
+  std::this_thread::sleep_for(100ms);  // the idle release has fired and will not again
+  const uint64_t limit = 16 * page;    // below what is in use
+  Registry(reg.config).set_limit("over", limit);
+  // Let every one-shot release run (the limit change's, the idle one) before the frees.
+  std::this_thread::sleep_for(200ms);
+  cache.free(std::span<const BlockId>(held.data(), 32));  // 14 pages stay in use
+  // The pages above the limit are unmapped; their handles must not stay ready, charged.
+  EXPECT_TRUE(wait_until([&] { return link->charged_bytes() <= limit; }, 2s))
+      << link->charged_bytes() / page << " pages charged, " << cache.stats().pool.ready
+      << " ready, " << cache.stats().mapped_pages << " mapped, limit 16";
+  std::this_thread::sleep_for(50ms);
+  EXPECT_LE(link->charged_bytes(), limit);  // and it stays so
+  cache.free(std::span<const BlockId>(held.data() + 32, held.size() - 32));
+}

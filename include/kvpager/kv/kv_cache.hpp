@@ -24,7 +24,10 @@
 // the smaller of limit_bytes and the link's instance limit, and the background thread polls the
 // link every poll_interval(): it publishes usage, and on a changed limit unmaps free pages above
 // it and releases ready handles (so a lowered limit is honoured within about one interval),
-// and on device pressure gives back every free page until the next alloc.
+// and on device pressure gives back every free page until the next alloc. While the budget
+// reports an excess (MemoryBudget::excess_bytes: a limit or device budget lowered below the
+// charge) the thread re-checks at every poll: it releases ready handles, then unmaps free
+// pages down to the guarantee, and maps no reserve, so blocks freed later are given back too.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>

@@ -5,7 +5,9 @@
 // A background thread keeps between `min_ready` and `max_ready` handles ready: it creates
 // handles while fewer than min_ready are ready (and the budget allows), and releases handles
 // while more than max_ready are ready. Every created handle is charged to the MemoryBudget, so
-// the pool never holds more than the budget allows (ready + on loan).
+// the pool never holds more than the budget allows (ready + on loan). While the budget reports
+// an excess (its limit lowered below the charge) the thread keeps no ready handle: it releases
+// them, also those given back later, and creates none.
 //
 // Thread safety: all public methods are thread-safe.
 // Errors: acquire() throws OutOfMemory when the budget or the device refuses and nothing was
