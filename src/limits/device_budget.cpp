@@ -157,11 +157,11 @@ void DeviceBudget::set_claim_timing(const RegistryConfig& config) {
   lock_timeout_ = config.lock_timeout;
 }
 
-RobustLock DeviceBudget::lock() {
+RobustLock DeviceBudget::lock(pid_t self) {
   DeviceSegment& s = segment();
   LockOptions options;
   options.timeout = lock_timeout_;
-  options.self = ::getpid();
+  options.self = self != 0 ? self : ::getpid();
   options.what = lock_name_;
   return RobustLock(&s.mutex, {&s.recoveries, &s.lock_holder_pid, &s.lock_held_since_ns}, options);
 }
@@ -288,7 +288,7 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
                             uint64_t guarantee_bytes) {
   validate_instance_name(name);
   DeviceSegment& s = segment();
-  const RobustLock held = lock();
+  const RobustLock held = lock(who.pid);
   for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
     DeviceSlot& slot = s.slots[i];
     if (slot.state.load(std::memory_order_acquire) != format::kSlotTaken) {
@@ -338,7 +338,7 @@ void DeviceBudget::leave(uint32_t slot, const ProcessIdentity& who) noexcept {
   }
   DeviceSegment& s = segment();
   try {
-    const RobustLock held = lock();
+    const RobustLock held = lock(who.pid);
     if (owned_by(s.slots[slot], who)) {
       free_slot(s.slots[slot]);
     }
@@ -361,7 +361,7 @@ void DeviceBudget::set_guarantee(uint32_t slot, const ProcessIdentity& who, uint
 ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
                                       uint64_t instance_limit, uint64_t* pressure) {
   DeviceSegment& s = segment();
-  const RobustLock held = lock();
+  const RobustLock held = lock(who.pid);
   DeviceSlot& mine = s.slots[slot];
   if (!owned_by(mine, who)) {
     throw StateError("registry slot of this instance on device " + device_ +
@@ -488,7 +488,7 @@ uint64_t DeviceBudget::pool_share(uint32_t slot, const ProcessIdentity& who, uin
     throw InvalidArgument("no device slot " + std::to_string(slot));
   }
   DeviceSegment& s = segment();
-  const RobustLock held = lock();
+  const RobustLock held = lock(who.pid);
   if (!owned_by(s.slots[slot], who)) {
     throw StateError("device " + device_ + ": slot " + std::to_string(slot) +
                      " is no longer this instance's; it cannot pool a budget share");

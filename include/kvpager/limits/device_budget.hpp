@@ -126,8 +126,9 @@ class DeviceBudget {
   // The segment decoded under the lock: a consistent view of every charge.
   DeviceRecord snapshot_locked();
   // Takes the segment's lock, as every locked method here does, for tools and tests that must
-  // hold it themselves: Timeout after the config's lock_timeout, naming the holder.
-  RobustLock lock();
+  // hold it themselves: Timeout after the config's lock_timeout, naming the holder. `self` is
+  // the pid recorded as holder (0: getpid(); charges pass their own and make no syscall).
+  RobustLock lock(pid_t self = 0);
   // The segment's mutex itself, for tests that corrupt it.
   pthread_mutex_t* mutex() { return &segment().mutex; }
 
