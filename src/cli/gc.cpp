@@ -1,4 +1,6 @@
 // kvpager gc: remove the segments of dead instances and reclaim their device accounting.
+// Exit 1 when a device's lock could not be taken in time (KVPAGER_LOCK_TIMEOUT_MS), after
+// doing everything else.
 #include <cstdio>
 
 #include "command_registry.hpp"
@@ -19,13 +21,17 @@ void run_gc(const GcOptions& o) {
     for (const auto& s : r.reclaimed_slots) {
       slots.push_back({{"name", s.name}, {"pid", s.owner.pid}, {"charged_bytes", s.charged_bytes}});
     }
+    nlohmann::json failed = nlohmann::json::array();
     for (const auto& k : r.skipped) skipped.push_back({{"path", k.path}, {"reason", k.reason}});
+    for (const auto& k : r.failed) failed.push_back({{"path", k.path}, {"reason", k.reason}});
     const nlohmann::json j = {{"removed_instances", r.removed_instances},
                               {"reclaimed_slots", slots},
                               {"reclaimed_bytes", r.reclaimed_bytes},
                               {"removed_temporaries", r.removed_temporaries},
-                              {"skipped", skipped}};
+                              {"skipped", skipped},
+                              {"failed", failed}};
     std::printf("%s\n", j.dump(2).c_str());
+    if (!r.failed.empty()) throw ExitStatus{kExitFailure};
     return;
   }
   for (const auto& k : r.skipped) {
@@ -39,6 +45,10 @@ void run_gc(const GcOptions& o) {
   for (const auto& t : r.removed_temporaries) std::printf("removed %s\n", t.c_str());
   std::printf("gc: %zu segment(s) removed, %s reclaimed\n", r.removed_instances.size(),
               format_size(r.reclaimed_bytes).c_str());
+  for (const auto& k : r.failed) {
+    std::fprintf(stderr, "kvpager: gc: %s: %s\n", k.path.c_str(), k.reason.c_str());
+  }
+  if (!r.failed.empty()) throw ExitStatus{kExitFailure};
 }
 
 void register_gc(CommandGroups& groups) {

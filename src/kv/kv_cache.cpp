@@ -553,14 +553,24 @@ void KvCache::run_mapper() {
     if (shedding_ && (allocator_->free_pages() == 0 || allocator_->mapped_pages() <= keep_pages_)) {
       shedding_ = false;
     }
+    // Holding more than the budget allows now (a limit or device budget lowered below the
+    // charge): ready handles go first, then free pages down to the guarantee, and no reserve
+    // is mapped. Re-checked at every wake-up (each poll interval with a registry), so frees
+    // that come later are given back too.
+    const uint64_t excess = budget_->excess_bytes();
+    const uint64_t ready_bytes = excess > 0 ? pool_->stats().ready_bytes : 0;
+    if (ready_bytes > 0) {
+      pool_trim_pending_ = true;
+    }
+    const bool shed_excess = excess > ready_bytes && allocator_->mapped_pages() > keep_pages_;
     const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
     const size_t limit = limit_pages_locked();
     const bool want_map = !reserve_suspended_ && !reserve_blocked_ && owed_pages_ == 0 &&
-                          allocator_->free_pages() < config_.reserve_pages &&
+                          excess == 0 && allocator_->free_pages() < config_.reserve_pages &&
                           allocator_->unmapped_pages() > 0 && committed < limit;
-    const bool want_unmap =
-        allocator_->free_pages() > 0 && (allocator_->free_pages() > config_.max_idle_pages ||
-                                         committed > limit || shedding_ || owed_pages_ > 0);
+    const bool want_unmap = allocator_->free_pages() > 0 &&
+                            (allocator_->free_pages() > config_.max_idle_pages ||
+                             committed > limit || shedding_ || owed_pages_ > 0 || shed_excess);
     try {
       if (want_unmap) {
         if (unmap_one_locked(lock) && owed_pages_ > 0) {
@@ -579,6 +589,8 @@ void KvCache::run_mapper() {
           map_for_locked(lock, 1, 0);
         } catch (const OutOfMemory&) {
           reserve_blocked_ = true;  // budget or device full: retry after a free or resize
+        } catch (const Timeout&) {
+          reserve_blocked_ = true;  // the registry's lock is held too long: likewise
         }
       } else if (config_.registry_link) {
         changed_.wait_until(lock, std::min(next_poll, idle_deadline));

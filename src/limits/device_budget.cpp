@@ -1,5 +1,7 @@
 #include "kvpager/limits/device_budget.hpp"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -76,6 +78,18 @@ DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const st
   const uint64_t budget = parse_budget(config.gpu_utilization, total_bytes);
   const std::string path = device_path(config, device);
   for (int attempt = 0; attempt < 3; ++attempt) {
+    // Open the segment when it exists: creating writes a whole temporary segment first, which
+    // needs room that a nearly full directory may lack even though the device is set up.
+    try {
+      DeviceBudget budget =
+          from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
+      budget.set_claim_timing(config);
+      return budget;
+    } catch (const DriverError& e) {
+      if (e.result().rfind("ENOENT", 0) != 0) {
+        throw;
+      }
+    }
     auto created =
         ShmFile::create_published(path, sizeof(DeviceSegment), config.mode, [&](void* p) {
           auto* s = static_cast<DeviceSegment*>(p);
@@ -93,16 +107,8 @@ DeviceBudget DeviceBudget::open_or_create(const RegistryConfig& config, const st
       budget.set_claim_timing(config);
       return budget;
     }
-    try {
-      DeviceBudget budget =
-          from_file(device, ShmFile::open_mapped(path, sizeof(DeviceSegment), true));
-      budget.set_claim_timing(config);
-      return budget;
-    } catch (const DriverError& e) {
-      if (e.result().rfind("ENOENT", 0) != 0) {
-        throw;  // removed between link and open: retry
-      }
-    }
+    // Another process published it first: open it on the next pass (or create it again if it
+    // was removed meanwhile).
   }
   throw StateError("device segment " + path + " keeps disappearing while being opened");
 }
@@ -148,6 +154,16 @@ uint64_t DeviceBudget::guarantee_of(uint32_t slot) const {
 void DeviceBudget::set_claim_timing(const RegistryConfig& config) {
   claim_ttl_ns_ = static_cast<uint64_t>(config.claim_ttl.count()) * 1'000'000;
   claim_patience_ns_ = static_cast<uint64_t>(config.claim_patience.count()) * 1'000'000;
+  lock_timeout_ = config.lock_timeout;
+}
+
+RobustLock DeviceBudget::lock(pid_t self) {
+  DeviceSegment& s = segment();
+  LockOptions options;
+  options.timeout = lock_timeout_;
+  options.self = self != 0 ? self : ::getpid();
+  options.what = lock_name_;
+  return RobustLock(&s.mutex, {&s.recoveries, &s.lock_holder_pid, &s.lock_held_since_ns}, options);
 }
 
 bool DeviceBudget::claim_live(const DeviceSlot& slot, uint64_t now) const {
@@ -272,7 +288,7 @@ uint32_t DeviceBudget::join(const std::string& name, const ProcessIdentity& who,
                             uint64_t guarantee_bytes) {
   validate_instance_name(name);
   DeviceSegment& s = segment();
-  RobustLock lock(&s.mutex, &s.recoveries);
+  const RobustLock held = lock(who.pid);
   for (uint32_t i = 0; i < format::kMaxSlots; ++i) {
     DeviceSlot& slot = s.slots[i];
     if (slot.state.load(std::memory_order_acquire) != format::kSlotTaken) {
@@ -322,7 +338,7 @@ void DeviceBudget::leave(uint32_t slot, const ProcessIdentity& who) noexcept {
   }
   DeviceSegment& s = segment();
   try {
-    RobustLock lock(&s.mutex, &s.recoveries);
+    const RobustLock held = lock(who.pid);
     if (owned_by(s.slots[slot], who)) {
       free_slot(s.slots[slot]);
     }
@@ -332,7 +348,7 @@ void DeviceBudget::leave(uint32_t slot, const ProcessIdentity& who) noexcept {
 
 void DeviceBudget::set_guarantee(uint32_t slot, const ProcessIdentity& who, uint64_t bytes) {
   DeviceSegment& s = segment();
-  RobustLock lock(&s.mutex, &s.recoveries);
+  const RobustLock held = lock();
   DeviceSlot& mine = s.slots[slot];
   if (!owned_by(mine, who)) {
     throw StateError("registry slot " + std::to_string(slot) + " on device " + device_ +
@@ -345,7 +361,7 @@ void DeviceBudget::set_guarantee(uint32_t slot, const ProcessIdentity& who, uint
 ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
                                       uint64_t instance_limit, uint64_t* pressure) {
   DeviceSegment& s = segment();
-  RobustLock lock(&s.mutex, &s.recoveries);
+  const RobustLock held = lock(who.pid);
   DeviceSlot& mine = s.slots[slot];
   if (!owned_by(mine, who)) {
     throw StateError("registry slot of this instance on device " + device_ +
@@ -426,13 +442,13 @@ uint64_t DeviceBudget::reclaim_dead_locked(const ProcessIdentity* except,
 }
 
 uint64_t DeviceBudget::reclaim_dead(std::vector<DeviceSlotRecord>* reclaimed) {
-  RobustLock lock(&segment().mutex, &segment().recoveries);
+  const RobustLock held = lock();
   return reclaim_dead_locked(nullptr, reclaimed);
 }
 
 uint64_t DeviceBudget::release_member(const std::string& name, const ProcessIdentity& who) {
   DeviceSegment& s = segment();
-  RobustLock lock(&s.mutex, &s.recoveries);
+  const RobustLock held = lock();
   for (DeviceSlot& slot : s.slots) {
     if (owned_by(slot, who) && std::strncmp(slot.name, name.c_str(), sizeof slot.name) == 0) {
       const uint64_t charged = slot.charged.load(std::memory_order_relaxed);
@@ -448,7 +464,7 @@ void DeviceBudget::set_budget(uint64_t bytes) {
     throw InvalidArgument("device budget must be above 0 bytes");
   }
   DeviceSegment& s = segment();
-  RobustLock lock(&s.mutex, &s.recoveries);
+  const RobustLock held = lock();
   uint64_t guarantees = guarantees_except(format::kMaxSlots);
   if (bytes < guarantees) {
     reclaim_dead_locked(nullptr, nullptr);  // dead members' guarantees go with them
@@ -472,7 +488,7 @@ uint64_t DeviceBudget::pool_share(uint32_t slot, const ProcessIdentity& who, uin
     throw InvalidArgument("no device slot " + std::to_string(slot));
   }
   DeviceSegment& s = segment();
-  RobustLock lock(&s.mutex, &s.recoveries);
+  const RobustLock held = lock(who.pid);
   if (!owned_by(s.slots[slot], who)) {
     throw StateError("device " + device_ + ": slot " + std::to_string(slot) +
                      " is no longer this instance's; it cannot pool a budget share");
@@ -494,7 +510,7 @@ uint64_t DeviceBudget::pool_share(uint32_t slot, const ProcessIdentity& who, uin
 uint64_t DeviceBudget::unpool_share(uint64_t share) noexcept {
   try {
     DeviceSegment& s = segment();
-    RobustLock lock(&s.mutex, &s.recoveries);
+    const RobustLock held = lock();
     const uint64_t before = s.budget_bytes.load(std::memory_order_acquire);
     const uint64_t floor = std::max<uint64_t>(1, guarantees_except(format::kMaxSlots));
     const uint64_t after = before > share && before - share > floor ? before - share : floor;
@@ -507,7 +523,7 @@ uint64_t DeviceBudget::unpool_share(uint64_t share) noexcept {
 }
 
 DeviceRecord DeviceBudget::snapshot_locked() {
-  RobustLock lock(&segment().mutex, &segment().recoveries);
+  const RobustLock held = lock();
   DeviceRecord r;
   std::string why;
   if (!decode_device(file_.bytes(), &r, &why)) {

@@ -156,6 +156,17 @@ uint64_t InstanceRegistration::headroom_bytes() const {
   return std::min(limit > own ? limit - own : 0, free > kept ? free - kept : 0);
 }
 
+uint64_t InstanceRegistration::excess_bytes() const {
+  const uint64_t own = charged_bytes(), limit = instance_limit_bytes();
+  uint64_t excess = own > limit ? own - limit : 0;
+  const uint64_t budget = device_.budget_bytes(), everyone = device_.charged_total();
+  const uint64_t guarantee = device_.guarantee_of(slot_);
+  if (everyone > budget && own > guarantee) {
+    excess = std::max(excess, std::min(own - guarantee, everyone - budget));
+  }
+  return excess;
+}
+
 uint64_t InstanceRegistration::guarantee_bytes() const {
   return device_.guarantee_of(slot_);
 }

@@ -64,6 +64,12 @@ bool is_alive(const ProcessIdentity& who) {
   return who.start_time == 0 || start == who.start_time;
 }
 
+char process_state(pid_t pid) {
+  char state = 0;
+  uint64_t start = 0;
+  return read_stat(pid, &state, &start) ? state : 0;
+}
+
 uint64_t monotonic_ns() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);

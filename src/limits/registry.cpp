@@ -50,6 +50,49 @@ bool is_temporary(const std::string& name, pid_t* creator) {
   return true;
 }
 
+// "" when `file` (a name is_temporary() accepts) is what ShmFile::create_published leaves behind:
+// <prefix>inst-<name> or <prefix>dev-<label> plus .tmp.<pid>, a regular file no larger than
+// that segment, holding zeros (not yet initialised) or starting with that segment's magic.
+// Otherwise why not: gc removes nothing else.
+std::string why_not_a_temporary(const RegistryConfig& config, const std::string& file,
+                                const std::string& path) {
+  const std::string rest =
+      file.substr(config.prefix.size(), file.rfind(".tmp.") - config.prefix.size());
+  size_t bytes = 0;
+  const char* magic = nullptr;
+  if (rest.rfind(kInstanceTag, 0) == 0 &&
+      is_valid_instance_name(rest.substr(kInstanceTag.size()))) {
+    bytes = sizeof(format::InstanceSegment);
+    magic = format::kInstanceMagic;
+  } else if (rest.rfind(kDeviceTag, 0) == 0 &&
+             is_valid_device_label(rest.substr(kDeviceTag.size()))) {
+    bytes = sizeof(format::DeviceSegment);
+    magic = format::kDeviceMagic;
+  } else {
+    return "its name is not that of a segment";
+  }
+  std::string why;
+  const auto copy = read_file_copy(path, bytes, &why);
+  if (!copy) {
+    return why;
+  }
+  if (copy->size > bytes) {
+    return "it is larger than a segment";
+  }
+  const auto* p = reinterpret_cast<const char*>(copy->words.data());
+  const bool zeros = std::all_of(p, p + copy->size, [](char c) { return c == 0; });
+  const bool ours = copy->size >= sizeof format::kInstanceMagic &&
+                    std::memcmp(p, magic, sizeof format::kInstanceMagic) == 0;
+  return zeros || ours ? "" : "its content is not a segment's";
+}
+
+std::string name_mismatch(const std::string& path, const std::string& inside) {
+  return "segment " + path + " names instance '" + inside +
+         "', not its file name (a copy or a rename of another instance's segment?); nothing "
+         "was changed. Remove it (rm " +
+         path + ")";
+}
+
 uint64_t age_ms(uint64_t then_ns) {
   const uint64_t now = monotonic_ns();
   return now > then_ns ? (now - then_ns) / 1000000 : 0;
@@ -181,6 +224,9 @@ InstanceStatus Registry::find_instance(const std::string& name) const {
   if (!decode_instance(copy->bytes(), &s.record, &why)) {
     throw StateError("segment " + path + " is unusable: " + why);
   }
+  if (s.record.name != name) {  // what scan() (list) refuses, writers refuse too
+    throw StateError(name_mismatch(path, s.record.name));
+  }
   s.path = path;
   s.alive = is_alive(s.record.owner);
   s.heartbeat_age_ms = age_ms(s.record.heartbeat_ns);
@@ -192,8 +238,11 @@ InstanceRecord Registry::set_limit(const std::string& name, uint64_t bytes) {
   ShmFile file = ShmFile::open_mapped(found.path, sizeof(format::InstanceSegment), true);
   InstanceRecord before;
   std::string why;
-  if (!decode_instance(file.bytes(), &before, &why) || before.name != name) {
+  if (!decode_instance(file.bytes(), &before, &why)) {
     throw StateError("segment " + found.path + " changed while being opened: " + why);
+  }
+  if (before.name != name) {
+    throw StateError(name_mismatch(found.path, before.name));
   }
   auto* s = static_cast<format::InstanceSegment*>(file.data());
   s->limit_bytes.store(bytes, std::memory_order_release);
@@ -305,14 +354,19 @@ GcReport Registry::gc() {
       DeviceBudget budget = DeviceBudget::open_existing(config_, d.record.device);
       report.reclaimed_bytes += budget.reclaim_dead(&report.reclaimed_slots);
     } catch (const Error& e) {
-      report.skipped.push_back({d.path, e.what()});
+      report.failed.push_back({d.path, e.what()});
     }
   }
   for (const std::string& file : entries_with_prefix(config_.dir, config_.prefix)) {
     pid_t creator = 0;
     if (is_temporary(file, &creator) && !is_alive({creator, 0})) {
       const std::string path = config_.dir + "/" + file;
-      if (::unlink(path.c_str()) == 0) {
+      const std::string why = why_not_a_temporary(config_, file, path);
+      if (!why.empty()) {
+        report.skipped.push_back({path, "named like a temporary of dead pid " +
+                                            std::to_string(creator) + ", but " + why +
+                                            "; not removed"});
+      } else if (::unlink(path.c_str()) == 0) {
         report.removed_temporaries.push_back(path);
       }
     }

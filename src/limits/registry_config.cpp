@@ -175,6 +175,9 @@ RegistryConfig registry_config_from_env(RegistryConfig c) {
   if (const char* v = std::getenv("KVPAGER_CLAIM_PATIENCE_MS")) {
     c.claim_patience = env_milliseconds("KVPAGER_CLAIM_PATIENCE_MS", v, 10, 600'000);
   }
+  if (const char* v = std::getenv("KVPAGER_LOCK_TIMEOUT_MS")) {
+    c.lock_timeout = env_milliseconds("KVPAGER_LOCK_TIMEOUT_MS", v, 10, 600'000);
+  }
   validate_registry_config(c);
   return c;
 }
@@ -199,6 +202,9 @@ void validate_registry_config(const RegistryConfig& c) {
   }
   if (c.claim_patience.count() < 10 || c.claim_patience.count() > 600'000) {
     throw InvalidArgument("registry claim patience must be 10 to 600000 ms");
+  }
+  if (c.lock_timeout.count() < 10 || c.lock_timeout.count() > 600'000) {
+    throw InvalidArgument("registry lock timeout must be 10 to 600000 ms");
   }
 }
 

@@ -47,7 +47,20 @@ std::optional<ShmFile> ShmFile::create_published(const std::string& path, size_t
     ~Unlink() { ::unlink(p.c_str()); }
   } unlink_tmp{tmp};
   if (::fchmod(fd.fd, mode) != 0) throw_errno("fchmod", errno, tmp);  // the umask narrows it
-  if (::ftruncate(fd.fd, static_cast<off_t>(bytes)) != 0) throw_errno("ftruncate", errno, tmp);
+  // Reserve the pages now: a sparse file on a full tmpfs would fault (SIGBUS) at the first store
+  // into the mapping instead of failing here.
+  int rc = 0;
+  do {
+    rc = ::posix_fallocate(fd.fd, 0, static_cast<off_t>(bytes));
+  } while (rc == EINTR);
+  if (rc != 0) {
+    const std::string dir = path.substr(0, path.rfind('/'));
+    throw_errno("posix_fallocate", rc,
+                "no room for a " + std::to_string(bytes) + "-byte registry segment " + tmp +
+                    "; the file system of " + dir +
+                    " (KVPAGER_SHM_DIR) is full: free space there (`kvpager gc` removes stale "
+                    "segments) or point KVPAGER_SHM_DIR at a larger one");
+  }
   void* data = map_fd(fd.fd, bytes, true, tmp);
   ShmFile file(path, fd.release(), data, bytes);
   std::memset(data, 0, bytes);

@@ -137,7 +137,9 @@ void PagePool::give_back(std::span<const vmm::PhysicalHandle> handles) {
   std::vector<vmm::PhysicalHandle> surplus;
   {
     std::lock_guard lock(mutex_);
-    while (ready_.size() > config_.max_ready) {
+    uint64_t excess = budget_->excess_bytes();
+    while (ready_.size() > config_.max_ready || (!ready_.empty() && excess > 0)) {
+      excess -= std::min<uint64_t>(excess, ready_.back().bytes);
       surplus.push_back(ready_.back());
       ready_.pop_back();
       stats_.released++;
@@ -183,9 +185,12 @@ PagePoolStats PagePool::stats() const {
 void PagePool::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
+    // Above its budget's limit (lowered under the charge) the pool keeps no ready handle: they
+    // are charged memory nobody uses.
+    const bool excess = !ready_.empty() && budget_->excess_bytes() > 0;
     const bool want_more = !refill_suspended_ && !refill_blocked_ && background_error_.empty() &&
-                           ready_.size() < config_.min_ready;
-    const bool too_many = ready_.size() > config_.max_ready;
+                           ready_.size() < config_.min_ready && budget_->excess_bytes() == 0;
+    const bool too_many = ready_.size() > config_.max_ready || excess;
     if (!want_more && !too_many) {
       wake_.wait(lock);
       continue;
@@ -196,7 +201,8 @@ void PagePool::run() {
         vmm::PhysicalHandle victim;
         {
           std::lock_guard g(mutex_);
-          if (ready_.size() > config_.max_ready) {
+          if (ready_.size() > config_.max_ready ||
+              (!ready_.empty() && budget_->excess_bytes() > 0)) {
             victim = ready_.back();
             ready_.pop_back();
             stats_.released++;
@@ -217,6 +223,9 @@ void PagePool::run() {
     } catch (const OutOfMemory&) {
       std::lock_guard g(mutex_);
       refill_blocked_ = true;  // device full: not an error, try again after a give_back
+    } catch (const Timeout&) {
+      std::lock_guard g(mutex_);
+      refill_blocked_ = true;  // the budget's lock is held too long (its holder is stopped)
     } catch (const std::exception& e) {
       std::lock_guard g(mutex_);
       if (background_error_.empty()) background_error_ = e.what();

@@ -3,7 +3,7 @@
 // driven by its arguments and, in `serve` mode, by commands on stdin (one per line; one
 // answer line each on stdout).
 //
-//   serve NAME MAX_IDLE        alloc N | free N | fill | check | stats | quit
+//   serve NAME MAX_IDLE        alloc N (ok, oom or timeout) | free N | fill | check | stats | quit
 //   churn NAME SECONDS SEED    after a line on stdin, random alloc/free for SECONDS; prints "done
 //   allocs=A refused=R" hold-lock DEVICE           takes the device segment's lock, prints
 //   "locked", sleeps register-and-die NAME      registers, charges 1 MiB, prints "registered",
@@ -79,6 +79,9 @@ int serve(const std::string& name, size_t max_idle) {
           std::printf("ok\n");
         } catch (const OutOfMemory&) {
           std::printf("oom\n");
+        } catch (const Timeout& e) {  // the device lock stayed held (its holder is stopped)
+          std::fprintf(stderr, "%s\n", e.what());
+          std::printf("timeout\n");
         }
       } else {
         n = std::min(n, held.size());
@@ -158,7 +161,7 @@ int hold_lock(const std::string& device) {
   auto b = backend();
   auto dev = limits::DeviceBudget::open_or_create(limits::registry_config_from_env(), device,
                                                   b->memory_info().total_bytes);
-  limits::RobustLock lock(dev.mutex(), dev.recoveries());
+  const limits::RobustLock held = dev.lock();
   std::printf("locked\n");
   std::fflush(stdout);
   for (;;) ::pause();

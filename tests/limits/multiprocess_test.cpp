@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -191,4 +193,156 @@ TEST(LimitsMultiprocess, AStaleNameIsTakenOverAndALiveOneRefused) {
   EXPECT_EQ(rival->read_line(), "");  // refused: the name is alive
   EXPECT_NE(rival->read_stderr().find("in use"), std::string::npos);
   EXPECT_EQ(rival->wait(), 1);
+}
+
+namespace {
+
+// Runs `script` (sh, $1 = the helper) in a private mount namespace with a tmpfs of `size` at
+// $D, as KVPAGER_SHM_DIR. Exit 77 when this machine does not let the test mount one.
+CommandResult with_small_tmpfs(const ScopedRegistry& reg, const std::string& size,
+                               const std::string& script) {
+  const std::string prologue = "D=$(mktemp -d) && mount -t tmpfs -o size=" + size +
+                               " kvptest \"$D\" 2>/dev/null || exit 77\n"
+                               "export KVPAGER_SHM_DIR=$D\n";
+  return run_command({"/usr/bin/unshare", "-m", "/bin/sh", "-c", prologue + script, "sh", kHelper},
+                     reg.env);
+}
+
+}  // namespace
+
+TEST(LimitsMultiprocess, AFullRegistryDirectoryIsAClearErrorNotABusError) {
+  ScopedRegistry reg("full-tmpfs");
+  // 4 KiB: not even the device segment (two pages) fits.
+  CommandResult r =
+      with_small_tmpfs(reg, "4k", "\"$1\" register-and-die a; echo \"a=$?\"; ls -A $D");
+  if (r.status == 77) GTEST_SKIP() << "cannot mount a private tmpfs here (unshare -m, mount)";
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("a=1\n"), std::string::npos) << r.out << r.err;  // not 135: SIGBUS
+  EXPECT_NE(r.err.find("is full"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("KVPAGER_SHM_DIR"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find(".tmp."), std::string::npos) << r.out;  // the temporary went too
+
+  // 12 KiB: the device segment and one instance fit; the next instances are refused clearly
+  // (and never need room for a device segment that exists already).
+  r = with_small_tmpfs(reg, "12k",
+                       "for n in a b c; do \"$1\" register-and-die $n; echo \"$n=$?\"; done; "
+                       "ls -A $D");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("a=0\nb=1\nc=1\n"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("is full"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find(".tmp."), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(reg.config.prefix + "dev-host0\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(reg.config.prefix + "inst-a\n"), std::string::npos) << r.out;
+}
+
+namespace {
+
+// `kvpager ARGS...` with a short lock timeout, killed after 20 s if it hangs (exit 137 then).
+CommandResult kvpager_bounded(const ScopedRegistry& reg, std::vector<std::string> args) {
+  std::map<std::string, std::string> env = reg.env;
+  env["KVPAGER_LOCK_TIMEOUT_MS"] = "300";
+  args.insert(args.begin(), {"/usr/bin/timeout", "-s", "KILL", "20", kvpager_binary()});
+  return run_command(args, env);
+}
+
+}  // namespace
+
+TEST(LimitsMultiprocess, AStoppedLockHolderStallsNobodyForLongerThanTheTimeout) {
+  ASSERT_FALSE(kvpager_binary().empty());
+  ScopedRegistry reg("stopped-lock");
+  DeviceBudget device = make_device(reg, "64M");
+  std::map<std::string, std::string> env = reg.env;
+  env["KVPAGER_LOCK_TIMEOUT_MS"] = "300";
+  auto kid =
+      std::make_unique<ChildProcess>(std::vector<std::string>{kHelper, "serve", "svc", "4"}, env);
+  ASSERT_EQ(kid->read_line(), "ready") << kid->read_stderr();
+  auto holder = helper(reg, {"hold-lock", "host0"});
+  ASSERT_EQ(holder->read_line(), "locked") << holder->read_stderr();
+  holder->kill(SIGSTOP);  // a debugger, or ^Z
+  const std::string who = "held by pid " + std::to_string(holder->pid());
+
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"budget", "host0", "32M"}, {"gc"}, {"gc", "--json"}}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const CommandResult r = kvpager_bounded(reg, cmd);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(r.status, 1) << cmd[0] << ": " << r.err;  // not 137: killed while hanging
+    EXPECT_NE((r.err + r.out).find(who), std::string::npos) << r.err << r.out;
+    EXPECT_NE((r.err + r.out).find("stopped"), std::string::npos) << r.err << r.out;
+    EXPECT_LT(s, 10.0) << cmd[0];
+  }
+  // The instance: an alloc that needs a charge gives up (and changes nothing); once the holder
+  // is gone it allocates again (the cache is not broken).
+  kid->send("alloc 40");
+  EXPECT_EQ(kid->read_line(), "timeout");
+  holder->kill(SIGKILL);
+  holder->wait();
+  kid->send("alloc 40");
+  EXPECT_EQ(kid->read_line(), "ok");
+  const CommandResult r = kvpager_bounded(reg, {"budget", "host0", "32M"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(device.budget_bytes(), 32 * MiB);
+  kid->send("quit");
+  EXPECT_EQ(kid->wait(), 0);
+}
+
+TEST(LimitsMultiprocess, AGarbageLockWordMakesCommandsFailInsteadOfHanging) {
+  ASSERT_FALSE(kvpager_binary().empty());
+  ScopedRegistry reg("garbage-lock");
+  DeviceBudget device = make_device(reg, "64M");
+  // glibc's lock word (the first int of the mutex): "held by thread 0x3ffffff0", which does
+  // not exist, so no robust-futex death notice will ever come.
+  int bogus = 0x3ffffff0;
+  std::memcpy(device.mutex(), &bogus, sizeof bogus);
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"budget", "host0", "32M"}, {"gc"}}) {
+    const CommandResult r = kvpager_bounded(reg, cmd);
+    EXPECT_EQ(r.status, 1) << cmd[0] << ": " << r.err;
+    EXPECT_NE(r.err.find("no live process holds it"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(device.budget_bytes(), 64 * MiB);  // nothing changed
+}
+
+TEST(LimitsMultiprocess, ABudgetLoweredBelowTheSumInUseConvergesAsBlocksAreFreed) {
+  ScopedRegistry reg("budget-lowered");
+  DeviceBudget device = make_device(reg, "64M");
+  std::vector<std::unique_ptr<ChildProcess>> kids;
+  for (int i = 0; i < 3; ++i) {
+    kids.push_back(helper(reg, {"serve", "m" + std::to_string(i), "4"}));
+    ASSERT_EQ(kids.back()->read_line(), "ready") << kids.back()->read_stderr();
+    kids.back()->send("alloc 400");  // 200 pages of 64 KiB: 12.5 MiB each
+    ASSERT_EQ(kids.back()->read_line(), "ok");
+  }
+  const uint64_t budget = 4 * MiB;
+  device.set_budget(budget);  // what `kvpager budget host0 4M` does
+  // Let every one-shot release run (the budget change's, the idle one) before the frees.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  for (auto& k : kids) {
+    k->send("free 368");  // down to 32 blocks, 1 MiB, each: 3 MiB in use in all
+    ASSERT_EQ(k->read_line(), "ok");
+  }
+  // Free pages and ready handles above the budget go back within a few poll intervals.
+  const auto freed = std::chrono::steady_clock::now();
+  EXPECT_TRUE(wait_until([&] { return device.snapshot_locked().charged_bytes <= budget; }, 3s))
+      << format_size(device.snapshot_locked().charged_bytes) << " charged";
+  std::printf(
+      "within the lowered budget %.1f ms after the last free returned\n",
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - freed).count());
+  // Within the budget now: a refusal (of its first page, or of an alloc) makes the others shed
+  // their free pages, so a retry gets in.
+  std::unique_ptr<ChildProcess> newcomer;
+  ASSERT_TRUE(wait_until([&] {
+    newcomer = helper(reg, {"serve", "new", "4"});
+    return newcomer->read_line() == "ready";
+  }));
+  EXPECT_TRUE(wait_until([&] {
+    newcomer->send("alloc 20");
+    return newcomer->read_line() == "ok";
+  }));
+  for (auto& k : kids) {
+    k->send("quit");
+    EXPECT_EQ(k->wait(), 0);
+  }
+  newcomer->send("quit");
+  EXPECT_EQ(newcomer->wait(), 0);
 }

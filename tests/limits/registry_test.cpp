@@ -2,8 +2,12 @@
 // device budget, control through Registry, and a KvCache following its registry entry.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <functional>
 #include <memory>
 #include <span>
 #include <thread>
@@ -471,4 +475,111 @@ TEST(KvCacheRegistry, ABorrowerUnmapsWhatItOwesAndAnOwnerKeepsItsGuarantee) {
   EXPECT_EQ(borrower.alloc(2 * (spare + room)).size(), 2 * (spare + room));
   owner.free(first);
   owner.free(got);
+}
+
+namespace {
+
+void copy_file(const std::string& from, const std::string& to) {
+  std::string why;
+  const auto bytes = read_file_copy(from, 1 << 16, &why);
+  ASSERT_TRUE(bytes) << why;
+  FILE* f = std::fopen(to.c_str(), "wb");
+  ASSERT_NE(f, nullptr) << to;
+  ASSERT_EQ(std::fwrite(bytes->words.data(), 1, bytes->size, f), bytes->size);
+  std::fclose(f);
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+TEST(Registry, WritersRefuseACopyOfAnotherInstancesSegment) {
+  ScopedRegistry reg("alias");
+  reg.config.gpu_utilization = "1G";
+  auto real = InstanceRegistration::create(reg.config, spec("real"));
+  copy_file(reg.path("inst-real"), reg.path("inst-alias"));  // cp inst-real inst-alias
+  Registry r(reg.config);
+  for (const auto& change : std::vector<std::function<void()>>{
+           [&] { r.set_guarantee("alias", 100 * MiB); }, [&] { r.set_limit("alias", 10 * MiB); },
+           [&] { r.limit_for_percent("alias", "10"); }, [&] { r.remove("alias", true); }}) {
+    try {
+      change();
+      ADD_FAILURE() << "a copy named alias was trusted";
+    } catch (const StateError& e) {
+      EXPECT_NE(std::string(e.what()).find("names instance 'real', not its file name"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(real->guarantee_bytes(), 0u);  // the real instance is untouched
+  EXPECT_EQ(real->instance_limit_bytes(), format::kUnlimited);
+  EXPECT_TRUE(exists(reg.path("inst-alias")));        // not deleted either (delete --force)
+  EXPECT_EQ(r.set_guarantee("real", 100 * MiB), 0u);  // the real name still works
+  EXPECT_EQ(real->guarantee_bytes(), 100 * MiB);
+}
+
+TEST(Registry, GcRemovesOnlyWhatACreatorLeftBehind) {
+  ScopedRegistry reg("gc-tmp");
+  auto live = InstanceRegistration::create(reg.config, spec("live"));
+  // A pid that is surely dead: a reaped child's.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  const std::string tmp = ".tmp." + std::to_string(child);
+  auto write = [&](const std::string& rest, const std::string& bytes) {
+    FILE* f = std::fopen(reg.path(rest).c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fwrite(bytes.data(), 1, bytes.size(), f);
+    std::fclose(f);
+  };
+  // What a creator that died leaves: zeros (not yet initialised), or a started segment.
+  write("inst-half" + tmp, std::string(sizeof(format::InstanceSegment), '\0'));
+  copy_file(reg.path("dev-host0"), reg.path("dev-host0" + tmp));
+  write("inst-empty" + tmp, "");
+  // Not left by a creator: other names, other content, larger than a segment.
+  write("notes" + tmp, "keep me");
+  write("inst-text" + tmp, "precious user data");
+  write("inst-big" + tmp, std::string(sizeof(format::InstanceSegment) + 1, '\0'));
+  const GcReport report = Registry(reg.config).gc();
+  EXPECT_EQ(report.removed_temporaries.size(), 3u);
+  EXPECT_FALSE(exists(reg.path("inst-half" + tmp)));
+  EXPECT_FALSE(exists(reg.path("dev-host0" + tmp)));
+  EXPECT_FALSE(exists(reg.path("inst-empty" + tmp)));
+  for (const char* kept : {"notes", "inst-text", "inst-big"}) {
+    EXPECT_TRUE(exists(reg.path(kept + tmp))) << kept;
+    bool reported = false;
+    for (const auto& s : report.skipped) {
+      reported = reported || (s.path == reg.path(kept + tmp) && !s.reason.empty());
+    }
+    EXPECT_TRUE(reported) << kept;
+  }
+  EXPECT_TRUE(exists(reg.path("inst-live")));
+}
+
+TEST(KvCacheRegistry, AnInstanceAboveItsLimitReleasesReadyHandlesAfterFrees) {
+  using namespace std::chrono_literals;
+  ScopedRegistry reg("limit-ready");
+  auto link = InstanceRegistration::create(reg.config, spec("over"));
+  kv::KvCacheConfig c = linked_config(link, 4);
+  c.idle_release_ms = 20;
+  kv::KvCache cache(test_host_backend(), c);
+  const uint64_t page = cache.stats().page_bytes;
+  auto held = cache.alloc(60);         // 30 pages in use
+  std::this_thread::sleep_for(100ms);  // the idle release has fired and will not again
+  const uint64_t limit = 16 * page;    // below what is in use
+  Registry(reg.config).set_limit("over", limit);
+  // Let every one-shot release run (the limit change's, the idle one) before the frees.
+  std::this_thread::sleep_for(200ms);
+  cache.free(std::span<const BlockId>(held.data(), 32));  // 14 pages stay in use
+  // The pages above the limit are unmapped; their handles must not stay ready, charged.
+  EXPECT_TRUE(wait_until([&] { return link->charged_bytes() <= limit; }, 2s))
+      << link->charged_bytes() / page << " pages charged, " << cache.stats().pool.ready
+      << " ready, " << cache.stats().mapped_pages << " mapped, limit 16";
+  std::this_thread::sleep_for(50ms);
+  EXPECT_LE(link->charged_bytes(), limit);  // and it stays so
+  cache.free(std::span<const BlockId>(held.data() + 32, held.size() - 32));
 }

@@ -1,16 +1,24 @@
 // Property test of the segment decoders: whatever bytes sit under the prefix (truncated,
 // bit-flipped, of another version, random), decoding never crashes, never reads outside the
-// buffer (ASan run), and whatever it accepts satisfies the format's invariants.
+// buffer (ASan run), and whatever it accepts satisfies the format's invariants. Garbage in the
+// device segment's mutex never makes a locker hang or crash: it takes the lock, times out or
+// refuses the segment, within the lock timeout.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <sys/syscall.h>
+
+#include <chrono>
 #include <cstring>
 #include <random>
 
+#include "kvpager/common/error.hpp"
+#include "kvpager/limits/device_budget.hpp"
 #include "kvpager/limits/instance_registration.hpp"
 #include "kvpager/limits/registry.hpp"
+#include "kvpager/limits/robust_mutex.hpp"
 #include "kvpager/limits/segment_decoder.hpp"
 #include "kvpager/limits/segment_format.hpp"
 #include "limits/registry_test_support.hpp"
@@ -198,4 +206,59 @@ TEST(RegistryScan, ReportsAndSkipsSegmentsItCannotTrust) {
   ASSERT_EQ(snap.devices.size(), 1u);
   EXPECT_EQ(snap.skipped.size(), 6u);
   for (const auto& k : snap.skipped) EXPECT_FALSE(k.reason.empty()) << k.path;
+}
+
+TEST(DeviceSegmentLock, GarbageInTheMutexNeverHangsOrCrashesALocker) {
+  ScopedRegistry reg("fuzz-lock");
+  reg.config.lock_timeout = std::chrono::milliseconds(10);
+  DeviceBudget device = DeviceBudget::open_or_create(reg.config, "host0", 1ull << 30);
+  // The segment's other words, as a second process would see them.
+  ShmFile view = ShmFile::open_mapped(reg.path("dev-host0"), sizeof(format::DeviceSegment), true);
+  auto* seg = static_cast<format::DeviceSegment*>(view.data());
+  auto* bytes = reinterpret_cast<unsigned char*>(device.mutex());
+  const int32_t self_tid = static_cast<int32_t>(::syscall(SYS_gettid));
+  std::mt19937_64 rng(20261202);
+  size_t taken = 0, timed_out = 0, refused = 0;
+  for (int iter = 0; iter < 300; ++iter) {
+    init_robust_mutex(device.mutex());
+    int32_t word = static_cast<int32_t>(rng());
+    switch (iter % 6) {
+      case 0:
+        word = self_tid;
+        break;  // "held by this very thread"
+      case 1:
+        word = static_cast<int32_t>(0x40000000 | (rng() & 0x3fffffff));
+        break;  // died
+      case 2:
+        word &= 0x3fffffff;
+        break;  // a thread that does not exist
+      default:
+        break;
+    }
+    std::memcpy(bytes, &word, sizeof word);  // glibc's lock word: the mutex's first int
+    if (iter % 3 == 0) {  // every other word too (the type word is checked before use)
+      for (size_t i = sizeof word; i < sizeof(pthread_mutex_t); ++i) {
+        bytes[i] = static_cast<unsigned char>(rng());
+      }
+    }
+    seg->lock_holder_pid.store(static_cast<int32_t>(rng()));
+    seg->lock_held_since_ns.store(rng());
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      device.reclaim_dead();
+      ++taken;
+    } catch (const Timeout& e) {
+      ++timed_out;
+      EXPECT_NE(std::string(e.what()).find("KVPAGER_LOCK_TIMEOUT_MS"), std::string::npos);
+    } catch (const StateError& e) {
+      ++refused;
+      EXPECT_NE(std::string(e.what()).find("corrupt"), std::string::npos) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2)) << iter;
+  }
+  EXPECT_GT(taken, 0u);  // e.g. a "dead owner" word is recovered
+  EXPECT_GT(timed_out, 0u);
+  EXPECT_GT(refused, 0u);  // a garbage type word
+  init_robust_mutex(device.mutex());
+  device.reclaim_dead();  // a sound lock works again
 }

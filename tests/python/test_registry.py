@@ -59,3 +59,45 @@ def test_a_guarantee_needs_an_instance_and_fits_the_budget(registry, monkeypatch
     assert other.stats()["guarantee_bytes"] == 3 << 20
     assert other.stats()["owed_bytes"] == 0
 
+
+
+FULL_TMPFS_SCRIPT = r"""
+import os, sys
+import kvpager
+results, caches = [], []  # caches stay registered, as in separate serving processes
+for name in sys.argv[1:]:
+    try:
+        caches.append(kvpager.KvCache(4, 8, 128, 'float16', num_blocks=1024, device='cpu',
+                                      instance=name))
+        results.append(name + '=ok')
+    except kvpager.Error as e:
+        results.append(name + '=' + type(e).__name__)
+        print(e, file=sys.stderr)
+print(' '.join(results))
+print(' '.join(sorted(os.listdir(os.environ['KVPAGER_SHM_DIR']))))
+"""
+
+
+@pytest.mark.parametrize("size, names, want", [("4k", ["a"], "a=OutOfMemory"),
+                                               ("12k", ["a", "b", "c"],
+                                                "a=ok b=OutOfMemory c=OutOfMemory")])
+def test_a_full_registry_directory_raises_instead_of_a_bus_error(shm_prefix, size, names, want):
+    """Issue 20 item 1: KVPAGER_SHM_DIR on a tiny tmpfs (a private mount namespace)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to mount a private tmpfs")
+    script = ("D=$(mktemp -d) && mount -t tmpfs -o size=" + size +
+              " kvptest \"$D\" 2>/dev/null || exit 77\n"
+              "s=$1; shift; KVPAGER_SHM_DIR=$D exec \"$0\" -c \"$s\" \"$@\"")
+    run = subprocess.run(["unshare", "-m", "sh", "-c", script, sys.executable, FULL_TMPFS_SCRIPT,
+                          *names], capture_output=True, text=True, timeout=120)
+    if run.returncode == 77:
+        pytest.skip("cannot mount a private tmpfs here")
+    assert run.returncode == 0, run.stderr  # -7: SIGBUS
+    results, files = (run.stdout.splitlines() + ["", ""])[:2]
+    assert results == want
+    assert ".tmp." not in files  # no temporary left behind
+    assert "is full" in run.stderr and "KVPAGER_SHM_DIR" in run.stderr

@@ -15,14 +15,19 @@
 // reserve covers the request (a page mapped synchronously otherwise: the "cold" path).
 // Errors: alloc() beyond the limit, the budget or the device throws OutOfMemory (refused by a
 // shared budget below its guarantee, it claims the pages it needed); more blocks
-// than the cache can ever hold, unknown ids and double frees throw InvalidArgument. In every
+// than the cache can ever hold, unknown ids and double frees throw InvalidArgument; an alloc
+// that must charge a registry budget whose device lock stays held past the registry's
+// lock_timeout (its holder stopped or hung) throws Timeout naming the holder. In every
 // case the cache is exactly as before the call (pages mapped by the failed call are unmapped).
 // A failure in the background thread is recorded and raised (StateError) by the next call.
 // Registry: with `config.registry_link` set, the cache charges the link's budget, its limit is
 // the smaller of limit_bytes and the link's instance limit, and the background thread polls the
 // link every poll_interval(): it publishes usage, and on a changed limit unmaps free pages above
 // it and releases ready handles (so a lowered limit is honoured within about one interval),
-// and on device pressure gives back every free page until the next alloc.
+// and on device pressure gives back every free page until the next alloc. While the budget
+// reports an excess (MemoryBudget::excess_bytes: a limit or device budget lowered below the
+// charge) the thread re-checks at every poll: it releases ready handles, then unmaps free
+// pages down to the guarantee, and maps no reserve, so blocks freed later are given back too.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>

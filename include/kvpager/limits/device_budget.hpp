@@ -6,7 +6,10 @@
 // Charging is atomic across processes: try_charge() runs under the segment's robust
 // process-shared mutex, so the sum of the slots never exceeds the budget at any instant (as
 // observed under the same lock, e.g. by snapshot_locked()). A holder killed inside the lock
-// does not wedge anyone: the next locker recovers it (robust_mutex.hpp). Uncharging is a
+// does not wedge anyone: the next locker recovers it (robust_mutex.hpp). One that is stopped
+// (SIGSTOP, a debugger) or hung, or a garbage lock word, holds the others back at most the
+// config's lock_timeout: every locked method then throws Timeout naming the holder and how
+// long it has held the lock. Uncharging is a
 // lock-free decrement (it can only move the sum away from the bound).
 // Slots of dead processes keep their charge until reclaimed: try_charge() reclaims them when
 // the budget refuses, and `kvpager gc` does so explicitly.
@@ -24,14 +27,17 @@
 // running requests need that memory can then finish them).
 // Guarantee 0 everywhere is plain first-come, first-served sharing of the budget.
 // Lock order: the device mutex is a leaf; nothing else is locked while it is held.
-// Thread safety: all methods are thread-safe. Errors: StateError for a corrupt segment or a
-// slot taken away, DriverError for system calls, InvalidArgument for bad names.
+// Thread safety: all methods are thread-safe. Errors: Timeout when the lock stays held past
+// lock_timeout (nothing changed), StateError for a corrupt segment or a slot taken away,
+// DriverError for system calls, InvalidArgument for bad names.
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "kvpager/limits/process_identity.hpp"
 #include "kvpager/limits/registry_config.hpp"
+#include "kvpager/limits/robust_mutex.hpp"
 #include "kvpager/limits/segment_decoder.hpp"
 #include "kvpager/limits/segment_format.hpp"
 #include "kvpager/limits/shm_file.hpp"
@@ -119,13 +125,18 @@ class DeviceBudget {
   uint64_t unpool_share(uint64_t share) noexcept;
   // The segment decoded under the lock: a consistent view of every charge.
   DeviceRecord snapshot_locked();
-  // The segment's mutex, for tools and tests that must hold the lock themselves.
+  // Takes the segment's lock, as every locked method here does, for tools and tests that must
+  // hold it themselves: Timeout after the config's lock_timeout, naming the holder. `self` is
+  // the pid recorded as holder (0: getpid(); charges pass their own and make no syscall).
+  RobustLock lock(pid_t self = 0);
+  // The segment's mutex itself, for tests that corrupt it.
   pthread_mutex_t* mutex() { return &segment().mutex; }
-  std::atomic<uint64_t>* recoveries() { return &segment().recoveries; }
 
  private:
   DeviceBudget(std::string device, ShmFile file)
-      : device_(std::move(device)), file_(std::move(file)) {}
+      : device_(std::move(device)),
+        file_(std::move(file)),
+        lock_name_("the lock of device segment " + file_.path()) {}
   static DeviceBudget from_file(const std::string& device, ShmFile file);
   void set_claim_timing(const RegistryConfig& config);
   bool claim_live(const format::DeviceSlot& slot, uint64_t now) const;
@@ -142,6 +153,8 @@ class DeviceBudget {
   ShmFile file_;
   uint64_t claim_ttl_ns_ = 0;
   uint64_t claim_patience_ns_ = 0;
+  std::chrono::milliseconds lock_timeout_{2000};
+  std::string lock_name_;  // named in lock errors
 };
 
 }  // namespace kvpager::limits

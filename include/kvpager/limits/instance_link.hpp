@@ -9,7 +9,9 @@
 // `shed` (another instance was refused by the device budget) it gives back its free pages down
 // to its guarantee (every free page when it has none); while `owed_bytes` is above zero
 // (others claim their guarantees) it unmaps free pages worth that much and does not count them
-// as available.
+// as available. Whatever the events, while the budget's excess_bytes() is above zero (a limit or
+// device budget lowered below what the instance holds) it releases ready handles and unmaps
+// free pages down to its guarantee at every poll, so later frees are given back too.
 // Thread safety: instance_limit_bytes() and budget() may be called from any thread (lock-free,
 // no syscall); poll() from one thread at a time. poll() never throws.
 #include <chrono>

@@ -53,6 +53,9 @@ class InstanceRegistration final : public MemoryBudget,
   // min(instance limit - own charge, device budget - every member's charge - what the other
   // members' live claims keep).
   uint64_t headroom_bytes() const override;
+  // The larger of the charge above the instance limit and, while the device's charges sum
+  // above its budget (it was lowered), the charge above the guarantee, at most that overshoot.
+  uint64_t excess_bytes() const override;
 
   // InstanceLink.
   std::shared_ptr<MemoryBudget> budget() override { return shared_from_this(); }

@@ -27,6 +27,13 @@ class MemoryBudget {
     const uint64_t limit = limit_bytes(), charged = charged_bytes();
     return limit > charged ? limit - charged : 0;
   }
+  // What the owner holds beyond what it may hold now: a limit or budget lowered below its
+  // charge. The owner gives back what of it it does not use (ready handles, free pages) and
+  // grows no reserve meanwhile. A snapshot, lock-free.
+  virtual uint64_t excess_bytes() const {
+    const uint64_t limit = limit_bytes(), charged = charged_bytes();
+    return charged > limit ? charged - limit : 0;
+  }
 };
 
 class LocalBudget final : public MemoryBudget {

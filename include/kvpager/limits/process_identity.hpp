@@ -18,6 +18,9 @@ uint64_t process_start_time(pid_t pid);
 // True while the process exists and (when both start times are known) is the same process.
 // A process of another user counts as alive (kill(2) answers EPERM).
 bool is_alive(const ProcessIdentity& who);
+// The state letter of /proc/<pid>/stat ('R', 'S', 'T' stopped, 't' traced, 'Z', ...); 0 when
+// the process does not exist or /proc cannot tell.
+char process_state(pid_t pid);
 // CLOCK_MONOTONIC in nanoseconds (vDSO: no syscall on Linux x86-64/aarch64).
 uint64_t monotonic_ns();
 

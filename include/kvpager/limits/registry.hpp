@@ -6,7 +6,11 @@
 // shrinks cannot fault the reader) and decodes them with segment_decoder.hpp: files under the
 // prefix that are truncated, of another version, foreign or otherwise invalid are listed in
 // `skipped` with the reason and never trusted.
-// Control calls validate everything before changing anything.
+// Control calls validate everything before changing anything, and trust a segment only as far
+// as scan() does: a file whose content names another instance (a copy, a rename) is refused.
+// gc() removes a <prefix>…tmp.<pid> file only when its creator is dead and it is what a
+// creator leaves (a segment's name, no larger than that segment, zeros or its magic); others
+// are reported in `skipped`.
 // Errors: InvalidArgument for unknown instances/devices and bad values (nothing changed);
 // StateError when a live instance is to be deleted without force or a segment is unusable.
 // Thread safety: a Registry holds only its config; calls are independent and thread-safe.
@@ -53,6 +57,9 @@ struct GcReport {
   uint64_t reclaimed_bytes = 0;
   std::vector<std::string> removed_temporaries;  // half-created files of dead creators
   std::vector<SkippedSegment> skipped;
+  // Devices whose dead members could not be reclaimed: the lock timed out (a stopped or hung
+  // holder, a garbage lock word) or is unusable. The reason names the holder.
+  std::vector<SkippedSegment> failed;
 };
 
 class Registry {

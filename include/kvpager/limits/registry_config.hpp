@@ -25,6 +25,10 @@ struct RegistryConfig {
   // borrower whose last request needs the memory can finish it and free it).
   std::chrono::milliseconds claim_ttl{100};        // KVPAGER_CLAIM_TTL_MS (1..10000)
   std::chrono::milliseconds claim_patience{2000};  // KVPAGER_CLAIM_PATIENCE_MS (10..600000)
+  // The longest wait for a device segment's lock (held for microseconds normally). A holder
+  // that is stopped or hung, or a garbage lock word, makes a charge, join or CLI command fail
+  // with Timeout after this long instead of waiting forever.
+  std::chrono::milliseconds lock_timeout{2000};  // KVPAGER_LOCK_TIMEOUT_MS (10..600000)
 };
 
 // Fills the fields from the environment (unset variables keep their value) and validates them.

@@ -22,8 +22,9 @@
 
 namespace kvpager::limits::format {
 
-constexpr uint32_t kVersion = 4;  // 2: slots carry a guarantee and a claim; 3: claims are sized;
-                                  // 4: instances count blocks evicted under pressure
+// 2: slots carry a guarantee and a claim; 3: claims are sized; 4: the lock's holder is recorded
+// and instances count blocks evicted under pressure
+constexpr uint32_t kVersion = 4;
 constexpr char kInstanceMagic[8] = {'K', 'V', 'P', 'G', 'I', 'N', 'S', 'T'};
 constexpr char kDeviceMagic[8] = {'K', 'V', 'P', 'G', 'D', 'E', 'V', 'S'};
 constexpr size_t kNameBytes = 64;    // instance and model names: at most 63 characters
@@ -88,8 +89,12 @@ struct DeviceSegment {
   std::atomic<uint64_t> budget_revision;
   std::atomic<uint64_t> pressure;    // bumped when a charge is refused by the budget
   std::atomic<uint64_t> recoveries;  // locks recovered from a dead owner (EOWNERDEAD)
-  uint32_t max_slots;                // kMaxSlots
-  uint32_t reserved0;
+  // Who holds the mutex, written by the holder after taking it and cleared before letting go,
+  // so that a waiter that gives up can say who and since when: pid (0: nobody) and
+  // CLOCK_MONOTONIC ns.
+  std::atomic<uint64_t> lock_held_since_ns;
+  uint32_t max_slots;  // kMaxSlots
+  std::atomic<int32_t> lock_holder_pid;
   pthread_mutex_t mutex;  // robust, process-shared; guards slot changes
   DeviceSlot slots[kMaxSlots];
 };

@@ -5,8 +5,11 @@
 //
 // Files are published whole: create_published() writes and initialises a temporary file and
 // link(2)s it to the final name, so no reader ever sees a half-initialised segment, and two
-// creators racing for one name get exactly one winner.
-// Errors: DriverError for failed system calls; StateError for a file of the wrong size or type.
+// creators racing for one name get exactly one winner. The temporary's pages are reserved
+// (posix_fallocate) before it is mapped, so a full file system is an error here, never a SIGBUS
+// at a store into the mapping; the temporary is removed whenever creation fails.
+// Errors: OutOfMemory when the file system has no room (naming the directory), DriverError for
+// other failed system calls; StateError for a file of the wrong size or type.
 // Thread safety: an ShmFile is not shared between threads without external synchronisation;
 // the mapped memory follows the rules of the segment format (atomics).
 #include <cstddef>

@@ -5,12 +5,16 @@
 // A background thread keeps between `min_ready` and `max_ready` handles ready: it creates
 // handles while fewer than min_ready are ready (and the budget allows), and releases handles
 // while more than max_ready are ready. Every created handle is charged to the MemoryBudget, so
-// the pool never holds more than the budget allows (ready + on loan).
+// the pool never holds more than the budget allows (ready + on loan). While the budget reports
+// an excess (its limit lowered below the charge) the thread keeps no ready handle: it releases
+// them, also those given back later, and creates none.
 //
 // Thread safety: all public methods are thread-safe.
 // Errors: acquire() throws OutOfMemory when the budget or the device refuses and nothing was
 // taken (a refusal while surplus handles are being released waits for them first, so a handle
-// on its way out never makes acquire() fail); a driver error in the background thread is recorded
+// on its way out never makes acquire() fail), and passes on a budget's Timeout (a shared
+// budget whose lock stays held); the thread treats both as "retry after a give_back". A
+// driver error in the background thread is recorded
 // and raised by the next acquire(). Ownership: handles given out by acquire() belong to the caller
 // until give_back(); the pool releases only its ready handles (at trim(), when over max_ready, and
 // in its destructor).
