@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "bench_clock.hpp"
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/latency_stats.hpp"
 #include "kvpager/common/units.hpp"
@@ -204,25 +205,25 @@ void register_bench_alloc(CommandGroups& groups) {
   cmd->add_option("--device", cfg->device, "CUDA device ordinal")->capture_default_str();
   cmd->add_option("--iters", cfg->iters, "hot alloc+free pairs")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 10000000));
   cmd->add_option("--cold-iters", cfg->cold_iters, "cold allocations")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1000000));
   cmd->add_option("--map-pages", cfg->map_pages, "logical pages per throughput round")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 64));
   cmd->add_option("--num-layers", cfg->num_layers, "layers")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1024));
   cmd->add_option("--kv-heads", cfg->kv_heads, "KV heads")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1024));
   cmd->add_option("--head-dim", cfg->head_dim, "head dimension")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 4096));
   cmd->add_option("--block-size", cfg->block_size, "tokens per block")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 4096));
   cmd->add_flag("--json", cfg->json, "print one JSON object");
   cmd->callback([cfg] { run_alloc_bench(*cfg); });
 }
