@@ -78,7 +78,10 @@ TEST_F(CliErrors, WatchCountMustBeAPositiveNumberThatEnds) {
 TEST_F(CliErrors, HugeGeometryIsUsageNotMmapFailure) {
   for (const char* flag : {"--num-layers", "--kv-heads", "--block-size", "--head-dim"}) {
     expect_usage_error({"bench", "alloc", "--backend", "host", flag, "4000000000"}, flag);
+    // Within each flag's range, but too big together: refused before anything is mapped.
+    expect_usage_error({"bench", "alloc", "--backend", "host", flag, "1024"}, "bench alloc");
   }
+  expect_usage_error({"bench", "alloc", "--backend", "host", "--map-pages", "64"}, "--map-pages");
 }
 
 TEST_F(CliErrors, HugePlanIsRefusedNotAllocated) {
