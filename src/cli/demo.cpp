@@ -23,6 +23,7 @@
 #include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "demo_process.hpp"
+#include "demo_teardown.hpp"
 #include "demo_workload.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
@@ -50,30 +51,6 @@ struct SlotStats {
   std::vector<double> mapped_sum;  // per instance, summed over samples
   std::vector<uint64_t> mapped_max;
   uint64_t samples = 0;
-};
-
-// What a demo leaves behind, removed on the way out, after its workers are gone: segments of
-// workers that had to be SIGKILLed, and the device segment once it has no member. Only in
-// the demo's own namespace.
-class DemoTeardown {
- public:
-  explicit DemoTeardown(const limits::RegistryConfig& rc) : registry_(rc) {}
-  ~DemoTeardown() {
-    try {
-      registry_.gc();
-      for (const auto& d : registry_.scan().devices) {
-        if (d.live_members == 0 && d.record.members.empty()) ::unlink(d.path.c_str());
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "kvpager: warning: demo: cleaning up %s%s*: %s\n",
-                   registry_.config().dir.c_str(), registry_.config().prefix.c_str(), e.what());
-    }
-  }
-  DemoTeardown(const DemoTeardown&) = delete;
-  DemoTeardown& operator=(const DemoTeardown&) = delete;
-
- private:
-  limits::Registry registry_;
 };
 
 // A stop signal arrived: the workers stop (RAII, on the way out) and the demo exits with

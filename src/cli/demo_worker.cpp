@@ -23,6 +23,7 @@
 
 #include "cli_checks.hpp"
 #include "command_registry.hpp"
+#include "demo_teardown.hpp"
 #include "demo_workload.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
@@ -77,6 +78,9 @@ void run_worker(const WorkerOptions& o) {
   spec.device = device;
   spec.device_total_bytes = backend->memory_info().total_bytes;
   if (!cfg.limit.empty()) spec.limit_bytes = parse_size(cfg.limit);
+  // Declared before the registration: sweeps after it is gone, if the coordinator is too.
+  const DemoTeardown orphan_sweep(limits::registry_config_from_env(),
+                                  [coordinator] { return ::getppid() != coordinator; });
   auto link = limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
 
   kv::KvCacheConfig kc;
