@@ -1,6 +1,7 @@
 // Bad input to the kvpager binary (issue 20 items 5 and 14): every case exits 2 at once with
 // exactly one line on stderr, prefixed "kvpager: error: ", naming the flag and no 309-digit
 // number; nothing runs, nothing grows, nothing is left in the registry.
+#include <dirent.h>
 #include <gtest/gtest.h>
 
 #include <regex>
@@ -16,6 +17,16 @@ class CliErrors : public ::testing::Test {
   void SetUp() override {
     if (timed_run_binary().empty()) GTEST_SKIP() << "KVPAGER_BINARY is not set";
     prefix_ = "kvptest-" + std::to_string(::getpid()) + "-errors-";
+  }
+  // A case that wrongly started something must not leave its segments behind.
+  void TearDown() override {
+    DIR* d = ::opendir("/dev/shm");
+    if (!d) return;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.rfind(prefix_, 0) == 0) ::unlink(("/dev/shm/" + name).c_str());
+    }
+    ::closedir(d);
   }
   // Runs kvpager with `args` in a registry namespace of its own; at most 8 GiB of address
   // space, so a plan that grows without bound fails instead of swapping the machine.
