@@ -59,7 +59,8 @@ class KvCache(_kvpager.KvCache):
                                  guarantee, also claims the pages `blocks` more blocks need
                                  (0: the whole guarantee)
       trim() -> int              unmaps every free page; bytes unmapped
-      resize(limit_bytes)        mapped-memory limit (0: none)
+      resize(limit_bytes)        mapped-memory limit (0: none, no limit; on the command line
+                                 `kvpager limit NAME 0` is a 0-byte limit, `none` no limit)
       mapped_bytes(), stats()    usage; stats() is a dict
       tensor(layer, component)   KvTensor view (DLPack/numpy), shape (num_blocks, block_size,
                                  kv_heads, head_dim), strides in elements

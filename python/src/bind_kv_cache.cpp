@@ -214,8 +214,10 @@ failed call changes nothing.)doc")
             c->resize(limit_bytes);
           },
           py::arg("limit_bytes"),
-          "Sets the mapped-memory limit (0: none). Free pages above it are unmapped now; pages "
-          "with blocks in use stay until their blocks are freed.")
+          "Sets the mapped-memory limit (0: none, no limit; note `kvpager limit NAME 0` means a "
+          "limit of 0 bytes there, and `kvpager limit NAME none` means no limit). Free pages "
+          "above it are unmapped now; pages with blocks in use stay until their blocks are "
+          "freed.")
       .def(
           "trim",
           [](const KvCacheHandle& h) {

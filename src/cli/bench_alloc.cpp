@@ -8,7 +8,9 @@
 #include <thread>
 
 #include "bench_clock.hpp"
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
+#include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/kv/kv_cache.hpp"
@@ -73,7 +75,32 @@ PageCost measure_pages(std::shared_ptr<vmm::Backend> backend, const kv::KvGeomet
   return {summarize(map).mean, summarize(unmap).mean, space.page_bytes(), hpp};
 }
 
+// What the geometry makes the benchmark reserve and map, checked before anything is made:
+// one block of every layer must fit the 2 MiB handles of the interleaved rounds, and the
+// throughput rounds map (per layer and K/V) 2 MiB x layers x 2 x --map-pages twice over.
+constexpr uint64_t kSmallHandle = 2 * MiB;
+constexpr uint64_t kMaxMappedByRounds = 16 * GiB;
+
+void check_alloc_bench(const AllocBenchConfig& cfg) {
+  const kv::KvGeometry g = geometry(cfg);
+  if (g.block_bytes_all_layers() > kSmallHandle) {
+    throw InvalidArgument("bench alloc: one block of every layer is " +
+                          format_size(g.block_bytes_all_layers()) +
+                          " (--num-layers x --kv-heads x --head-dim x 2 bytes x --block-size x "
+                          "K/V); it must fit a 2 MiB handle");
+  }
+  const uint64_t per_layer_page = kSmallHandle * g.num_layers * g.components();
+  const uint64_t mapped = (2 * per_layer_page + 8 * kSmallHandle) * cfg.map_pages;
+  if (mapped > kMaxMappedByRounds) {
+    throw InvalidArgument("bench alloc: the throughput rounds would map " + format_size(mapped) +
+                          " (--num-layers " + std::to_string(cfg.num_layers) + ", --map-pages " +
+                          std::to_string(cfg.map_pages) + "); at most " +
+                          format_size(kMaxMappedByRounds));
+  }
+}
+
 void run_alloc_bench(const AllocBenchConfig& cfg) {
+  check_alloc_bench(cfg);
   vmm::BackendConfig bc = vmm::backend_config_from_env();
   bc.choice = vmm::parse_backend_choice(cfg.backend);
   bc.device = cfg.device;
@@ -204,25 +231,25 @@ void register_bench_alloc(CommandGroups& groups) {
   cmd->add_option("--device", cfg->device, "CUDA device ordinal")->capture_default_str();
   cmd->add_option("--iters", cfg->iters, "hot alloc+free pairs")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 10000000));
   cmd->add_option("--cold-iters", cfg->cold_iters, "cold allocations")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1000000));
   cmd->add_option("--map-pages", cfg->map_pages, "logical pages per throughput round")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 64));
   cmd->add_option("--num-layers", cfg->num_layers, "layers")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1024));
   cmd->add_option("--kv-heads", cfg->kv_heads, "KV heads")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1024));
   cmd->add_option("--head-dim", cfg->head_dim, "head dimension")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 4096));
   cmd->add_option("--block-size", cfg->block_size, "tokens per block")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 4096));
   cmd->add_flag("--json", cfg->json, "print one JSON object");
   cmd->callback([cfg] { run_alloc_bench(*cfg); });
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
@@ -186,16 +187,16 @@ void register_map_parallel(CommandGroups& groups) {
       ->required();
   cmd->add_option("--procs", o->procs, "Worker processes (P)")
       ->capture_default_str()
-      ->check(CLI::Range(1, tp::kMaxRanks));
+      ->check(integer_in(1, tp::kMaxRanks));
   cmd->add_option("--iters", o->iters, "Benchmark iterations")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1000000));
   cmd->add_option("--num-layers", o->num_layers, "Layers (8 KV heads x 128, fp16)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1024));
   cmd->add_option("--block-size", o->block_size, "Tokens per block")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 4096));
   cmd->add_option("--layout", o->layout, "per-layer | interleaved")->capture_default_str();
   cmd->add_option("--device-mode", o->device_mode,
                   "per-rank (process r on device r) | same (all on device 0) | auto")

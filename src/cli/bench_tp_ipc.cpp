@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
@@ -173,25 +174,25 @@ void register_tp_ipc(CommandGroups& groups) {
       "tp-ipc", "Map/unmap broadcast from a scheduler to tensor-parallel worker processes");
   cmd->add_option("--tp-size", o->tp_size, "Number of tensor-parallel workers")
       ->required()
-      ->check(CLI::Range(1, tp::kMaxRanks));
+      ->check(integer_in(1, tp::kMaxRanks));
   cmd->add_option("--pages-per-iter", o->pages_per_iter, "Pages to map per iteration")
       ->capture_default_str();
   cmd->add_option("--iters", o->iters, "Benchmark iterations")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1000000));
   std::string impls;
   for (const auto& s : tp::strategies()) impls += (impls.empty() ? "" : "|") + std::string(s.name);
   cmd->add_option("--map-impl", o->map_impl, "Broadcast strategy: " + impls)->capture_default_str();
   cmd->add_flag("-v,--verbose", o->verbose, "Show per-iteration timings");
   cmd->add_option("--num-layers", o->num_layers, "Layers (8 KV heads x 128, fp16)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1024));
   cmd->add_flag("--async-sched", o->async_sched,
                 "Workers keep handles ready with a background pool thread (else the pool is "
                 "filled once and refilled inline)");
   cmd->add_option("--block-size", o->block_size, "Tokens per block")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 4096));
   cmd->add_option("--layout", o->layout, "per-layer | interleaved")->capture_default_str();
   cmd->add_option("--device-mode", o->device_mode,
                   "per-rank (rank r on device r) | same (all on device 0) | auto")

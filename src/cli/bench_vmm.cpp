@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bench_clock.hpp"
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/latency_stats.hpp"
 #include "kvpager/common/units.hpp"
@@ -202,16 +203,16 @@ void register_bench_vmm(CommandGroups& groups) {
   cmd->add_option("--device", cfg->device, "CUDA device ordinal")->capture_default_str();
   cmd->add_option("--iters", cfg->iters, "iterations per operation")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1000000));
   cmd->add_option("--loop-pages", cfg->loop_pages, "handles in the map/unmap loop")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 100000));
   cmd->add_option("--loop-iters", cfg->loop_iters, "iterations of the loop")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1000000));
   cmd->add_option("--sweep-mib", cfg->sweep_mib, "handle sizes (MiB) for the sweep, 1 to 65536")
       ->capture_default_str()
-      ->check(CLI::Range(1, 65536));  // 0 divided by zero (issue 20)
+      ->check(integer_in(1, 65536));  // 0 divided by zero (issue 20)
   cmd->add_flag("--shareable", cfg->shareable,
                 "CUDA: create handles exportable as POSIX fds (KVPAGER_SHAREABLE_HANDLES)");
   cmd->add_flag("--json", cfg->json, "print one JSON object");

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "bench_clock.hpp"
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
@@ -654,7 +655,7 @@ void register_bench_vmm_probe(CommandGroups& groups) {
   cmd->add_option("--device", cfg->device, "CUDA device ordinal")->capture_default_str();
   cmd->add_option("--samples", cfg->samples, "handles timed per row")
       ->capture_default_str()
-      ->check(CLI::Range(20, 100000));
+      ->check(integer_in(20, 100000));
   cmd->add_flag("--no-children", cfg->no_children,
                 "skip the rows that need other processes on the device");
   cmd->add_flag("--json", cfg->json, "print one JSON object");

@@ -39,7 +39,7 @@ void write_atomically(const std::string& path, const std::string& text) {
 }
 
 void run_xfer(const XferArgs& args) {
-  args.bench.xfer.validate();
+  args.bench.xfer.validate_for_run();
   const transfer::XferReport report = args.bench.xfer.spawn_local
                                           ? run_with_local_ranks(args.bench.xfer, std::cout)
                                           : transfer::run_xfer_bench(args.bench.xfer, std::cout);

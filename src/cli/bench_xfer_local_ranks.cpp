@@ -57,7 +57,7 @@ class ChildProcess {
 }  // namespace
 
 transfer::XferReport run_with_local_ranks(transfer::XferConfig c, std::ostream& table) {
-  c.validate();
+  c.validate_for_run();
   const transfer::XferLayout layout = transfer::make_layout(c);
   const bool multi =
       c.backend == "UCX" || c.backend == "UCX_MO" || (c.backend == "CUDA" && c.cuda_ipc);

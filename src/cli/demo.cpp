@@ -6,116 +6,38 @@
 // Runs on the CUDA backend when a GPU is present, on the host backend otherwise.
 // The demo keeps its own registry namespace (--prefix): watch it with
 //   KVPAGER_SHM_PREFIX=kvpager-demo- kvpager top
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
+#include "demo_process.hpp"
+#include "demo_teardown.hpp"
 #include "demo_workload.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
+#include "kvpager/kv/kv_geometry.hpp"
 #include "kvpager/limits/device_budget.hpp"
 #include "kvpager/limits/registry.hpp"
 #include "kvpager/vmm/backend.hpp"
 #include "registry_view.hpp"
-
-extern char** environ;
+#include "stop_signals.hpp"
 
 namespace kvpager::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// One `kvpager demo-worker` process with its stdin/stdout on pipes. RAII: a worker still
-// running when this goes away is killed and reaped.
-class WorkerProcess {
- public:
-  WorkerProcess(const std::vector<std::string>& args, const std::vector<std::string>& extra_env) {
-    int in[2], out[2];
-    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe2", errno);
-    std::vector<std::string> env;
-    for (char** e = environ; *e; ++e) env.emplace_back(*e);
-    env.insert(env.end(), extra_env.begin(), extra_env.end());
-    std::vector<char*> argv, envp;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
-    envp.push_back(nullptr);
-    pid_ = ::fork();
-    if (pid_ < 0) throw_errno("fork", errno);
-    if (pid_ == 0) {
-      ::dup2(in[0], 0);
-      ::dup2(out[1], 1);
-      ::execve("/proc/self/exe", argv.data(), envp.data());
-      ::_exit(127);
-    }
-    ::close(in[0]);
-    ::close(out[1]);
-    in_ = in[1];
-    out_ = out[0];
-  }
-  ~WorkerProcess() {
-    if (in_ >= 0) ::close(in_);
-    if (out_ >= 0) ::close(out_);
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      int st;
-      ::waitpid(pid_, &st, 0);
-    }
-  }
-  WorkerProcess(const WorkerProcess&) = delete;
-  WorkerProcess& operator=(const WorkerProcess&) = delete;
-
-  void send(const std::string& line) {
-    const std::string l = line + "\n";
-    if (::write(in_, l.data(), l.size()) != static_cast<ssize_t>(l.size())) {
-      throw StateError("demo: a model instance exited early (see its error above)");
-    }
-  }
-  // The next stdout line, waiting until `deadline`; StateError if the worker exits first.
-  std::string read_line(Clock::time_point deadline) {
-    for (;;) {
-      const size_t nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        return line;
-      }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) throw Timeout("demo: a model instance did not answer in time");
-      pollfd p{out_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      char buf[4096];
-      const ssize_t n = ::read(out_, buf, sizeof buf);
-      if (n <= 0) throw StateError("demo: a model instance exited early (see its error above)");
-      buffer_.append(buf, static_cast<size_t>(n));
-    }
-  }
-  int wait() {
-    int st = 0;
-    ::waitpid(pid_, &st, 0);
-    reaped_ = true;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  }
-
- private:
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  int in_ = -1, out_ = -1;
-  std::string buffer_;
-};
 
 std::string bar(uint64_t value, uint64_t scale, int width) {
   const double f =
@@ -131,21 +53,44 @@ struct SlotStats {
   uint64_t samples = 0;
 };
 
+// A stop signal arrived: the workers stop (RAII, on the way out) and the demo exits with
+// 128 + signal.
+[[noreturn]] void interrupted() {
+  const int sig = stop_signal();
+  std::fprintf(stderr, "kvpager: demo: %s: stopping the model instances\n",
+               signal_name(sig).c_str());
+  throw ExitStatus{128 + sig};
+}
+
+// The first worker that failed (killed, or a non-zero exit), named with how it ended, as
+// StateError. One that exited 0 has printed its summary (read after the run).
+void check_workers(std::vector<std::unique_ptr<DemoProcess>>& workers) {
+  for (auto& w : workers) {
+    if (w->failed()) throw StateError("demo: model instance " + w->describe());
+  }
+}
+
+std::string read_from(DemoProcess& w, Clock::time_point deadline) {
+  std::optional<std::string> line = w.read_line(deadline);
+  if (!line) interrupted();
+  return *line;
+}
+
 void run_demo(const DemoConfig& cfg) {
-  // Validate everything before starting anything.
-  if (cfg.instances < 1 || cfg.instances > 4)
-    throw InvalidArgument("demo: --instances must be 1 to 4");
-  vmm::parse_backend_choice(cfg.backend);
-  parse_size(cfg.capacity);
-  if (!cfg.limit.empty()) parse_size(cfg.limit);
-  limits::parse_budget(cfg.budget, 1ull << 40);
+  validate_demo_config(cfg);
   limits::RegistryConfig rc = limits::registry_config_from_env();
   rc.prefix = cfg.prefix;
   limits::validate_registry_config(rc);
+  const StopSignals stop_signals;
   limits::Registry registry(rc);
   registry.gc();  // leftovers of an interrupted earlier demo
+  const DemoTeardown teardown(rc);
 
-  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  std::vector<std::unique_ptr<DemoProcess>> workers;
+  struct StopAll {
+    std::vector<std::unique_ptr<DemoProcess>>& w;
+    ~StopAll() { stop_all(w); }
+  } stop_workers{workers};
   for (int i = 0; i < cfg.instances; ++i) {
     char num[64];
     std::vector<std::string> args = {"kvpager",     "demo-worker",
@@ -161,20 +106,20 @@ void run_demo(const DemoConfig& cfg) {
     args.insert(args.end(), {"--idle-rate", num, "--capacity", cfg.capacity, "--seed",
                              std::to_string(cfg.seed)});
     if (!cfg.limit.empty()) args.insert(args.end(), {"--limit", cfg.limit});
-    workers.push_back(std::make_unique<WorkerProcess>(
-        args,
+    workers.push_back(std::make_unique<DemoProcess>(
+        demo_instance_name(i), args,
         std::vector<std::string>{"KVPAGER_SHM_PREFIX=" + rc.prefix, "KVPAGER_SHM_DIR=" + rc.dir,
                                  "KVPAGER_GPU_UTILIZATION=" + cfg.budget}));
   }
   std::string device, description;
   uint64_t total = 0;
   for (auto& w : workers) {
-    const std::string ready = w->read_line(Clock::now() + std::chrono::seconds(120));
+    const std::string ready = read_from(*w, Clock::now() + std::chrono::seconds(120));
     char dev[64] = {0};
     unsigned long long tot = 0;
     int used = 0;
     if (std::sscanf(ready.c_str(), "ready %63s %llu %n", dev, &tot, &used) < 2) {
-      throw StateError("demo: unexpected answer from a model instance: " + ready);
+      throw StateError("demo: unexpected answer from model instance " + w->name() + ": " + ready);
     }
     device = dev;
     total = tot;
@@ -202,6 +147,7 @@ void run_demo(const DemoConfig& cfg) {
                                        .count()));
   }
   std::this_thread::sleep_until(start);
+  if (stop_signal() != 0) interrupted();
 
   // Sample the registry every 50 ms; print a line every 500 ms.
   const int n = cfg.instances;
@@ -214,6 +160,8 @@ void run_demo(const DemoConfig& cfg) {
   int next_print = 0;
   const auto end = start + std::chrono::duration<double>(cfg.duration_s);
   while (Clock::now() < end) {
+    if (stop_signal() != 0) interrupted();
+    check_workers(workers);
     const double t = std::chrono::duration<double>(Clock::now() - start).count();
     const limits::DeviceRecord d = budget.snapshot_locked();  // consistent under the lock
     if (d.charged_bytes > d.budget_bytes) {
@@ -264,12 +212,14 @@ void run_demo(const DemoConfig& cfg) {
 
   std::vector<nlohmann::json> summaries;
   for (auto& w : workers) {
-    const std::string line = w->read_line(Clock::now() + std::chrono::seconds(60));
-    if (line.rfind("summary ", 0) != 0) throw StateError("demo: unexpected worker output: " + line);
+    const std::string line = read_from(*w, Clock::now() + std::chrono::seconds(60));
+    if (line.rfind("summary ", 0) != 0) {
+      throw StateError("demo: unexpected output from model instance " + w->name() + ": " + line);
+    }
     summaries.push_back(nlohmann::json::parse(line.substr(8)));
   }
   for (auto& w : workers) {
-    if (w->wait() != 0) throw StateError("demo: a model instance failed");
+    if (w->wait() != 0) throw StateError("demo: model instance " + w->describe());
   }
 
   uint64_t admitted = 0, finished = 0, deferred = 0, preempted = 0, peak_one = 0, idle_max = 0;
@@ -355,22 +305,25 @@ void register_demo(CommandGroups& groups) {
   cmd->add_option("--layout", cfg->layout, "per-layer|interleaved")->capture_default_str();
   cmd->add_option("--duration", cfg->duration_s, "seconds")
       ->capture_default_str()
-      ->check(CLI::Range(1.0, 600.0));
+      ->check(finite_in(1, 600));
   cmd->add_option("--bursts", cfg->bursts, "load peaks during the run (rotating between instances)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100));
+      ->check(integer_in(1, 100));
   cmd->add_option("--peak-rate", cfg->peak_rate, "requests/s at a peak")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive_up_to(kDemoMaxRate));
   cmd->add_option("--idle-rate", cfg->idle_rate, "requests/s outside a burst")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_in(0, kDemoMaxRate));
   cmd->add_option("--capacity", cfg->capacity, "virtual KV capacity per instance (e.g. 4GiB)")
       ->capture_default_str();
   cmd->add_option("--limit", cfg->limit, "memory limit per instance (e.g. 2GiB)");
-  cmd->add_option("--seed", cfg->seed, "random seed")->capture_default_str();
+  cmd->add_option("--seed", cfg->seed, "random seed")
+      ->capture_default_str()
+      ->check(integer_in(0, std::numeric_limits<unsigned>::max()));
   cmd->add_option("--instances", cfg->instances, "model instances (processes), 1 to 4")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(1, 4));
   cmd->add_option("--budget", cfg->budget, "device budget: size, fraction or percentage")
       ->capture_default_str();
   cmd->add_option("--prefix", cfg->prefix, "registry namespace of the demo (/dev/shm prefix)")

@@ -2,6 +2,9 @@
 // It registers in the demo's registry namespace (KVPAGER_SHM_PREFIX, set by the coordinator),
 // runs an elastic KvCache following its registry entry, and serves its share of the bursty
 // request stream (demo_workload.hpp).
+// It stops early, cleanly (unregistering), on SIGTERM, SIGINT or SIGHUP — the coordinator sends
+// SIGTERM to stop it, and PR_SET_PDEATHSIG sends it when the coordinator dies — or when its
+// parent is no longer the coordinator; it then exits with 128 + signal without a summary.
 //
 // Protocol with the coordinator, one line each on stdout / stdin:
 //   -> "ready DEVICE TOTAL_BYTES DESCRIPTION"   after the cache is up
@@ -18,13 +21,16 @@
 #include <random>
 #include <thread>
 
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
+#include "demo_teardown.hpp"
 #include "demo_workload.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/kv/kv_cache.hpp"
 #include "kvpager/limits/instance_registration.hpp"
+#include "stop_signals.hpp"
 
 namespace kvpager::cli {
 namespace {
@@ -42,8 +48,24 @@ struct WorkerOptions {
   int index = 0;
 };
 
+// Ends the worker early: its cache and registration go on the way out (RAII).
+[[noreturn]] void stop_early(pid_t coordinator) {
+  if (stop_signal() != 0) throw ExitStatus{128 + stop_signal()};
+  std::fprintf(stderr, "kvpager: error: demo-worker: the coordinator (pid %d) is gone\n",
+               static_cast<int>(coordinator));
+  throw ExitStatus{kExitFailure};
+}
+
 void run_worker(const WorkerOptions& o) {
   const DemoConfig& cfg = o.demo;
+  validate_demo_config(cfg);
+  if (o.index >= cfg.instances) {
+    throw InvalidArgument("demo-worker: --index " + std::to_string(o.index) +
+                          " must be below --instances " + std::to_string(cfg.instances));
+  }
+  const StopSignals stop_signals;
+  const pid_t coordinator = ::getppid();
+  auto must_stop = [coordinator] { return stop_signal() != 0 || ::getppid() != coordinator; };
   vmm::BackendConfig bc = vmm::backend_config_from_env();
   bc.choice = vmm::parse_backend_choice(cfg.backend);
   auto backend = vmm::make_backend(bc);
@@ -56,10 +78,13 @@ void run_worker(const WorkerOptions& o) {
   spec.device = device;
   spec.device_total_bytes = backend->memory_info().total_bytes;
   if (!cfg.limit.empty()) spec.limit_bytes = parse_size(cfg.limit);
+  // Declared before the registration: sweeps after it is gone, if the coordinator is too.
+  const DemoTeardown orphan_sweep(limits::registry_config_from_env(),
+                                  [coordinator] { return ::getppid() != coordinator; });
   auto link = limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
 
   kv::KvCacheConfig kc;
-  kc.geometry = {32, 8, 128, 2, 16, kv::KvKind::kKeyValue};  // Llama-3.1-8B, bf16
+  kc.geometry = demo_geometry();
   kc.layout = kv::parse_layout(cfg.layout);
   kc.num_blocks = parse_size(cfg.capacity) / kc.geometry.block_bytes_all_layers();
   kc.reserve_pages = 1;
@@ -77,9 +102,13 @@ void run_worker(const WorkerOptions& o) {
   std::fflush(stdout);
   std::string word;
   int64_t start_ns = 0;
-  if (!(std::cin >> word >> start_ns) || word != "go") return;  // the coordinator gave up
+  if (!(std::cin >> word >> start_ns) || word != "go") {
+    if (must_stop()) stop_early(coordinator);
+    return;  // the coordinator gave up
+  }
   const auto start = std::chrono::steady_clock::time_point(std::chrono::nanoseconds(start_ns));
   std::this_thread::sleep_until(start);
+  if (must_stop()) stop_early(coordinator);
 
   std::mt19937 rng(cfg.seed * 7919u + static_cast<unsigned>(o.index));
   std::uniform_int_distribution<uint32_t> prompt_len(256, 2048), output_len(64, 512);
@@ -116,6 +145,7 @@ void run_worker(const WorkerOptions& o) {
 
   const int ticks = static_cast<int>(cfg.duration_s * 1000 / cfg.tick_ms);
   for (int tick = 0; tick < ticks; ++tick) {
+    if (must_stop()) stop_early(coordinator);
     const double t = tick * cfg.tick_ms / 1000.0;
     arrivals += demo_rate(cfg, o.index, t) * cfg.tick_ms / 1000.0;
     while (arrivals >= 1) {
@@ -179,9 +209,10 @@ void run_worker(const WorkerOptions& o) {
   const size_t unserved = active.size() + waiting.size();
   for (auto& r : active) cache.free(r.blocks);
   // Idle: the mapper unmaps free pages beyond max_idle_pages (give it up to a second).
-  for (int i = 0; i < 100 && cache.stats().free_pages > kc.max_idle_pages; ++i) {
+  for (int i = 0; i < 100 && cache.stats().free_pages > kc.max_idle_pages && !must_stop(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  if (must_stop()) stop_early(coordinator);
   const uint64_t idle_mapped = cache.mapped_bytes();
   cache.trim();
   const kv::KvCacheStats s = cache.stats();
@@ -211,7 +242,7 @@ void register_worker(CommandGroups& groups) {
   auto o = std::make_shared<WorkerOptions>();
   CLI::App* cmd = groups.root.add_subcommand("demo-worker", "One model instance of kvpager demo");
   cmd->group("");  // hidden: started by `kvpager demo`
-  cmd->add_option("--index", o->index)->required()->check(CLI::Range(0, 25));
+  cmd->add_option("--index", o->index)->required()->check(integer_in(0, 3));
   cmd->add_option("--instances", o->demo.instances)->required();
   cmd->add_option("--backend", o->demo.backend);
   cmd->add_option("--layout", o->demo.layout);

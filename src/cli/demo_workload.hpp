@@ -8,7 +8,10 @@
 // others receive idle_rate. The last 20 % has no arrivals: the running requests drain.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
+
+#include "kvpager/kv/kv_geometry.hpp"
 
 namespace kvpager::cli {
 
@@ -27,6 +30,21 @@ struct DemoConfig {
   std::string budget = "3GiB";           // device budget: size, fraction or percentage
   std::string prefix = "kvpager-demo-";  // registry namespace of the demo
 };
+
+// Bounds the coordinator checks before it starts anything: a request costs memory while it
+// waits, so the rate bounds what a worker may queue (rate x duration requests).
+inline constexpr double kDemoMaxRate = 1000;                     // requests/s
+inline constexpr uint64_t kDemoMaxCapacity = uint64_t{1} << 40;  // 1 TiB of virtual KV space
+
+// Each instance's KV shape: Llama-3.1-8B, bf16, 16-token blocks (2 MiB per block).
+inline kv::KvGeometry demo_geometry() {
+  return {32, 8, 128, 2, 16, kv::KvKind::kKeyValue};
+}
+
+// InvalidArgument naming the flag for an option out of its range: --instances 1 to 4, rates
+// finite and at most kDemoMaxRate (peak above 0), a known backend and layout, --capacity from
+// one block to kDemoMaxCapacity, and sizes / budget that parse.
+void validate_demo_config(const DemoConfig& config);
 
 inline std::string demo_instance_name(int index) {
   return std::string("demo-") + static_cast<char>('a' + index);

@@ -61,13 +61,20 @@ void run_nixlbench(const std::string& binary, const transfer::XferConfig& xfer) 
 }
 
 void run_profile(const ProfileArgs& args) {
-  args.bench.xfer.validate();
+  args.bench.xfer.validate_for_run();
   const model::ModelArchitecture arch = load_model(args.inputs);
   std::vector<PlannedConfig> plans;
   for (auto& lc : load_configs(args.inputs, arch)) {
     PlannedConfig p{lc, transfer::plan_transfer(lc.geometry, lc.config, args.bench.xfer,
                                                 endpoints_for(args.bench, lc.config))};
-    p.xfer.validate();
+    // Every plan must be runnable before the first one runs (a plan of 7.5e12 blocks is
+    // refused here instead of growing until the kernel kills the process).
+    try {
+      p.xfer.validate_for_run();
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument("--model_config " + lc.path +
+                            ": its transfer plan cannot run: " + e.what());
+    }
     plans.push_back(std::move(p));
   }
   const std::string nixlbench = find_on_path("nixlbench");

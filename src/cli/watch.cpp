@@ -6,6 +6,7 @@
 #include <ctime>
 #include <thread>
 
+#include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/error.hpp"
 #include "registry_view.hpp"
@@ -15,7 +16,7 @@ namespace {
 
 struct WatchOptions {
   double interval_s = 2.0;
-  uint64_t count = 0;  // 0: until interrupted
+  uint64_t count = 0;  // 0 (no --count): until interrupted
   bool json = false;
 };
 
@@ -51,8 +52,10 @@ void run_watch(const WatchOptions& o) {
 void register_watch(CommandGroups& groups) {
   auto o = std::make_shared<WatchOptions>();
   CLI::App* cmd = groups.root.add_subcommand("watch", "Refreshing table of instances and budgets");
-  cmd->add_option("-n,--interval", o->interval_s, "Seconds between refreshes (default 2)");
-  cmd->add_option("--count", o->count, "Stop after this many refreshes (default: never)");
+  cmd->add_option("-n,--interval", o->interval_s, "Seconds between refreshes (default 2)")
+      ->check(finite_in(0.05, 3600));
+  cmd->add_option("--count", o->count, "Stop after this many refreshes, 1 to 1e9 (default: never)")
+      ->check(integer_in(1, 1000000000));
   cmd->add_flag("--json", o->json, "One JSON object per refresh");
   cmd->callback([o] { run_watch(*o); });
 }

@@ -42,6 +42,12 @@ std::vector<BlockRange> page_table(const KvSpace& space) {
   return pages;
 }
 
+// Blocks handed out, the null block excluded. The null block is reserved only once its page
+// is mapped (a limit below one page refuses even that), so it is not always there to subtract.
+size_t blocks_handed_out(const BlockAllocator& a) {
+  return a.used_blocks() == 0 ? 0 : a.used_blocks() - 1;
+}
+
 }  // namespace
 
 KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
@@ -185,7 +191,7 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
                              ? "the limit of " + format_size(limit_bytes_locked()) + " is reached"
                              : std::string("every page of the KV space is mapped")) +
                         " (" + format_size(allocator_->mapped_pages() * pb) + " mapped, " +
-                        std::to_string(allocator_->used_blocks() - 1) + " blocks in use, " +
+                        std::to_string(blocks_handed_out(*allocator_)) + " blocks in use, " +
                         std::to_string(allocator_->free_mapped_blocks()) +
                         " free); free blocks or raise the limit");
     }
@@ -467,7 +473,7 @@ KvCacheStats KvCache::stats() const {
     s = counters_;
     s.num_blocks = config_.num_blocks;
     s.usable_blocks = allocator_->usable_blocks() - 1;
-    s.blocks_in_use = allocator_->used_blocks() - 1;
+    s.blocks_in_use = blocks_handed_out(*allocator_);
     s.free_mapped_blocks = allocator_->free_mapped_blocks();
     s.num_pages = space_->num_pages();
     s.mapped_pages = static_cast<uint32_t>(allocator_->mapped_pages());

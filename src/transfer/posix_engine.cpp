@@ -33,8 +33,14 @@ class FileSegment final : public Segment {
       std::string tpl = dir + "/kvpager_xfer_XXXXXX";
       fd_ = ::mkostemp(tpl.data(), direct ? O_DIRECT : 0);
       if (fd_ < 0) throw_errno("mkostemp", errno, tpl);
-      path_ = tpl;
-      temporary_ = true;
+      // Unlinked at once: the open fd keeps the data, and no signal or crash can leave a
+      // --total_buffer_size file behind.
+      if (::unlink(tpl.c_str()) != 0) {
+        const int err = errno;
+        ::close(fd_);
+        throw_errno("unlink", err, tpl);
+      }
+      path_ = tpl + " (unlinked temporary file)";
     } else {
       path_ = where;
       fd_ = ::open(where.c_str(), O_RDWR | O_CREAT | (direct ? O_DIRECT : 0), 0644);
@@ -97,14 +103,11 @@ class FileSegment final : public Segment {
   void cleanup() {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
-    if (temporary_) ::unlink(path_.c_str());
-    temporary_ = false;
   }
 
   uint64_t size_;
   int fd_ = -1;
   std::string path_;
-  bool temporary_ = false;
   HostBuffer bounce_{kChunk};
 };
 

@@ -67,7 +67,7 @@ XferReport run_local(LocalEngine& engine, const XferConfig& c, const XferLayout&
 }  // namespace
 
 XferReport run_xfer_bench(const XferConfig& c, std::ostream& table) {
-  c.validate();
+  c.validate_for_run();
   if (c.enable_vmm) {
     throw InvalidArgument(
         "--enable_vmm: kvpager bench xfer allocates DRAM through UCX (shared "

@@ -66,6 +66,37 @@ void XferConfig::validate() const {
   }
 }
 
+void XferConfig::validate_for_run() const {
+  validate();
+  auto at_most = [](const char* flag, uint64_t value, uint64_t most) {
+    if (value > most) {
+      throw InvalidArgument(std::string("--") + flag + " " + std::to_string(value) + ": at most " +
+                            std::to_string(most));
+    }
+  };
+  at_most("num_initiator_dev", num_initiator_dev, kMaxXferDevices);
+  at_most("num_target_dev", num_target_dev, kMaxXferDevices);
+  at_most("num_threads", num_threads, kMaxXferThreads);
+  const uint64_t flows =
+      scheme == "onetomany" || scheme == "tp" ? num_target_dev : num_initiator_dev;
+  using u128 = unsigned __int128;
+  const u128 ops = static_cast<u128>(max_batch_size) * flows;
+  if (ops > kMaxXferOpsPerBatch) {
+    throw InvalidArgument("a batch of " + std::to_string(max_batch_size) + " blocks x " +
+                          std::to_string(flows) + " flow(s) is more than " +
+                          std::to_string(kMaxXferOpsPerBatch) +
+                          " block descriptors (--max_batch_size; for a kvbench plan: lower "
+                          "--isl, --osl or --num_requests, or raise --page_size)");
+  }
+  const u128 row_bytes = ops * max_block_size * num_iter;
+  if (row_bytes >> 64 != 0) {
+    throw InvalidArgument("--num_iter " + std::to_string(num_iter) + " x --max_block_size " +
+                          std::to_string(max_block_size) + " x " +
+                          std::to_string(static_cast<uint64_t>(ops)) +
+                          " blocks per batch moves 2^64 bytes or more per row: lower --num_iter");
+  }
+}
+
 std::vector<XferFlag> nixlbench_flags(const XferConfig& c) {
   const XferConfig d;
   std::vector<XferFlag> f;

@@ -191,6 +191,32 @@ TEST_P(TpBroadcast, HungWorkerTimesOutNamingTheRank) {
   expect_all_gone(pids);
 }
 
+// Issue 20 item 12: with seq, a hung rank 0 used to leave the ranks after it "did not answer
+// within 0 ms" and they were killed as hung. Only the rank that missed its deadline is blamed.
+TEST_P(TpBroadcast, OnlyTheHungRankIsBlamedForATimeout) {
+  TpConfig c = config();
+  c.timeout = std::chrono::milliseconds(300);
+  auto s = std::make_unique<TpScheduler>(c);
+  const auto pids = pids_of(*s);
+  ASSERT_EQ(::kill(pids[0], SIGSTOP), 0);
+  try {
+    s->map(ids({3}));
+    FAIL() << "expected Timeout";
+  } catch (const Timeout& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("rank 0 (pid " + std::to_string(pids[0]) + ") did not answer"),
+              std::string::npos)
+        << what;
+    EXPECT_EQ(what.find("rank 1 ("), std::string::npos) << what;
+    EXPECT_EQ(what.find("rank 2 ("), std::string::npos) << what;
+    EXPECT_EQ(what.find("within 0 ms"), std::string::npos) << what;
+  }
+  EXPECT_FALSE(process_gone(pids[1])) << "healthy rank 1 was killed as hung";
+  EXPECT_FALSE(process_gone(pids[2])) << "healthy rank 2 was killed as hung";
+  s.reset();
+  expect_all_gone(pids);
+}
+
 TEST_P(TpBroadcast, WorkerThatNeverStartsFailsTheConstructor) {
   TpConfig c = config(2);
   c.worker_binary = "/nonexistent/kvpager";

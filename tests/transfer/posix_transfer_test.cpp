@@ -1,11 +1,14 @@
 // POSIX engine (io_uring, O_DIRECT): every byte verified, in one process.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <filesystem>
 #include <sstream>
 
 #include "kvpager/common/error.hpp"
+#include "kvpager/transfer/posix_engine.hpp"
 #include "kvpager/transfer/xfer_bench.hpp"
+#include "kvpager/transfer/xfer_layout.hpp"
 
 using namespace kvpager;
 using namespace kvpager::transfer;
@@ -74,4 +77,23 @@ TEST(PosixTransfer, NamedFileIsUsedAndODirectNeedsAlignedBlocks) {
   c = small("WRITE");
   c.initiator_seg_type = "VRAM";
   EXPECT_THROW(run_xfer_bench(c, table), InvalidArgument);
+}
+
+// Issue 20 item 11: a temporary data file (8 GiB by default) must not outlive a SIGINT or
+// SIGTERM, so it is unlinked as soon as it is open: the folder is empty while the engine runs.
+TEST(PosixTransfer, TemporaryFileIsUnlinkedAsSoonAsItIsOpen) {
+  namespace fs = std::filesystem;
+  const fs::path dir =
+      fs::temp_directory_path() / ("kvpager_posix_unlink_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  XferConfig c = small("WRITE");
+  c.gds_filepath = dir.string();  // a folder: the engine makes its temporary file there
+  {
+    const auto engine = make_posix_engine(c, make_layout(c));
+    EXPECT_TRUE(fs::is_empty(dir)) << fs::directory_iterator(dir)->path();
+    engine->target(0).fill(0, 4096, 0, 7);
+    EXPECT_EQ(engine->target(0).mismatches(0, 4096, 0, 7), 0u);  // the fd still holds the data
+  }
+  EXPECT_TRUE(fs::is_empty(dir));
+  fs::remove_all(dir);
 }

@@ -149,3 +149,28 @@ TEST(XferLayout, PatternIsPositionalAndCountsEveryBadByte) {
   a.fill(40000, 300, 123, 9);
   EXPECT_EQ(a.mismatches(40000, 300, 123, 9), 0u);
 }
+
+// Issue 20 item 5: a plan of 7.5e12 blocks (kvbench profile --isl 4e18) grew memory until the
+// kernel killed the process. What a run would allocate and count is bounded before it starts.
+TEST(XferConfig, ValidateForRunBoundsWhatARunAllocates) {
+  XferConfig c;
+  EXPECT_NO_THROW(c.validate_for_run());
+  c.start_batch_size = c.max_batch_size = 7'500'000'000'000ull;
+  EXPECT_NO_THROW(c.validate());                        // a plan may show it ...
+  EXPECT_THROW(c.validate_for_run(), InvalidArgument);  // ... but not build it
+  c = XferConfig{};
+  c.start_batch_size = c.max_batch_size = kMaxXferOpsPerBatch;
+  EXPECT_NO_THROW(c.validate_for_run());
+  c.scheme = "onetomany";
+  c.num_target_dev = 2;  // twice the descriptors
+  EXPECT_THROW(c.validate_for_run(), InvalidArgument);
+  c = XferConfig{};
+  c.num_initiator_dev = c.num_target_dev = (1ull << 32) + 1;  // would truncate to 1 rank
+  EXPECT_THROW(c.validate_for_run(), InvalidArgument);
+  c = XferConfig{};
+  c.num_threads = 1ull << 40;
+  EXPECT_THROW(c.validate_for_run(), InvalidArgument);
+  c = XferConfig{};
+  c.num_iter = 1ull << 40;  // x 64 MiB blocks: bytes per row would wrap
+  EXPECT_THROW(c.validate_for_run(), InvalidArgument);
+}

@@ -3,7 +3,11 @@
 //
 // broadcast() sends one command to the ranks in `ranks` and fills replies[r] for each of them:
 // the worker's reply, or kTimeout / kDied from the link. It returns once every targeted rank
-// replied, died or timed out (by `deadline`), and never throws for a rank's failure.
+// replied, died or timed out, and never throws for a rank's failure. A rank is blamed for a
+// timeout only when it itself used the whole span from the broadcast's start to `deadline`:
+// parallel strategies post to all at once; seq gives each rank that span from its own post,
+// so a hung rank never makes the healthy ones after it look hung (a seq broadcast may then
+// take up to one span per hung rank).
 // Hot path: no allocation.
 // Thread safety: one broadcast at a time.
 //

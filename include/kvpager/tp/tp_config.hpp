@@ -64,7 +64,7 @@ struct TpConfig {
   std::string strategy = "shm";  // a name from strategies()
   DeviceMode device_mode = DeviceMode::kAuto;
   WorkerConfig worker;
-  std::chrono::milliseconds timeout{10000};         // per broadcast; KVPAGER_TP_TIMEOUT_MS
+  std::chrono::milliseconds timeout{10000};  // per broadcast (seq: per rank); KVPAGER_TP_TIMEOUT_MS
   std::chrono::milliseconds start_timeout{120000};  // workers ready; KVPAGER_TP_START_TIMEOUT_MS
   uint32_t spin_us = 1000;                          // shm: spin for acks before sleeping
   std::string worker_binary;  // kvpager binary run as `tp-worker`; "" = this executable

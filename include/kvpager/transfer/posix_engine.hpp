@@ -3,7 +3,8 @@
 // buffer and a file with io_uring (liburing), O_DIRECT when --storage_enable_direct. WRITE
 // writes memory to the file, READ reads the file into memory. The file is --gds_filepath (a
 // file, or a folder to create a temporary file in) or a temporary file in $TMPDIR; a
-// temporary file is removed when the engine goes. Owns the fd, the buffer and each thread's
+// temporary file is unlinked as soon as it is open (only the fd holds it), so a signal or a
+// crash leaves nothing behind. Owns the fd, the buffer and each thread's
 // ring.
 #include <memory>
 #include <string>

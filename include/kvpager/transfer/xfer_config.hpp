@@ -54,7 +54,16 @@ struct XferConfig {
   // Throws InvalidArgument naming the flag for an unknown enum value, a zero size or count,
   // start > max, or a scheme/device count combination that cannot pair up.
   void validate() const;
+  // validate(), and bounds on what running the plan allocates and counts: at most
+  // kMaxXferDevices devices and kMaxXferThreads threads, at most kMaxXferOpsPerBatch block
+  // descriptors per batch (each batch is built in memory), and bytes per row below 2^64.
+  // Called before anything runs (kvbench profile checks every config's plan up front).
+  void validate_for_run() const;
 };
+
+inline constexpr uint64_t kMaxXferDevices = 1024;
+inline constexpr uint64_t kMaxXferThreads = 1024;
+inline constexpr uint64_t kMaxXferOpsPerBatch = 1ull << 22;  // 4 Mi descriptors, 128 MiB
 
 using FlagValue = std::variant<bool, uint64_t, std::string>;
 struct XferFlag {
