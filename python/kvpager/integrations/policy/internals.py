@@ -1,4 +1,4 @@
-"""What every engine integration of kvpager shares, whatever the engine.
+"""Engine internals an integration relies on, and the attributes it replaces.
 
 * Fingerprints: an integration relies on engine internals that no API promises. It lists them
   with the sha256 of their source as of the version it was written for; :func:`check_internals`
@@ -6,33 +6,21 @@
   saying what moved instead of a wrong result later.
 * :class:`Patches`: attributes an integration replaces while enabled, restored exactly on
   disable (each engine module keeps one).
-* Memory readings taken from ``KvCache.stats()``: whether this instance waits for room that
-  others hold (:func:`others_hold_room`), whether it holds less than its guarantee
-  (:func:`short_of_guarantee`), what it must give back (:func:`debt_blocks`), and
-  :class:`RoomAsker`, which asks the others for room at a bounded rate.
 
-Thread safety: Patches is not thread-safe (each integration serialises enable/disable with its
-own lock); the functions are pure; a RoomAsker is used by one scheduler thread.
+Errors: check_internals raises the error class its caller names (one line); Patches.set raises
+AttributeError when the attribute does not exist. Thread safety: the functions are pure apart
+from reading source files; Patches is not thread-safe (each integration serialises
+enable/disable with its own lock).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
-__all__ = [
-    "Patches",
-    "RoomAsker",
-    "check_internals",
-    "current_fingerprints",
-    "debt_blocks",
-    "fingerprint",
-    "others_hold_room",
-    "short_of_guarantee",
-]
+__all__ = ["Patches", "check_internals", "current_fingerprints", "fingerprint"]
 
 
 def fingerprint(obj: Any) -> str:
@@ -100,50 +88,3 @@ class Patches:
 
     def __bool__(self) -> bool:
         return bool(self._saved)
-
-
-def others_hold_room(stats: Mapping[str, Any]) -> bool:
-    """True when other caches sharing the budget hold blocks this instance's own limit would let
-    it have (and it owes them nothing)."""
-    if stats["owed_bytes"] > 0:
-        return False
-    return stats["available_within_limit_blocks"] > stats["available_blocks"]
-
-
-def short_of_guarantee(stats: Mapping[str, Any]) -> bool:
-    """True when this instance holds less than its guarantee (mapped pages and ready handles)
-    and others hold room it could have."""
-    held = stats["mapped_bytes"] + stats["pool"]["ready_bytes"]
-    return (
-        stats["guarantee_bytes"] > held
-        and stats["available_within_limit_blocks"] > stats["available_blocks"]
-    )
-
-
-def debt_blocks(stats: Mapping[str, Any], block_bytes: int) -> int:
-    """Blocks this instance must give back: what it owes to others' claims on their guarantees,
-    or what it holds in use above its own limit (a lowered ``kvpager limit``); the larger."""
-    owed = int(stats["owed_bytes"])
-    limit = int(stats["limit_bytes"])
-    if 0 < limit < stats["in_use_bytes"]:
-        owed = max(owed, int(stats["in_use_bytes"]) - limit)
-    return -(-owed // block_bytes) if owed > 0 else 0
-
-
-class RoomAsker:
-    """Asks the other instances for room at most every ``interval_s``: a scheduler that waits
-    never allocates, so no refusal would tell them it waits."""
-
-    def __init__(self, kv, interval_s: float = 0.02) -> None:
-        self._kv = kv
-        self._interval = interval_s
-        self._asked_at = 0.0
-
-    def ask(self, blocks: int) -> bool:
-        """Asks (claiming ``blocks`` below the guarantee); False when it asked too recently."""
-        now = time.monotonic()
-        if now - self._asked_at < self._interval:
-            return False
-        self._asked_at = now
-        self._kv.ask_for_room(max(int(blocks), 1))
-        return True
