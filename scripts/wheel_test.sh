@@ -43,5 +43,7 @@ echo "wheel: fresh environment ($dir/venv), pip install --no-index --no-deps"
   kvpager --help | grep -q guarantee
   kvpager --version
   python -c 'import kvpager, sys; assert kvpager.__file__.startswith(sys.prefix), kvpager.__file__; print("import kvpager:", kvpager.__file__)'
+  # the integrations' subpackages are in it too (neither engine is installed here)
+  python -c 'from kvpager.integrations import policy, transformers; from kvpager.integrations.vllm import options'
 )
 echo "wheel: ok"
