@@ -94,6 +94,10 @@ say "== pip wheel . --no-deps --no-build-isolation"
 if CMAKE_BUILD_PARALLEL_LEVEL=$jobs $py -m pip wheel . --no-deps --no-build-isolation \
      -w "$tmp/wheel" >>"$log" 2>&1; then
   wheel="ok ($(cd "$tmp/wheel" && ls *.whl))"
+elif say "== again without the kvpager command (no CLI11/nlohmann_json/ncurses headers?)" &&
+     CMAKE_BUILD_PARALLEL_LEVEL=$jobs $py -m pip wheel . --no-deps --no-build-isolation \
+     --config-settings=cmake.define.KVPAGER_WHEEL_CLI=OFF -w "$tmp/wheel" >>"$log" 2>&1; then
+  wheel="ok, module only: the command's headers are missing ($(cd "$tmp/wheel" && ls *.whl))"
 else
   wheel="fail (see $log)"
 fi

@@ -43,6 +43,20 @@ int main(int argc, char** argv) {
     kvbench->require_subcommand(1);
     CommandGroups groups{app, *bench, *kvbench};
     for (auto registrar : registrars()) registrar(groups);
+    // A binary built with only some commands (the wheel's: the registry commands) shows no
+    // empty group, and says where the others are.
+    bool removed = false;
+    for (CLI::App* group : {bench, kvbench}) {
+      if (group->get_subcommands([](CLI::App*) { return true; }).empty()) {
+        app.remove_subcommand(group);
+        removed = true;
+      }
+    }
+    if (removed) {
+      app.footer(
+          "This kvpager has the registry commands only (pip's wheel); bench and kvbench "
+          "come with the full build (README: Build).");
+    }
     try {
       app.parse(argc, argv);
     } catch (const CLI::CallForHelp&) {

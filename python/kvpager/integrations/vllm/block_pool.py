@@ -20,9 +20,10 @@ memory backs it, is kvpager's:
   be refused afterwards. Staged blocks nobody used go back at the next scheduling step;
 * under pressure (another instance claims its guarantee, a limit is lowered: policy.debt_blocks;
   or another instance was refused memory: policy.pressure_shed_blocks, above this one's
-  guarantee only) ``pay_debt()`` evicts cached free blocks page by page, choosing pages whose every held block
-  is a cached free one, least recently used first, so that whole pages empty and unmap; while a
-  debt remains, no new memory is mapped and vLLM preempts as with a full stock cache.
+  guarantee only) ``pay_debt()`` evicts cached free blocks page by page, choosing pages whose
+  every held block is a cached free one, least recently used first, so that whole pages empty
+  and unmap (policy.whole_cached_pages, policy.pages_to_pay); while a debt remains, no new
+  memory is mapped and vLLM preempts as with a full stock cache.
 
 Thread safety: like vLLM's BlockPool, used by the scheduler thread only.
 """
@@ -288,40 +289,27 @@ def block_pool_class(base, kv_source):
         def _evict_pages(self, owed: int) -> int:
             """Evicts whole pages of cached free blocks, LRU first, worth ``owed`` blocks;
             returns what is still owed."""
-            for page_blocks in self._evictable_pages():
-                if owed <= 0:
-                    break
+            pages, still_owed = policy.pages_to_pay(self._evictable_pages(), owed,
+                                                    self._blocks_per_page)
+            for page_blocks in pages:
                 for i in page_blocks:
                     self._maybe_evict_cached_block(self.blocks[i])
                 self._count_evicted(len(page_blocks))
-                owed -= self._blocks_per_page
-            return max(owed, 0)
+            return still_owed
 
         def _evictable_pages(self) -> list[list[int]]:
             """Pages every held block of which is a cached free block, least recently used
-            first (by the newest block of each page), as lists of their block ids."""
-            stride, handle = self._stride, self._handle_bytes
-            newest = {}
-            members = {}
-            rank = 0
+            first, as lists of their block ids (policy.whole_cached_pages)."""
+            cached_lru = []
+            held = self._held
             block = self.free_block_queue.fake_free_list_head.next_free_block
             tail = self.free_block_queue.fake_free_list_tail
             while block is not tail:
-                if block.block_hash is not None and self._held[block.block_id]:
-                    page = block.block_id * stride // handle
-                    newest[page] = rank
-                    members.setdefault(page, []).append(block.block_id)
-                rank += 1
+                if block.block_hash is not None and held[block.block_id]:
+                    cached_lru.append(block.block_id)
                 block = block.next_free_block
-            held = self._held
-            pages = []
-            for page, ids in members.items():
-                first = -(-page * handle // stride)  # the blocks lying wholly in the page
-                last = min((page + 1) * handle // stride, self.num_gpu_blocks)
-                if sum(held[first:last]) == len(ids):
-                    pages.append((newest[page], ids))
-            pages.sort()
-            return [ids for _, ids in pages]
+            return policy.whole_cached_pages(cached_lru, held, self._stride, self._handle_bytes,
+                                             self.num_gpu_blocks)
 
     return KvpagerBlockPool
 
