@@ -225,3 +225,31 @@ def test_metrics_collector_exports_prometheus_families(shm_prefix):
     assert 'kvpager:mapped_bytes{instance="served-b",model_name="model-b"}' in text
     cache.close()
     assert "kvpager:mapped_bytes{" not in generate_latest(registry).decode()  # gone with it
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "per-layer"])
+def test_warmup_ids_are_backed_when_blocks_straddle_pages(shm_prefix, layout):
+    """MLA-shaped blocks (16 tokens x 576 x bf16 = 18 KiB, 4 layers) do not divide a 2 MiB
+    page: some block ids straddle two pages and are never handed out. vLLM's warm-up writes
+    ids 1..n all the same: backing them means mapping both pages of each straddler."""
+    import kvpager
+    from kvpager.integrations.vllm import worker
+
+    page, tensors, nb = 16 * 576 * 2, 4, 1 << 14
+    cache = kvpager.KvCache(tensors, 1, page, "int8", block_size=1, num_blocks=nb, kind="latent",
+                            layout=layout, device="cpu", handle_bytes=2 << 20,
+                            instance="mla-" + layout, reserve_pages=0)
+    kv = worker.WorkerKv(cache, nb, page, tensors, "mla")
+    ids = worker._back_first_blocks(kv, 1024)
+    stride = cache.block_stride_bytes
+    handle = cache.stats()["page_bytes"] // (1 if layout == "interleaved" else tensors)
+    straddlers = [i for i in range(1, 1025) if (i * stride) // handle != ((i + 1) * stride - 1) // handle]
+    assert straddlers, "the shape must have blocks across pages"
+    for i in range(1, 1025):
+        if i in straddlers:
+            assert cache.is_allocated(i - 1) and cache.is_allocated(i + 1)
+        else:
+            assert cache.is_allocated(i)
+    cache.free(ids)
+    assert cache.stats()["blocks_in_use"] == 0
+    cache.close()

@@ -179,12 +179,29 @@ def warm_up(original):
     return compile_or_warm_up_model
 
 
+def _needed_for_ids(kv: WorkerKv, count: int) -> list[int]:
+    """The block ids to allocate so that every byte of ids 1..count is mapped. kvpager hands
+    out only blocks lying wholly in one page; a block straddling two pages (a cell that does not
+    divide the page, e.g. MLA's 576-wide rows) is backed once its neighbours, one in each page,
+    are."""
+    stride = kv.cache.block_stride_bytes
+    tensors = 1 if kv.cache.layout == "interleaved" else kv.num_tensors
+    handle = kv.cache.stats()["page_bytes"] // tensors  # one page of one tensor
+    need = set()
+    for i in range(1, count + 1):
+        if (i * stride) // handle == ((i + 1) * stride - 1) // handle:
+            need.add(i)
+        else:
+            need.update((i - 1, i + 1))
+    return sorted(n for n in need if n < kv.num_blocks)
+
+
 def _back_first_blocks(kv: WorkerKv, count: int) -> list:
-    """Allocates blocks until every id in [1, count] is allocated (a fresh cache fills its
-    lowest pages first); returns everything allocated."""
+    """Allocates blocks until every id in [1, count] is backed (a fresh cache fills its lowest
+    pages first); returns everything allocated."""
     taken: list = []
     cache = kv.cache
-    missing = list(range(1, count + 1))
+    missing = _needed_for_ids(kv, count)
     while missing:
         n = min(len(missing), 64, cache.available())
         if n <= 0:
