@@ -43,7 +43,10 @@ void register_limit(CommandGroups& groups) {
   CLI::App* cmd = groups.root.add_subcommand(
       "limit", "Set an instance's memory limit (512M, 2GiB, 1.5G, bytes, or none)");
   cmd->add_option("name", o->name, "Instance name")->required();
-  cmd->add_option("size", o->value, "New limit")->required();
+  cmd->add_option("size", o->value,
+                  "New limit; 0 is a limit of 0 bytes (the instance gives back all it can), "
+                  "'none' removes the limit (unlike Python's KvCache.resize(0), which means none)")
+      ->required();
   cmd->callback([o] { run_limit(*o); });
 
   auto p = std::make_shared<LimitOptions>();

@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from ..._kvpager import OutOfMemory, StateError
+from ..._kvpager import OutOfMemory, StateError, Timeout
 from .. import policy
 
 __all__ = ["block_pool_class"]
@@ -113,7 +113,7 @@ def block_pool_class(base, kv_source):
         def _alloc(self, n: int) -> list[int]:
             try:
                 ids = self.kv.alloc(n)
-            except OutOfMemory:
+            except (OutOfMemory, Timeout):  # Timeout: the device lock's holder is stopped
                 self._refused_at = time.monotonic()
                 return []
             self._hold(ids)
