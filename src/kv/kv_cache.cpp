@@ -305,7 +305,7 @@ void KvCache::free(std::span<const BlockId> ids) {
   }
   allocator_->free(ids);
   ++counters_.free_calls;
-  policy_ = on_free(policy_);
+  policy_ = on_free_or_resize(policy_);
   // Unmap when too many pages sit idle, or when the limit was lowered below what is mapped
   // (pages that held blocks in use at resize() time go as soon as they empty).
   auto over = [&] { return unmap_due_after_free(policy_config_, page_counts_locked()); };
@@ -432,7 +432,7 @@ void KvCache::resize(uint64_t limit_bytes) {
   std::unique_lock lock(mutex_);
   check_healthy_locked();
   config_.limit_bytes = limit_bytes;
-  policy_ = on_resize(policy_);
+  policy_ = on_free_or_resize(policy_);
   while (allocator_->mapped_pages() + allocator_->pages_in_transition() > limit_pages_locked()) {
     if (allocator_->pages_in_transition() > 0) {
       changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });

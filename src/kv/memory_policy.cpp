@@ -92,12 +92,7 @@ MemoryPolicyState on_alloc(MemoryPolicyState s) noexcept {
   return s;
 }
 
-MemoryPolicyState on_free(MemoryPolicyState s) noexcept {
-  s.reserve_blocked = false;
-  return s;
-}
-
-MemoryPolicyState on_resize(MemoryPolicyState s) noexcept {
+MemoryPolicyState on_free_or_resize(MemoryPolicyState s) noexcept {
   s.reserve_blocked = false;
   return s;
 }

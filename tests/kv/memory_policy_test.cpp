@@ -369,8 +369,7 @@ TEST(MemoryPolicy, AllocWakesTheMapperToRefillTheReserve) {
 TEST(MemoryPolicy, PublicCallsChangeTheState) {
   const MemoryPolicyState all{true, true, true, true, true, 3, 2};
   EXPECT_EQ(on_alloc(all), (MemoryPolicyState{false, true, false, true, true, 3, 2}));
-  EXPECT_EQ(on_free(all), (MemoryPolicyState{true, false, true, true, true, 3, 2}));
-  EXPECT_EQ(on_resize(all), (MemoryPolicyState{true, false, true, true, true, 3, 2}));
+  EXPECT_EQ(on_free_or_resize(all), (MemoryPolicyState{true, false, true, true, true, 3, 2}));
   EXPECT_EQ(on_trim(MemoryPolicyState{}), (MemoryPolicyState{.reserve_suspended = true}));
   EXPECT_EQ(on_reserve_refused(MemoryPolicyState{}), (MemoryPolicyState{.reserve_blocked = true}));
   EXPECT_EQ(on_debt_page_paid(all).owed_pages, 1u);

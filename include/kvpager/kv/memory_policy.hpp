@@ -98,10 +98,10 @@ bool reserve_due_after_alloc(const MemoryPolicyConfig& config, const MemoryPolic
                              size_t free_pages, size_t unmapped_pages) noexcept;
 
 // State changes from the cache's public calls.
-MemoryPolicyState on_alloc(MemoryPolicyState s) noexcept;   // reserve and shedding resume
-MemoryPolicyState on_free(MemoryPolicyState s) noexcept;    // a refused reserve is retried
-MemoryPolicyState on_resize(MemoryPolicyState s) noexcept;  // likewise
-MemoryPolicyState on_trim(MemoryPolicyState s) noexcept;    // no reserve until the next alloc
+MemoryPolicyState on_alloc(MemoryPolicyState s) noexcept;  // reserve and shedding resume
+// free() or resize(): room may have come back, a refused reserve is retried.
+MemoryPolicyState on_free_or_resize(MemoryPolicyState s) noexcept;
+MemoryPolicyState on_trim(MemoryPolicyState s) noexcept;  // no reserve until the next alloc
 MemoryPolicyState on_reserve_refused(MemoryPolicyState s) noexcept;
 MemoryPolicyState on_debt_page_paid(MemoryPolicyState s) noexcept;
 
