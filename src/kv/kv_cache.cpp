@@ -110,6 +110,8 @@ KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
   if (!budget_) {
     budget_ = std::make_shared<limits::LocalBudget>();
   }
+  policy_config_ = MemoryPolicyConfig{config_.reserve_pages, config_.max_idle_pages,
+                                      std::chrono::milliseconds(config_.idle_release_ms)};
   config_.handle_bytes = choose_handle_bytes(*backend_, config_);
   config_.num_blocks = choose_num_blocks(*backend_, config_);
   pool_ = std::make_unique<pool::PagePool>(
@@ -162,6 +164,12 @@ size_t KvCache::limit_pages_locked() const {
   const uint64_t all = space_->num_pages();
   const uint64_t limit = limit_bytes_locked();
   return static_cast<size_t>(limit == 0 ? all : std::min(limit / space_->page_bytes(), all));
+}
+
+PageCounts KvCache::page_counts_locked() const {
+  return PageCounts{allocator_->mapped_pages(), allocator_->free_pages(),
+                    allocator_->unmapped_pages(), allocator_->pages_in_transition(),
+                    limit_pages_locked()};
 }
 
 void KvCache::check_healthy_locked() const {
@@ -260,8 +268,7 @@ void KvCache::alloc(size_t n, std::span<BlockId> out) {
                           std::to_string(capacity) + " blocks");
   }
   ++counters_.alloc_calls;
-  reserve_suspended_ = false;
-  shedding_ = false;
+  policy_ = on_alloc(policy_);
   bool cold = false;
   while (!allocator_->try_alloc(n, out)) {
     if (allocator_->pages_in_transition() > 0) {
@@ -275,8 +282,9 @@ void KvCache::alloc(size_t n, std::span<BlockId> out) {
   if (cold) {
     ++counters_.cold_allocs;
   }
-  if (config_.background && !reserve_blocked_ && allocator_->free_pages() < config_.reserve_pages &&
-      allocator_->unmapped_pages() > 0) {
+  if (config_.background &&
+      reserve_due_after_alloc(policy_config_, policy_, allocator_->free_pages(),
+                              allocator_->unmapped_pages())) {
     changed_.notify_all();
   }
 }
@@ -297,14 +305,10 @@ void KvCache::free(std::span<const BlockId> ids) {
   }
   allocator_->free(ids);
   ++counters_.free_calls;
-  reserve_blocked_ = false;
+  policy_ = on_free_or_resize(policy_);
   // Unmap when too many pages sit idle, or when the limit was lowered below what is mapped
   // (pages that held blocks in use at resize() time go as soon as they empty).
-  auto over = [&] {
-    return allocator_->free_pages() > 0 &&
-           (allocator_->free_pages() > config_.max_idle_pages ||
-            allocator_->mapped_pages() + allocator_->pages_in_transition() > limit_pages_locked());
-  };
+  auto over = [&] { return unmap_due_after_free(policy_config_, page_counts_locked()); };
   if (over()) {
     if (config_.background) {
       changed_.notify_all();
@@ -370,9 +374,8 @@ uint64_t KvCache::claim_bytes_locked(size_t pages) const {
   // What holding `pages` more than are mapped takes beyond the charge: ready handles (and the
   // handles of a mapping just rolled back, until the pool releases them) are charged already.
   // Measured from the charge alone, a claim would ask for those twice and outlive its need.
-  const uint64_t want = (allocator_->mapped_pages() + pages) * space_->page_bytes();
-  const uint64_t charged = budget_->charged_bytes();
-  return want > charged ? want - charged : 0;
+  return claim_bytes(allocator_->mapped_pages(), pages, space_->page_bytes(),
+                     budget_->charged_bytes());
 }
 
 size_t KvCache::available() const {
@@ -385,9 +388,8 @@ size_t KvCache::owed_blocks() const {
   // freed (preemption). Pool before cache lock: the pool never calls into the cache.
   const uint64_t ready_bytes = pool_->stats().ready_bytes;
   std::lock_guard lock(mutex_);
-  const size_t covered =
-      allocator_->free_pages() + static_cast<size_t>(ready_bytes / space_->page_bytes());
-  return owed_pages_ > covered ? (owed_pages_ - covered) * allocator_->max_blocks_per_page() : 0;
+  return kv::owed_blocks(policy_.owed_pages, allocator_->free_pages(), ready_bytes,
+                         space_->page_bytes(), allocator_->max_blocks_per_page());
 }
 
 size_t KvCache::available_locked(bool within_budget) const {
@@ -415,7 +417,7 @@ size_t KvCache::available_locked(bool within_budget) const {
   // Owing pages to others' claims, nothing counts as available: blocks freed meanwhile must
   // empty whole pages (best fit keeps the rest packed) for the mapper to unmap, so an engine
   // that admits by available() preempts until the debt is paid instead of refilling them.
-  if (within_budget && owed_pages_ > 0) {
+  if (within_budget && policy_.owed_pages > 0) {
     return 0;
   }
   return allocator_->free_mapped_blocks() +
@@ -430,7 +432,7 @@ void KvCache::resize(uint64_t limit_bytes) {
   std::unique_lock lock(mutex_);
   check_healthy_locked();
   config_.limit_bytes = limit_bytes;
-  reserve_blocked_ = false;
+  policy_ = on_free_or_resize(policy_);
   while (allocator_->mapped_pages() + allocator_->pages_in_transition() > limit_pages_locked()) {
     if (allocator_->pages_in_transition() > 0) {
       changed_.wait(lock, [&] { return allocator_->pages_in_transition() == 0; });
@@ -446,7 +448,7 @@ void KvCache::resize(uint64_t limit_bytes) {
 uint64_t KvCache::trim() {
   std::unique_lock lock(mutex_);
   check_healthy_locked();
-  reserve_suspended_ = true;
+  policy_ = on_trim(policy_);
   uint64_t pages = 0;
   for (;;) {
     // The mapper may be unmapping a page too: wait for it, so every free page is gone on return.
@@ -488,7 +490,7 @@ KvCacheStats KvCache::stats() const {
     s.virtual_bytes = space_->reserved_bytes();
     s.available_blocks = available_locked(true);
     s.available_within_limit_blocks = available_locked(false);
-    s.owed_bytes = owed_pages_ * s.page_bytes;
+    s.owed_bytes = policy_.owed_pages * s.page_bytes;
   }
   if (config_.registry_link) {
     s.guarantee_bytes = config_.registry_link->guarantee_bytes();
@@ -497,28 +499,14 @@ KvCacheStats KvCache::stats() const {
   return s;
 }
 
-bool KvCache::poll_link_locked() {
+LinkPoll KvCache::poll_link_locked() {
   limits::InstanceUsage usage;
   usage.used_bytes = static_cast<uint64_t>(allocator_->mapped_pages() - allocator_->free_pages()) *
                      space_->page_bytes();
-  const limits::LinkEvents events = config_.registry_link->poll(usage);
-  const uint64_t page_bytes = space_->page_bytes();
-  keep_pages_ = static_cast<size_t>(events.keep_bytes / page_bytes);
-  owed_pages_ = static_cast<size_t>((events.owed_bytes + page_bytes - 1) / page_bytes);
-  // Within its guarantee an instance keeps what it holds: others' pressure is for borrowers.
-  // What it holds is its charge, ready handles included (large handles, several of them, can
-  // put an instance above its guarantee with few pages mapped).
-  const bool shed = events.shed && (allocator_->mapped_pages() > keep_pages_ ||
-                                    budget_->charged_bytes() > events.keep_bytes);
-  if (shed) {
-    shedding_ = true;
-    reserve_suspended_ = true;  // until the next alloc: the reserve would only be taken back
-  }
-  if (events.limit_changed || events.shed) {
-    reserve_blocked_ = false;
-  }
-  // Ready handles are charged too: release them once the pages owed or shed are unmapped.
-  return events.limit_changed || shed || events.owed_bytes > 0;
+  LinkPoll poll;
+  poll.events = config_.registry_link->poll(usage);
+  poll.charged_bytes = budget_->charged_bytes();
+  return poll;
 }
 
 void KvCache::run_mapper() {
@@ -526,9 +514,8 @@ void KvCache::run_mapper() {
   const auto interval =
       config_.registry_link ? config_.registry_link->poll_interval() : std::chrono::milliseconds(0);
   auto next_poll = Clock::now();
-  const auto idle_release = std::chrono::milliseconds(config_.idle_release_ms);
+  const auto idle_release = policy_config_.idle_release;
   auto quiet_since = Clock::now();  // last time the mapper saw the alloc count move
-  bool idle_released = false;       // ready handles released for idleness, until an alloc
   std::unique_lock lock(mutex_);
   uint64_t seen_allocs = counters_.alloc_calls;
   while (!stopping_) {
@@ -536,74 +523,60 @@ void KvCache::run_mapper() {
       changed_.wait(lock, [&] { return stopping_; });
       break;
     }
-    // Idle: no alloc for idle_release. The pool's ready handles are physical memory the cache
-    // does not use; release them once (the next alloc refills the pool).
-    if (counters_.alloc_calls != seen_allocs) {
+    // Gather what the policy decides from (memory_policy.hpp), then carry out its step.
+    MapperInputs in;
+    const auto now = Clock::now();
+    in.allocs_moved = counters_.alloc_calls != seen_allocs;
+    if (in.allocs_moved) {
       seen_allocs = counters_.alloc_calls;
-      quiet_since = Clock::now();
-      idle_released = false;
-    } else if (config_.idle_release_ms > 0 && !idle_released &&
-               Clock::now() - quiet_since >= idle_release) {
-      idle_released = true;
-      pool_trim_pending_ = true;
+      quiet_since = now;
     }
-    const auto idle_deadline = config_.idle_release_ms > 0 && !idle_released
-                                   ? quiet_since + idle_release
-                                   : Clock::time_point::max();
+    in.quiet_for = now - quiet_since;
     if (config_.registry_link && Clock::now() >= next_poll) {
       next_poll = Clock::now() + interval;
-      if (poll_link_locked()) {
-        pool_trim_pending_ = true;
-      }
+      in.poll = poll_link_locked();
     }
-    if (shedding_ && (allocator_->free_pages() == 0 || allocator_->mapped_pages() <= keep_pages_)) {
-      shedding_ = false;
-    }
-    // Holding more than the budget allows now (a limit or device budget lowered below the
-    // charge): ready handles go first, then free pages down to the guarantee, and no reserve
-    // is mapped. Re-checked at every wake-up (each poll interval with a registry), so frees
-    // that come later are given back too.
-    const uint64_t excess = budget_->excess_bytes();
-    const uint64_t ready_bytes = excess > 0 ? pool_->stats().ready_bytes : 0;
-    if (ready_bytes > 0) {
-      pool_trim_pending_ = true;
-    }
-    const bool shed_excess = excess > ready_bytes && allocator_->mapped_pages() > keep_pages_;
-    const size_t committed = allocator_->mapped_pages() + allocator_->pages_in_transition();
-    const size_t limit = limit_pages_locked();
-    const bool want_map = !reserve_suspended_ && !reserve_blocked_ && owed_pages_ == 0 &&
-                          excess == 0 && allocator_->free_pages() < config_.reserve_pages &&
-                          allocator_->unmapped_pages() > 0 && committed < limit;
-    const bool want_unmap = allocator_->free_pages() > 0 &&
-                            (allocator_->free_pages() > config_.max_idle_pages ||
-                             committed > limit || shedding_ || owed_pages_ > 0 || shed_excess);
+    in.pages = page_counts_locked();
+    in.page_bytes = space_->page_bytes();
+    in.excess_bytes = budget_->excess_bytes();
+    in.ready_bytes = in.excess_bytes > 0 ? pool_->stats().ready_bytes : 0;
+    const MapperStep step = decide_mapper_step(policy_config_, policy_, in);
+    policy_ = step.state;
+    const auto idle_deadline = idle_release.count() > 0 && !policy_.idle_released
+                                   ? quiet_since + idle_release
+                                   : Clock::time_point::max();
     try {
-      if (want_unmap) {
-        if (unmap_one_locked(lock) && owed_pages_ > 0) {
-          --owed_pages_;
-          ++counters_.pages_given_back_total;
-        }
-      } else if (pool_trim_pending_) {
-        // Ready handles count against the limit too: release them once the pages above it are
-        // unmapped (outside our lock; the pool never calls back into the cache).
-        pool_trim_pending_ = false;
-        lock.unlock();
-        pool_->trim();
-        lock.lock();
-      } else if (want_map) {
-        try {
-          map_for_locked(lock, 1, 0);
-        } catch (const OutOfMemory&) {
-          reserve_blocked_ = true;  // budget or device full: retry after a free or resize
-        } catch (const Timeout&) {
-          reserve_blocked_ = true;  // the registry's lock is held too long: likewise
-        }
-      } else if (config_.registry_link) {
-        changed_.wait_until(lock, std::min(next_poll, idle_deadline));
-      } else if (idle_deadline != Clock::time_point::max()) {
-        changed_.wait_until(lock, idle_deadline);
-      } else {
-        changed_.wait(lock);
+      switch (step.action) {
+        case MapperAction::kUnmapPage:
+          if (unmap_one_locked(lock) && step.pays_debt) {
+            policy_ = on_debt_page_paid(policy_);
+            ++counters_.pages_given_back_total;
+          }
+          break;
+        case MapperAction::kReleaseReady:
+          // Outside our lock; the pool never calls back into the cache.
+          lock.unlock();
+          pool_->trim();
+          lock.lock();
+          break;
+        case MapperAction::kMapReserve:
+          try {
+            map_for_locked(lock, 1, 0);
+          } catch (const OutOfMemory&) {
+            policy_ = on_reserve_refused(policy_);  // budget or device full: retry after a free
+          } catch (const Timeout&) {
+            policy_ = on_reserve_refused(policy_);  // the registry's lock held too long: likewise
+          }
+          break;
+        case MapperAction::kWait:
+          if (config_.registry_link) {
+            changed_.wait_until(lock, std::min(next_poll, idle_deadline));
+          } else if (idle_deadline != Clock::time_point::max()) {
+            changed_.wait_until(lock, idle_deadline);
+          } else {
+            changed_.wait(lock);
+          }
+          break;
       }
     } catch (const std::exception& e) {
       if (!lock.owns_lock()) {

@@ -7,6 +7,7 @@
 
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
+#include "kvpager/limits/guarantee_shares.hpp"
 #include "kvpager/limits/robust_mutex.hpp"
 
 namespace kvpager::limits {
@@ -237,36 +238,31 @@ uint64_t DeviceBudget::claimed_by_others(uint32_t slot) const {
 }
 
 uint64_t DeviceBudget::owed_by(uint32_t slot) const {
+  // The shares are guarantee_shares.hpp's; the early returns only skip scanning the slots.
   const DeviceSlot& mine = segment().slots[slot];
   const uint64_t charged = mine.charged.load(std::memory_order_relaxed);
   const uint64_t guarantee = mine.guarantee.load(std::memory_order_relaxed);
-  if (charged <= guarantee) {
+  const uint64_t borrowed = charged > guarantee ? charged - guarantee : 0;
+  if (borrowed == 0) {
     return 0;
   }
   const uint64_t claimed = claimed_by_others(slot);
   if (claimed == 0) {
     return 0;
   }
-  const uint64_t budget = budget_bytes(), everyone = charged_total();
-  const uint64_t free = budget > everyone ? budget - everyone : 0;
+  const uint64_t free = DeviceTotals{budget_bytes(), charged_total()}.free_bytes();
   if (claimed <= free) {
     return 0;
   }
-  // The shortfall is split among the members above their guarantees by what each borrows
-  // (rounded up), so two borrowers do not both give back all of it.
-  uint64_t borrowed = 0;
+  uint64_t borrowed_total = 0;
   for (const DeviceSlot& s : segment().slots) {
     if (taken(s)) {
       const uint64_t c = s.charged.load(std::memory_order_relaxed);
       const uint64_t g = s.guarantee.load(std::memory_order_relaxed);
-      borrowed += c > g ? c - g : 0;
+      borrowed_total += c > g ? c - g : 0;
     }
   }
-  const uint64_t excess = charged - guarantee, shortfall = claimed - free;
-  borrowed = std::max(borrowed, excess);
-  const auto share = static_cast<uint64_t>(
-      (static_cast<unsigned __int128>(shortfall) * excess + borrowed - 1) / borrowed);
-  return std::min(excess, share);
+  return owed_share(borrowed, claimed - free, borrowed_total);
 }
 
 uint64_t DeviceBudget::charged_total() const {

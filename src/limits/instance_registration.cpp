@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kvpager/common/error.hpp"
+#include "kvpager/limits/guarantee_shares.hpp"
 #include "kvpager/limits/segment_decoder.hpp"
 
 namespace kvpager::limits {
@@ -150,21 +151,14 @@ uint64_t InstanceRegistration::charged_bytes() const {
 
 uint64_t InstanceRegistration::headroom_bytes() const {
   const uint64_t own = charged_bytes(), limit = instance_limit_bytes();
-  const uint64_t budget = device_.budget_bytes(), everyone = device_.charged_total();
-  const uint64_t free = budget > everyone ? budget - everyone : 0;
-  const uint64_t kept = device_.claimed_by_others(slot_);
-  return std::min(limit > own ? limit - own : 0, free > kept ? free - kept : 0);
+  const DeviceTotals device{device_.budget_bytes(), device_.charged_total()};
+  return headroom_of(own, limit, device_.claimed_by_others(slot_), device);
 }
 
 uint64_t InstanceRegistration::excess_bytes() const {
   const uint64_t own = charged_bytes(), limit = instance_limit_bytes();
-  uint64_t excess = own > limit ? own - limit : 0;
-  const uint64_t budget = device_.budget_bytes(), everyone = device_.charged_total();
-  const uint64_t guarantee = device_.guarantee_of(slot_);
-  if (everyone > budget && own > guarantee) {
-    excess = std::max(excess, std::min(own - guarantee, everyone - budget));
-  }
-  return excess;
+  const DeviceTotals device{device_.budget_bytes(), device_.charged_total()};
+  return excess_of(own, limit, device_.guarantee_of(slot_), device);
 }
 
 uint64_t InstanceRegistration::guarantee_bytes() const {

@@ -28,6 +28,7 @@
 // reports an excess (MemoryBudget::excess_bytes: a limit or device budget lowered below the
 // charge) the thread re-checks at every poll: it releases ready handles, then unmaps free
 // pages down to the guarantee, and maps no reserve, so blocks freed later are given back too.
+// Those decisions are memory_policy.hpp's; the thread gathers its inputs and carries them out.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -42,6 +43,7 @@
 #include "kvpager/kv/block_allocator.hpp"
 #include "kvpager/kv/kv_geometry.hpp"
 #include "kvpager/kv/kv_space.hpp"
+#include "kvpager/kv/memory_policy.hpp"
 #include "kvpager/limits/instance_link.hpp"
 #include "kvpager/limits/memory_budget.hpp"
 #include "kvpager/pool/page_pool.hpp"
@@ -171,8 +173,10 @@ class KvCache {
   // available() under the lock; without the budget: as if no one else charged the budget.
   size_t available_locked(bool within_budget) const;
   uint64_t limit_bytes_locked() const;  // effective limit; 0 = none
-  // Registry poll from the mapper thread; returns true when ready handles should be released.
-  bool poll_link_locked();
+  // The page counts the memory policy decides from.
+  PageCounts page_counts_locked() const;
+  // Registry poll from the mapper thread: publishes usage, returns the events.
+  LinkPoll poll_link_locked();
   void check_healthy_locked() const;
   // Maps pages until `blocks_needed` more blocks are free; unlocks while mapping. All or
   // nothing: on failure every page mapped here is unmapped again, then it rethrows.
@@ -195,13 +199,9 @@ class KvCache {
   mutable std::mutex mutex_;
   std::condition_variable changed_;  // wakes the mapper and waiters on pages in transition
   bool stopping_ = false;
-  bool reserve_suspended_ = false;  // after trim(), until the next alloc
-  bool reserve_blocked_ = false;    // the budget refused the reserve; retried after a free
-  bool shedding_ = false;           // device pressure: unmap free pages down to keep_pages_
-  size_t keep_pages_ = 0;           // the registry guarantee, in pages (shedding stops there)
-  size_t owed_pages_ = 0;           // others' claims: free pages to unmap, not available
-  bool pool_trim_pending_ = false;  // limit changed or pressure: release ready handles
-  std::string broken_;              // first failure of the mapper thread
+  MemoryPolicyConfig policy_config_;  // from config_ (reserve, idle pages, idle release)
+  MemoryPolicyState policy_;          // the mapper's decisions between steps (memory_policy.hpp)
+  std::string broken_;                // first failure of the mapper thread
   // The stream unmapping waits for (config_.stream until set_unmap_stream), if any.
   std::atomic<uintptr_t> unmap_stream_{0};
   std::atomic<bool> wait_for_stream_{false};

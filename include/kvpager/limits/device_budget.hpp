@@ -90,8 +90,8 @@ class DeviceBudget {
   // what it claimed. Lock-free snapshot.
   uint64_t claimed_by_others(uint32_t slot) const;
   // What `slot` should give back for the live claims: its share (by what it borrows) of what
-  // the claims lack beyond the free budget, at most its charge above its guarantee. Lock-free
-  // snapshot.
+  // the claims lack beyond the free budget, at most its charge above its guarantee
+  // (guarantee_shares.hpp's owed_share). Lock-free snapshot.
   uint64_t owed_by(uint32_t slot) const;
   // Frees the slot if `who` still owns it (its charge goes with it). Never throws.
   void leave(uint32_t slot, const ProcessIdentity& who) noexcept;
