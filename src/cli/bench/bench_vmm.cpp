@@ -7,7 +7,8 @@
 #include <iostream>
 #include <vector>
 
-#include "bench_clock.hpp"
+#include "bench/bench_clock.hpp"
+#include "bench/text_table.hpp"
 #include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/latency_stats.hpp"
@@ -15,7 +16,6 @@
 #include "kvpager/vmm/backend.hpp"
 #include "kvpager/vmm/cuda_backend.hpp"
 #include "kvpager/vmm/cuda_driver.hpp"
-#include "text_table.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -31,14 +31,14 @@
 #include <thread>
 #include <vector>
 
-#include "bench_clock.hpp"
+#include "bench/bench_clock.hpp"
+#include "bench/text_table.hpp"
 #include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/vmm/backend.hpp"
-#include "text_table.hpp"
 
 extern char** environ;
 

@@ -1,4 +1,4 @@
-#include "kvbench_buffer_size.hpp"
+#include "kvbench/kvbench_buffer_size.hpp"
 
 #include <algorithm>
 #include <numeric>

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "kvbench_options.hpp"
+#include "kvbench/kvbench_options.hpp"
 #include "kvpager/transfer/xfer_config.hpp"
 
 namespace kvpager::cli {

@@ -6,9 +6,9 @@
 #include <string>
 
 #include "command_registry.hpp"
-#include "kvbench_buffer_size.hpp"
-#include "kvbench_options.hpp"
-#include "kvbench_plan_output.hpp"
+#include "kvbench/kvbench_buffer_size.hpp"
+#include "kvbench/kvbench_options.hpp"
+#include "kvbench/kvbench_plan_output.hpp"
 #include "kvpager/common/error.hpp"
 
 namespace kvpager::cli {

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "bench_clock.hpp"
+#include "bench/bench_clock.hpp"
 #include "command_registry.hpp"
 #include "kvpager/batch/block_table_manager.hpp"
 #include "kvpager/batch/cpu_batch_preparer.hpp"

@@ -1,4 +1,4 @@
-#include "bench_xfer_local_ranks.hpp"
+#include "bench/bench_xfer_local_ranks.hpp"
 
 #include <signal.h>
 #include <sys/wait.h>

@@ -1,4 +1,4 @@
-#include "kvbench_options.hpp"
+#include "kvbench/kvbench_options.hpp"
 
 #include <glob.h>
 

@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "admin/registry_view.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/limits/segment_format.hpp"
-#include "registry_view.hpp"
 
 namespace kvpager::cli {
 namespace {

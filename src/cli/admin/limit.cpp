@@ -4,10 +4,10 @@
 // allocation.
 #include <cstdio>
 
+#include "admin/registry_view.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/limits/segment_format.hpp"
-#include "registry_view.hpp"
 
 namespace kvpager::cli {
 namespace {

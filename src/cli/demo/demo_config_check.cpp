@@ -4,7 +4,7 @@
 #include <string>
 
 #include "cli_checks.hpp"
-#include "demo_workload.hpp"
+#include "demo/demo_workload.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/limits/registry_config.hpp"

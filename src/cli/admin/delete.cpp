@@ -2,8 +2,8 @@
 // the owner is dead). A live instance is refused unless --force.
 #include <cstdio>
 
+#include "admin/registry_view.hpp"
 #include "command_registry.hpp"
-#include "registry_view.hpp"
 
 namespace kvpager::cli {
 namespace {

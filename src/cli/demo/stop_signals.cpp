@@ -1,4 +1,4 @@
-#include "stop_signals.hpp"
+#include "demo/stop_signals.hpp"
 
 #include <string.h>
 

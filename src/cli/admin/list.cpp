@@ -1,8 +1,8 @@
 // kvpager list: the registry's devices and instances, once (text or --json).
 #include <cstdio>
 
+#include "admin/registry_view.hpp"
 #include "command_registry.hpp"
-#include "registry_view.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -6,10 +6,10 @@
 #include <ctime>
 #include <thread>
 
+#include "admin/registry_view.hpp"
 #include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/error.hpp"
-#include "registry_view.hpp"
 
 namespace kvpager::cli {
 namespace {

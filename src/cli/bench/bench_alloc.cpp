@@ -7,14 +7,14 @@
 #include <iostream>
 #include <thread>
 
-#include "bench_clock.hpp"
+#include "bench/bench_clock.hpp"
+#include "bench/text_table.hpp"
 #include "cli_checks.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/kv/kv_cache.hpp"
-#include "text_table.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -6,9 +6,9 @@
 #include <fstream>
 #include <iostream>
 
-#include "bench_xfer_local_ranks.hpp"
+#include "bench/bench_xfer_local_ranks.hpp"
 #include "command_registry.hpp"
-#include "kvbench_options.hpp"
+#include "kvbench/kvbench_options.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/transfer/xfer_bench.hpp"
 

@@ -1,4 +1,4 @@
-#include "kvbench_plan_output.hpp"
+#include "kvbench/kvbench_plan_output.hpp"
 
 #include <nlohmann/json.hpp>
 

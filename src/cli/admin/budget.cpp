@@ -1,9 +1,9 @@
 // kvpager budget DEVICE SIZE|PCT: set the bound on the sum of all instances' memory on a device.
 #include <cstdio>
 
+#include "admin/registry_view.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/units.hpp"
-#include "registry_view.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -1,4 +1,4 @@
-#include "demo_process.hpp"
+#include "demo/demo_process.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -10,8 +10,8 @@
 #include <cerrno>
 #include <thread>
 
+#include "demo/stop_signals.hpp"
 #include "kvpager/common/error.hpp"
-#include "stop_signals.hpp"
 
 extern char** environ;
 

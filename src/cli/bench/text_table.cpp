@@ -1,4 +1,4 @@
-#include "text_table.hpp"
+#include "bench/text_table.hpp"
 
 #include <algorithm>
 #include <cstdio>

@@ -5,10 +5,10 @@
 // device segment holds the guarantee); 0 or none removes it.
 #include <cstdio>
 
+#include "admin/registry_view.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/limits/segment_format.hpp"
-#include "registry_view.hpp"
 
 namespace kvpager::cli {
 namespace {

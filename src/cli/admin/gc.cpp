@@ -3,9 +3,9 @@
 // doing everything else.
 #include <cstdio>
 
+#include "admin/registry_view.hpp"
 #include "command_registry.hpp"
 #include "kvpager/common/units.hpp"
-#include "registry_view.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -20,19 +20,19 @@
 #include <thread>
 #include <vector>
 
+#include "admin/registry_view.hpp"
 #include "cli_checks.hpp"
 #include "command_registry.hpp"
-#include "demo_process.hpp"
-#include "demo_teardown.hpp"
-#include "demo_workload.hpp"
+#include "demo/demo_process.hpp"
+#include "demo/demo_teardown.hpp"
+#include "demo/demo_workload.hpp"
+#include "demo/stop_signals.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/kv/kv_geometry.hpp"
 #include "kvpager/limits/device_budget.hpp"
 #include "kvpager/limits/registry.hpp"
 #include "kvpager/vmm/backend.hpp"
-#include "registry_view.hpp"
-#include "stop_signals.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -23,14 +23,14 @@
 
 #include "cli_checks.hpp"
 #include "command_registry.hpp"
-#include "demo_teardown.hpp"
-#include "demo_workload.hpp"
+#include "demo/demo_teardown.hpp"
+#include "demo/demo_workload.hpp"
+#include "demo/stop_signals.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/latency_stats.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/kv/kv_cache.hpp"
 #include "kvpager/limits/instance_registration.hpp"
-#include "stop_signals.hpp"
 
 namespace kvpager::cli {
 namespace {

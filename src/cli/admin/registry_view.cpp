@@ -1,4 +1,4 @@
-#include "registry_view.hpp"
+#include "admin/registry_view.hpp"
 
 #include <algorithm>
 #include <cstdio>

@@ -3,7 +3,7 @@
 #include <string>
 
 #include "command_registry.hpp"
-#include "kvbench_options.hpp"
+#include "kvbench/kvbench_options.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -9,10 +9,10 @@
 #include <iostream>
 #include <sstream>
 
-#include "bench_xfer_local_ranks.hpp"
+#include "bench/bench_xfer_local_ranks.hpp"
 #include "command_registry.hpp"
-#include "kvbench_options.hpp"
-#include "kvbench_plan_output.hpp"
+#include "kvbench/kvbench_options.hpp"
+#include "kvbench/kvbench_plan_output.hpp"
 #include "kvpager/common/error.hpp"
 
 namespace kvpager::cli {
