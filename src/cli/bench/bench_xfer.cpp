@@ -9,8 +9,8 @@
 #include "bench/bench_xfer_local_ranks.hpp"
 #include "command_registry.hpp"
 #include "kvbench/kvbench_options.hpp"
+#include "kvpager/bench/transfer/xfer_bench.hpp"
 #include "kvpager/common/error.hpp"
-#include "kvpager/transfer/xfer_bench.hpp"
 
 namespace kvpager::cli {
 namespace {

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "kvpager/bench/transfer/xfer_bench.hpp"
+#include "kvpager/bench/transfer/xfer_layout.hpp"
 #include "kvpager/common/error.hpp"
-#include "kvpager/transfer/xfer_bench.hpp"
-#include "kvpager/transfer/xfer_layout.hpp"
 
 namespace kvpager::cli {
 

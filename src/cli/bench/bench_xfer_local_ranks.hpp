@@ -5,8 +5,8 @@
 // Children are owned (RAII): on an error they are terminated and reaped.
 #include <iosfwd>
 
-#include "kvpager/transfer/xfer_config.hpp"
-#include "kvpager/transfer/xfer_report.hpp"
+#include "kvpager/bench/transfer/xfer_config.hpp"
+#include "kvpager/bench/transfer/xfer_report.hpp"
 
 namespace kvpager::cli {
 

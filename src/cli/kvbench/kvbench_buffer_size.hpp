@@ -7,7 +7,7 @@
 // sizes the buffer to the plan instead, as NIXL KVBench does (NIXLBench.configure_buffer_size).
 #include <cstdint>
 
-#include "kvpager/transfer/xfer_config.hpp"
+#include "kvpager/bench/transfer/xfer_config.hpp"
 
 namespace kvpager::cli {
 

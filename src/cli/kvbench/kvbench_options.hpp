@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "kvpager/bench/transfer/xfer_config.hpp"
 #include "kvpager/model/architecture.hpp"
 #include "kvpager/model/kv_sizing.hpp"
 #include "kvpager/model/model_config.hpp"
-#include "kvpager/transfer/xfer_config.hpp"
 
 namespace kvpager::cli {
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "kvbench/kvbench_options.hpp"
-#include "kvpager/transfer/xfer_config.hpp"
+#include "kvpager/bench/transfer/xfer_config.hpp"
 
 namespace kvpager::cli {
 
