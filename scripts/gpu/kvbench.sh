@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU run for kvbench / the transfer layer (issue 3), on a machine with a CUDA GPU and a built
-# tree in build/ (build/kvpager, build/tests/transfer/*); normally started by
+# GPU run for kvbench / the transfer engine (issue 3), on a machine with a CUDA GPU and a built
+# tree in build/ (build/kvpager, build/tests/bench/transfer/*); normally started by
 # scripts/gpu/run.sh kvbench, which keeps this output in $OUT/kvbench/section.log.
 #   1. ctest -L gpu -R 'transfer|kvbench': CUDA engine DRAM<->VRAM, VRAM<->VRAM, tp shards and
 #      VMM memory exported by another process, every byte checked, for every copy engine
@@ -23,7 +23,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 K=build/kvpager
 [ -x "$K" ] || K=build/src/cli/kvpager
-PEAK=build/tests/transfer/kvpager_cuda_memcpy_peak
+PEAK=build/tests/bench/transfer/kvpager_cuda_memcpy_peak
 [ -x "$PEAK" ] || cmake --build build --target kvpager_cuda_memcpy_peak >/dev/null 2>&1
 ENGINES=(per-block batch kernel)
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)

@@ -1,7 +1,8 @@
 #pragma once
-// How `kvpager` subcommands plug in: each command lives in its own file in src/cli/ and
-// registers itself with KVPAGER_REGISTER_COMMAND(fn); fn adds a CLI11 subcommand to the root
-// app or to the `bench` / `kvbench` groups. Adding a command is one file, no other edit.
+// How `kvpager` subcommands plug in: each command lives in its own file under src/cli/ (admin/,
+// bench/, kvbench/, demo/) and registers itself with KVPAGER_REGISTER_COMMAND(fn); fn adds a
+// CLI11 subcommand to the root app or to the `bench` / `kvbench` groups. Adding a command is one
+// file, no other edit.
 #include <CLI/CLI.hpp>
 #include <stdexcept>
 
@@ -32,6 +33,6 @@ constexpr int kExitUsage = 2;
 
 #define KVPAGER_CONCAT_INNER(a, b) a##b
 #define KVPAGER_CONCAT(a, b) KVPAGER_CONCAT_INNER(a, b)
-#define KVPAGER_REGISTER_COMMAND(fn)                                          \
+#define KVPAGER_REGISTER_COMMAND(fn)                                        \
   static const bool KVPAGER_CONCAT(kvpager_registered_command_, __LINE__) = \
       ::kvpager::cli::add_command_registrar(&(fn))

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "bench/transfer/etcd_server.hpp"
 #include "cli/kvbench_run.hpp"
-#include "transfer/etcd_server.hpp"
 
 using kvpager::testing::lines_of;
 using kvpager::testing::run_kvpager;
