@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev libcli11-dev
   nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libspdlog-dev libncurses-dev pybind11-dev
-  python3-dev python3-numpy python3-pytest python3-venv liburing-dev libucx-dev ucx-utils etcd-server etcd-client libcurl4-openssl-dev tmux)
+  python3-dev python3-numpy python3-pytest python3-venv liburing-dev libucx-dev ucx-utils etcd-server etcd-client libcurl4-openssl-dev tmux
+  clang-format cppcheck)
 # python3-torch is large: the Python tests that need it install it through scripts/test.sh.
 missing=()
 for p in "${PACKAGES[@]}" ${KVPAGER_EXTRA_PACKAGES:-}; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: install, build and run every test.
 #  1. the full suite (unit, multi-process, CLI, Python; gpu-labelled tests skip without a GPU),
-#     then the wheel in a fresh virtual environment (scripts/wheel_test.sh)
+#     then the wheel in a fresh virtual environment (scripts/wheel_test.sh) and the format and
+#     lint checks (scripts/lint.sh: clang-format, cppcheck)
 #  2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer
 #  3. the concurrency tests under ThreadSanitizer
 # Env: KVPAGER_SKIP_SANITIZERS=1 skips 2 and 3 (quick local loop).
@@ -20,6 +21,8 @@ PYTHONPATH="$PWD/build/python" /usr/bin/python3 -m pytest tests/python -q -p no:
   rc=$?; [ "$rc" -eq 5 ] && echo "pytest collected no tests" >&2; exit 1; }
 echo "== wheel (pip wheel ., a fresh venv installs it offline, kvpager list, import kvpager)"
 scripts/wheel_test.sh
+echo "== format and lint (clang-format, cppcheck)"
+scripts/lint.sh
 
 if [ "${KVPAGER_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "== AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/, label unit)"

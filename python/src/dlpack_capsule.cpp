@@ -26,6 +26,7 @@ struct Export {
 
 template <class Managed>
 void capsule_destructor(PyObject* capsule) {
+  // cppcheck-suppress assignBoolToPointer ; cppcheck 2.10 misreads the conditional of two names
   constexpr const char* name =
       std::is_same_v<Managed, DLManagedTensor> ? kLegacyName : kVersionedName;
   // A consumed capsule has been renamed; its consumer owns the tensor and calls the deleter.

@@ -16,7 +16,8 @@ uint64_t parse_size(std::string_view text) {
                           " (examples: 4096, 512M, 2GiB, 1.5G)");
   };
   size_t pos = 0;
-  while (pos < text.size() && (std::isdigit(static_cast<unsigned char>(text[pos])) || text[pos] == '.')) {
+  while (pos < text.size() &&
+         (std::isdigit(static_cast<unsigned char>(text[pos])) || text[pos] == '.')) {
     ++pos;
   }
   if (pos == 0) return fail(text.empty() ? "empty" : "must start with a non-negative number");
@@ -29,12 +30,25 @@ uint64_t parse_size(std::string_view text) {
     const char unit = suffix[0];
     std::string rest = suffix.substr(1);
     switch (unit) {
-      case 'B': multiplier = 1; rest = suffix.substr(1); if (!rest.empty()) return fail("unknown suffix"); break;
-      case 'K': multiplier = KiB; break;
-      case 'M': multiplier = MiB; break;
-      case 'G': multiplier = GiB; break;
-      case 'T': multiplier = GiB * 1024; break;
-      default: return fail("unknown suffix");
+      case 'B':
+        multiplier = 1;
+        rest = suffix.substr(1);
+        if (!rest.empty()) return fail("unknown suffix");
+        break;
+      case 'K':
+        multiplier = KiB;
+        break;
+      case 'M':
+        multiplier = MiB;
+        break;
+      case 'G':
+        multiplier = GiB;
+        break;
+      case 'T':
+        multiplier = GiB * 1024;
+        break;
+      default:
+        return fail("unknown suffix");
     }
     if (unit != 'B' && !(rest.empty() || rest == "B" || rest == "I" || rest == "IB")) {
       return fail("unknown suffix");

@@ -129,8 +129,7 @@ void BlockAllocator::free(std::span<const BlockId> ids) {
     }
     if (why) {
       undo();
-      throw InvalidArgument("free: block " + std::to_string(b) + " " + why +
-                            "; nothing was freed");
+      throw InvalidArgument("free: block " + std::to_string(b) + " " + why + "; nothing was freed");
     }
     block_state_[static_cast<size_t>(b)] = kFreeing;
   }

@@ -23,9 +23,9 @@ void KvGeometry::validate() const {
 
 std::string KvGeometry::describe() const {
   return std::to_string(num_layers) + " layers, " +
-         (kind == KvKind::kLatent ? "latent " + std::to_string(head_dim)
-                                  : std::to_string(kv_heads) + " KV heads x " +
-                                        std::to_string(head_dim)) +
+         (kind == KvKind::kLatent
+              ? "latent " + std::to_string(head_dim)
+              : std::to_string(kv_heads) + " KV heads x " + std::to_string(head_dim)) +
          ", " + std::to_string(dtype_bytes) + " B/elem, block " + std::to_string(block_size) +
          " tokens";
 }

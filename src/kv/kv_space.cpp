@@ -237,7 +237,8 @@ void KvSpace::map_page(PageId page) {
 void KvSpace::count_mapped(uint32_t pages) {
   const uint32_t now = mapped_pages_.fetch_add(pages, std::memory_order_relaxed) + pages;
   uint32_t peak = peak_mapped_pages_.load(std::memory_order_relaxed);
-  while (now > peak && !peak_mapped_pages_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  while (now > peak &&
+         !peak_mapped_pages_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
   }
 }
 

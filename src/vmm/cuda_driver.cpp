@@ -28,12 +28,12 @@ LoadResult load_driver() {
     return out;
   }
   CudaDriver& d = out.driver;
-#define KVPAGER_CUDA_ENTRY(name)                                                    \
-  d.name = reinterpret_cast<decltype(d.name)>(dlsym(lib, KVPAGER_XSTR(name)));      \
-  if (d.name == nullptr) {                                                          \
-    out.error = std::string("libcuda.so.1 lacks ") + KVPAGER_XSTR(name) +          \
-                " - the driver is older than the CUDA 12 API kvpager needs";        \
-    return out;                                                                     \
+#define KVPAGER_CUDA_ENTRY(name)                                               \
+  d.name = reinterpret_cast<decltype(d.name)>(dlsym(lib, KVPAGER_XSTR(name))); \
+  if (d.name == nullptr) {                                                     \
+    out.error = std::string("libcuda.so.1 lacks ") + KVPAGER_XSTR(name) +      \
+                " - the driver is older than the CUDA 12 API kvpager needs";   \
+    return out;                                                                \
   }
 #define KVPAGER_CUDA_OPTIONAL_ENTRY(name) \
   d.name = reinterpret_cast<decltype(d.name)>(dlsym(lib, KVPAGER_XSTR(name)));

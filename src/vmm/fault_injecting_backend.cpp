@@ -6,8 +6,8 @@ namespace kvpager::vmm {
 
 namespace {
 const char* op_name(BackendOp op) {
-  static const char* names[] = {"create",    "release",    "reserve", "free_reservation",
-                                "map",       "set_access", "unmap"};
+  static const char* names[] = {"create", "release",    "reserve", "free_reservation",
+                                "map",    "set_access", "unmap"};
   return names[static_cast<int>(op)];
 }
 }  // namespace
@@ -21,9 +21,13 @@ void FaultInjectingBackend::fail_on(BackendOp op, int nth_call, InjectedError ki
   armed_op_ = static_cast<int>(op);
 }
 
-void FaultInjectingBackend::disarm() { armed_op_ = -1; }
+void FaultInjectingBackend::disarm() {
+  armed_op_ = -1;
+}
 
-int FaultInjectingBackend::calls(BackendOp op) const { return counts_[static_cast<int>(op)]; }
+int FaultInjectingBackend::calls(BackendOp op) const {
+  return counts_[static_cast<int>(op)];
+}
 
 void FaultInjectingBackend::before(BackendOp op) {
   counts_[static_cast<int>(op)]++;

@@ -28,8 +28,10 @@ BackendConfig backend_config_from_env(BackendConfig config) {
   if (const char* v = std::getenv("KVPAGER_SHAREABLE_HANDLES")) {
     config.cuda_shareable_handles = std::string(v) == "1";
   }
-  if (const char* v = std::getenv("KVPAGER_HOST_GRANULARITY")) config.host_granularity = parse_size(v);
-  if (const char* v = std::getenv("KVPAGER_HOST_CAPACITY")) config.host_capacity_bytes = parse_size(v);
+  if (const char* v = std::getenv("KVPAGER_HOST_GRANULARITY"))
+    config.host_granularity = parse_size(v);
+  if (const char* v = std::getenv("KVPAGER_HOST_CAPACITY"))
+    config.host_capacity_bytes = parse_size(v);
   return config;
 }
 

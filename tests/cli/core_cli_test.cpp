@@ -21,7 +21,8 @@ TEST(CoreCli, DemoShowsMemoryGrowingAndShrinking) {
   ASSERT_NE(peak, std::string::npos);
   ASSERT_NE(trim, std::string::npos);
   EXPECT_EQ(r.out.find("peak mapped                    : 32.00 MiB"), std::string::npos)
-      << "the demo never mapped more than one page:\n" << r.out;
+      << "the demo never mapped more than one page:\n"
+      << r.out;
   EXPECT_NE(r.out.find("mapped after trim              : 32.00 MiB"), std::string::npos) << r.out;
 }
 
@@ -30,10 +31,10 @@ TEST(CoreCli, BenchAllocJsonHasTheTableKeys) {
                         "5", "--map-pages", "2", "--num-layers", "4", "--json"});
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
-  for (const char* key : {"alloc_free_p99_us", "alloc_free_mean_us", "cold_alloc_p50_us",
-                          "per_layer_map_gib_per_s", "interleaved_map_gib_per_s",
-                          "interleaved_over_per_layer_map_throughput",
-                          "zero_page_unmap_us_per_page"}) {
+  for (const char* key :
+       {"alloc_free_p99_us", "alloc_free_mean_us", "cold_alloc_p50_us", "per_layer_map_gib_per_s",
+        "interleaved_map_gib_per_s", "interleaved_over_per_layer_map_throughput",
+        "zero_page_unmap_us_per_page"}) {
     ASSERT_TRUE(j.contains(key)) << key;
     EXPECT_GT(j[key].get<double>(), 0) << key;
   }
@@ -45,9 +46,9 @@ TEST(CoreCli, BenchVmmJsonHasEveryOperation) {
                         "--loop-iters", "2", "--sweep-mib", "2", "4", "--json"});
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
-  for (const char* key : {"create_mean_us", "map_p99_us", "set_access_mean_us", "unmap_mean_us",
-                          "release_mean_us", "loop_map_set_access_per_page_us",
-                          "handle_4mib_set_access_us_per_2mib"}) {
+  for (const char* key :
+       {"create_mean_us", "map_p99_us", "set_access_mean_us", "unmap_mean_us", "release_mean_us",
+        "loop_map_set_access_per_page_us", "handle_4mib_set_access_us_per_2mib"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
 }

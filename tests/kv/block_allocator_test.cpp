@@ -26,7 +26,7 @@ TEST(BlockAllocator, OnlyMappedPagesHandOutBlocks) {
   EXPECT_FALSE(a.try_alloc(1, out));
   auto p = a.claim_unmapped_page();
   ASSERT_TRUE(p);
-  EXPECT_EQ(*p, 0u);  // lowest first
+  EXPECT_EQ(*p, 0u);                  // lowest first
   EXPECT_FALSE(a.try_alloc(1, out));  // still mapping
   a.finish_mapping(*p, true);
   ASSERT_TRUE(a.try_alloc(1, out));
@@ -131,7 +131,8 @@ TEST(BlockAllocator, RandomOperationsKeepCountsConsistent) {
       if (auto p = a.claim_free_page()) a.finish_unmapping(*p, rng() % 5 != 0);
     } else if (op == 2) {
       const size_t n = rng() % 6 + 1;
-      if (a.try_alloc(n, buf)) owned.insert(owned.end(), buf.begin(), buf.begin() + static_cast<long>(n));
+      if (a.try_alloc(n, buf))
+        owned.insert(owned.end(), buf.begin(), buf.begin() + static_cast<long>(n));
     } else if (!owned.empty()) {
       const size_t n = std::min<size_t>(owned.size(), rng() % 4 + 1);
       std::shuffle(owned.begin(), owned.end(), rng);

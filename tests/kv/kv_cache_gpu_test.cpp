@@ -56,7 +56,8 @@ TEST_P(KvCacheGpu, KernelWritesSurviveUnmapOfOtherPagesAndTrim) {
   }
   for (auto id : drop) {
     const TensorView v = cache.tensor(0, 0);
-    ASSERT_TRUE(gpu_fill_pattern(v.base + id.value * v.block_stride_bytes, g.block_bytes(), 1, &err))
+    ASSERT_TRUE(
+        gpu_fill_pattern(v.base + id.value * v.block_stride_bytes, g.block_bytes(), 1, &err))
         << err;
   }
   cache.free(drop);
@@ -73,9 +74,11 @@ TEST_P(KvCacheGpu, KernelWritesSurviveUnmapOfOtherPagesAndTrim) {
   auto again = cache.alloc(40);
   for (auto id : again) {
     const TensorView v = cache.tensor(31, 0);
-    ASSERT_TRUE(gpu_fill_pattern(v.base + id.value * v.block_stride_bytes, g.block_bytes(), 5, &err))
+    ASSERT_TRUE(
+        gpu_fill_pattern(v.base + id.value * v.block_stride_bytes, g.block_bytes(), 5, &err))
         << err;
-    EXPECT_EQ(gpu_count_mismatches(v.base + id.value * v.block_stride_bytes, g.block_bytes(), 5), 0);
+    EXPECT_EQ(gpu_count_mismatches(v.base + id.value * v.block_stride_bytes, g.block_bytes(), 5),
+              0);
   }
   cache.free(keep);
   cache.free(again);
@@ -92,7 +95,8 @@ TEST_P(KvCacheGpu, ZeroPageMakesUnmappedBlocksReadAsZero) {
   const char* err = nullptr;
   const TensorView v = cache.tensor(5, 0);
   for (auto id : ids) {
-    ASSERT_TRUE(gpu_fill_pattern(v.base + id.value * v.block_stride_bytes, g.block_bytes(), 9, &err))
+    ASSERT_TRUE(
+        gpu_fill_pattern(v.base + id.value * v.block_stride_bytes, g.block_bytes(), 9, &err))
         << err;
   }
   cache.free(ids);

@@ -4,7 +4,8 @@
 // device segment's mutex never makes a locker hang or crash: it takes the lock, times out or
 // refuses the segment, within the lock timeout.
 // CI: 4000 bit-flipped copies of each segment and 2000 noise buffers. By hand, for longer
-// (counts in docs/benchmarks.md): KVPAGER_FUZZ_SEGMENTS=400000 build/tests/limits/limits_segment_fuzz_test
+// (counts in docs/benchmarks.md): KVPAGER_FUZZ_SEGMENTS=400000
+// build/tests/limits/limits_segment_fuzz_test
 #include <gtest/gtest.h>
 
 #include <fcntl.h>

@@ -55,6 +55,8 @@ long long gpu_count_mismatches(uintptr_t ptr, size_t bytes, uint32_t seed) {
   return count(ptr, bytes, seed, false);
 }
 
-long long gpu_count_nonzero(uintptr_t ptr, size_t bytes) { return count(ptr, bytes, 0, true); }
+long long gpu_count_nonzero(uintptr_t ptr, size_t bytes) {
+  return count(ptr, bytes, 0, true);
+}
 
 }  // namespace kvpager::testing

@@ -11,7 +11,9 @@ using namespace kvpager::vmm;
 
 namespace {
 constexpr size_t kGran = 64 * 1024;
-HostBackendConfig small() { return HostBackendConfig{kGran, 16 * kGran}; }
+HostBackendConfig small() {
+  return HostBackendConfig{kGran, 16 * kGran};
+}
 }  // namespace
 
 TEST(HostBackend, MapWriteUnmapRemapKeepsContentsOfTheHandle) {
@@ -38,11 +40,11 @@ TEST(HostBackend, RefusesMisuseLikeTheDriver) {
   HostBackend b(small());
   const uintptr_t va = b.reserve(2 * kGran, kGran);
   PhysicalHandle h = b.create(kGran);
-  EXPECT_THROW(b.map(va + 1, kGran, h, 0), InvalidArgument);             // unaligned
-  EXPECT_THROW(b.map(va + 2 * kGran, kGran, h, 0), InvalidArgument);     // outside reservation
+  EXPECT_THROW(b.map(va + 1, kGran, h, 0), InvalidArgument);          // unaligned
+  EXPECT_THROW(b.map(va + 2 * kGran, kGran, h, 0), InvalidArgument);  // outside reservation
   EXPECT_THROW(b.set_access(va, kGran, Access::kReadWrite), InvalidArgument);  // not mapped
   b.map(va, kGran, h, 0);
-  EXPECT_THROW(b.map(va, kGran, h, 0), InvalidArgument);  // mapped twice
+  EXPECT_THROW(b.map(va, kGran, h, 0), InvalidArgument);             // mapped twice
   EXPECT_THROW(b.free_reservation(va, 2 * kGran), InvalidArgument);  // still mapped
   b.unmap(va, kGran);
   EXPECT_THROW(b.unmap(va, kGran), InvalidArgument);  // not mapped
