@@ -96,8 +96,23 @@ RobustLock::RobustLock(pthread_mutex_t* m, LockRecord record, const LockOptions&
   }
   int rc = pthread_mutex_trylock(m_);  // the uncontended case: no clock read, no syscall
   if (rc == EBUSY) {
+#if defined(__SANITIZE_THREAD__)
+    // GCC 12's ThreadSanitizer does not intercept pthread_mutex_clocklock (it would then see an
+    // unlock of a mutex never locked): there, wait on the realtime clock instead.
+    timespec deadline{};
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(options.timeout).count();
+    deadline.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
+    deadline.tv_nsec += static_cast<long>(ns % 1'000'000'000);
+    if (deadline.tv_nsec >= 1'000'000'000) {
+      deadline.tv_sec += 1;
+      deadline.tv_nsec -= 1'000'000'000;
+    }
+    rc = pthread_mutex_timedlock(m_, &deadline);
+#else
     const timespec deadline = deadline_after(options.timeout);
     rc = pthread_mutex_clocklock(m_, CLOCK_MONOTONIC, &deadline);
+#endif
   }
   if (rc == EOWNERDEAD) {
     // The previous holder died inside its critical section. Every guarded field is a single
