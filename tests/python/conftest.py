@@ -47,3 +47,18 @@ def shm_prefix(monkeypatch):
     for f in os.listdir("/dev/shm"):
         if f.startswith(prefix):
             os.unlink(os.path.join("/dev/shm", f))
+
+
+def require_vllm_on_gpu(*modules, what="vLLM"):
+    """Skips the calling test module unless torch sees a CUDA device and every module in
+    `modules` (default: vllm) imports."""
+    import importlib
+
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device", allow_module_level=True)
+    try:
+        for name in modules or ("vllm",):
+            importlib.import_module(name)
+    except ImportError as e:
+        pytest.skip(f"{what} cannot be imported: {e}", allow_module_level=True)

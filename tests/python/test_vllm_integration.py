@@ -18,14 +18,9 @@ import sys
 import tempfile
 
 import pytest
+from conftest import require_vllm_on_gpu
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
-try:
-    import vllm  # noqa: F401
-except ImportError as e:
-    pytest.skip(f"vLLM cannot be imported: {e}", allow_module_level=True)
+require_vllm_on_gpu()
 
 from kvpager.integrations.vllm.__main__ import install_entry_point
 

@@ -23,15 +23,9 @@ import time
 import urllib.request
 
 import pytest
+from conftest import require_vllm_on_gpu
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
-try:
-    import uvicorn  # noqa: F401
-    import vllm.entrypoints.openai.api_server  # noqa: F401
-except ImportError as e:
-    pytest.skip(f"vLLM's server cannot be imported: {e}", allow_module_level=True)
+require_vllm_on_gpu("uvicorn", "vllm.entrypoints.openai.api_server", what="vLLM's server")
 
 import kvpager
 from kvpager.integrations.vllm.__main__ import install_entry_point
