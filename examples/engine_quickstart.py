@@ -74,7 +74,7 @@ def main():
     gen = torch.Generator().manual_seed(0)
     requests = {r: {"table": [], "len": 0, "goal": 20 + 37 * r} for r in range(6)}
     peak = 0.0
-    for step in range(args.steps):
+    for _ in range(args.steps):
         for rid, req in list(requests.items()):
             if req["len"] % BLOCK == 0:
                 ids = manager.alloc(1)
@@ -83,7 +83,7 @@ def main():
                 req["table"] += ids
             slot = torch.tensor([req["table"][-1]], device=device)
             pos = req["len"] % BLOCK
-            for layer, cache in enumerate(kv):
+            for cache in kv:
                 k_new = torch.randn(1, KV_HEADS, HEAD, generator=gen).to(device, dtype)
                 v_new = torch.randn(1, KV_HEADS, HEAD, generator=gen).to(device, dtype)
                 # write the new token: cache[0] is K, cache[1] is V, (blocks, block, heads, dim)
@@ -112,9 +112,10 @@ def main():
     # kvpager's own names for the same memory, e.g. for custom kernels or statistics:
     cache = manager.cache  # a kvpager.KvCache
     k0 = cache.tensor(0, 0)  # a KvTensor: zero-copy through torch/cupy/numpy .from_dlpack
+    shown = ("blocks_in_use", "mapped_pages", "pages_unmapped_total")
     print(f"layer 0 K: shape {k0.shape}, strides {k0.strides} (elements), "
           f"block stride {cache.block_stride_bytes} B; stats: "
-          f"{ {k: cache.stats()[k] for k in ('blocks_in_use', 'mapped_pages', 'pages_unmapped_total')} }")
+          f"{ {k: cache.stats()[k] for k in shown} }")
     assert math.isclose(cache.mapped_bytes() / 2**20, manager.get_mapped_memory_size("mb"))
 
     kvpager.shutdown_kvcached()  # tensors still referenced keep their memory until dropped

@@ -46,9 +46,9 @@ def main(argv):
     import bench
 
     defaults = ["--models", "qwen3-0.6b", "llama-3.2-1b", "qwen3-1.7b", "--budget-gib", "1.5",
-                "--phase-s", "10", "--peak-rate", "4", "--low-rate", "0.3", "--quiet-s", "30", "--input-len", "512",
-                "1024", "--output-len", "32", "64", "--cpu-offload-gib", "2"]
-    return bench.main(["multimodel"] + defaults + argv)
+                "--phase-s", "10", "--peak-rate", "4", "--low-rate", "0.3", "--quiet-s", "30",
+                "--input-len", "512", "1024", "--output-len", "32", "64", "--cpu-offload-gib", "2"]
+    return bench.main(["multimodel", *defaults, *argv])
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Errors are ``kvpager.Error`` (a RuntimeError) subclasses carrying kvpager's mess
 
 from ._kvpager import (
     DLPACK_VERSION,
-    __version__,
     DriverError,
     Error,
     InvalidArgument,
@@ -29,6 +28,9 @@ from ._kvpager import (
     Timeout,
     known_dtypes,
     registry_snapshot,
+)
+from ._kvpager import (
+    __version__ as __version__,  # re-exported: kvpager.__version__
 )
 from .cache import KvCache
 from .dtypes import dtype_name

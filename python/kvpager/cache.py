@@ -9,7 +9,6 @@ from .devices import parse_device
 from .dtypes import dtype_name
 from .torch_interop import to_torch
 
-
 _open_caches: "weakref.WeakSet[KvCache]" = weakref.WeakSet()
 
 
@@ -127,7 +126,9 @@ class KvCache(_kvpager.KvCache):
         return to_torch(self.tensor(layer, component))
 
     def key(self, layer: int):
-        """Layer ``layer``'s K tensor (torch), shape (num_blocks, block_size, kv_heads, head_dim)."""
+        """Layer ``layer``'s K tensor (torch).
+
+        Shape (num_blocks, block_size, kv_heads, head_dim)."""
         return self.torch_tensor(layer, 0)
 
     def value(self, layer: int):

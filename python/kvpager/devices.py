@@ -1,9 +1,9 @@
 """Device spellings: which kvpager backend and CUDA ordinal a device argument asks for."""
 
-from typing import Optional, Tuple
+from typing import Optional
 
 
-def parse_device(device) -> Tuple[Optional[str], Optional[int]]:
+def parse_device(device) -> tuple[Optional[str], Optional[int]]:
     """(backend, ordinal) for a device given as None, "cpu", "cuda", "cuda:N", an int N or a
     torch.device.
 

@@ -22,13 +22,14 @@ Thread safety: every function and manager method may be called from any thread.
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Optional
 
 from ._kvpager import OutOfMemory, StateError
 from .cache import KvCache
 from .devices import parse_device
-from .dtypes import dtype_name, dtype_itemsize
+from .dtypes import dtype_itemsize, dtype_name
 from .torch_interop import to_torch
 
 _ATTENTION_TYPES = ("MHA", "GQA", "MLA")
@@ -46,7 +47,7 @@ class _Session:
     model: str
     cache: Optional[KvCache] = None
     tensors_made: bool = False
-    managers: List["KvCacheManager"] = field(default_factory=list)
+    managers: list["KvCacheManager"] = field(default_factory=list)
 
 
 _lock = threading.RLock()
@@ -264,8 +265,9 @@ def alloc_kv_cache(
     return tensors
 
 
-def _contiguous_strides(dims: Sequence[int]) -> List[int]:
-    strides, step = [], 1
+def _contiguous_strides(dims: Sequence[int]) -> list[int]:
+    strides: list[int] = []
+    step = 1
     for d in reversed(dims):
         strides.insert(0, step)
         step *= d
@@ -279,10 +281,10 @@ def _layer_view(cache: KvCache, layer: int, order: str, shape, dtype: str, items
     block = cache.block_stride_bytes // itemsize
     k_offset = cache.tensor_offset(layer, 0)
     if order == "mla":
-        return cache.view(k_offset, shape, [block] + _contiguous_strides(shape[1:]), dtype)
+        return cache.view(k_offset, shape, [block, *_contiguous_strides(shape[1:])], dtype)
     kv = (cache.tensor_offset(layer, 1) - k_offset) // itemsize
     inner = _contiguous_strides(shape[2:])
-    strides = [kv, block] + inner if order == "flash_attn" else [block, kv] + inner
+    strides = [kv, block, *inner] if order == "flash_attn" else [block, kv, *inner]
     return cache.view(k_offset, shape, strides, dtype)
 
 
@@ -364,7 +366,7 @@ class KvCacheManager:
     def __init__(self, cache: KvCache, block_size: int, cell_size: int):
         self._cache = cache
         self._lock = threading.Lock()
-        self._reserved: List[int] = []
+        self._reserved: list[int] = []
         self._closed = False
         self._limit = 0  # bytes, set by resize(); 0 = none
         self.num_blocks = cache.num_blocks
@@ -386,7 +388,7 @@ class KvCacheManager:
             self._closed = True
             self._reserved = []
 
-    def alloc(self, need_size: int) -> Optional[List[int]]:
+    def alloc(self, need_size: int) -> Optional[list[int]]:
         """``need_size`` block ids, or None when that many do not fit now (nothing taken)."""
         _check_int("need_size", need_size, 0)
         with self._lock:

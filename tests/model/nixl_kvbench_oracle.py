@@ -17,8 +17,8 @@ KV head replicated rather than split, the MLA latent on every TP rank, exact int
 both ways (check_oracle asserts it), so each difference is one that README.md names.
 """
 
-from fractions import Fraction
 import math
+from fractions import Fraction
 
 # benchmark/kvbench/examples/model_*.yaml: file -> fields, as upstream writes them.
 MODELS = {

@@ -11,9 +11,9 @@ import uuid
 
 os.environ.setdefault("KVPAGER_HOST_GRANULARITY", "64K")
 
-import pytest  # noqa: E402
+import pytest
 
-import kvpager  # noqa: E402
+import kvpager
 
 LAYOUTS = ["interleaved", "per-layer"]
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import kvpager
 from conftest import LAYOUTS, small_cache
 
 # --- reading a capsule with ctypes, as a DLPack consumer written in C would -----------------
@@ -232,7 +231,7 @@ def test_dlpack_arguments():
     read_capsule(view.__dlpack__(max_version=(0, 8)))  # legacy capsule for old consumers
     assert read_capsule(view.__dlpack__(max_version=(1, 5)), True).minor == 1
     with pytest.raises(AttributeError):
-        view.__cuda_array_interface__  # host memory has no CUDA interface
+        _ = view.__cuda_array_interface__  # host memory has no CUDA interface
     assert not hasattr(view, "__cuda_array_interface__")
 
 

@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+
 from conftest import small_cache
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

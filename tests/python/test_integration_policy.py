@@ -8,6 +8,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+
 from kvpager.integrations import policy
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -39,9 +40,9 @@ def test_others_hold_room(snapshot, expected):
     (stats(guarantee_bytes=0, available_within_limit_blocks=8), False),        # no guarantee
     (stats(guarantee_bytes=100, mapped_bytes=60, available_within_limit_blocks=8), True),
     (stats(guarantee_bytes=100, mapped_bytes=60, ready_bytes=40,
-           available_within_limit_blocks=8), False),                            # ready handles count
+           available_within_limit_blocks=8), False),                        # ready handles count
     (stats(guarantee_bytes=100, mapped_bytes=60, available_within_limit_blocks=8,
-           available_blocks=8), False),                                         # nothing to take back
+           available_blocks=8), False),                                     # nothing to take back
 ])
 def test_short_of_guarantee(snapshot, expected):
     assert policy.short_of_guarantee(snapshot) is expected
@@ -231,10 +232,10 @@ def test_check_internals_names_what_moved_in_one_line():
     resolve = {"Internal.method": _Internal.method}.__getitem__
     policy.check_internals(real, resolve, integration="it", engine="eng", written_for="1",
                            version="2", error=RuntimeError)
-    with pytest.raises(RuntimeError, match="source of Internal.method changed"):
+    with pytest.raises(RuntimeError, match=r"source of Internal\.method changed"):
         policy.check_internals({"Internal.method": "0" * 16}, resolve, integration="it",
                                engine="eng", written_for="1", version="2", error=RuntimeError)
-    with pytest.raises(RuntimeError, match="has no Gone.attr"):
+    with pytest.raises(RuntimeError, match=r"has no Gone\.attr"):
         policy.check_internals({"Gone.attr": "0" * 16}, resolve, integration="it",
                                engine="eng", written_for="1", version="2", error=RuntimeError)
 

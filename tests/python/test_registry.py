@@ -97,7 +97,7 @@ def test_a_full_registry_directory_raises_instead_of_a_bus_error(shm_prefix, siz
     if run.returncode == 77:
         pytest.skip("cannot mount a private tmpfs here")
     assert run.returncode == 0, run.stderr  # -7: SIGBUS
-    results, files = (run.stdout.splitlines() + ["", ""])[:2]
+    results, files = ([*run.stdout.splitlines(), "", ""])[:2]
     assert results == want
     assert ".tmp." not in files  # no temporary left behind
     assert "is full" in run.stderr and "KVPAGER_SHM_DIR" in run.stderr

@@ -5,7 +5,8 @@ import json
 import os
 import sys
 
-SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR",
+                            os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "benchmarks", "serving"))
 
 import pooled  # noqa: E402

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
@@ -46,7 +47,8 @@ needs_compatible = pytest.mark.skipif(INCOMPATIBLE is not None, reason=str(INCOM
 
 @pytest.fixture(scope="module")
 def tiny_models():
-    return {name: models.build_model(name, device=DEVICE, seed=3) for name in ("tiny-gqa", "tiny-mha")}
+    names = ("tiny-gqa", "tiny-mha")
+    return {name: models.build_model(name, device=DEVICE, seed=3) for name in names}
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +139,8 @@ def test_registered_instance_is_visible_in_the_registry(tiny_models, shm_prefix)
 def test_changed_internals_fail_with_one_line_naming_them(monkeypatch):
     name = "cache_manager.BlockManager"
     monkeypatch.setitem(kvt._FINGERPRINTS, name, "0123456789abcdef")
-    with pytest.raises(kvt.IncompatibleTransformers, match=r"source of cache_manager\.BlockManager changed") as e:
+    with pytest.raises(kvt.IncompatibleTransformers,
+                       match=r"source of cache_manager\.BlockManager changed") as e:
         kvt.enable()
     assert "\n" not in str(e.value)
     assert not kvt.is_enabled()
@@ -244,7 +247,8 @@ def test_room_held_by_another_process_makes_a_request_wait_then_finish(tiny_mode
         left = engine.cache.get_num_free_blocks()
         own = engine.kv.stats()  # what the instance holds and does not use (+1 page: a race)
         own_blocks = own["free_mapped_blocks"] + (own["pool"]["ready_bytes"] // page + 1) * per_page
-        assert left <= own_blocks < own["usable_blocks"] // 4, "the hog's pages were counted as free"
+        assert left <= own_blocks < own["usable_blocks"] // 4, \
+            "the hog's pages were counted as free"
         assert engine.cache._block_manager.others_hold_room()
         timer = threading.Timer(1.0, lambda: hog.kv.free(held))
         started = time.monotonic()
@@ -393,17 +397,6 @@ def test_offloading_to_pay_a_debt_does_not_stop_admissions():
         def owed_blocks(self):
             return 4
 
-    class Manager:
-        _init_block_ids = {}
-
-    class Cache:
-        kv, _block_manager = Kv(), Manager()
-
-    class Scheduler:
-        active_requests = {"a": object(), "b": object()}
-        starved_requests = []
-        block_new_requests = False
-
     class Offloader:
         def __init__(self, scheduler):
             self.scheduler, self.seen = scheduler, None
@@ -413,9 +406,11 @@ def test_offloading_to_pay_a_debt_does_not_stop_admissions():
             self.scheduler.block_new_requests = True  # what transformers does
             return 1
 
-    scheduler = Scheduler()
+    cache = SimpleNamespace(kv=Kv(), _block_manager=SimpleNamespace(_init_block_ids={}))
+    scheduler = SimpleNamespace(active_requests={"a": object(), "b": object()},
+                                starved_requests=[], block_new_requests=False)
     offloader = Offloader(scheduler)
-    assert kvt._pay_what_is_owed(scheduler, Cache(), offloader)
+    assert kvt._pay_what_is_owed(scheduler, cache, offloader)
     assert len(offloader.seen) == 2  # every running request was a candidate victim
     assert scheduler.block_new_requests is False
     assert scheduler.starved_requests == []

@@ -2,8 +2,9 @@
 imported). The GPU run (test_vllm_integration.py) drives the same class through vLLM's
 scheduler."""
 
-import kvpager
 import pytest
+
+import kvpager
 
 try:
     from vllm.v1.core import block_pool as vllm_block_pool

@@ -18,11 +18,12 @@ import sys
 import tempfile
 
 import pytest
+
 from conftest import require_vllm_on_gpu
 
 require_vllm_on_gpu()
 
-from kvpager.integrations.vllm.__main__ import install_entry_point
+from kvpager.integrations.vllm.__main__ import install_entry_point  # noqa: E402 - after require_vllm_on_gpu(), which skips without vLLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "vllm_engine_run.py")
@@ -194,8 +195,9 @@ def test_engine_core_process_runs_on_kvpager_and_varies_only_as_stock_does():
 def test_two_engines_share_one_budget_and_memory_follows_the_load():
     tag = f"{OUT}/two-{os.getpid()}"
     share = 512 << 20  # a burst needs about 920 MiB: more than one share, less than two
-    common = {**BASE, "mode": "mp", "kvpager": True, "prefix": False, "kv_bytes": share, "prompts": "burst:64:1800",
-              "max_tokens": 32, "passes": 1, "sample_s": 0.05, "layout": "interleaved"}
+    common = {**BASE, "mode": "mp", "kvpager": True, "prefix": False, "kv_bytes": share,
+              "prompts": "burst:64:1800", "max_tokens": 32, "passes": 1, "sample_s": 0.05,
+              "layout": "interleaved"}
     a = {**common, "name": "engine-a", "ready_file": tag + ".a-up", "start_after": tag + ".b-up",
          "done_file": tag + ".a-done", "linger_until": tag + ".b-done"}
     b = {**common, "name": "engine-b", "ready_file": tag + ".b-up", "start_after": tag + ".a-done",

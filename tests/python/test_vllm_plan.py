@@ -4,6 +4,7 @@ virtual capacity and the registry name (capacity), the options (options)."""
 import time
 
 import pytest
+
 from kvpager.integrations import policy
 from kvpager.integrations.vllm import capacity, kv_views
 from kvpager.integrations.vllm.options import VllmOptions, options_from_env, parse_bytes
@@ -78,7 +79,8 @@ def test_every_element_of_distinct_blocks_lands_in_distinct_bytes_of_its_own_blo
 
 def test_virtual_capacity_in_whole_blocks_bounded_by_limit_and_cap():
     gib = 1 << 30
-    assert capacity.virtual_bytes(budget_bytes=10 * gib, bytes_per_block=2 << 20) == 5120 * (2 << 20)
+    assert capacity.virtual_bytes(budget_bytes=10 * gib,
+                                  bytes_per_block=2 << 20) == 5120 * (2 << 20)
     assert capacity.virtual_bytes(budget_bytes=10 * gib, bytes_per_block=2 << 20,
                                   limit_bytes=gib) == 512 * (2 << 20)
     assert capacity.virtual_bytes(budget_bytes=10 * gib, bytes_per_block=1024,
@@ -117,7 +119,8 @@ def test_warmup_window_is_what_v2_warmup_kernels_writes():
 def test_options_from_the_environment():
     o = options_from_env({"KVPAGER_LAYOUT": "per-layer", "KVPAGER_INSTANCE": "a",
                           "KVPAGER_VLLM_GUARANTEE": "1G", "KVPAGER_VLLM_MAX_BLOCKS": "4096"})
-    assert (o.layout, o.instance, o.guarantee_bytes, o.max_blocks) == ("per-layer", "a", 1 << 30, 4096)
+    got = (o.layout, o.instance, o.guarantee_bytes, o.max_blocks)
+    assert got == ("per-layer", "a", 1 << 30, 4096)
     assert o.pool_budget
     assert not options_from_env({"KVPAGER_GPU_UTILIZATION": "0.5"}).pool_budget
     assert not options_from_env({"KVPAGER_VLLM_POOL_BUDGET": "0"}).pool_budget
@@ -210,9 +213,10 @@ def test_metrics_read_the_engines_registry_entry(shm_prefix):
 
 def test_metrics_collector_exports_prometheus_families(shm_prefix):
     pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+
     import kvpager
     from kvpager.integrations.vllm import metrics
-    from prometheus_client import CollectorRegistry, generate_latest
 
     cache = kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
                             device="cpu", instance="served-b", reserve_pages=0)
@@ -243,7 +247,8 @@ def test_warmup_ids_are_backed_when_blocks_straddle_pages(shm_prefix, layout):
     ids = worker._back_first_blocks(kv, 1024)
     stride = cache.block_stride_bytes
     handle = cache.stats()["page_bytes"] // (1 if layout == "interleaved" else tensors)
-    straddlers = [i for i in range(1, 1025) if (i * stride) // handle != ((i + 1) * stride - 1) // handle]
+    straddlers = [i for i in range(1, 1025)
+                  if (i * stride) // handle != ((i + 1) * stride - 1) // handle]
     assert straddlers, "the shape must have blocks across pages"
     for i in range(1, 1025):
         if i in straddlers:

@@ -23,16 +23,17 @@ import time
 import urllib.request
 
 import pytest
+
 from conftest import require_vllm_on_gpu
 
 require_vllm_on_gpu("uvicorn", "vllm.entrypoints.openai.api_server", what="vLLM's server")
 
-import kvpager
-from kvpager.integrations.vllm.__main__ import install_entry_point
+import kvpager  # noqa: E402 - after require_vllm_on_gpu(), which skips without vLLM
+from kvpager.integrations.vllm.__main__ import install_entry_point  # noqa: E402 - after require_vllm_on_gpu(), which skips without vLLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import vllm_engine_run  # its tiny model configs
+import vllm_engine_run  # noqa: E402 - its tiny model configs; needs vLLM, as above
 
 OUT = os.environ.get("KVPAGER_VLLM_TEST_OUT") or tempfile.mkdtemp(prefix="kvpager-vllm-")
 NAME = "tiny-serve"
@@ -64,7 +65,7 @@ def burst(base, count, length, max_tokens, seed):
     def one(i):
         try:
             results[i] = complete(base, vllm_engine_run.token_ids(length, seed + i), max_tokens)
-        except Exception as e:  # noqa: BLE001 - reported by the caller
+        except Exception as e:  # noqa: BLE001 - the caller asserts on each result, errors too
             results[i] = e
 
     for i in range(count):

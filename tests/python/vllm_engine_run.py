@@ -2,16 +2,18 @@
 
     python3 vllm_engine_run.py --config JSON --out FILE
 
-The config: model (a key of MODELS: tiny GQA/MHA Llamas, Qwen3, MLA, Gemma 3; dummy weights), kvpager (bool), layout,
-prefix (prefix caching on/off), runner ("v1" | "v2"), attn (TRITON_ATTN | FLASH_ATTN), mode
-("mp": vLLM's engine-core process, kvpager enabled there by its vllm.general_plugins entry
-point; "inproc": the engine in this process, every request added before the first step, so the
-batches are the same in every run), eager (default true; false: CUDA graphs and compilation), kv_bytes (stock's KV size, kv_cache_memory_bytes), weight_scale (dummy weights times this; default 1), prompts ("shared":
-8 prompts, 4 sharing a 300-token prefix, generated twice; "burst:N:LEN": N prompts of LEN
-tokens), max_tokens, sample_s (registry sampling period; 0 none), ready_file (created once
-the engine is up), start_after (a file to wait for before generating), done_file (created
-when generation is over), linger_until (a file to wait for before leaving). Writes JSON: output token ids per pass,
-kvpager statistics, samples (KVPAGER_VLLM_SAMPLES lines) and times.
+The config: model (a key of MODELS: tiny GQA/MHA Llamas, Qwen3, MLA, Gemma 3; dummy weights),
+kvpager (bool), layout, prefix (prefix caching on/off), runner ("v1" | "v2"), attn (TRITON_ATTN |
+FLASH_ATTN), mode ("mp": vLLM's engine-core process, kvpager enabled there by its
+vllm.general_plugins entry point; "inproc": the engine in this process, every request added
+before the first step, so the batches are the same in every run), eager (default true; false:
+CUDA graphs and compilation), kv_bytes (stock's KV size, kv_cache_memory_bytes), weight_scale
+(dummy weights times this; default 1), prompts ("shared": 8 prompts, 4 sharing a 300-token
+prefix, generated twice; "burst:N:LEN": N prompts of LEN tokens), max_tokens, sample_s
+(registry sampling period; 0 none), ready_file (created once the engine is up), start_after (a
+file to wait for before generating), done_file (created when generation is over), linger_until
+(a file to wait for before leaving). Writes JSON: output token ids per pass, kvpager
+statistics, samples (KVPAGER_VLLM_SAMPLES lines) and times.
 """
 
 import argparse
@@ -126,7 +128,8 @@ def main():
 
     t0 = time.time()
     llm = LLM(model=model_dir(c.get("model", "gqa")), load_format="dummy", skip_tokenizer_init=True,
-              enforce_eager=bool(c.get("eager", True)), seed=0, dtype="bfloat16", max_model_len=4096,
+              enforce_eager=bool(c.get("eager", True)), seed=0, dtype="bfloat16",
+              max_model_len=4096,
               enable_prefix_caching=bool(c.get("prefix", True)), gpu_memory_utilization=0.05,
               kv_cache_memory_bytes=int(c.get("kv_bytes", 1 << 30)),
               served_model_name=c.get("name", "tiny"),

@@ -22,13 +22,14 @@ class WaitSpans:
 
     def note(self, held_back: bool) -> None:
         """One pass: held back or not."""
-        if held_back == (self._since is not None):
+        since = self._since
+        if held_back == (since is not None):
             return
         now = time.perf_counter()
-        if held_back:
+        if since is None:  # held back from now on
             self._since = now
         else:
-            self._spans.append((self._since, now - self._since))
+            self._spans.append((since, now - since))
             self._since = None
 
     def spans(self) -> list[tuple[float, float]]:

@@ -3,7 +3,8 @@
     from kvpager.integrations import transformers as kvt
 
     with kvt.kvpager_cache(layout="per-layer", instance="llama-8b"):
-        outputs = model.generate_batch(prompts, generation_config=..., continuous_batching_config=...)
+        outputs = model.generate_batch(prompts, generation_config=...,
+                                       continuous_batching_config=...)
 
 While enabled, every ``PagedAttentionCache`` that transformers' continuous batching creates
 (``generate_batch``, ``init_continuous_batching``, ``ContinuousBatchingManager``) is a
@@ -19,9 +20,9 @@ one instead of failing the generation loop. :func:`disable` (or leaving the ``wi
 restores both.
 
 Guaranteed shares (``guarantee_bytes``): requests waiting while the instance holds less than its
-share claim the pages they need of it. An instance that owes pages to another's claim pays on its next pass, idle or
-busy: first from its prefix cache (the least recently cached blocks), then by offloading its
-newest running requests through transformers' OffloadingManager.
+share claim the pages they need of it. An instance that owes pages to another's claim pays on
+its next pass, idle or busy: first from its prefix cache (the least recently cached blocks), then
+by offloading its newest running requests through transformers' OffloadingManager.
 
 What stays transformers': the scheduler, the cache allocators (block tables, prefix sharing,
 sliding windows, forks), the index computation and the attention kernels. Only where the
@@ -119,7 +120,8 @@ def enable(options: KvpagerOptions | None = None, **kwargs) -> KvpagerOptions:
         raise ValueError(f"layout {options.layout!r} is not 'interleaved' or 'per-layer'")
     with lock:
         if active() is not None:
-            raise RuntimeError("kvpager's transformers integration is already enabled; disable() first")
+            raise RuntimeError(
+                "kvpager's transformers integration is already enabled; disable() first")
         check_compatibility()
         modules = _modules()
         api = modules["continuous_api"]
@@ -142,7 +144,8 @@ def disable() -> None:
         modules = _modules()
         api = modules["continuous_api"]
         api.PagedAttentionCache = _saved.pop("PagedAttentionCache")
-        api.ContinuousBatchingManager._create_batch_processor = _saved.pop("_create_batch_processor")
+        manager_class = api.ContinuousBatchingManager
+        manager_class._create_batch_processor = _saved.pop("_create_batch_processor")
         set_active(None)
 
 

@@ -16,6 +16,7 @@ Thread safety: transformers' generation thread only, like its stock manager.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from ..._kvpager import OutOfMemory
 from ...cache import KvCache
@@ -25,7 +26,7 @@ from .internals import _block_class
 __all__ = ["block_manager_class"]
 
 
-def block_manager_class(base):
+def block_manager_class(base: Any):
     """KvpagerBlockManager: transformers' BlockManager (``base``) with kvpager's allocator as
     the pool of uninitialised blocks. The prefix-sharing logic (hashes, reference counts, forks)
     stays transformers'; free blocks that hold a complete prefix ("initialised") stay allocated
@@ -191,7 +192,8 @@ def block_manager_class(base):
         def uninitialize_unshared_block(self, block_id: int) -> None:
             block = self._id_to_block.pop(block_id)
             if block.ref_count > 1:
-                raise RuntimeError(f"Block {block_id} has more than one reference: {block.ref_count = }")
+                raise RuntimeError(
+                    f"Block {block_id} has more than one reference: {block.ref_count = }")
             self._release([block_id])
 
         def release_cached(self, limit: int | None = None) -> int:

@@ -46,7 +46,7 @@ def _make_cache_class():
     modules = _modules()
     cache_mod = modules["cache"]
     cm_mod = modules["cache_manager"]
-    base = cache_mod.PagedAttentionCache
+    base: Any = cache_mod.PagedAttentionCache
     block_manager_cls = block_manager_class(cm_mod.BlockManager)
 
     class KvpagerPagedAttentionCache(base):
@@ -70,7 +70,8 @@ def _make_cache_class():
             self.head_dim = cache_mod.find_head_dim(config)
             self.block_size = continuous_batching_config.block_size
             if self.block_size < self._min_block_size:
-                raise ValueError(f"Block size must be at least {self._min_block_size}, but got {self.block_size}")
+                raise ValueError(f"Block size must be at least {self._min_block_size}, "
+                                 f"but got {self.block_size}")
 
             layer_groups, group_types = cache_mod.group_layers_by_attn_type(config)
             group_size = len(layer_groups[0])
@@ -78,7 +79,8 @@ def _make_cache_class():
             self.sliding_windows = {}
             self.layer_index_to_group_indices = {}
             for i, group in enumerate(layer_groups):
-                sliding_window = config.sliding_window if group_types[i] == "sliding_attention" else 1
+                sliding = group_types[i] == "sliding_attention"
+                sliding_window = config.sliding_window if sliding else 1
                 for j, layer in enumerate(group):
                     self.layer_index_to_group_indices[layer] = (i, j)
                     self.sliding_windows[layer] = sliding_window
@@ -86,7 +88,8 @@ def _make_cache_class():
             if distributed_helper.tp_size > 1:
                 raise NotImplementedError(
                     "kvpager's transformers integration runs one process per model (tensor "
-                    f"parallel size 1); this model is sharded over {distributed_helper.tp_size} ranks"
+                    "parallel size 1); this model is sharded over "
+                    f"{distributed_helper.tp_size} ranks"
                 )
             if continuous_batching_config.max_memory_percent is None:
                 cache_mod.resolve_max_memory_percent(cb_config=continuous_batching_config,
@@ -123,7 +126,7 @@ def _make_cache_class():
                 guarantee_bytes=options.guarantee_bytes,
             )
             self.layout = self.kv.layout
-            self.num_blocks = num_blocks
+            self._virtual_num_blocks = num_blocks  # num_blocks (the property below)
             self.num_pages = num_blocks * self.block_size
             self.key_cache, self.value_cache, self.block_stride = _flat_layer_tensors(self.kv)
             self.cache_shape = tuple(self.key_cache[0].shape)
@@ -213,8 +216,9 @@ def _make_cache_class():
             return self._block_manager.release_cached()
 
         def __repr__(self) -> str:
-            return (f"KvpagerPagedAttentionCache(layout={self.layout}, num_blocks={self.num_blocks}, "
-                    f"block_size={self.block_size}, mapped_bytes={self.kv.mapped_bytes()})")
+            return (f"KvpagerPagedAttentionCache(layout={self.layout}, "
+                    f"num_blocks={self.num_blocks}, block_size={self.block_size}, "
+                    f"mapped_bytes={self.kv.mapped_bytes()})")
 
     # its public home (the package re-exports it)
     KvpagerPagedAttentionCache.__module__ = __package__
@@ -249,7 +253,8 @@ def _flat_layer_tensors(kv: KvCache):
     rows = ((kv.num_blocks - 1) * stride + 1) * kv.block_size
     shape = [rows, kv.kv_heads, kv.head_dim]
     strides = [kv.kv_heads * kv.head_dim, kv.head_dim, 1]
-    keys, values = [], []
+    keys: list[Any] = []
+    values: list[Any] = []
     for layer in range(kv.num_layers):
         for component, out in ((0, keys), (1, values)):
             offset = kv.tensor_offset(layer, component)

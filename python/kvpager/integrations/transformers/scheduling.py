@@ -20,6 +20,8 @@ what transformers raises (a request larger than the instance could ever hold) pa
 
 from __future__ import annotations
 
+import functools
+
 from .. import policy
 from .paged_cache import cache_class
 
@@ -96,13 +98,13 @@ def _pay_on_every_pass(clear_cancelled_requests, scheduler, cache, offloader):
     holding a prefix cache has no other pass in which to pay."""
     paid = policy.Throttle(0.02)
 
+    @functools.wraps(clear_cancelled_requests)
     def wrapped(*args, **kwargs):
         out = clear_cancelled_requests(*args, **kwargs)
         if paid.due() and _pay_what_is_owed(scheduler, cache, offloader):
             paid.mark()
         return out
 
-    wrapped.__wrapped__ = clear_cancelled_requests
     return wrapped
 
 
@@ -131,15 +133,17 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
 
     def wait(out):
         manager.note_held_back(True)
-        return ([],) + tuple(out[1:])
+        return ([], *out[1:])
 
+    @functools.wraps(schedule_batch)
     def wrapped(*args, **kwargs):
         before = manager.refusals
         manager.wanted = 0
         may_ask = manager.may_ask()
         out = schedule_batch(*args, **kwargs)
         denied = manager.wanted > 0  # a request was refused blocks in this pass
-        if getattr(scheduler, "waiting_requests", None) and may_ask and manager.short_of_guarantee():
+        waiting = getattr(scheduler, "waiting_requests", None)
+        if waiting and may_ask and manager.short_of_guarantee():
             manager.wanted = max(manager.wanted, _waiting_demand(scheduler, cache))
             manager.ask_for_room()
         while out[0] is None and offloader is not None and _offloading_would_help(scheduler, cache):
@@ -163,13 +167,13 @@ def _wait_on_refusal(schedule_batch, scheduler, cache, offloader=None):
             denied, cache.kv.owed_blocks(), manager.others_hold_room()))
         return out
 
-    wrapped.__wrapped__ = schedule_batch
     return wrapped
 
 
 def wrap_create_batch_processor(original):
     """ContinuousBatchingManager._create_batch_processor, hooking each processor built on a
     kvpager cache (see the module docstring)."""
+    @functools.wraps(original)
     def _create_batch_processor(self):
         processor = original(self)
         cache = getattr(processor, "cache", None)
@@ -187,5 +191,4 @@ def wrap_create_batch_processor(original):
                 cache.kv.set_unmap_stream(int(stream.cuda_stream))
         return processor
 
-    _create_batch_processor.__wrapped__ = original
     return _create_batch_processor

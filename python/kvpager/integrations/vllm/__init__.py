@@ -69,7 +69,8 @@ FINGERPRINTS: dict[str, str] = {
     "vllm.v1.core.block_pool:BlockPool": "092ed6c15c3bfcf3",
     "vllm.v1.core.block_pool:FreeKVCacheBlockQueue": "886bb60d97f22f85",
     "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.__init__": "47e83893925c44da",
-    "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate": "8e74eb2075033b94",
+    "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate":
+        "8e74eb2075033b94",
     "vllm.v1.core.kv_cache_manager:KVCacheManager.allocate_slots": "ad07182657498a47",
     "vllm.v1.core.sched.scheduler:Scheduler.schedule": "491d8fe7c9e3c94c",
     "vllm.v1.core.sched.scheduler:Scheduler.update_from_output": "844367185957e48a",

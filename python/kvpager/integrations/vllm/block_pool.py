@@ -31,7 +31,8 @@ Thread safety: like vLLM's BlockPool, used by the scheduler thread only.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from typing import Any
 
 from ..._kvpager import OutOfMemory, StateError, Timeout
 from .. import policy
@@ -41,7 +42,7 @@ __all__ = ["block_pool_class"]
 _DEBT_POLL_S = 0.01  # how often pay_debt() reads kvpager's statistics
 
 
-def block_pool_class(base, kv_source):
+def block_pool_class(base: Any, kv_source):
     """KvpagerBlockPool derived from vLLM's BlockPool ``base``; ``kv_source()`` returns the
     worker.WorkerKv whose blocks it hands out."""
 
@@ -90,7 +91,7 @@ def block_pool_class(base, kv_source):
                 if self._registered:
                     self.kv.count_evicted_blocks(n)
 
-        def _hold(self, ids: Iterable[int]) -> None:
+        def _hold(self, ids: Collection[int]) -> None:
             held = self._held
             for i in ids:
                 held[i] = 1
@@ -215,7 +216,8 @@ def block_pool_class(base, kv_source):
             release = []
             for block in ordered:
                 i = block.block_id
-                if block.ref_cnt == 0 and not block.is_null and block.block_hash is None and held[i]:
+                free = block.ref_cnt == 0 and not block.is_null and block.block_hash is None
+                if free and held[i]:
                     held[i] = 0  # a block listed twice is released once
                     release.append(i)
             if release:
@@ -224,7 +226,8 @@ def block_pool_class(base, kv_source):
 
         def _maybe_evict_cached_block(self, block) -> bool:
             evicted = super()._maybe_evict_cached_block(block)
-            if evicted and self._releasing_cached and block.ref_cnt == 0 and block.block_hash is None:
+            unused = block.ref_cnt == 0 and block.block_hash is None
+            if evicted and self._releasing_cached and unused:
                 self._release([block.block_id])
             return evicted
 

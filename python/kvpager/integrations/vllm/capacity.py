@@ -51,8 +51,9 @@ def virtual_bytes(
     min_blocks: int = 0,
 ) -> int:
     """The KV bytes to tell vLLM it has: enough for every block ``budget_bytes`` (the device's
-    memory, as the worker passes it; or the instance limit, when lower) could back, at most ``max_blocks`` blocks and at least ``min_blocks``
-    (what one request of the model's maximum length needs), in whole blocks."""
+    memory, as the worker passes it; or the instance limit, when lower) could back, at most
+    ``max_blocks`` blocks and at least ``min_blocks`` (what one request of the model's maximum
+    length needs), in whole blocks."""
     if bytes_per_block <= 0:
         raise ValueError(f"bytes_per_block must be positive, got {bytes_per_block}")
     cap = budget_bytes if limit_bytes <= 0 else min(budget_bytes, limit_bytes)

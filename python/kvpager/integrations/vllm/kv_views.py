@@ -31,7 +31,8 @@ def find_block_dim(shape: Sequence[int], num_blocks: int) -> int:
     for d in (0, 1):
         if len(shape) > d and shape[d] == num_blocks:
             return d
-    raise LayoutError(f"KV shape {tuple(shape)} has no {num_blocks}-block dimension first or second")
+    raise LayoutError(
+        f"KV shape {tuple(shape)} has no {num_blocks}-block dimension first or second")
 
 
 def attention_view(
@@ -78,6 +79,7 @@ def attention_view(
             "only in kvpager's per-layer layout (KVPAGER_LAYOUT=per-layer)"
         )
     if block_step % dtype_bytes:
-        raise LayoutError(f"block step {block_step} is not a multiple of the {dtype_bytes}-byte dtype")
+        raise LayoutError(
+            f"block step {block_step} is not a multiple of the {dtype_bytes}-byte dtype")
     strides[block_dim] = block_step // dtype_bytes
     return tuple(int(s) for s in shape), tuple(strides)

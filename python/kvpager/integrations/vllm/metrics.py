@@ -33,6 +33,7 @@ shared memory only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -133,10 +134,8 @@ def unregister_collectors() -> None:
 
     with _registered_lock:
         for collector in _registered.values():
-            try:
+            with contextlib.suppress(KeyError):
                 REGISTRY.unregister(collector)
-            except KeyError:
-                pass
         _registered.clear()
 
 

@@ -244,7 +244,8 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
     cell = page * len(tensors) if layout == "interleaved" else page
     handle = options.handle_bytes or max(_MIB2, _round_up(cell, _MIB2))
     model_config = vllm_config.model_config
-    name = capacity.instance_name(options.instance, model_config.served_model_name, model_config.model)
+    name = capacity.instance_name(options.instance, model_config.served_model_name,
+                                  model_config.model)
     import torch
 
     ordinal = device.index if device.index is not None else torch.cuda.current_device()
@@ -337,7 +338,7 @@ def reshape(original):
     ):
         kv = _current
         index = kv.raw_views.get(id(kv_raw_tensor)) if kv is not None else None
-        if index is None:
+        if kv is None or index is None:
             return original(
                 kv_raw_tensor, kv_cache_spec, kv_cache_shape, kv_cache_stride_order, num_blocks,
                 packing,
