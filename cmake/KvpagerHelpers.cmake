@@ -1,9 +1,15 @@
-# kvpager_add_library(NAME SOURCES... DEPS...): a layer library with the public include dir.
+# kvpager_add_library(NAME SOURCES... DEPS...): a layer library with the public include dir
+# (include/ here; <prefix>/include once installed). kvpager_kv is also kvpager::kv, the name
+# it has in the installed package (cmake/KvpagerInstall.cmake).
 function(kvpager_add_library name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
   add_library(${name} STATIC ${ARG_SOURCES})
-  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/include)
+  target_include_directories(${name} PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+                                            $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  string(REGEX REPLACE "^kvpager_" "" short "${name}")
+  set_target_properties(${name} PROPERTIES EXPORT_NAME ${short})
+  add_library(kvpager::${short} ALIAS ${name})
 endfunction()
 
 # kvpager_add_test(NAME SOURCES... DEPS... LABELS...): a GoogleTest binary registered with CTest.
