@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "kvpager/common/env_number.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
 
@@ -53,12 +54,7 @@ size_t blocks_handed_out(const BlockAllocator& a) {
 KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
   auto env = [](const char* name) { return std::getenv(name); };
   auto number = [](const char* name, const char* v) -> size_t {
-    char* end = nullptr;
-    const long long x = std::strtoll(v, &end, 10);
-    if (end == v || *end != '\0' || x < 0) {
-      throw InvalidArgument(std::string(name) + "='" + v + "' is not a non-negative integer");
-    }
-    return static_cast<size_t>(x);
+    return parse_env_number(name, v, "a non-negative integer");
   };
   if (const char* v = env("KVPAGER_LAYOUT")) {
     c.layout = parse_layout(v);

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "kvpager/common/env_number.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/limits/segment_format.hpp"
@@ -34,14 +35,8 @@ double plain_number(std::string_view text) {
 
 std::chrono::milliseconds env_milliseconds(const char* variable, const char* value, long low,
                                            long high) {
-  char* end = nullptr;
-  const long ms = std::strtol(value, &end, 10);
-  if (end == value || *end != '\0' || ms < low || ms > high) {
-    throw InvalidArgument(std::string(variable) + "='" + value +
-                          "' is not a number of milliseconds from " + std::to_string(low) + " to " +
-                          std::to_string(high));
-  }
-  return std::chrono::milliseconds(ms);
+  return std::chrono::milliseconds(
+      parse_env_number(variable, value, "a number of milliseconds", low, high));
 }
 
 }  // namespace
@@ -154,13 +149,9 @@ RegistryConfig registry_config_from_env(RegistryConfig c) {
     c.prefix = v;
   }
   if (const char* v = std::getenv("KVPAGER_SHM_MODE")) {
-    char* end = nullptr;
-    const long m = std::strtol(v, &end, 8);
-    if (end == v || *end != '\0' || m < 0 || m > 0777 || (m & 0600) != 0600) {
-      throw InvalidArgument(std::string("KVPAGER_SHM_MODE='") + v +
-                            "' is not an octal file mode from 0600 to 0777 with owner rw");
-    }
-    c.mode = static_cast<uint32_t>(m);
+    // every mode from 0600 to 0777 lets the owner read and write
+    c.mode = static_cast<uint32_t>(
+        parse_env_number("KVPAGER_SHM_MODE", v, "an octal file mode with owner rw", 0600, 0777, 8));
   }
   if (const char* v = std::getenv("KVPAGER_GPU_UTILIZATION")) {
     parse_budget(v, 1ull << 40);  // validate the form now; the device total comes later

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "kvpager/common/env_number.hpp"
 #include "kvpager/common/error.hpp"
 
 namespace kvpager::tp {
@@ -49,12 +50,7 @@ constexpr OpName kOps[] = {{"create", vmm::BackendOp::kCreate},
 uint64_t env_number(const char* name, uint64_t fallback) {
   const char* v = std::getenv(name);
   if (v == nullptr) return fallback;
-  char* end = nullptr;
-  const unsigned long long n = std::strtoull(v, &end, 10);
-  if (*v == '\0' || *end != '\0') {
-    throw InvalidArgument(std::string(name) + "='" + v + "' is not a non-negative integer");
-  }
-  return n;
+  return parse_env_number(name, v, "a non-negative integer");
 }
 }  // namespace
 

@@ -1,5 +1,7 @@
+#include <climits>
 #include <cstdlib>
 
+#include "kvpager/common/env_number.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/vmm/backend.hpp"
@@ -19,14 +21,12 @@ BackendChoice parse_backend_choice(const std::string& name) {
 BackendConfig backend_config_from_env(BackendConfig config) {
   if (const char* v = std::getenv("KVPAGER_BACKEND")) config.choice = parse_backend_choice(v);
   if (const char* v = std::getenv("KVPAGER_DEVICE")) {
-    try {
-      config.device = std::stoi(v);
-    } catch (const std::exception&) {
-      throw InvalidArgument(std::string("KVPAGER_DEVICE='") + v + "' is not a device number");
-    }
+    config.device =
+        static_cast<int>(parse_env_number("KVPAGER_DEVICE", v, "a device number", 0, INT_MAX));
   }
   if (const char* v = std::getenv("KVPAGER_SHAREABLE_HANDLES")) {
-    config.cuda_shareable_handles = std::string(v) == "1";
+    config.cuda_shareable_handles =
+        parse_env_number("KVPAGER_SHAREABLE_HANDLES", v, "a flag", 0, 1) != 0;
   }
   if (const char* v = std::getenv("KVPAGER_HOST_GRANULARITY"))
     config.host_granularity = parse_size(v);
