@@ -49,18 +49,6 @@ const std::set<std::string>& known_keys() {
 
 }  // namespace
 
-const char* attention_name(AttentionKind kind) {
-  switch (kind) {
-    case AttentionKind::kMHA:
-      return "MHA";
-    case AttentionKind::kGQA:
-      return "GQA";
-    case AttentionKind::kMLA:
-      return "MLA";
-  }
-  return "?";
-}
-
 void ModelArchitecture::validate() const {
   const std::string where = (source.empty() ? "model " + name : source.string()) + ": ";
   auto fail = [&](const std::string& field, const std::string& problem) {

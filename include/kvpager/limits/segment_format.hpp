@@ -1,5 +1,5 @@
 #pragma once
-// The binary format of the registry segments under /dev/shm (one file each, version 2).
+// The binary format of the registry segments under /dev/shm, one file each (version: kVersion).
 //
 //   <prefix>inst-<name>   one per KvCache instance (model process or TP group): identity,
 //                         the limit others may set, and what the instance publishes.

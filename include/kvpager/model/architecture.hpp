@@ -43,8 +43,6 @@ struct ModelArchitecture {
   void validate() const;
 };
 
-const char* attention_name(AttentionKind kind);  // "MHA" | "GQA" | "MLA"
-
 // Reads a model file. Accepts NIXL KVBench's keys beside kvpager's (`model` for `model_name`,
 // `query_head_dimension`, `rope_mla_dimension`, `mla_latent_vector_dimension`, and Llama's
 // `num_query_heads_with_mha` with `gqa_num_queries_in_group`: num_kv_heads = heads / group);

@@ -222,12 +222,6 @@ EtcdKeyGuard::~EtcdKeyGuard() {
     } catch (...) {
     }
   }
-  for (const auto& p : prefixes_) {
-    try {
-      client_.erase_prefix(p);
-    } catch (...) {
-    }
-  }
 }
 
 }  // namespace kvpager::transfer

@@ -27,7 +27,7 @@ class EtcdClient {
   std::optional<std::string> get(const std::string& key);
   std::map<std::string, std::string> get_prefix(const std::string& prefix);
   // Creates `key` only if it does not exist; true when this call created it.
-  bool create(const std::string& key, const std::string& value);
+  [[nodiscard]] bool create(const std::string& key, const std::string& value);
   void erase(const std::string& key);
   void erase_prefix(const std::string& prefix);
 
@@ -55,12 +55,10 @@ class EtcdKeyGuard {
   EtcdKeyGuard(const EtcdKeyGuard&) = delete;
   EtcdKeyGuard& operator=(const EtcdKeyGuard&) = delete;
   void own(const std::string& key) { keys_.push_back(key); }
-  void own_prefix(const std::string& prefix) { prefixes_.push_back(prefix); }
 
  private:
   EtcdClient& client_;
   std::vector<std::string> keys_;
-  std::vector<std::string> prefixes_;
 };
 
 }  // namespace kvpager::transfer
