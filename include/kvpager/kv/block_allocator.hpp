@@ -30,15 +30,16 @@ class BlockAllocator {
 
   // Takes n blocks from mapped pages, all or nothing: false (nothing changed) if fewer than n
   // are free in mapped pages.
-  bool try_alloc(size_t n, std::span<BlockId> out);
+  [[nodiscard]] bool try_alloc(size_t n, std::span<BlockId> out);
   void free(std::span<const BlockId> ids);
   // Marks one block permanently in use (the null block). Its page must be mapped.
   void reserve_block(BlockId id);
 
   // Page lifecycle, driven by KvCache around KvSpace::map_page / unmap_page.
-  std::optional<uint32_t> claim_unmapped_page();     // lowest unmapped page -> kMapping
-  void finish_mapping(uint32_t page, bool success);  // kMapping -> kMapped or kUnmapped
-  std::optional<uint32_t> claim_free_page();  // a mapped page with no used block -> kUnmapping
+  [[nodiscard]] std::optional<uint32_t> claim_unmapped_page();  // lowest unmapped page -> kMapping
+  void finish_mapping(uint32_t page, bool success);             // kMapping -> kMapped or kUnmapped
+  [[nodiscard]] std::optional<uint32_t>
+  claim_free_page();  // a mapped page with no used block -> kUnmapping
   void finish_unmapping(uint32_t page, bool success);
 
   size_t free_mapped_blocks() const { return free_mapped_blocks_; }

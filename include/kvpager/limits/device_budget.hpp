@@ -100,8 +100,8 @@ class DeviceBudget {
   // device sum, plus what the other members' live claims keep, within the budget. When the
   // budget refuses, dead members are reclaimed and the check repeated; a final refusal claims
   // (below the guarantee) and bumps the pressure counter (returned in *pressure).
-  ChargeResult try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
-                          uint64_t instance_limit, uint64_t* pressure = nullptr);
+  [[nodiscard]] ChargeResult try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
+                                        uint64_t instance_limit, uint64_t* pressure = nullptr);
   // Removes up to `bytes` from the slot's charge (never below zero). Lock-free, never throws.
   uint64_t uncharge(uint32_t slot, uint64_t bytes) noexcept;
 

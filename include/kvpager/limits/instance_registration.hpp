@@ -46,7 +46,7 @@ class InstanceRegistration final : public MemoryBudget,
   InstanceRegistration& operator=(const InstanceRegistration&) = delete;
 
   // MemoryBudget: the charge against min(instance limit, device budget).
-  bool try_charge(uint64_t bytes) override;
+  [[nodiscard]] bool try_charge(uint64_t bytes) override;
   void uncharge(uint64_t bytes) override;
   uint64_t limit_bytes() const override;
   uint64_t charged_bytes() const override;

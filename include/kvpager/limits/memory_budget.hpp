@@ -17,7 +17,7 @@ class MemoryBudget {
   virtual ~MemoryBudget() = default;
   // Adds `bytes` to the charge if it stays within the limit; returns false (and changes
   // nothing) otherwise.
-  virtual bool try_charge(uint64_t bytes) = 0;
+  [[nodiscard]] virtual bool try_charge(uint64_t bytes) = 0;
   virtual void uncharge(uint64_t bytes) = 0;
   virtual uint64_t limit_bytes() const = 0;
   virtual uint64_t charged_bytes() const = 0;
@@ -40,7 +40,7 @@ class LocalBudget final : public MemoryBudget {
  public:
   explicit LocalBudget(uint64_t limit = std::numeric_limits<uint64_t>::max()) : limit_(limit) {}
 
-  bool try_charge(uint64_t bytes) override;
+  [[nodiscard]] bool try_charge(uint64_t bytes) override;
   void uncharge(uint64_t bytes) override;
   uint64_t limit_bytes() const override { return limit_.load(std::memory_order_relaxed); }
   uint64_t charged_bytes() const override { return charged_.load(std::memory_order_relaxed); }

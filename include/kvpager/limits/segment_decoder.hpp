@@ -53,8 +53,9 @@ struct DeviceRecord {
 };
 
 // `bytes` must be 8-byte aligned (a mapping, or FileCopy::bytes()).
-bool decode_instance(std::span<const std::byte> bytes, InstanceRecord* out,
-                     std::string* why) noexcept;
-bool decode_device(std::span<const std::byte> bytes, DeviceRecord* out, std::string* why) noexcept;
+[[nodiscard]] bool decode_instance(std::span<const std::byte> bytes, InstanceRecord* out,
+                                   std::string* why) noexcept;
+[[nodiscard]] bool decode_device(std::span<const std::byte> bytes, DeviceRecord* out,
+                                 std::string* why) noexcept;
 
 }  // namespace kvpager::limits

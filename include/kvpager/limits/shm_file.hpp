@@ -68,6 +68,7 @@ struct FileCopy {
 
 // Reads at most `max_bytes + 1` bytes of `path` (so an oversized file is visible as such).
 // Returns nullopt and sets `why` when the file cannot be opened or is not a regular file.
-std::optional<FileCopy> read_file_copy(const std::string& path, size_t max_bytes, std::string* why);
+[[nodiscard]] std::optional<FileCopy> read_file_copy(const std::string& path, size_t max_bytes,
+                                                     std::string* why);
 
 }  // namespace kvpager::limits
