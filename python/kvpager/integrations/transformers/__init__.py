@@ -78,11 +78,12 @@ from .paged_cache import cache_class as _cache_class
 from .paged_cache import caches
 from .scheduling import _pay_what_is_owed, wrap_create_batch_processor
 
+# What `from ... import *` gives. Not KvpagerPagedAttentionCache: it is built on first use from
+# the installed transformers (module __getattr__ below), so it is reached by name only.
 __all__ = [
     "WRITTEN_FOR",
     "IncompatibleTransformers",
     "KvpagerOptions",
-    "KvpagerPagedAttentionCache",
     "caches",
     "check_compatibility",
     "current_fingerprints",
