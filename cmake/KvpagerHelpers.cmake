@@ -12,11 +12,13 @@ function(kvpager_add_library name)
   add_library(kvpager::${short} ALIAS ${name})
 endfunction()
 
-# kvpager_add_test(NAME SOURCES... DEPS... LABELS...): a GoogleTest binary registered with CTest.
-# Labels: unit (ASan+UBSan run), concurrency (TSan run), gpu (needs a CUDA device; skips
-# with a message otherwise), multiprocess.
+# kvpager_add_test(NAME [BINARY] SOURCES... DEPS... LABELS...): a GoogleTest binary registered
+# with CTest. Labels: unit (ASan+UBSan run), concurrency (TSan run), gpu (needs a CUDA device;
+# skips with a message otherwise), multiprocess. BINARY: the test runs the kvpager binary
+# (KVPAGER_BINARY), which is then built with it and in its REQUIRED_FILES, so that a build of
+# one label's tests (scripts/label_targets.py) includes it.
 function(kvpager_add_test name)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "BINARY" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main Threads::Threads)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
@@ -27,4 +29,8 @@ function(kvpager_add_test name)
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
                        ENVIRONMENT "KVPAGER_BINARY=$<TARGET_FILE:kvpager>;KVPAGER_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
                        SKIP_RETURN_CODE 77)
+  if(ARG_BINARY)
+    add_dependencies(${name} kvpager)
+    set_tests_properties(${name} PROPERTIES REQUIRED_FILES $<TARGET_FILE:kvpager>)
+  endif()
 endfunction()

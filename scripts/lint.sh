@@ -6,12 +6,30 @@
 # configured in pyproject.toml). Needs clang-format and cppcheck (scripts/setup.sh installs
 # them); ruff and mypy (Debian 12 packages neither) come from PyPI, at the versions pinned here,
 # into a virtual environment of their own (LINT_VENV, default build-lint/venv; kept while the
-# pins match). Exit 1 on a finding.
+# pins match; --prepare installs them and stops). Exit 1 on a finding.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
 RUFF_VERSION=0.17.6
 MYPY_VERSION=2.4.1
+venv=${LINT_VENV:-build-lint/venv}
+install_python_tools() {
+  local pins="ruff==$RUFF_VERSION mypy==$MYPY_VERSION"
+  [ "$(cat "$venv/pins" 2>/dev/null)" = "$pins" ] && return 0
+  rm -rf "$venv"
+  # shellcheck disable=SC2086 # two requirements
+  if ! /usr/bin/python3 -m venv "$venv" ||
+    ! "$venv/bin/pip" install -q --disable-pip-version-check $pins; then
+    echo "lint: cannot install $pins into $venv" >&2
+    return 1
+  fi
+  echo "$pins" >"$venv/pins"
+}
+# --prepare: only install ruff and mypy (network: scripts/test.sh does it while build/ compiles)
+if [ "${1:-}" = --prepare ]; then
+  install_python_tools
+  exit
+fi
 mapfile -t files < <(git ls-files '*.cpp' '*.hpp' '*.cu' '*.cuh' | grep -v '/dlpack\.h$')
 if ! clang-format --dry-run -Werror "${files[@]}" 2>/tmp/kvpager-format.$$; then
   echo "lint: files not formatted (clang-format -i FILE):"
@@ -24,17 +42,7 @@ if ! cppcheck -q --std=c++20 --language=c++ --enable=warning --inline-suppr --er
   echo "lint: cppcheck found the above"
   status=1
 fi
-venv=${LINT_VENV:-build-lint/venv}
-pins="ruff==$RUFF_VERSION mypy==$MYPY_VERSION"
-if [ "$(cat "$venv/pins" 2>/dev/null)" != "$pins" ]; then
-  rm -rf "$venv"
-  if ! /usr/bin/python3 -m venv "$venv" ||
-     ! "$venv/bin/pip" install -q --disable-pip-version-check $pins; then
-    echo "lint: cannot install $pins into $venv" >&2
-    exit 1
-  fi
-  echo "$pins" >"$venv/pins"
-fi
+install_python_tools || exit 1
 if ! "$venv/bin/ruff" check -q .; then
   echo "lint: ruff found the above (pyproject.toml [tool.ruff])"
   status=1

@@ -7,15 +7,23 @@
 # (the module, the kv stack it compiles and the command's registry commands, Release).
 # Env: WHEEL_DIR (default build-wheel; its cmake/ keeps the build for the next run),
 # PYTHON (default /usr/bin/python3).
+# --prepare: only make the build environment (network, little CPU: scripts/test.sh does it while
+# build/ compiles); a later run uses it once, then makes a fresh one again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mkdir -p "${WHEEL_DIR:-build-wheel}" && cd "${WHEEL_DIR:-build-wheel}" && pwd)
 py=${PYTHON:-/usr/bin/python3}
-rm -rf "$dir/venv-build" "$dir/venv" "$dir/dist"
+rm -rf "$dir/venv" "$dir/dist"
 
-echo "wheel: build environment ($dir/venv-build) with scikit-build-core"
-"$py" -m venv "$dir/venv-build"
-"$dir/venv-build/bin/pip" install -q --disable-pip-version-check "scikit-build-core>=0.10"
+if [ "${1:-}" = --prepare ] || [ ! -f "$dir/venv-build/prepared" ]; then
+  echo "wheel: build environment ($dir/venv-build) with scikit-build-core"
+  rm -rf "$dir/venv-build"
+  "$py" -m venv "$dir/venv-build"
+  "$dir/venv-build/bin/pip" install -q --disable-pip-version-check "scikit-build-core>=0.10"
+  touch "$dir/venv-build/prepared"
+  [ "${1:-}" = --prepare ] && exit 0
+fi
+rm "$dir/venv-build/prepared"  # used once: the next run builds in a fresh environment
 
 echo "wheel: pip wheel ."
 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$dir/venv-build/bin/pip" wheel . -q --no-deps \
