@@ -15,9 +15,9 @@ endfunction()
 # kvpager_add_test(NAME [BINARY] SOURCES... DEPS... LABELS...): a GoogleTest binary registered
 # with CTest. Labels: unit (ASan+UBSan run), concurrency (TSan run), gpu (needs a CUDA device;
 # skips with a message otherwise), multiprocess; besides, for tests that are no GoogleTest
-# binary: script (runs the project's scripts), static (compiles, runs nothing). BINARY: the test runs the kvpager binary
-# (KVPAGER_BINARY), which is then built with it and in its REQUIRED_FILES, so that a build of
-# one label's tests (scripts/label_targets.py) includes it.
+# binary: script (runs the project's scripts), static (compiles, runs nothing).
+# BINARY: the test runs the kvpager binary (KVPAGER_BINARY), which is then built with it and in
+# its REQUIRED_FILES, so that a build of one label's tests (scripts/label_targets.py) has it.
 function(kvpager_add_test name)
   cmake_parse_arguments(ARG "BINARY" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
