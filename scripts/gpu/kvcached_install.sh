@@ -17,12 +17,14 @@ build() {  # sdist -> built in place under $work; prints its directory
   tar -xzf "$1" -C "$work"
   local dir="$work/$(basename "$1" .tar.gz)"
   (cd "$dir" && python3 setup.py build_ext --inplace >"$work/$(basename "$dir").log" 2>&1) ||
-    { tail -20 "$work/$(basename "$dir").log"; return 1; }
+    { tail -20 "$work/$(basename "$dir").log" >&2; return 1; }
   echo "$dir"
 }
-paths+=("$(build "$kc"/deps/posix_ipc-*.tar.gz)")
+d=$(build "$kc"/deps/posix_ipc-*.tar.gz) || { echo "kvcached: posix_ipc build failed" >&2; exit 1; }
+paths+=("$d")
 if ! PYTHONPATH="$site" python3 -c 'import wrapt' 2>/dev/null; then
-  d=$(build "$kc"/deps/wrapt-*.tar.gz); paths+=("$d/src")
+  d=$(build "$kc"/deps/wrapt-*.tar.gz) || { echo "kvcached: wrapt build failed" >&2; exit 1; }
+  paths+=("$d/src")
 fi
 (cd "$kc/src" && PYTHONPATH="$site" python3 setup.py build_ext --inplace >"$work/kvcached.log" 2>&1) ||
   { tail -30 "$work/kvcached.log"; exit 1; }
