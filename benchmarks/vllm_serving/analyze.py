@@ -35,7 +35,6 @@ sys.path.insert(0, os.path.join(HERE, "..", "serving"))
 
 import driver  # benchmarks/serving: percentile
 import pooled  # benchmarks/serving: bootstrap over pairs
-
 import tables
 
 

@@ -217,9 +217,10 @@ class ServerGroup:
     """Servers started one after another (vLLM profiles memory at start: servers starting at
     once would see each other's allocations), all stopped on exit, however it is left."""
 
-    def __init__(self, specs: list, base_env: dict, work: str, ready_timeout_s: float = 600.0):
+    def __init__(self, specs: list, base_env: dict, work: str, ready_timeout_s: float = 600.0,
+                 stop_grace_s: float = 30.0):
         self.specs, self.base_env, self.work = specs, base_env, work
-        self.ready_timeout_s = ready_timeout_s
+        self.ready_timeout_s, self.stop_grace_s = ready_timeout_s, stop_grace_s
         self.servers: list = []
         self.gc_output = None
 
@@ -239,7 +240,7 @@ class ServerGroup:
 
     def __exit__(self, *exc) -> bool:
         for server in reversed(self.servers):
-            server.stop()
+            server.stop(self.stop_grace_s)
         if any(is_kvpager(s.system) for s in self.specs):
             self.gc_output = kvpager_gc(self.base_env)
         return False
