@@ -24,6 +24,7 @@ summary per benchmark, with plots and markdown tables.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -41,7 +42,7 @@ import tables
 def load(paths) -> list:
     runs = []
     for path in paths:
-        with open(path) as f:
+        with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
             runs += [json.loads(line) for line in f if line.strip()]
     return runs
 
@@ -274,7 +275,7 @@ def summarize(runs: list) -> tuple:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", nargs="+", help="run.py's .jsonl files")
+    p.add_argument("results", nargs="+", help="run.py's .jsonl files (or .jsonl.gz)")
     p.add_argument("--json", help="write the summary here")
     p.add_argument("--plots", help="PNG folder")
     p.add_argument("--markdown", help="write the markdown tables here")

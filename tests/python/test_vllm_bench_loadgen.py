@@ -3,85 +3,19 @@ completion format (SSE `data: {...}` chunks with choices[0].token_ids, a final u
 `data: [DONE]`, chunked transfer encoding) with injected delays. A test fixture only: no result
 ever comes from it. Pure Python (CI)."""
 
-import json
 import os
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "benchmarks", "vllm_serving"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "benchmarks", "serving"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import loadgen
 import workload
-
-
-class FakeVllm(ThreadingHTTPServer):
-    """first_s before the first token, then itl_s between tokens; ``slow`` maps request ids'
-    prompt lengths to an extra first-token delay. Records each request's body and arrival."""
-
-    daemon_threads = True
-
-    def __init__(self, first_s=0.2, itl_s=0.05, slow=None, status=200):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.first_s, self.itl_s, self.slow, self.status = first_s, itl_s, slow or {}, status
-        self.received = []  # (time.perf_counter(), body)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
-
-    def endpoint(self, model="fake"):
-        return loadgen.Endpoint("127.0.0.1", self.server_address[1], model)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def _chunk(self, data: bytes):
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        srv = self.server
-        srv.received.append((time.perf_counter(), body))
-        if srv.status != 200:
-            text = b'{"error": {"message": "boom"}}'
-            self.send_response(srv.status)
-            self.send_header("Content-Length", str(len(text)))
-            self.end_headers()
-            self.wfile.write(text)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        time.sleep(srv.first_s + srv.slow.get(len(body["prompt"]), 0.0))
-        for i in range(body["max_tokens"]):
-            if i:
-                time.sleep(srv.itl_s)
-            event = {"id": "cmpl-1", "object": "text_completion", "model": body["model"],
-                     "choices": [{"index": 0, "text": "", "token_ids": [100 + i], "finish_reason": None}]}
-            self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
-        usage = {"id": "cmpl-1", "choices": [], "usage": {
-            "prompt_tokens": len(body["prompt"]), "completion_tokens": body["max_tokens"],
-            "total_tokens": len(body["prompt"]) + body["max_tokens"], "prompt_tokens_details": {"cached_tokens": 16}}}
-        self._chunk(b"data: " + json.dumps(usage).encode() + b"\n\n")
-        self._chunk(b"data: [DONE]\n\n")
-        self._chunk(b"")
+from vllm_bench_fake_server import FakeVllm
 
 
 def _jobs(server, arrivals, prompt_lens, max_tokens):

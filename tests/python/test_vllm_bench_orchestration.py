@@ -192,3 +192,37 @@ def test_the_call_timer_counts_kvpager_calls_in_a_process(tmp_path):
     assert data["methods"]["alloc"]["calls"] == 50 and data["methods"]["free"]["calls"] == 50
     assert 0 < data["methods"]["alloc"]["seconds"] < 1
     assert data["stats"]["alloc_calls"] == 50
+
+
+def test_run_py_end_to_end_on_fake_servers_then_analyze(tmp_path, monkeypatch):
+    """run.py's flow (servers per slot, warm-up, open-loop run, samples, /metrics, JSON lines)
+    with the test's fake server in place of `vllm serve`, then analyze.py over its output."""
+    import analyze
+    import run
+
+    fake = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vllm_bench_fake_server.py")
+    monkeypatch.setattr(servers, "serve_command",
+                        lambda spec, python=sys.executable: [python, fake, str(spec.port), spec.name])
+    out = tmp_path / "out"
+    common = ["--out", str(out), "--work", str(tmp_path / "work"), "--port-base", str(_free_port()),
+              "--input-len", "8", "16", "--output-len", "2", "4", "--sample-interval", "0.2"]
+    assert run.main(["multimodel", *common, "--systems", "stock", "kvcached", "--phase-s", "1",
+                     "--peak-rate", "10", "--low-rate", "1", "--quiet-s", "0.5", "--idle-s", "0.3",
+                     "--no-kvcached-ballast"]) == 0
+    assert run.main(["overhead", *common, "--systems", "stock", "kvcached", "--rates", "5", "10",
+                     "--duration", "1", "--together"]) == 0
+    runs = analyze.load([str(out / "multimodel.jsonl"), str(out / "overhead.jsonl")])
+    mm = [r for r in runs if r["bench"] == "multimodel"]
+    assert [r["system"] for r in mm] == ["stock", "kvcached", "kvcached", "stock"]
+    assert len({r["trace"] for r in mm}) == 1
+    assert all(r["summary"][s]["failed"] == 0 for r in mm for s in r["servers"])
+    assert all(r["meta"]["command"] for r in runs)
+    over = [r for r in runs if r["bench"] == "overhead"]
+    assert [(r["rate"], r["system"]) for r in over] == [(5, "stock"), (5, "kvcached"), (5, "kvcached"), (5, "stock"),
+                                                        (10, "stock"), (10, "kvcached"), (10, "kvcached"), (10, "stock")]
+    summary, _ = analyze.summarize(runs)
+    assert summary["trace_mismatches"] == []
+    assert summary["multimodel"]["ratios"] == []  # ratios are against kvpager, which did not run
+    assert {r["system"] for r in summary["multimodel"]["p99_peak_ttft"]} == {"stock", "kvcached"}
+    hits = {r["system"]: r["hit_rate"] for r in analyze.prefix(mm)}
+    assert hits["stock"] == pytest.approx(0.3)  # the fake's counters: 30 hits per 100 queries
