@@ -73,6 +73,8 @@ def system_env(args, system: str) -> dict:
     """The base environment of one system's servers: a registry namespace of their own for the
     kvpager systems (no two systems pool shares into one budget)."""
     env = dict(os.environ)
+    if args.model_runner == "v1":
+        env["VLLM_USE_V2_MODEL_RUNNER"] = "0"
     if servers.is_kvpager(system):
         env["KVPAGER_SHM_PREFIX"] = f"kvb{os.getpid()}-{system}-"
     return env
@@ -326,6 +328,9 @@ def main(argv=None) -> int:
     common.add_argument("--slots", help="run only these slots of the repetition: 'i', 'i:j'")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--enforce-eager", action="store_true", help="every system without CUDA graphs")
+    common.add_argument("--model-runner", choices=["default", "v1"], default="default",
+                        help="v1: VLLM_USE_V2_MODEL_RUNNER=0 for every system (kvcached patches V1's "
+                             "runner only; docs/benchmarks.md)")
     common.add_argument("--port-base", type=int, default=18100)
     common.add_argument("--ready-timeout", type=float, default=420)
     common.add_argument("--request-timeout", type=float, default=300)
