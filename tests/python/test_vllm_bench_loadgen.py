@@ -8,14 +8,16 @@ import sys
 
 import pytest
 
-SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR",
+                            os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "benchmarks", "vllm_serving"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "benchmarks", "serving"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import loadgen
-import workload
-from vllm_bench_fake_server import FakeVllm
+import loadgen  # noqa: E402 - after the sys.path insert above
+import workload  # noqa: E402 - after the sys.path insert above
+
+from vllm_bench_fake_server import FakeVllm  # noqa: E402 - after the sys.path insert above
 
 
 def _jobs(server, arrivals, prompt_lens, max_tokens):
@@ -25,7 +27,8 @@ def _jobs(server, arrivals, prompt_lens, max_tokens):
 
 def test_measured_ttft_itl_and_e2e_match_the_injected_delays_and_the_body_is_vllms():
     with FakeVllm(first_s=0.2, itl_s=0.05) as srv:
-        _, records = loadgen.run_open_loop(_jobs("a", [0.0, 0.1], [32, 40], 8), {"a": srv.endpoint("m-a")})
+        _, records = loadgen.run_open_loop(_jobs("a", [0.0, 0.1], [32, 40], 8),
+                                           {"a": srv.endpoint("m-a")})
         bodies = [b for _, b in srv.received]
     for rec in records:
         r = rec.to_json()
@@ -37,7 +40,8 @@ def test_measured_ttft_itl_and_e2e_match_the_injected_delays_and_the_body_is_vll
         assert r["output_tokens"] == 8 and r["completion_tokens"] == 8 and r["cached_tokens"] == 16
         assert r["prompt_tokens"] == rec.prompt_len
     body = bodies[0]
-    assert body["model"] == "m-a" and body["prompt"] == list(range(10, 42)) and body["max_tokens"] == 8
+    assert body["model"] == "m-a" and body["prompt"] == list(range(10, 42))
+    assert body["max_tokens"] == 8
     assert body["stream"] is True and body["ignore_eos"] is True and body["temperature"] == 0
     assert body["stream_options"] == {"include_usage": True}
     summary = loadgen.summarize(records)
@@ -61,7 +65,8 @@ def test_arrivals_are_open_loop_a_slow_request_does_not_delay_later_sends():
 
 def test_several_servers_from_one_trace():
     with FakeVllm(first_s=0.05, itl_s=0.01) as a, FakeVllm(first_s=0.3, itl_s=0.01) as b:
-        jobs = sorted(_jobs("a", [0.0, 0.1], [10, 10], 3) + _jobs("b", [0.05], [10], 3), key=lambda j: j[1].arrival_s)
+        jobs = sorted(_jobs("a", [0.0, 0.1], [10, 10], 3) + _jobs("b", [0.05], [10], 3),
+                      key=lambda j: j[1].arrival_s)
         _, records = loadgen.run_open_loop(jobs, {"a": a.endpoint("ma"), "b": b.endpoint("mb")})
         assert len(a.received) == 2 and len(b.received) == 1
         assert b.received[0][1]["model"] == "mb"
@@ -75,12 +80,14 @@ def test_http_errors_and_unreachable_servers_are_failed_requests_not_crashes():
     with FakeVllm(status=500) as srv:
         _, records = loadgen.run_open_loop(_jobs("a", [0.0], [10], 2), {"a": srv.endpoint()})
     assert records[0].error.startswith("HTTP 500") and "boom" in records[0].error
-    _, records = loadgen.run_open_loop(_jobs("a", [0.0], [10], 2), {"a": loadgen.Endpoint("127.0.0.1", 1, "x")})
+    _, records = loadgen.run_open_loop(_jobs("a", [0.0], [10], 2),
+                                       {"a": loadgen.Endpoint("127.0.0.1", 1, "x")})
     assert records[0].error and "ConnectionRefused" in records[0].error
     assert loadgen.summarize(records)["completed"] == 0
 
 
 def test_requests_past_the_timeout_are_cancelled_and_recorded():
     with FakeVllm(first_s=2.0) as srv:
-        _, records = loadgen.run_open_loop(_jobs("a", [0.0], [10], 2), {"a": srv.endpoint()}, timeout_s=0.3)
+        _, records = loadgen.run_open_loop(_jobs("a", [0.0], [10], 2), {"a": srv.endpoint()},
+                                           timeout_s=0.3)
     assert records[0].error.startswith("unfinished")

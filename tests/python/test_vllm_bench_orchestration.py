@@ -12,20 +12,21 @@ import time
 
 import pytest
 
-SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR",
+                            os.path.join(os.path.dirname(__file__), "..", ".."))
 BENCH = os.path.realpath(os.path.join(SOURCE_DIR, "benchmarks", "vllm_serving"))
 sys.path.insert(0, BENCH)
 
-import model_dirs
-import order
-import servers
-import traces
+import model_dirs  # noqa: E402 - after the sys.path insert above
+import order  # noqa: E402 - after the sys.path insert above
+import servers  # noqa: E402 - after the sys.path insert above
+import traces  # noqa: E402 - after the sys.path insert above
 
 
 def _staggered(seed):
-    return traces.staggered_jobs(["a", "b", "c"], [1000, 2000, 3000], phase_s=5, peak_rate=6, low_rate=0.5,
-                                 quiet_s=5, input_len=(16, 64), output_len=(4, 8), seed=seed,
-                                 shared_prefix=(2, 8))
+    return traces.staggered_jobs(["a", "b", "c"], [1000, 2000, 3000], phase_s=5, peak_rate=6,
+                                 low_rate=0.5, quiet_s=5, input_len=(16, 64), output_len=(4, 8),
+                                 seed=seed, shared_prefix=(2, 8))
 
 
 def test_the_same_seed_gives_every_system_the_same_trace_and_another_seed_another():
@@ -34,8 +35,11 @@ def test_the_same_seed_gives_every_system_the_same_trace_and_another_seed_anothe
     assert [(s, r.to_json()) for s, r in a] == [(s, r.to_json()) for s, r in b]
     assert traces.fingerprint(_staggered(traces.trace_seed(0, 2))) != traces.fingerprint(a)
     p1 = traces.poisson_jobs("llm", 4, 10, (8, 16), (2, 4), 500, 7)
-    assert traces.fingerprint(p1) == traces.fingerprint(traces.poisson_jobs("llm", 4, 10, (8, 16), (2, 4), 500, 7))
-    assert traces.fingerprint(p1) != traces.fingerprint(traces.poisson_jobs("llm", 4, 10, (8, 16), (2, 4), 500, 8))
+    def poisson(seed):
+        return traces.poisson_jobs("llm", 4, 10, (8, 16), (2, 4), 500, seed)
+
+    assert traces.fingerprint(p1) == traces.fingerprint(poisson(7))
+    assert traces.fingerprint(p1) != traces.fingerprint(poisson(8))
 
 
 def test_staggered_bursts_peak_in_their_own_phase_and_share_prefixes():
@@ -66,21 +70,24 @@ def test_serve_command_and_environment_per_system(tmp_path):
     d = model_dirs.model_dir("qwen3-0.6b", str(tmp_path))
     with open(os.path.join(d, "config.json")) as f:
         config = json.load(f)
-    assert config["architectures"] == ["Qwen3ForCausalLM"] and not any(k.startswith("_") for k in config)
+    assert config["architectures"] == ["Qwen3ForCausalLM"]
+    assert not any(k.startswith("_") for k in config)
     spec = servers.ServerSpec("m0", d, 18000, "stock", 1 << 30, enforce_eager=True)
     cmd = servers.serve_command(spec, "python3")
-    for flag in ("--load-format", "dummy", "--skip-tokenizer-init", "--enforce-eager", "--served-model-name",
-                 "--kv-cache-memory-bytes", str(1 << 30)):
+    for flag in ("--load-format", "dummy", "--skip-tokenizer-init", "--enforce-eager",
+                 "--served-model-name", "--kv-cache-memory-bytes", str(1 << 30)):
         assert flag in cmd
     base = {"PATH": "/bin", "KVPAGER_VLLM": "1", "ENABLE_KVCACHED": "true", "PYTHONPATH": "/site"}
     stock = servers.server_env(spec, base, str(tmp_path))
     assert "KVPAGER_VLLM" not in stock and "ENABLE_KVCACHED" not in stock
     spec.system = "kvcached"
     kvc = servers.server_env(spec, base, str(tmp_path))
-    assert kvc["ENABLE_KVCACHED"] == "true" and kvc["KVCACHED_AUTOPATCH"] == "1" and "KVPAGER_VLLM" not in kvc
+    assert kvc["ENABLE_KVCACHED"] == "true" and kvc["KVCACHED_AUTOPATCH"] == "1"
+    assert "KVPAGER_VLLM" not in kvc
     spec.system, spec.guarantee_bytes = "kvpager-guarantee", 123
     kvg = servers.server_env(spec, base, str(tmp_path))
-    assert kvg["KVPAGER_VLLM"] == "1" and kvg["KVPAGER_INSTANCE"] == "m0" and kvg["KVPAGER_VLLM_GUARANTEE"] == "123"
+    assert kvg["KVPAGER_VLLM"] == "1" and kvg["KVPAGER_INSTANCE"] == "m0"
+    assert kvg["KVPAGER_VLLM_GUARANTEE"] == "123"
     spec.system = "kvpager-timed"
     timed = servers.server_env(spec, base, str(tmp_path))
     assert timed["PYTHONPATH"].split(os.pathsep) == [os.path.join(BENCH, "accounting"), "/site"]
@@ -100,8 +107,11 @@ STUBBORN = textwrap.dedent("""
     class H(BaseHTTPRequestHandler):
         def log_message(self, *a): pass
         def do_GET(self):
-            body = json.dumps({"data": [{"id": "fake"}]}).encode() if self.path == "/v1/models" else b"ok"
-            self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+            models = self.path == "/v1/models"
+            body = json.dumps({"data": [{"id": "fake"}]}).encode() if models else b"ok"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
             self.wfile.write(body)
     HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """)
@@ -144,20 +154,23 @@ def test_a_server_that_ignores_sigterm_is_killed_with_its_children_and_reaped(tm
     finally:
         server.stop(grace_s=0.1)
     assert status == -9, "the leader ignored SIGTERM: it must have been SIGKILLed and reaped"
-    assert not _alive(server.proc.pid) and not _alive(child), "a process of the server outlived stop()"
+    assert not _alive(server.proc.pid) and not _alive(child), \
+        "a process of the server outlived stop()"
 
 
 def test_readiness_fails_with_the_log_tail_when_a_server_exits_or_never_answers(tmp_path):
     dead = servers.ServerSpec("dead", "", _free_port(), "stock", 0,
-                              command=[sys.executable, "-c", "print('no GPU here'); raise SystemExit(3)"])
+                              command=[sys.executable, "-c",
+                                       "print('no GPU here'); raise SystemExit(3)"])
     server = servers.Server(dead, dict(os.environ), str(tmp_path / "dead.log")).start()
-    with pytest.raises(servers.ServerError, match="exited with 3(.|\n)*no GPU here"):
+    with pytest.raises(servers.ServerError, match=r"exited with 3(.|\n)*no GPU here"):
         server.wait_ready(30)
     silent = servers.ServerSpec("silent", "", _free_port(), "stock", 0,
-                                command=[sys.executable, "-c", "import time; print('loading'); time.sleep(60)"])
+                                command=[sys.executable, "-c",
+                                         "import time; print('loading'); time.sleep(60)"])
     server = servers.Server(silent, dict(os.environ), str(tmp_path / "silent.log")).start()
     try:
-        with pytest.raises(servers.ServerError, match="not ready in 2 s(.|\n)*loading"):
+        with pytest.raises(servers.ServerError, match=r"not ready in 2 s(.|\n)*loading"):
             server.wait_ready(2)
     finally:
         server.stop(grace_s=1)
@@ -167,9 +180,12 @@ def test_readiness_fails_with_the_log_tail_when_a_server_exits_or_never_answers(
 def test_a_server_group_stops_what_it_started_when_a_later_server_fails(tmp_path):
     port = _free_port()
     good = servers.ServerSpec("fake", "", port, "stock", 0,
-                              command=[sys.executable, "-c", STUBBORN, str(port), str(tmp_path / "c.pid")])
-    bad = servers.ServerSpec("bad", "", _free_port(), "stock", 0, command=[sys.executable, "-c", "raise SystemExit(1)"])
-    group = servers.ServerGroup([good, bad], dict(os.environ), str(tmp_path), ready_timeout_s=30, stop_grace_s=1)
+                              command=[sys.executable, "-c", STUBBORN, str(port),
+                                       str(tmp_path / "c.pid")])
+    bad = servers.ServerSpec("bad", "", _free_port(), "stock", 0,
+                             command=[sys.executable, "-c", "raise SystemExit(1)"])
+    group = servers.ServerGroup([good, bad], dict(os.environ), str(tmp_path), ready_timeout_s=30,
+                                stop_grace_s=1)
     with pytest.raises(servers.ServerError), group:
         pass
     first = group.servers[0]
@@ -184,7 +200,8 @@ def test_the_call_timer_counts_kvpager_calls_in_a_process(tmp_path):
               "for _ in range(50):\n    c.free(c.alloc(2))\n"
               "c.stats(); time.sleep(1.5)\n")
     env = dict(os.environ, KVPAGER_BENCH_CALLS_DIR=str(tmp_path), KVPAGER_HOST_GRANULARITY="64K")
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(BENCH, "accounting"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(BENCH, "accounting"),
+                                         env.get("PYTHONPATH", "")])
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
     files = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
     assert len(files) == 1
@@ -202,7 +219,8 @@ def test_run_py_end_to_end_on_fake_servers_then_analyze(tmp_path, monkeypatch):
 
     fake = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vllm_bench_fake_server.py")
     monkeypatch.setattr(servers, "serve_command",
-                        lambda spec, python=sys.executable: [python, fake, str(spec.port), spec.name])
+                        lambda spec, python=sys.executable: [python, fake, str(spec.port),
+                                                             spec.name])
     out = tmp_path / "out"
     common = ["--out", str(out), "--work", str(tmp_path / "work"), "--port-base", str(_free_port()),
               "--input-len", "8", "16", "--output-len", "2", "4", "--sample-interval", "0.2"]
@@ -218,8 +236,9 @@ def test_run_py_end_to_end_on_fake_servers_then_analyze(tmp_path, monkeypatch):
     assert all(r["summary"][s]["failed"] == 0 for r in mm for s in r["servers"])
     assert all(r["meta"]["command"] for r in runs)
     over = [r for r in runs if r["bench"] == "overhead"]
-    assert [(r["rate"], r["system"]) for r in over] == [(5, "stock"), (5, "kvcached"), (5, "kvcached"), (5, "stock"),
-                                                        (10, "stock"), (10, "kvcached"), (10, "kvcached"), (10, "stock")]
+    assert [(r["rate"], r["system"]) for r in over] == [
+        (5, "stock"), (5, "kvcached"), (5, "kvcached"), (5, "stock"),
+        (10, "stock"), (10, "kvcached"), (10, "kvcached"), (10, "stock")]
     summary, _ = analyze.summarize(runs)
     assert summary["trace_mismatches"] == []
     assert summary["multimodel"]["ratios"] == []  # ratios are against kvpager, which did not run

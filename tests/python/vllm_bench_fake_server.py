@@ -56,8 +56,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps({"data": [{"id": self.server.name}]}).encode()
         elif self.path == "/metrics":
             self.server.metrics += 1
-            body = (f"vllm:prefix_cache_queries_total{{engine=\"0\"}} {100 * self.server.metrics}\n"
-                    f"vllm:prefix_cache_hits_total{{engine=\"0\"}} {30 * self.server.metrics}\n").encode()
+            n = self.server.metrics
+            body = (f"vllm:prefix_cache_queries_total{{engine=\"0\"}} {100 * n}\n"
+                    f"vllm:prefix_cache_hits_total{{engine=\"0\"}} {30 * n}\n").encode()
         else:
             body = b"ok"
         self.send_response(200)
@@ -85,11 +86,13 @@ class _Handler(BaseHTTPRequestHandler):
             if i:
                 time.sleep(srv.itl_s)
             event = {"id": "cmpl-1", "object": "text_completion", "model": body["model"],
-                     "choices": [{"index": 0, "text": "", "token_ids": [100 + i], "finish_reason": None}]}
+                     "choices": [{"index": 0, "text": "", "token_ids": [100 + i],
+                                  "finish_reason": None}]}
             self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
         usage = {"id": "cmpl-1", "choices": [], "usage": {
             "prompt_tokens": len(body["prompt"]), "completion_tokens": body["max_tokens"],
-            "total_tokens": len(body["prompt"]) + body["max_tokens"], "prompt_tokens_details": {"cached_tokens": 16}}}
+            "total_tokens": len(body["prompt"]) + body["max_tokens"],
+            "prompt_tokens_details": {"cached_tokens": 16}}}
         self._chunk(b"data: " + json.dumps(usage).encode() + b"\n\n")
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
