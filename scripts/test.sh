@@ -12,16 +12,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export KVPAGER_EXTRA_PACKAGES="python3-torch"
 jobs=$(nproc)
-# Each phase's wall time, printed at the end (docs/benchmarks.md keeps the measured runs).
+# Each phase's wall time and CPU time (user + system of the processes it ran, which other load
+# on the machine changes far less), printed at the end (docs/benchmarks.md keeps measured runs).
 timings=()
 started=$SECONDS
-phase_name="" phase_start=$SECONDS
-# phase NAME: ends the running phase (keeping its time) and starts NAME ("" at the end).
+times_file=$(mktemp)
+trap 'rm -f "$times_file" "$times_file.cpu"' EXIT
+cpu_seconds() {  # of this shell's finished children: `times` in this shell, not a subshell
+  times >"$times_file"
+  awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/);
+                 printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$times_file"
+}
+phase_name="" phase_start=$SECONDS phase_cpu=0
+# phase NAME: ends the running phase (keeping its times) and starts NAME ("" at the end).
 phase() {
+  local cpu
+  cpu_seconds >"$times_file.cpu"
+  cpu=$(<"$times_file.cpu")
   if [ -n "$phase_name" ]; then
-    timings+=("$(printf '%5d s  %s' $((SECONDS - phase_start)) "$phase_name")")
+    timings+=("$(printf '%5d s %6d s  %s' $((SECONDS - phase_start)) $((cpu - phase_cpu)) \
+      "$phase_name")")
   fi
-  phase_name=$1 phase_start=$SECONDS
+  phase_name=$1 phase_start=$SECONDS phase_cpu=$cpu
   if [ -n "$1" ]; then echo "== $1"; fi
 }
 
@@ -68,6 +80,7 @@ if [ "${KVPAGER_SKIP_SANITIZERS:-0}" != 1 ]; then
   TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j "$jobs" -L concurrency --no-tests=error
 fi
 phase ""
-echo "== all tests passed; wall time per phase:"
+echo "== all tests passed; per phase: wall time, CPU time"
 printf '%s\n' "${timings[@]}"
-printf '%5d s  total\n' $((SECONDS - started))
+cpu_seconds >"$times_file.cpu"
+printf '%5d s %6d s  total\n' $((SECONDS - started)) "$(<"$times_file.cpu")"
