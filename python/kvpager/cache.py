@@ -18,6 +18,11 @@ def _abandon_in_child(parent_pid: int) -> None:
         cache._abandon_after_fork(parent_pid)
 
 
+def register_for_fork(obj) -> None:
+    """Abandons ``obj`` (its ``_abandon_after_fork``) in a child forked while it is open."""
+    _open_caches.add(obj)
+
+
 _parent_pid = [os.getpid()]
 os.register_at_fork(
     before=lambda: _parent_pid.__setitem__(0, os.getpid()),
@@ -47,6 +52,15 @@ class KvCache(_kvpager.KvCache):
     this cache does not need it, and give it back (their free pages unmapped, their
     ``available()`` shrunk) while it waits for memory; guarantees sum to at most the budget.
     Unset options come from KVPAGER_* variables.
+
+    Tensor parallelism (scheduler side): with ``tp_size`` N > 0 and ``tp_token``, the cache
+    holds no KV memory in this process; it connects to the N :class:`kvpager.TpRankServer`
+    objects serving that token (one per rank, in the workers' processes; waiting up to
+    KVPAGER_TP_START_TIMEOUT_MS for them) and maps every page on every rank, all or nothing.
+    The geometry is one rank's shard, as the servers have it. Everything else works as for
+    one rank (alloc, free, available, trim, resize, stats, registry, guarantees); ``tensor``
+    and ``view`` raise StateError (the tensors are the ranks'). A page charges its bytes once
+    per rank on ``device``'s device (all N on one device; one rank's share with a device each).
 
     Methods (thread-safe; each releases the GIL while it works):
       alloc(n) -> list[int]      all or nothing; OutOfMemory when n blocks do not fit now
@@ -97,6 +111,8 @@ class KvCache(_kvpager.KvCache):
         instance: Optional[str] = None,
         model: str = "",
         guarantee_bytes: Optional[int] = None,
+        tp_token: Optional[str] = None,
+        tp_size: int = 0,
     ):
         backend, ordinal = parse_device(device)
         super().__init__(
@@ -119,6 +135,8 @@ class KvCache(_kvpager.KvCache):
             instance=instance,
             model=model,
             guarantee_bytes=guarantee_bytes,
+            tp_token=tp_token,
+            tp_size=tp_size,
         )
         _open_caches.add(self)
 

@@ -83,7 +83,8 @@ failed call changes nothing.)doc")
                        std::optional<size_t> max_idle_pages, std::optional<bool> zero_fill,
                        std::optional<std::string> backend, std::optional<int> device,
                        std::optional<uintptr_t> stream, std::optional<std::string> instance,
-                       std::string model, std::optional<uint64_t> guarantee_bytes) {
+                       std::string model, std::optional<uint64_t> guarantee_bytes,
+                       std::optional<std::string> tp_token, int tp_size) {
              KvCacheOptions o;
              o.num_layers = num_layers;
              o.kv_heads = kv_heads;
@@ -104,6 +105,8 @@ failed call changes nothing.)doc")
              o.instance = std::move(instance);
              o.model = std::move(model);
              o.guarantee_bytes = guarantee_bytes;
+             o.tp_token = std::move(tp_token);
+             o.tp_size = tp_size;
              py::gil_scoped_release release;
              return std::make_unique<KvCacheHandle>(o);
            }),
@@ -115,7 +118,8 @@ failed call changes nothing.)doc")
            py::arg("zero_fill") = py::none(), py::arg("backend") = py::none(),
            py::arg("device") = py::none(), py::arg("stream") = py::none(),
            py::arg("instance") = py::none(), py::arg("model") = "",
-           py::arg("guarantee_bytes") = py::none())
+           py::arg("guarantee_bytes") = py::none(), py::arg("tp_token") = py::none(),
+           py::arg("tp_size") = 0)
       .def(
           "alloc",
           [](const KvCacheHandle& h, size_t n) {
@@ -258,6 +262,11 @@ failed call changes nothing.)doc")
       .def_property_readonly("block_stride_bytes", &KvCacheHandle::block_stride_bytes,
                              "Bytes between consecutive blocks of one tensor (the whole "
                              "all-layer cell for the interleaved layout).")
+      .def_property_readonly(
+          "handle_bytes", [](const KvCacheHandle& h) { return h.cache().config().handle_bytes; },
+          "Bytes of one page of one tensor (of one rank, for a tensor-parallel cache): page p "
+          "holds the blocks lying wholly in bytes [p * handle_bytes, (p + 1) * handle_bytes) "
+          "of every tensor.")
       .def("_abandon_after_fork", &KvCacheHandle::abandon_after_fork, py::arg("parent_pid"),
            "Used by kvpager's fork handler in the child: abandons this copy (see close()).")
       .def_property_readonly("forked", &KvCacheHandle::forked,

@@ -1,5 +1,6 @@
 #pragma once
-// KvCacheHandle: what Python's kvpager.KvCache holds. It builds a backend and a kv::KvCache
+// KvCacheHandle: what Python's kvpager.KvCache holds. It builds a backend (or, for a
+// tensor-parallel scheduler, a tp::TpPageStore over the ranks' channels) and a kv::KvCache
 // from keyword options (explicit options beat KVPAGER_* environment variables, which beat the
 // defaults documented in kv_cache.hpp and backend.hpp), and makes typed views of its tensors.
 //
@@ -46,6 +47,12 @@ struct KvCacheOptions {
   std::string model;  // free text shown by kvpager list/top
   // With `instance`: the share of the device budget guaranteed to it (kvpager guarantee).
   std::optional<uint64_t> guarantee_bytes;
+  // Tensor parallelism, scheduler side: with tp_size > 0 the cache holds no memory here; it
+  // maps each page on the tp_size rank servers listening on `tp_token`'s channels
+  // (tp::TpPageStore). Geometry is one rank's shard; backend/device name rank 0's device (the
+  // budget and registry entry are charged there), no backend or CUDA context is created.
+  std::optional<std::string> tp_token;
+  int tp_size = 0;
 };
 
 class KvCacheHandle {

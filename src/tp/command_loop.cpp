@@ -16,7 +16,7 @@ bool send_reply(int fd, const Reply& reply) {
   return n == static_cast<ssize_t>(sizeof reply);
 }
 
-LoopEnd serve_socket(int fd, CommandExecutor& executor, std::mutex* guard) {
+LoopEnd serve_socket(int fd, CommandExecutor& executor, std::mutex* guard, uint64_t* served) {
   const auto command = std::make_unique<Command>();  // 4 KiB: not on the stack, once per loop
   Reply reply;
   for (;;) {
@@ -37,6 +37,7 @@ LoopEnd serve_socket(int fd, CommandExecutor& executor, std::mutex* guard) {
     } else {
       executor.execute(*command, reply);
     }
+    if (served != nullptr && reply.status != ReplyStatus::kInvalidArgument) ++*served;
     if (!send_reply(fd, reply)) return LoopEnd::kSchedulerGone;
     if (command->kind == CommandKind::kShutdown) return LoopEnd::kShutdown;
   }

@@ -115,19 +115,19 @@ void RankServer::serve(UniqueFd connection) {
     }
   }
   if (!send_reply(connection.get(), hello) || hello.status != ReplyStatus::kOk) {
-    if (hello.status == ReplyStatus::kOk) {
-      std::lock_guard lock(mutex_);
-      session_fd_ = -1;
-      executor_->unmap_all();
-      phase_.store(Phase::kFinished);
-    }
+    std::lock_guard lock(mutex_);
+    session_fd_ = -1;
+    if (hello.status == ReplyStatus::kOk) phase_.store(Phase::kListening);  // gone at once
     return;
   }
-  serve_socket(connection.get(), *executor_, &mutex_);
+  uint64_t served = 0;
+  serve_socket(connection.get(), *executor_, &mutex_, &served);
   std::lock_guard lock(mutex_);
   session_fd_ = -1;
   executor_->unmap_all();  // the scheduler is gone: nobody else will free them
-  phase_.store(Phase::kFinished);
+  // A scheduler that left without a command (it could not reach every rank, or refused the
+  // geometry) was no session: wait for the next one.
+  phase_.store(served == 0 && !stopping_ ? Phase::kListening : Phase::kFinished);
 }
 
 void RankServer::run() noexcept {

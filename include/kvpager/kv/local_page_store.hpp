@@ -25,6 +25,7 @@ class LocalPageStore final : public PageStore {
   uint64_t handle_bytes() const override { return space_->handle_bytes(); }
   uint64_t page_bytes() const override { return space_->page_bytes(); }
   BlockRange blocks_of_page(PageId page) const override { return space_->blocks_of_page(page); }
+  uint64_t block_stride_bytes() const override { return space_->tensor(0, 0).block_stride_bytes; }
   uint64_t virtual_bytes() const override { return space_->reserved_bytes(); }
   uint32_t mapped_pages() const override { return space_->mapped_pages(); }
   uint32_t peak_mapped_pages() const override { return space_->peak_mapped_pages(); }

@@ -37,6 +37,8 @@ class PageStore {
   // Bytes charged to the budget for one mapped page (all ranks the budget covers).
   virtual uint64_t page_bytes() const = 0;
   virtual BlockRange blocks_of_page(PageId page) const = 0;
+  // Bytes from one block to the next in one tensor (the whole cell when interleaved).
+  virtual uint64_t block_stride_bytes() const = 0;
   // Virtual bytes reserved for the KV tensors (of one rank).
   virtual uint64_t virtual_bytes() const = 0;
   virtual uint32_t mapped_pages() const = 0;

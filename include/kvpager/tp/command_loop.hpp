@@ -19,6 +19,8 @@ enum class LoopEnd { kShutdown, kSchedulerGone };
 // Sends one reply; false when the peer is gone.
 bool send_reply(int fd, const Reply& reply);
 
-LoopEnd serve_socket(int fd, CommandExecutor& executor, std::mutex* guard = nullptr);
+// `served`, when given, counts the commands executed (malformed ones not included).
+LoopEnd serve_socket(int fd, CommandExecutor& executor, std::mutex* guard = nullptr,
+                     uint64_t* served = nullptr);
 
 }  // namespace kvpager::tp

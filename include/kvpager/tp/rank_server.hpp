@@ -8,7 +8,8 @@
 // uid (others are refused: their connection is closed before any message), sends the hello and
 // serves its commands (command_loop.hpp) until a shutdown command or the scheduler's end of
 // file; then it unmaps every page (no one is left to free them) and ends. Only one scheduler
-// session per server.
+// session per server; a scheduler that leaves before its first command (it could not reach
+// every rank, or refused the geometry) was none, and the server listens again.
 //
 // Before a scheduler connects, the worker may back pages itself (map_local/unmap_local: an
 // engine's warm-up runs kernels on blocks no scheduler handed out); a scheduler that connects

@@ -65,6 +65,7 @@ class TpPageStore final : public kv::PageStore {
   uint64_t handle_bytes() const override { return handle_bytes_; }
   uint64_t page_bytes() const override { return charge_bytes_; }
   kv::BlockRange blocks_of_page(PageId page) const override;
+  uint64_t block_stride_bytes() const override { return cell_bytes_; }
   uint64_t virtual_bytes() const override { return virtual_bytes_; }
   uint32_t mapped_pages() const override { return mapped_.load(); }
   uint32_t peak_mapped_pages() const override { return peak_.load(); }

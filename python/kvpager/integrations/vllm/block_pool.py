@@ -56,9 +56,7 @@ def block_pool_class(base, kv_source):
                 )
             self.kv = wkv.cache
             self.kvpager_block_bytes = wkv.block_bytes
-            stats = self.kv.stats()
-            tensors = 1 if self.kv.layout == "interleaved" else wkv.num_tensors
-            self._handle_bytes = stats["page_bytes"] // tensors  # one page of one tensor
+            self._handle_bytes = self.kv.handle_bytes  # one page of one tensor (of one rank)
             self._stride = self.kv.block_stride_bytes  # from block to block in one tensor
             self._blocks_per_page = max(1, self._handle_bytes // self._stride)
             self._held = bytearray(num_gpu_blocks)  # 1: kvpager holds the block

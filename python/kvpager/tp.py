@@ -1,0 +1,86 @@
+"""kvpager.TpRankServer: one tensor-parallel rank's KV tensors, driven from another process.
+
+With tensor parallelism each worker process holds its shard of every KV tensor, while one
+scheduler (a :class:`kvpager.KvCache` built with ``tp_token`` and ``tp_size``) decides which
+pages are mapped: it sends map/unmap commands to every rank over named channels, all or nothing.
+Each worker builds one ``TpRankServer`` for its rank, with its shard's geometry (``kv_heads``
+is the per-rank head count) and the scheduler's ``num_blocks``; the scheduler connects once
+every rank serves.
+
+Channels: abstract AF_UNIX sockets named ``kvpager-tp/<token>/<rank>`` (nothing in the
+filesystem); only processes of the same uid are served. Choose the token per engine (e.g. in
+the process that starts the workers) so that two engines never meet.
+
+Warm-up: before the scheduler connects, the worker may back pages itself
+(``map_local(pages_of_blocks(first, count))``) and must give them back (``unmap_local``)
+first: a scheduler is refused while any is mapped. When the scheduler's session ends
+(shutdown, or its process died), every page is unmapped and the server finishes.
+
+Lifetime: views and torch tensors keep the server alive; close() (or ``with``) drops this
+object's reference. A child forked while a server is open gets an abandoned copy (StateError).
+"""
+
+from typing import Optional
+
+from . import _kvpager
+from .cache import register_for_fork
+from .devices import parse_device
+from .dtypes import dtype_name
+from .torch_interop import to_torch
+
+
+class TpRankServer(_kvpager.TpRankServer):
+    """Rank ``rank`` of the engine whose channels use ``token``.
+
+    Geometry as for :class:`kvpager.KvCache` (this rank's shard); ``num_blocks`` is required
+    and must equal the scheduler's; ``device`` as for KvCache; ``stream``: unmap commands
+    first wait for the work queued on this CUstream. Properties: ``phase`` ('listening',
+    'serving', 'finished'), ``mapped_pages``, ``num_pages``, ``page_bytes``, ``channel``.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype="float16",
+        block_size: int = 16,
+        num_blocks: int = 0,
+        *,
+        token: str,
+        rank: int,
+        kind: str = "kv",
+        layout: str = "interleaved",
+        device=None,
+        handle_bytes: Optional[int] = None,
+        stream: Optional[int] = None,
+    ):
+        backend, ordinal = parse_device(device)
+        super().__init__(
+            num_layers=num_layers,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            dtype=dtype_name(dtype),
+            block_size=block_size,
+            num_blocks=num_blocks,
+            kind=kind,
+            layout=layout,
+            handle_bytes=handle_bytes,
+            backend=backend,
+            device=ordinal,
+            stream=stream,
+            token=token,
+            rank=rank,
+        )
+        register_for_fork(self)
+
+    def torch_tensor(self, layer: int, component: int = 0):
+        """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the server alive)."""
+        return to_torch(self.tensor(layer, component))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
