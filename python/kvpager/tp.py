@@ -20,7 +20,7 @@ Lifetime: views and torch tensors keep the server alive; close() (or ``with``) d
 object's reference. A child forked while a server is open gets an abandoned copy (StateError).
 """
 
-from typing import Optional
+from __future__ import annotations
 
 from . import _kvpager
 from .cache import register_for_fork
@@ -52,8 +52,8 @@ class TpRankServer(_kvpager.TpRankServer):
         kind: str = "kv",
         layout: str = "interleaved",
         device=None,
-        handle_bytes: Optional[int] = None,
-        stream: Optional[int] = None,
+        handle_bytes: int | None = None,
+        stream: int | None = None,
     ):
         backend, ordinal = parse_device(device)
         super().__init__(

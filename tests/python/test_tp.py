@@ -8,11 +8,10 @@ import multiprocessing as mp
 import time
 import uuid
 
+import kvpager
 import pytest
 
-import kvpager
-
-GEOMETRY = dict(num_layers=4, kv_heads=2, head_dim=64, dtype="float16", block_size=4)
+GEOMETRY = {"num_layers": 4, "kv_heads": 2, "head_dim": 64, "dtype": "float16", "block_size": 4}
 NUM_BLOCKS = 256  # 8 KiB interleaved cells, 8 per 64 KiB page: 32 pages
 CELL = 8 * 1024
 

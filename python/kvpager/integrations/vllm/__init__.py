@@ -74,7 +74,7 @@ FINGERPRINTS: dict[str, str] = {
     "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.__init__": "47e83893925c44da",
     "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate": "8e74eb2075033b94",
     "vllm.v1.core.kv_cache_manager:KVCacheManager.allocate_slots": "ad07182657498a47",
-    "vllm.v1.core.sched.scheduler:Scheduler.__init__": "",
+    "vllm.v1.core.sched.scheduler:Scheduler.__init__": "6ba6e7c3a2cae5ee",
     "vllm.v1.core.sched.scheduler:Scheduler.schedule": "491d8fe7c9e3c94c",
     "vllm.v1.core.sched.scheduler:Scheduler.update_from_output": "844367185957e48a",
     "vllm.v1.core.sched.scheduler:Scheduler.finish_requests": "fc83b2419ccb624c",
@@ -82,8 +82,8 @@ FINGERPRINTS: dict[str, str] = {
     "vllm.v1.metrics.loggers:load_stat_logger_plugin_factories": "94a131a520982a69",
     "vllm.v1.metrics.loggers:StatLoggerBase": "aac8427e93fb8544",
     "vllm.v1.engine.async_llm:AsyncLLM.__init__": "21de44c03440aa87",
-    "vllm.v1.core.kv_cache_utils:generate_scheduler_kv_cache_config": "",
-    "vllm.distributed.parallel_state:get_tensor_model_parallel_rank": "",
+    "vllm.v1.core.kv_cache_utils:generate_scheduler_kv_cache_config": "257ac8e7178c1c50",
+    "vllm.distributed.parallel_state:get_tensor_model_parallel_rank": "651ac46d3d135c64",
 }
 
 

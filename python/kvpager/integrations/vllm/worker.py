@@ -229,7 +229,6 @@ def warm_up(original):
             return original(self, *args, **kwargs)
         if _is_rank(kv):
             return _warm_up_rank(kv, self, original, args, kwargs)
-        sc = self.vllm_config.scheduler_config
         config = self.model_runner.kv_cache_config
         window = _window_of(self, kv)
         affordable = min(window, kv.cache.available())
