@@ -151,7 +151,8 @@ when it ends, every page is unmapped. Thread-safe; calls release the GIL.)doc")
            "Drops this object's reference: the session ends (the scheduler sees this rank gone) "
            "once no tensor view remains.")
       .def_property_readonly("closed", &TpRankServerHandle::closed)
-      .def("_abandon_after_fork", &TpRankServerHandle::abandon_after_fork);
+      .def("_abandon_after_fork", &TpRankServerHandle::abandon_after_fork, py::arg("parent_pid"),
+           "Used by kvpager's fork handler in the child: abandons this copy.");
 }
 
 }  // namespace kvpager::python

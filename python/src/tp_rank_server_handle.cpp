@@ -47,15 +47,16 @@ TpRankServerHandle::TpRankServerHandle(const TpRankServerOptions& o)
   device_ = id.cuda ? DLDevice{kDLCUDA, id.device} : DLDevice{kDLCPU, 0};
 }
 
-void TpRankServerHandle::abandon_after_fork() {
-  if (forked_ || !server_) return;
-  forked_ = true;
+void TpRankServerHandle::abandon_after_fork(long parent_pid) {
+  if (forked_from_ != 0 || !server_) return;
+  forked_from_ = parent_pid;
   new std::shared_ptr<tp::RankServer>(server_);  // NOLINT: deliberately leaked
 }
 
 tp::RankServer& TpRankServerHandle::server() const {
-  if (forked_) {
-    throw StateError("this TpRankServer belongs to the process that forked this one");
+  if (forked_from_ != 0) {
+    throw StateError("this TpRankServer belongs to process " + std::to_string(forked_from_) +
+                     ", which forked this one: build a new one here");
   }
   if (!server_) throw StateError("this TpRankServer was closed");
   return *server_;

@@ -43,13 +43,13 @@ class TpRankServerHandle {
 
   tp::RankServer& server() const;
   void close() {
-    if (!forked_) server_.reset();
+    if (forked_from_ == 0) server_.reset();
   }
   bool closed() const { return server_ == nullptr; }
   // In a child right after fork(): the server (its thread, its socket) is the parent's; the
   // child's reference is leaked so no destructor joins a thread that does not exist here, and
   // every later call raises StateError.
-  void abandon_after_fork();
+  void abandon_after_fork(long parent_pid);
 
   const DType& dtype() const { return *dtype_; }
   DLDevice device() const { return device_; }
@@ -67,7 +67,7 @@ class TpRankServerHandle {
   KvRegion region() const;
 
   std::shared_ptr<tp::RankServer> server_;
-  bool forked_ = false;
+  long forked_from_ = 0;  // the parent's pid in a forked child's copy
   const DType* dtype_ = nullptr;
   DLDevice device_{kDLCPU, 0};
 };

@@ -5,6 +5,7 @@ page on every rank; the registry charges N pages' bytes per page; a lowered limi
 every rank; a scheduler whose ranks are missing times out naming the channel."""
 
 import multiprocessing as mp
+import os
 import time
 import uuid
 
@@ -174,3 +175,22 @@ def test_rank_server_warm_up_window_and_views():
             server.map_local([5])
         cache.close()
         assert _eventually(lambda: server.phase == "finished")
+
+
+def test_a_forked_child_abandons_the_parents_server():
+    token = "pytest-" + uuid.uuid4().hex[:12]
+    server = kvpager.TpRankServer(**GEOMETRY, num_blocks=NUM_BLOCKS, token=token, rank=0,
+                                  device="cpu", handle_bytes=64 * 1024)
+    pid = os.fork()
+    if pid == 0:  # the server's thread does not exist here: using it raises, closing is a no-op
+        try:
+            server.mapped_pages  # noqa: B018
+            code = 1
+        except kvpager.StateError:
+            code = 0
+        server.close()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert server.phase == "listening"  # the parent's server is untouched
+    server.close()

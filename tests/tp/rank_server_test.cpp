@@ -180,8 +180,8 @@ pid_t start_rank_in_child(const std::string& token, uint32_t rank) {
 
 TEST(RankServer, RankKilledMidRunIsAStateErrorAndTheOthersRollBack) {
   const std::string token = fresh_token();
+  const pid_t child = start_rank_in_child(token, 1);  // before this process has threads
   RankServer r0(rank_config(token, 0));
-  const pid_t child = start_rank_in_child(token, 1);
   RankServer r2(rank_config(token, 2));
   kv::KvCache cache(TpPageStore::factory(store_config(token, 3)), cache_config(r0.config()));
   const auto held = cache.alloc(2);
