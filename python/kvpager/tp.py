@@ -50,7 +50,7 @@ class TpRankServer(_kvpager.TpRankServer):
         token: str,
         rank: int,
         kind: str = "kv",
-        layout: str = "interleaved",
+        layout: str | None = None,
         device=None,
         handle_bytes: int | None = None,
         stream: int | None = None,

@@ -86,22 +86,14 @@ failed call changes nothing.)doc")
                        std::string model, std::optional<uint64_t> guarantee_bytes,
                        std::optional<std::string> tp_token, int tp_size) {
              KvCacheOptions o;
-             o.num_layers = num_layers;
-             o.kv_heads = kv_heads;
-             o.head_dim = head_dim;
-             o.dtype = std::move(dtype);
-             o.block_size = block_size;
-             o.num_blocks = num_blocks;
-             o.kind = std::move(kind);
-             o.layout = std::move(layout);
+             static_cast<KvShape&>(o) =
+                 KvShape{num_layers,   kv_heads,           head_dim,        std::move(dtype),
+                         block_size,   num_blocks,         std::move(kind), std::move(layout),
+                         handle_bytes, std::move(backend), device,          stream};
              o.limit_bytes = limit_bytes;
-             o.handle_bytes = handle_bytes;
              o.reserve_pages = reserve_pages;
              o.max_idle_pages = max_idle_pages;
              o.zero_fill = zero_fill;
-             o.backend = std::move(backend);
-             o.device = device;
-             o.stream = stream;
              o.instance = std::move(instance);
              o.model = std::move(model);
              o.guarantee_bytes = guarantee_bytes;

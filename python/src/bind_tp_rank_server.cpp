@@ -52,22 +52,14 @@ One tensor-parallel rank's KV tensors in this process, whose pages a scheduler-s
 when it ends, every page is unmapped. Thread-safe; calls release the GIL.)doc")
       .def(py::init([](uint32_t num_layers, uint32_t kv_heads, uint32_t head_dim, std::string dtype,
                        uint32_t block_size, uint64_t num_blocks, std::string kind,
-                       std::string layout, std::optional<uint64_t> handle_bytes,
+                       std::optional<std::string> layout, std::optional<uint64_t> handle_bytes,
                        std::optional<std::string> backend, std::optional<int> device,
                        std::optional<uintptr_t> stream, std::string token, uint32_t rank) {
              TpRankServerOptions o;
-             o.num_layers = num_layers;
-             o.kv_heads = kv_heads;
-             o.head_dim = head_dim;
-             o.dtype = std::move(dtype);
-             o.block_size = block_size;
-             o.num_blocks = num_blocks;
-             o.kind = std::move(kind);
-             o.layout = std::move(layout);
-             o.handle_bytes = handle_bytes;
-             o.backend = std::move(backend);
-             o.device = device;
-             o.stream = stream;
+             static_cast<KvShape&>(o) =
+                 KvShape{num_layers,   kv_heads,           head_dim,        std::move(dtype),
+                         block_size,   num_blocks,         std::move(kind), std::move(layout),
+                         handle_bytes, std::move(backend), device,          stream};
              o.token = std::move(token);
              o.rank = rank;
              py::gil_scoped_release release;
@@ -75,7 +67,7 @@ when it ends, every page is unmapped. Thread-safe; calls release the GIL.)doc")
            }),
            py::kw_only(), py::arg("num_layers"), py::arg("kv_heads"), py::arg("head_dim"),
            py::arg("dtype") = "float16", py::arg("block_size") = 16, py::arg("num_blocks"),
-           py::arg("kind") = "kv", py::arg("layout") = "interleaved",
+           py::arg("kind") = "kv", py::arg("layout") = py::none(),
            py::arg("handle_bytes") = py::none(), py::arg("backend") = py::none(),
            py::arg("device") = py::none(), py::arg("stream") = py::none(), py::arg("token"),
            py::arg("rank"))

@@ -1,7 +1,5 @@
 #include "kv_cache_handle.hpp"
 
-#include <algorithm>
-
 #include "kvpager/common/error.hpp"
 #include "kvpager/limits/instance_registration.hpp"
 #include "kvpager/limits/registry_config.hpp"
@@ -20,34 +18,14 @@ void set_if_given(T& field, const std::optional<U>& option) {
   }
 }
 
-kv::KvKind parse_kind(const std::string& kind) {
-  if (kind == "kv") {
-    return kv::KvKind::kKeyValue;
-  }
-  if (kind == "latent") {
-    return kv::KvKind::kLatent;
-  }
-  throw InvalidArgument("unknown KV kind '" + kind + "' (choose kv or latent)");
-}
-
 }  // namespace
 
 KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dtype)) {
   kv::KvCacheConfig config;
-  config.geometry.num_layers = o.num_layers;
-  config.geometry.kv_heads = o.kv_heads;
-  config.geometry.head_dim = o.head_dim;
-  config.geometry.dtype_bytes = dtype_->bytes;
-  config.geometry.block_size = o.block_size;
-  config.geometry.kind = parse_kind(o.kind);
-  config.geometry.validate();
+  config.geometry = o.geometry(*dtype_);
   config = kv::kv_cache_config_from_env(config);
   config.num_blocks = o.num_blocks;
-  if (o.layout) {
-    std::string name = *o.layout;
-    std::replace(name.begin(), name.end(), '_', '-');
-    config.layout = kv::parse_layout(name);
-  }
+  config.layout = o.layout_or(config.layout);
   set_if_given(config.limit_bytes, o.limit_bytes);
   set_if_given(config.handle_bytes, o.handle_bytes);
   set_if_given(config.reserve_pages, o.reserve_pages);
@@ -58,11 +36,7 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     config.wait_for_stream_before_unmap = true;
   }
 
-  vmm::BackendConfig backend_config = vmm::backend_config_from_env();
-  if (o.backend) {
-    backend_config.choice = vmm::parse_backend_choice(*o.backend);
-  }
-  set_if_given(backend_config.device, o.device);
+  const vmm::BackendConfig backend_config = o.backend_config();
   std::shared_ptr<vmm::Backend> backend;
   vmm::DeviceIdentity id;
   if (o.tp_size > 0) {

@@ -1,7 +1,5 @@
 #include "tp_rank_server_handle.hpp"
 
-#include <algorithm>
-
 #include "kvpager/common/error.hpp"
 #include "kvpager/kv/kv_cache.hpp"
 
@@ -10,20 +8,9 @@ namespace kvpager::python {
 TpRankServerHandle::TpRankServerHandle(const TpRankServerOptions& o)
     : dtype_(&parse_dtype(o.dtype)) {
   tp::RankServerConfig c;
-  kv::KvGeometry& g = c.worker.geometry;
-  g.num_layers = o.num_layers;
-  g.kv_heads = o.kv_heads;
-  g.head_dim = o.head_dim;
-  g.dtype_bytes = dtype_->bytes;
-  g.block_size = o.block_size;
-  if (o.kind != "kv" && o.kind != "latent") {
-    throw InvalidArgument("unknown KV kind '" + o.kind + "' (choose kv or latent)");
-  }
-  g.kind = o.kind == "latent" ? kv::KvKind::kLatent : kv::KvKind::kKeyValue;
-  g.validate();
-  std::string layout = o.layout;
-  std::replace(layout.begin(), layout.end(), '_', '-');
-  c.worker.layout = kv::parse_layout(layout);
+  const kv::KvGeometry g = o.geometry(*dtype_);
+  c.worker.geometry = g;
+  c.worker.layout = o.layout_or(kv::KvLayout::kInterleaved);
   if (o.num_blocks == 0) {
     throw InvalidArgument("TpRankServer: num_blocks must be given (the scheduler's block count)");
   }
@@ -36,9 +23,7 @@ TpRankServerHandle::TpRankServerHandle(const TpRankServerOptions& o)
   as_cache.handle_bytes = o.handle_bytes.value_or(0);
   c.worker.handle_bytes = o.handle_bytes ? *o.handle_bytes : kv::choose_handle_bytes(as_cache, 1);
   c.worker.ready_pages = 0;  // no uncharged ready handles: the scheduler charges mapped pages
-  c.worker.backend = vmm::backend_config_from_env();
-  if (o.backend) c.worker.backend.choice = vmm::parse_backend_choice(*o.backend);
-  if (o.device) c.worker.backend.device = *o.device;
+  c.worker.backend = o.backend_config();
   c.token = o.token;
   c.rank = RankId(o.rank);
   server_ = std::make_shared<tp::RankServer>(c);

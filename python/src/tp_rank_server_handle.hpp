@@ -15,25 +15,17 @@
 #include <vector>
 
 #include "dtype.hpp"
+#include "kv_shape.hpp"
 #include "kv_tensor.hpp"
 #include "kvpager/tp/rank_server.hpp"
 
 namespace kvpager::python {
 
-struct TpRankServerOptions {
-  uint32_t num_layers = 0;
-  uint32_t kv_heads = 0;  // this rank's shard
-  uint32_t head_dim = 0;
-  std::string dtype = "float16";
-  uint32_t block_size = 16;
-  uint64_t num_blocks = 0;  // required: the scheduler's block count
-  std::string kind = "kv";  // "kv" or "latent"
-  std::string layout = "interleaved";
-  std::optional<uint64_t> handle_bytes;  // default: as KvCache (16 interleaved cells a page)
-  std::optional<std::string> backend;    // "auto" | "host" | "cuda"
-  std::optional<int> device;
-  std::optional<uintptr_t> stream;  // unmap commands wait for this CUstream's queued work
-  std::string token;                // the engine's channel token
+// The shape is this rank's shard (kv_heads per rank); num_blocks is required (the scheduler's
+// block count); handle_bytes defaults as KvCache's (16 interleaved cells a page); layout
+// defaults to interleaved (KVPAGER_LAYOUT does not apply: the scheduler must agree).
+struct TpRankServerOptions : KvShape {
+  std::string token;  // the engine's channel token
   uint32_t rank = 0;
 };
 

@@ -6,11 +6,11 @@ every rank; a scheduler whose ranks are missing times out naming the channel."""
 
 import multiprocessing as mp
 import os
-import time
 import uuid
 
 import kvpager
 import pytest
+from conftest import eventually
 
 GEOMETRY = {"num_layers": 4, "kv_heads": 2, "head_dim": 64, "dtype": "float16", "block_size": 4}
 NUM_BLOCKS = 256  # 8 KiB interleaved cells, 8 per 64 KiB page: 32 pages
@@ -41,16 +41,6 @@ def _rank_main(token, rank, conn):
             server.close()
             conn.send(None)
             return
-
-
-def _eventually(predicate, timeout=10.0):
-    """True once predicate() is (a rank finishes its session just after replying)."""
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 class Ranks:
@@ -135,7 +125,7 @@ def test_blocks_are_backed_on_every_rank_and_data_stays_per_rank(ranks, shm_pref
     finally:
         cache.close()
     # The session ended: every rank unmapped everything.
-    assert _eventually(lambda: ranks.ask("state") == [(0, "finished")] * n)
+    assert eventually(lambda: ranks.ask("state") == [(0, "finished")] * n)
 
 
 @pytest.mark.parametrize("ranks", [2], indirect=True)
@@ -146,7 +136,7 @@ def test_a_missing_rank_times_out_naming_its_channel(ranks, monkeypatch):
                         tp_size=3)
     # The two ranks that were reached got no command: they wait for a scheduler of the right
     # size.
-    assert _eventually(lambda: ranks.ask("state") == [(0, "listening")] * 2)
+    assert eventually(lambda: ranks.ask("state") == [(0, "listening")] * 2)
     cache = scheduler(ranks)
     assert ranks.ask("state") == [(1, "serving")] * 2
     cache.close()
@@ -174,7 +164,7 @@ def test_rank_server_warm_up_window_and_views():
         with pytest.raises(kvpager.StateError):
             server.map_local([5])
         cache.close()
-        assert _eventually(lambda: server.phase == "finished")
+        assert eventually(lambda: server.phase == "finished")
 
 
 def test_a_forked_child_abandons_the_parents_server():

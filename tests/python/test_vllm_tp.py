@@ -7,11 +7,11 @@ blocks that are mapped on all of them. The multi-GPU run waits for a machine wit
 """
 
 import multiprocessing as mp
-import time
 import types
 import uuid
 
 import pytest
+from conftest import eventually
 
 try:
     import torch
@@ -124,15 +124,6 @@ def ranks(monkeypatch):
         p.join(10)
 
 
-def wait_for(predicate, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_block_pool_maps_blocks_on_every_rank_after_each_warmed_up_alone(ranks):
     hellos, ask = ranks
     for window, mapped_during, mapped_after, page_bytes in hellos:
@@ -150,15 +141,17 @@ def test_block_pool_maps_blocks_on_every_rank_after_each_warmed_up_alone(ranks):
     kv = pool.kv
     assert kv.stats()["page_bytes"] == 2 * 64 * 1024  # both ranks on the host's budget
     assert kv.handle_bytes == 64 * 1024
+    # a block costs both ranks' bytes in the cache's figures (debts, limits)
+    assert pool.kvpager_block_bytes == 2 * LAYERS * kv_cache_config().kv_cache_tensors[0].size // NUM_BLOCKS
     assert kv.block_stride_bytes == LAYERS * kv_cache_config().kv_cache_tensors[0].size // NUM_BLOCKS
     held = kv.stats()["mapped_pages"]  # the null block's page (and the reserve ahead)
-    assert wait_for(lambda: ask("state") == [(kv.stats()["mapped_pages"], "serving")] * 2)
+    assert eventually(lambda: ask("state") == [(kv.stats()["mapped_pages"], "serving")] * 2)
     assert held >= 1
 
     blocks = pool.get_new_blocks(40)
     ids = [b.block_id for b in blocks]
     assert kv.stats()["mapped_pages"] > 1
-    assert wait_for(lambda: ask("state") == [(kv.stats()["mapped_pages"], "serving")] * 2)
+    assert eventually(lambda: ask("state") == [(kv.stats()["mapped_pages"], "serving")] * 2)
     ask("write", ids)
     assert ask("read", ids) == [[1] * 40, [11] * 40]  # each rank's shard is its own
 
@@ -166,7 +159,7 @@ def test_block_pool_maps_blocks_on_every_rank_after_each_warmed_up_alone(ranks):
     kv.trim()
     assert ask("state") == [(1, "serving")] * 2
     worker.forget()  # the engine core goes: every rank's session ends
-    assert wait_for(lambda: ask("state") == [(0, "finished")] * 2)
+    assert eventually(lambda: ask("state") == [(0, "finished")] * 2)
 
 
 def test_pipeline_and_data_parallelism_are_refused():

@@ -12,9 +12,11 @@
 //    succeeded are rolled back with the inverse command before the error is thrown.
 //  - A rank that died or timed out is killed and reaped at once; the scheduler is broken from
 //    then on (every later call throws StateError naming it) and should be destroyed.
-// Ownership: the scheduler owns the workers; the destructor shuts them down (kill after a
-// grace period) and reaps them. Channels are anonymous (socketpair, memfd): nothing remains
-// in the filesystem, even after a crash.
+// Ownership: the scheduler owns the workers it spawned; the destructor shuts them down (kill
+// after a grace period) and reaps them. Their channels are anonymous (socketpair, memfd);
+// those of ranks that connected are abstract sockets (unix_channel.hpp), whose servers the
+// scheduler does not own: shutdown ends their sessions. Nothing remains in the filesystem,
+// even after a crash.
 // Thread safety: none; one thread drives a scheduler. Create it on a thread that outlives it
 // (see worker_process.hpp).
 // Hot path (map/unmap/ping): no allocation on success.
