@@ -15,7 +15,7 @@ namespace {
 std::unique_ptr<TpScheduler> connect_ranks(const TpStoreConfig& config) {
   if (config.tp.tp_size < 1 || config.tp.tp_size > kMaxRanks) {
     throw InvalidArgument("tp size " + std::to_string(config.tp.tp_size) + " must be 1.." +
-                          std::to_string(kMaxRanks));
+                          std::to_string(kMaxRanks) + " (before connecting to any rank)");
   }
   const auto deadline = Clock::now() + config.tp.start_timeout;
   std::vector<std::unique_ptr<RankLink>> links;

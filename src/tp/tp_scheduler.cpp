@@ -55,10 +55,7 @@ std::string page_list(std::span<const PageId> pages) {
 
 TpScheduler::TpScheduler(TpConfig config)
     : config_(std::move(config)), strategy_(find_strategy(config_.strategy)) {
-  if (config_.tp_size < 1 || config_.tp_size > kMaxRanks) {
-    throw InvalidArgument("tp size " + std::to_string(config_.tp_size) + " must be 1.." +
-                          std::to_string(kMaxRanks));
-  }
+  size_ranks();
   if (config_.worker_binary.empty()) config_.worker_binary = self_executable();
   const int devices = cuda_device_count(config_.worker.backend);
   DeviceMode mode = config_.device_mode;
@@ -71,8 +68,6 @@ TpScheduler::TpScheduler(TpConfig config)
                           " present (use --device-mode same)");
   }
   config_.device_mode = mode;
-  all_ = config_.tp_size == 64 ? ~RankMask{0} : (RankMask{1} << config_.tp_size) - 1;
-  replies_.resize(static_cast<size_t>(config_.tp_size));
   if (available_cpus() < config_.tp_size + 1) {
     // Spinning only steals the CPU the peer needs: sleep on the futex at once.
     config_.spin_us = 0;
@@ -127,19 +122,23 @@ TpScheduler::TpScheduler(TpConfig config, std::vector<std::unique_ptr<RankLink>>
     : config_(std::move(config)), strategy_(find_strategy(config_.strategy)) {
   links_ = std::move(links);
   config_.tp_size = static_cast<int>(links_.size());
-  if (config_.tp_size < 1 || config_.tp_size > kMaxRanks) {
-    throw InvalidArgument("tp size " + std::to_string(config_.tp_size) + " must be 1.." +
-                          std::to_string(kMaxRanks));
-  }
+  size_ranks();
   if (strategy_.transport != Transport::kSocket) {
     throw InvalidArgument("tp strategy '" + std::string(strategy_.name) +
                           "' needs workers this process spawns; ranks that connected speak over "
                           "sockets: choose seq, thread or async");
   }
-  all_ = config_.tp_size == 64 ? ~RankMask{0} : (RankMask{1} << config_.tp_size) - 1;
-  replies_.resize(static_cast<size_t>(config_.tp_size));
   await_hellos();
   for (const Reply& hello : replies_) devices_.push_back(hello.device);
+}
+
+void TpScheduler::size_ranks() {
+  if (config_.tp_size < 1 || config_.tp_size > kMaxRanks) {
+    throw InvalidArgument("tp size " + std::to_string(config_.tp_size) + " must be 1.." +
+                          std::to_string(kMaxRanks));
+  }
+  all_ = config_.tp_size == 64 ? ~RankMask{0} : (RankMask{1} << config_.tp_size) - 1;
+  replies_.resize(static_cast<size_t>(config_.tp_size));
 }
 
 void TpScheduler::await_hellos() {

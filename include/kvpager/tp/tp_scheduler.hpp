@@ -85,6 +85,7 @@ class TpScheduler {
   void shutdown();
 
  private:
+  void size_ranks();  // checks tp_size; sets all_ and replies_
   void await_hellos();
   void run(CommandKind kind, std::span<const PageId> pages);
   void check_usable() const;
