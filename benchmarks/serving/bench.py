@@ -15,7 +15,6 @@ Each writes --json (results) and PNG plots under --plots. Run with PYTHONPATH=<b
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, HERE)
 import driver  # noqa: E402
 import models  # noqa: E402
 import plots  # noqa: E402
+import registry_probe  # noqa: E402
 import workload  # noqa: E402
 from engine import Engine  # noqa: E402
 
@@ -372,13 +372,11 @@ def cmd_layout(args):
 
 # ----------------------------------------------------------------------------- multimodel
 def staggered_trace(index, count, args, vocab, seed):
-    """Model ``index`` of ``count``: its peak rate in phase ``index``, the low rate in the others'
-    phases, then the low rate for ``quiet_s`` more seconds, when no model peaks (low load)."""
+    """Model ``index`` of ``count``: workload.staggered_arrivals, lengths from ``args``."""
     import random
 
-    phases = [(args.phase_s, args.peak_rate if i == index else args.low_rate) for i in range(count)]
-    phases.append((args.quiet_s, args.low_rate))
-    arrivals = workload.ramp_arrivals(phases, random.Random(seed))
+    arrivals = workload.staggered_arrivals(index, count, args.phase_s, args.peak_rate, args.low_rate,
+                                           args.quiet_s, random.Random(seed))
     return workload.make_trace(arrivals, tuple(args.input_len), tuple(args.output_len), vocab, seed,
                                prefix=f"m{index}")
 
@@ -460,45 +458,6 @@ def cmd_serve_one(args):
     return 0
 
 
-def _kvpager_binary():
-    return os.environ.get("KVPAGER_BINARY") or shutil.which("kvpager") or "kvpager"
-
-
-def _registry_sample(names, env):
-    out = subprocess.run([_kvpager_binary(), "list", "--json"], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        return {}
-    data = json.loads(out.stdout)
-    return {i["name"]: i["mapped_bytes"] for i in data.get("instances", []) if i["name"] in names}
-
-
-def _capture_top(path, env):
-    """`kvpager top`'s screen as text, through tmux when present, else its --json snapshot."""
-    binary = _kvpager_binary()
-    tmux = shutil.which("tmux")
-    if tmux:
-        session = f"kvtop{os.getpid()}"
-        # tmux itself runs without our LD_LIBRARY_PATH (a carried libtinfo can be older than the
-        # one it needs); kvpager top inside gets it back.
-        inner = " ".join(f"{k}={shlex.quote(env[k])}" for k in ("KVPAGER_SHM_PREFIX", "LD_LIBRARY_PATH")
-                         if env.get(k))
-        tmux_env = {k: v for k, v in env.items() if k != "LD_LIBRARY_PATH"}
-        subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "110", "-y", "16",
-                        f"env {inner} {shlex.quote(binary)} top -n 0.5"],
-                       env=dict(tmux_env, TERM="xterm-256color"), check=False)
-        time.sleep(1.5)
-        screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session], capture_output=True,
-                                text=True, env=tmux_env).stdout
-        subprocess.run([tmux, "kill-session", "-t", session], env=tmux_env, check=False)
-    else:
-        screen = "(tmux not found: `kvpager top --json` snapshot)\n" + subprocess.run(
-            [binary, "top", "--json"], capture_output=True, text=True, env=env).stdout
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(screen)
-    return screen
-
-
 def cmd_multimodel(args):
     import torch
 
@@ -550,16 +509,16 @@ def cmd_multimodel(args):
             time.sleep(0.2)
         if memory == "kvpager":  # the device segment exists once the instances registered
             dev = "cuda0" if device.startswith("cuda") else "host0"
-            subprocess.run([_kvpager_binary(), "budget", dev, str(budget)], env=env, check=True)
+            subprocess.run([registry_probe.kvpager_binary(), "budget", dev, str(budget)], env=env, check=True)
         t0 = time.time() + 1.0
         open(start, "w").write(repr(t0))
         samples, top_done = [], False
         while any(p.poll() is None for p in procs):
             now = time.time() - t0
             if memory == "kvpager":
-                samples.append((now, _registry_sample(set(instances), env)))
+                samples.append((now, registry_probe.mapped_bytes(set(instances), env)))
                 if not top_done and now > args.phase_s * 1.5 and args.plots:
-                    _capture_top(os.path.join(args.plots, "multimodel_kvpager_top.txt"), env)
+                    registry_probe.capture_top(os.path.join(args.plots, "multimodel_kvpager_top.txt"), env)
                     top_done = True
             time.sleep(0.2)
         if any(p.returncode != 0 for p in procs):

@@ -49,9 +49,11 @@ def mean_ratio(pairs):
     return sum(b for b, _ in pairs) / sum(k for _, k in pairs)
 
 
-def bootstrap_interval(pairs, rounds=4000, seed=0):
+def bootstrap_interval(pairs, rounds=4000, seed=0, stat=mean_ratio):
+    """95 % interval of ``stat`` (default: the ratio of means) over pairs resampled with
+    replacement."""
     rng = random.Random(seed)
-    stats = sorted(mean_ratio([pairs[rng.randrange(len(pairs))] for _ in pairs]) for _ in range(rounds))
+    stats = sorted(stat([pairs[rng.randrange(len(pairs))] for _ in pairs]) for _ in range(rounds))
     return stats[int(0.025 * rounds)], stats[int(0.975 * rounds) - 1]
 
 

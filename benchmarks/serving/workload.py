@@ -51,6 +51,30 @@ def ramp_arrivals(phases: Sequence[Tuple[float, float]], rng: random.Random, sta
     return times
 
 
+def staggered_arrivals(index: int, count: int, phase_s: float, peak_rate: float, low_rate: float,
+                       quiet_s: float, rng: random.Random) -> list:
+    """Model ``index`` of ``count`` sharing a machine: its peak rate in phase ``index`` (of
+    ``phase_s`` seconds each), the low rate in the others' phases, then the low rate for
+    ``quiet_s`` more seconds, when no model peaks (low load)."""
+    phases = [(phase_s, peak_rate if i == index else low_rate) for i in range(count)]
+    phases.append((quiet_s, low_rate))
+    return ramp_arrivals(phases, rng)
+
+
+def with_shared_prefixes(trace: Sequence[RequestSpec], groups: int, prefix_len: int, vocab_size: int,
+                         seed: int) -> list:
+    """``trace`` with the first ``prefix_len`` prompt tokens of each request replaced by one of
+    ``groups`` shared prefixes (a system prompt or few-shot block; drawn per request, seeded), so
+    an engine's prefix cache can hit. Prompts shorter than the prefix become the prefix."""
+    rng = random.Random(seed)
+    prefixes = [[rng.randrange(10, vocab_size) for _ in range(prefix_len)] for _ in range(groups)]
+    out = []
+    for r in trace:
+        prefix = prefixes[rng.randrange(groups)]
+        out.append(RequestSpec(r.request_id, r.arrival_s, prefix + r.prompt[prefix_len:], r.max_new_tokens))
+    return out
+
+
 def make_trace(arrivals: Sequence[float], input_len, output_len, vocab_size: int, seed: int,
                prefix: str = "req") -> List[RequestSpec]:
     """Requests at ``arrivals`` with lengths drawn from ``input_len``/``output_len`` (an int or

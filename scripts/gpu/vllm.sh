@@ -15,7 +15,7 @@ OUT=${OUT:-/tmp/kvpager-out}
 dir="$OUT/vllm"
 mkdir -p "$dir"
 py=$(command -v python3)
-args=(-G Ninja -DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$py")
+args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DKVPAGER_WHEEL_CLI=OFF "-DPython3_EXECUTABLE=$py")
 pb=$($py -m pybind11 --cmakedir 2>/dev/null) && args+=("-Dpybind11_DIR=$pb")
 if ! { cmake -S python -B build-py-standalone "${args[@]}" >"$dir/module_build.log" 2>&1 &&
        cmake --build build-py-standalone -j "$(nproc)" >>"$dir/module_build.log" 2>&1; }; then

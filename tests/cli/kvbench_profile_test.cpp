@@ -63,8 +63,32 @@ TEST(KvbenchProfile, HandsNixlbenchThePlannedFlags) {
   std::ifstream in(log);
   std::string args;
   std::getline(in, args);
+  // the buffer sized to the plan, as `plan` prints it: 5958 x 589824
   EXPECT_EQ(args,
             "--backend GDS --max_batch_size 5958 --max_block_size 589824 --start_batch_size 5958 "
-            "--start_block_size 589824 --target_seg_type VRAM");
+            "--start_block_size 589824 --target_seg_type VRAM --total_buffer_size 3514171392");
+  // A plan beyond the 8 GiB default (119141 x 294912 B = 35 GB) gets a buffer that holds it,
+  // and a user's size nixlbench would refuse is an error before nixlbench starts.
+  const std::vector<std::string> big = {"kvbench",        "profile",
+                                        "--model",        "deepseek-r1",
+                                        "--model_config", examples() + "/block-tp1-pp8.yaml",
+                                        "--pp",           "32",
+                                        "--num_requests", "100",
+                                        "--backend",      "GDS",
+                                        "--source",       "gpu"};
+  const std::vector<std::string> env = {"PATH=" + dir.string() + ":/usr/bin:/bin"};
+  const auto sized = run_kvpager(big, "", env);
+  ASSERT_EQ(sized.rc, 0) << sized.err;
+  std::ifstream in2(log);
+  std::getline(in2, args);
+  EXPECT_NE(args.find("--max_batch_size 119141 "), std::string::npos) << args;
+  EXPECT_NE(args.find("--total_buffer_size 35136110592"), std::string::npos) << args;
+  std::vector<std::string> refused = big;
+  refused.insert(refused.end(), {"--total_buffer_size", "8G"});
+  fs::remove(log);
+  const auto r8 = run_kvpager(refused, "", env);
+  EXPECT_EQ(r8.rc, 2) << r8.out;
+  EXPECT_NE(r8.err.find("give 35136110592 or more"), std::string::npos) << r8.err;
+  EXPECT_FALSE(fs::exists(log)) << "nixlbench ran with a buffer it refuses";
   fs::remove_all(dir);
 }

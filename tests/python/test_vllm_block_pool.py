@@ -175,10 +175,13 @@ def test_an_idle_engine_pays_a_lowered_limit_but_never_while_the_scheduler_works
     assert not payer.is_alive()
 
 
-def test_cached_pages_go_to_another_instance_refused_memory(pool_with, shm_prefix):
+def test_cached_pages_go_to_another_instance_refused_memory(pool_with, shm_prefix, monkeypatch):
     """First-come pressure: another engine (no guarantee involved) is refused and asks for room;
     this idle engine's cached blocks are evicted page by page and the pages unmapped, so the
     other gets memory instead of waiting behind a prefix cache nobody uses."""
+    # no ready handles: the other's ask is for pages it must map, not covered by handles it has
+    monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")
+    monkeypatch.setenv("KVPAGER_POOL_MAX_READY", "0")
     pool, cache = pool_with(instance="pool-cached")
     other = kvpager.KvCache(TENSORS, 1, PAGE, "int8", block_size=1, num_blocks=256, kind="latent",
                             layout="interleaved", device="cpu", reserve_pages=0,
@@ -203,3 +206,63 @@ def test_cached_pages_go_to_another_instance_refused_memory(pool_with, shm_prefi
         by_page.setdefault(b.block_id // PER_PAGE, []).append(cache.is_allocated(b.block_id))
     assert all(all(v) or not any(v) for v in by_page.values()), "whole pages, not scattered"
     other.close()
+
+
+def test_a_guarantee_claim_is_paid_from_cached_pages_not_from_blocks_in_use(pool_with, shm_prefix,
+                                                                           monkeypatch):
+    """`kvpager guarantee` on another engine while the device budget is full: its claim makes
+    this engine (no guarantee) owe the pages; vLLM's pool pays from its prefix cache, whole
+    pages, never a block a request holds, and the owner then gets its pages."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    binary = os.environ.get("KVPAGER_BINARY") or shutil.which("kvpager")
+    if not binary:
+        pytest.skip("the kvpager binary is needed (KVPAGER_BINARY or PATH)")
+
+    def cli(*args):
+        out = subprocess.run([binary, *args], capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")  # charges are exactly the mapped pages
+    monkeypatch.setenv("KVPAGER_POOL_MAX_READY", "0")
+    monkeypatch.setenv("KVPAGER_CLAIM_PATIENCE_MS", "60000")
+    pool, cache = pool_with(instance="pool-borrower", max_idle_pages=0)
+    owner = kvpager.KvCache(TENSORS, 1, PAGE, "int8", block_size=1, num_blocks=256, kind="latent",
+                            layout="interleaved", device="cpu", reserve_pages=0,
+                            max_idle_pages=0, instance="pool-owner")
+    blocks = pool.get_new_blocks(8 * PER_PAGE - 1)  # 8 pages with the null block
+    running, cached = blocks[:PER_PAGE], blocks[PER_PAGE:]
+    cache_blocks(pool, cached, "g")
+    pool.free_blocks(cached)
+    listed = json.loads(cli("list", "--json"))
+    device = {i["name"]: i["device"] for i in listed["instances"]}["pool-owner"]
+    charged = sum(i["mapped_bytes"] for i in listed["instances"])
+    page = cache.stats()["page_bytes"]
+    cli("budget", device, str(charged))  # full: the owner's pages can come only from the borrower
+    owner_held = owner.stats()["mapped_bytes"]
+    cli("guarantee", "pool-owner", str(owner_held + 4 * page))
+    with pytest.raises(kvpager.OutOfMemory):  # refused below its guarantee: it claims
+        owner.alloc(3 * PER_PAGE)
+    owner.ask_for_room(3 * PER_PAGE)
+    pool._debt_checked_at = 0.0
+    still_owed = pool.pay_debt()
+    assert still_owed == 0
+    assert pool.evicted_under_pressure >= 3 * PER_PAGE - 1
+    assert all(b.ref_cnt == 1 and cache.is_allocated(b.block_id) for b in running)
+    by_page = {}
+    for b in cached:
+        by_page.setdefault(b.block_id // PER_PAGE, []).append(cache.is_allocated(b.block_id))
+    assert all(all(v) or not any(v) for v in by_page.values()), "whole pages, not scattered"
+    deadline = time.monotonic() + 5
+    while cache.stats()["owed_bytes"] > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    got = owner.alloc(3 * PER_PAGE)  # the claimed pages came free
+    assert len(got) == 3 * PER_PAGE
+    owner.free(got)
+    pool.free_blocks(running)
+    owner.close()

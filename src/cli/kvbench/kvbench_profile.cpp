@@ -11,6 +11,7 @@
 
 #include "bench/bench_xfer_local_ranks.hpp"
 #include "command_registry.hpp"
+#include "kvbench/kvbench_buffer_size.hpp"
 #include "kvbench/kvbench_options.hpp"
 #include "kvbench/kvbench_plan_output.hpp"
 #include "kvpager/common/error.hpp"
@@ -21,6 +22,7 @@ namespace {
 struct ProfileArgs {
   KvbenchInputs inputs;
   BenchArgs bench;
+  bool total_buffer_size_given = false;  // --total_buffer_size on the command line
 };
 
 std::string find_on_path(const std::string& name) {
@@ -82,6 +84,9 @@ void run_profile(const ProfileArgs& args) {
     if (i > 0) std::cout << "\n";
     std::cout << plan_header(plans[i]);
     if (!nixlbench.empty()) {
+      // nixlbench refuses a batch that does not fit its buffer: size it as `plan` prints it
+      // (kvpager bench xfer below allocates the buffer it is given, so it keeps the user's).
+      size_buffer_to_plan(plans[i].xfer, args.total_buffer_size_given);
       std::cout << plan_command_text(plans[i].xfer) << std::flush;
       run_nixlbench(nixlbench, plans[i].xfer);
     } else {
@@ -97,7 +102,10 @@ void register_profile(CommandGroups& groups) {
       "profile", "Run the plan (nixlbench if on PATH, else kvpager bench xfer)");
   add_common_args(*cmd, args->inputs);
   add_bench_args(*cmd, args->bench, /*with_endpoints=*/true);
-  cmd->callback([args] { run_profile(*args); });
+  cmd->callback([args, cmd] {
+    args->total_buffer_size_given = cmd->count("--total_buffer_size") > 0;
+    run_profile(*args);
+  });
 }
 
 }  // namespace

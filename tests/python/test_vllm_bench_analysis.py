@@ -1,0 +1,123 @@
+"""benchmarks/vllm_serving/analyze.py and tables.py on synthetic runs with known answers: paired
+changes against stock with standard errors, the pooled p99 TTFT ratio at each model's peak and
+its bootstrap interval, the idle footprint per system, prefix-cache hit rates. Pure Python (CI)."""
+
+import math
+import os
+import sys
+
+import pytest
+
+SOURCE_DIR = os.environ.get("KVPAGER_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "benchmarks", "vllm_serving"))
+
+import analyze
+import tables
+
+
+def _overhead_run(system, rep, tput, ttft=0.1, tpot=0.01, rate=4.0, calls=None):
+    summary = {"completed": 10, "failed": 0, "wall_s": 10.0, "output_tokens_per_s": tput,
+               "ttft_s": {"mean": ttft, "p99": 2 * ttft}, "tpot_s": {"mean": tpot}}
+    return {"bench": "overhead", "rep": rep, "slot": 0, "system": system, "rate": rate, "model": "m",
+            "trace": f"t{rep}", "summary": {"llm": summary}, "requests": [], "kvpager_calls": calls,
+            "meta": {"device": "GPU", "gpu_uuid": "u", "commit": "c", "vllm": "0.26.0"}}
+
+
+def test_overhead_changes_are_paired_per_repetition_with_standard_errors():
+    runs = []
+    # stock drifts between repetitions; kvpager is 1 % slower within each: the pairs see 1 %
+    for rep, (base, change) in enumerate([(1000, -0.01), (1200, -0.012), (900, -0.008)]):
+        runs += [_overhead_run("stock", rep, base), _overhead_run("kvpager", rep, base * (1 + change)),
+                 _overhead_run("kvpager", rep, base * (1 + change)), _overhead_run("stock", rep, base)]
+    rows = {r["system"]: r for r in analyze.overhead(runs)}
+    k = rows["kvpager"]
+    assert k["throughput_change"] == pytest.approx(-0.01)
+    assert k["throughput_change_se"] == pytest.approx(math.sqrt(((0.002 ** 2) * 2) / 2 / 3))
+    assert k["throughput_change_pairs"] == 3
+    assert k["throughput_within_1pct"] is False
+    assert rows["stock"]["throughput"] == pytest.approx((1000 + 1200 + 900) / 3)
+    assert rows["stock"]["runs"] == 6
+
+
+def test_time_in_kvpager_calls_is_a_share_of_the_run():
+    calls = {"llm-kvpager-timed": {"alloc": {"calls": 100, "seconds": 0.02}, "free": {"calls": 100, "seconds": 0.03}}}
+    rows = analyze.overhead([_overhead_run("stock", 0, 1000), _overhead_run("kvpager-timed", 0, 990, calls=calls)])
+    timed = next(r for r in rows if r["system"] == "kvpager-timed")
+    assert timed["kvpager_calls_share"] == pytest.approx(0.05 / 10.0)
+    assert timed["kvpager_calls_per_run"] == 200
+
+
+def _mm_run(system, rep, ttfts_by_server, phase_s=10.0, samples=None):
+    """ttfts_by_server: {server: [(due_s, ttft)]}."""
+    requests = [{"request_id": f"{s}-{i}", "server": s, "due_s": due, "ttft_s": ttft}
+                for s, reqs in ttfts_by_server.items() for i, (due, ttft) in enumerate(reqs)]
+    return {"bench": "multimodel", "rep": rep, "slot": 0, "system": system, "servers": list(ttfts_by_server),
+            "config": {"phase_s": phase_s}, "requests": requests, "kv_bytes": 1 << 30, "budget_bytes": 3 << 30,
+            "trace": f"t{rep}", "samples": samples or [], "meta": {}}
+
+
+def test_p99_ratio_at_each_models_peak_is_pooled_over_repetitions_with_a_bootstrap_interval():
+    # server a peaks in [0, 10), b in [10, 20). kvcached's TTFTs are exactly twice kvpager's at
+    # a's peak, so every resample's p99 ratio is 2; outside the peak they are not counted.
+    runs = []
+    for rep in range(3):
+        a = [(i * 0.1, 0.01 * (i + 1)) for i in range(100)] + [(15.0, 5.0)]
+        b = [(10 + i * 0.1, 0.02) for i in range(50)]
+        runs.append(_mm_run("kvpager", rep, {"a": a, "b": b}))
+        runs.append(_mm_run("kvcached", rep, {"a": [(d, 2 * t) if d < 10 else (d, 0.001) for d, t in a],
+                                              "b": [(d, 3 * t) for d, t in b]}))
+    out = analyze.multimodel(runs)
+    ratios = {(r["numerator"], r["server"]): r for r in out["ratios"]}
+    ra = ratios[("kvcached", "a")]
+    assert ra["pairs"] == 300 and ra["reps"] == 3
+    assert ra["p99_ratio"] == pytest.approx(2.0)
+    assert ra["interval_95"] == pytest.approx([2.0, 2.0])
+    assert ratios[("kvcached", "b")]["p99_ratio"] == pytest.approx(3.0)
+    p99 = {(r["system"], r["server"]): r for r in out["p99_peak_ttft"]}
+    assert p99[("kvpager", "a")]["requests"] == 300  # the request at 15 s is not in a's peak
+    assert p99[("kvpager", "a")]["p99_s"] == pytest.approx(0.99, abs=0.011)
+
+
+def test_bootstrap_interval_covers_the_spread_of_noisy_pairs():
+    import random
+
+    rng = random.Random(1)
+    pairs = [(x * 1.5, x) for x in (rng.uniform(0.1, 1.0) for _ in range(400))]
+    noisy = [(b * rng.uniform(0.8, 1.2), k) for b, k in pairs]
+    lo, hi = analyze.pooled.bootstrap_interval(noisy, rounds=500, stat=analyze.p99_ratio)
+    assert lo < analyze.p99_ratio(noisy) < hi
+    assert 1.2 < lo and hi < 1.9
+
+
+def test_idle_footprint_reads_each_systems_own_source():
+    sample = {"gpu": {"a": 5 << 30}, "registry": {"a": {"mapped": 64 << 20}}, "kvcached": {"a": {"used": 1 << 20, "prealloc": 2 << 20, "total": 0}}}
+    runs = [dict(_mm_run(system, 0, {"a": [(0.0, 0.1)]}, samples=[[1.0, {}], [30.0, sample]]), bench="multimodel")
+            for system in ("stock", "kvcached", "kvpager")]
+    rows = {r["system"]: r for r in analyze.idle_footprint(runs)}
+    assert rows["kvpager"]["idle_kv_bytes"] == 64 << 20
+    assert rows["kvcached"]["idle_kv_bytes"] == 3 << 20
+    assert rows["stock"]["idle_kv_bytes"] == 1 << 30  # static
+    assert rows["stock"]["idle_gpu_process_bytes"] == 5 << 30
+
+
+def test_prefix_hit_rate_is_the_runs_share_of_hits():
+    run = _mm_run("kvpager", 0, {"a": [(0.0, 0.1), (1.0, 0.3)]})
+    run.update(bench="prefix", metrics_before={"a": {"vllm:prefix_cache_hits_total": 100, "vllm:prefix_cache_queries_total": 1000}},
+               metrics_after={"a": {"vllm:prefix_cache_hits_total": 400, "vllm:prefix_cache_queries_total": 2000}})
+    (row,) = analyze.prefix([run])
+    assert row["hit_rate"] == pytest.approx(0.3) and row["queries"] == 1000
+    assert row["ttft_mean_s"] == pytest.approx(0.2)
+
+
+def test_tables_render_every_benchmark_and_the_short_table():
+    runs = [_overhead_run("stock", 0, 1000), _overhead_run("kvpager", 0, 995), _overhead_run("kvcached", 0, 980)]
+    mm = [_mm_run(s, 0, {"a": [(0.0, 0.1 * (i + 1))], "b": [(10.0, 0.2)]}) for i, s in enumerate(("kvpager", "kvcached"))]
+    summary, _ = analyze.summarize(runs + mm)
+    text = tables.all_tables(summary)
+    assert "| overhead: throughput at 4 req/s" in text and "(-0.50 %)" in text
+    assert "kvcached / kvpager" in text
+    assert "## Idle footprint" not in text  # no samples
+    assert summary["trace_mismatches"] == []
+    bad = _overhead_run("kvpager", 0, 995)
+    bad["trace"] = "other"
+    assert analyze.summarize([*runs, bad])[0]["trace_mismatches"] == [["overhead", 0, 4.0]]
