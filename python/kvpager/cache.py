@@ -30,7 +30,40 @@ os.register_at_fork(
 )
 
 
-class KvCache(_kvpager.KvCache):
+def shape_options(num_layers, kv_heads, head_dim, dtype, block_size, num_blocks, *, kind, layout,
+                  device, handle_bytes, stream) -> dict:
+    """The native keyword arguments every holder of KV tensors takes alike (KvShape)."""
+    backend, ordinal = parse_device(device)
+    return {"num_layers": num_layers, "kv_heads": kv_heads, "head_dim": head_dim,
+            "dtype": dtype_name(dtype), "block_size": block_size, "num_blocks": num_blocks,
+            "kind": kind, "layout": layout, "handle_bytes": handle_bytes, "backend": backend,
+            "device": ordinal, "stream": stream}
+
+
+class TensorOwner:
+    """torch views and ``with`` for a native holder of KV tensors (``tensor``, ``close``)."""
+
+    def torch_tensor(self, layer: int, component: int = 0):
+        """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the memory alive)."""
+        return to_torch(self.tensor(layer, component))
+
+    def key(self, layer: int):
+        """Layer ``layer``'s K tensor (torch), shape (num_blocks, block_size, kv_heads, head_dim)."""
+        return self.torch_tensor(layer, 0)
+
+    def value(self, layer: int):
+        """Layer ``layer``'s V tensor (torch); InvalidArgument for a latent (MLA) cache."""
+        return self.torch_tensor(layer, 1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class KvCache(TensorOwner, _kvpager.KvCache):
     """The KV cache of one model instance (one rank).
 
     Virtual tensors for ``num_layers`` layers of K and V (``kind="kv"``: MHA, GQA, MQA) or of one
@@ -114,24 +147,14 @@ class KvCache(_kvpager.KvCache):
         tp_token: Optional[str] = None,
         tp_size: int = 0,
     ):
-        backend, ordinal = parse_device(device)
         super().__init__(
-            num_layers=num_layers,
-            kv_heads=kv_heads,
-            head_dim=head_dim,
-            dtype=dtype_name(dtype),
-            block_size=block_size,
-            num_blocks=num_blocks,
-            kind=kind,
-            layout=layout,
+            **shape_options(num_layers, kv_heads, head_dim, dtype, block_size, num_blocks,
+                            kind=kind, layout=layout, device=device, handle_bytes=handle_bytes,
+                            stream=stream),
             limit_bytes=limit_bytes,
-            handle_bytes=handle_bytes,
             reserve_pages=reserve_pages,
             max_idle_pages=max_idle_pages,
             zero_fill=zero_fill,
-            backend=backend,
-            device=ordinal,
-            stream=stream,
             instance=instance,
             model=model,
             guarantee_bytes=guarantee_bytes,
@@ -139,25 +162,6 @@ class KvCache(_kvpager.KvCache):
             tp_size=tp_size,
         )
         _open_caches.add(self)
-
-    def torch_tensor(self, layer: int, component: int = 0):
-        """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the cache alive)."""
-        return to_torch(self.tensor(layer, component))
-
-    def key(self, layer: int):
-        """Layer ``layer``'s K tensor (torch), shape (num_blocks, block_size, kv_heads, head_dim)."""
-        return self.torch_tensor(layer, 0)
-
-    def value(self, layer: int):
-        """Layer ``layer``'s V tensor (torch); InvalidArgument for a latent (MLA) cache."""
-        return self.torch_tensor(layer, 1)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
     def __repr__(self):
         if self.forked:

@@ -23,19 +23,17 @@ object's reference. A child forked while a server is open gets an abandoned copy
 from __future__ import annotations
 
 from . import _kvpager
-from .cache import register_for_fork
-from .devices import parse_device
-from .dtypes import dtype_name
-from .torch_interop import to_torch
+from .cache import TensorOwner, register_for_fork, shape_options
 
 
-class TpRankServer(_kvpager.TpRankServer):
+class TpRankServer(TensorOwner, _kvpager.TpRankServer):
     """Rank ``rank`` of the engine whose channels use ``token``.
 
     Geometry as for :class:`kvpager.KvCache` (this rank's shard); ``num_blocks`` is required
     and must equal the scheduler's; ``device`` as for KvCache; ``stream``: unmap commands
     first wait for the work queued on this CUstream. Properties: ``phase`` ('listening',
-    'serving', 'finished'), ``mapped_pages``, ``num_pages``, ``page_bytes``, ``channel``.
+    'serving', 'finished'), ``mapped_pages``, ``num_pages``, ``page_bytes``, ``channel``;
+    ``torch_tensor``/``key``/``value`` and ``with`` as for KvCache.
     """
 
     def __init__(
@@ -55,32 +53,11 @@ class TpRankServer(_kvpager.TpRankServer):
         handle_bytes: int | None = None,
         stream: int | None = None,
     ):
-        backend, ordinal = parse_device(device)
         super().__init__(
-            num_layers=num_layers,
-            kv_heads=kv_heads,
-            head_dim=head_dim,
-            dtype=dtype_name(dtype),
-            block_size=block_size,
-            num_blocks=num_blocks,
-            kind=kind,
-            layout=layout,
-            handle_bytes=handle_bytes,
-            backend=backend,
-            device=ordinal,
-            stream=stream,
+            **shape_options(num_layers, kv_heads, head_dim, dtype, block_size, num_blocks,
+                            kind=kind, layout=layout, device=device, handle_bytes=handle_bytes,
+                            stream=stream),
             token=token,
             rank=rank,
         )
         register_for_fork(self)
-
-    def torch_tensor(self, layer: int, component: int = 0):
-        """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the server alive)."""
-        return to_torch(self.tensor(layer, component))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
