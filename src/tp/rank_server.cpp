@@ -17,7 +17,7 @@ namespace kvpager::tp {
 
 RankServer::RankServer(RankServerConfig config)
     : config_(std::move(config)), channel_(rank_channel_name(config_.token, config_.rank)) {
-  executor_ = std::make_unique<CommandExecutor>(config_.worker, FaultSpec{});
+  executor_ = std::make_unique<CommandExecutor>(config_.worker, config_.fault);
   listen_fd_ = listen_channel(channel_);
   stop_fd_.reset(::eventfd(0, EFD_CLOEXEC));
   if (!stop_fd_.valid()) throw_errno("eventfd", errno, "tp rank server " + channel_);

@@ -156,6 +156,29 @@ TEST(RankServer, RankOutOfMemoryRollsTheOthersBack) {
   EXPECT_EQ(cache.alloc(4).size(), 4u);
 }
 
+TEST(RankServer, DriverFailureOnOneRankIsTypedAndRolledBackOnTheOthers) {
+  const std::string token = fresh_token();
+  RankServer r0(rank_config(token, 0));
+  RankServerConfig faulty = rank_config(token, 1);
+  faulty.fault = parse_fault("map:3", 1);  // the third map call of rank 1 fails
+  RankServer r1(faulty);
+  RankServer r2(rank_config(token, 2));
+  kv::KvCache cache(TpPageStore::factory(store_config(token, 3)), cache_config(r0.config()));
+  const auto held = cache.alloc(3);  // rank 1's maps 1 and 2: pages 0 and 1
+  try {
+    cache.alloc(2);  // page 2: rank 1's third map
+    FAIL() << "rank 1's map was armed to fail";
+  } catch (const DriverError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rolled back on rank(s) 0,2"), std::string::npos)
+        << e.what();
+  }
+  for (const RankServer* r : {&r0, &r1, &r2}) EXPECT_EQ(r->mapped_pages(), 2u);
+  EXPECT_EQ(cache.alloc(2).size(), 2u);  // a driver error does not break the scheduler
+  for (const RankServer* r : {&r0, &r1, &r2}) EXPECT_EQ(r->mapped_pages(), 3u);
+  cache.free(held);
+}
+
 // Rank 1 in a child process that waits to be killed.
 pid_t start_rank_in_child(const std::string& token, uint32_t rank) {
   int ready[2];

@@ -46,6 +46,7 @@ struct RankServerConfig {
   WorkerConfig worker;
   std::string token;  // the engine's channel token (unix_channel.hpp)
   RankId rank;
+  FaultSpec fault;  // tests: a driver failure armed in this rank's backend (when fault.rank >= 0)
 };
 
 class RankServer {
