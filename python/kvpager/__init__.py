@@ -9,6 +9,8 @@ Two ways in:
 * kvpager's own API: ``KvCache(num_layers, kv_heads, head_dim, dtype, block_size, num_blocks)``
   with ``alloc(n)``, ``free(ids)``, ``trim()``, ``resize(limit_bytes)``, ``stats()`` and
   ``tensor(layer, component)`` / ``torch_tensor(layer, component)``.
+* Tensor parallelism: ``TpRankServer`` in each rank's process holds that rank's tensors; a
+  ``KvCache(..., tp_token=..., tp_size=N)`` elsewhere maps their pages (see ``kvpager.tp``).
 * The serving-engine interface with kvcached's names: ``init_kvcached``, ``alloc_kv_cache``,
   ``get_kv_cache_manager``, ``shutdown_kvcached`` (see ``kvpager.engine``).
 
@@ -42,6 +44,7 @@ from .engine import (
     shutdown_kvcached,
 )
 from .torch_interop import to_torch
+from .tp import TpRankServer
 
 __all__ = [
     "DLPACK_VERSION",
@@ -54,6 +57,7 @@ __all__ = [
     "OutOfMemory",
     "StateError",
     "Timeout",
+    "TpRankServer",
     "alloc_kv_cache",
     "dtype_name",
     "get_kv_cache_manager",

@@ -9,12 +9,18 @@ from .devices import parse_device
 from .dtypes import dtype_name
 from .torch_interop import to_torch
 
+
 _open_caches: "weakref.WeakSet[KvCache]" = weakref.WeakSet()
 
 
 def _abandon_in_child(parent_pid: int) -> None:
     for cache in list(_open_caches):
         cache._abandon_after_fork(parent_pid)
+
+
+def register_for_fork(obj) -> None:
+    """Abandons ``obj`` (its ``_abandon_after_fork``) in a child forked while it is open."""
+    _open_caches.add(obj)
 
 
 _parent_pid = [os.getpid()]
@@ -24,7 +30,40 @@ os.register_at_fork(
 )
 
 
-class KvCache(_kvpager.KvCache):
+def shape_options(num_layers, kv_heads, head_dim, dtype, block_size, num_blocks, *, kind, layout,
+                  device, handle_bytes, stream) -> dict:
+    """The native keyword arguments every holder of KV tensors takes alike (KvShape)."""
+    backend, ordinal = parse_device(device)
+    return {"num_layers": num_layers, "kv_heads": kv_heads, "head_dim": head_dim,
+            "dtype": dtype_name(dtype), "block_size": block_size, "num_blocks": num_blocks,
+            "kind": kind, "layout": layout, "handle_bytes": handle_bytes, "backend": backend,
+            "device": ordinal, "stream": stream}
+
+
+class TensorOwner:
+    """torch views and ``with`` for a native holder of KV tensors (``tensor``, ``close``)."""
+
+    def torch_tensor(self, layer: int, component: int = 0):
+        """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the memory alive)."""
+        return to_torch(self.tensor(layer, component))
+
+    def key(self, layer: int):
+        """Layer ``layer``'s K tensor (torch), shape (num_blocks, block_size, kv_heads, head_dim)."""
+        return self.torch_tensor(layer, 0)
+
+    def value(self, layer: int):
+        """Layer ``layer``'s V tensor (torch); InvalidArgument for a latent (MLA) cache."""
+        return self.torch_tensor(layer, 1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class KvCache(TensorOwner, _kvpager.KvCache):
     """The KV cache of one model instance (one rank).
 
     Virtual tensors for ``num_layers`` layers of K and V (``kind="kv"``: MHA, GQA, MQA) or of one
@@ -46,6 +85,15 @@ class KvCache(_kvpager.KvCache):
     this cache does not need it, and give it back (their free pages unmapped, their
     ``available()`` shrunk) while it waits for memory; guarantees sum to at most the budget.
     Unset options come from KVPAGER_* variables.
+
+    Tensor parallelism (scheduler side): with ``tp_size`` N > 0 and ``tp_token``, the cache
+    holds no KV memory in this process; it connects to the N :class:`kvpager.TpRankServer`
+    objects serving that token (one per rank, in the workers' processes; waiting up to
+    KVPAGER_TP_START_TIMEOUT_MS for them) and maps every page on every rank, all or nothing.
+    The geometry is one rank's shard, as the servers have it. Everything else works as for
+    one rank (alloc, free, available, trim, resize, stats, registry, guarantees); ``tensor``
+    and ``view`` raise StateError (the tensors are the ranks'). A page charges its bytes once
+    per rank on ``device``'s device (all N on one device; one rank's share with a device each).
 
     Methods (thread-safe; each releases the GIL while it works):
       alloc(n) -> list[int]      all or nothing; OutOfMemory when n blocks do not fit now
@@ -96,51 +144,24 @@ class KvCache(_kvpager.KvCache):
         instance: Optional[str] = None,
         model: str = "",
         guarantee_bytes: Optional[int] = None,
+        tp_token: Optional[str] = None,
+        tp_size: int = 0,
     ):
-        backend, ordinal = parse_device(device)
         super().__init__(
-            num_layers=num_layers,
-            kv_heads=kv_heads,
-            head_dim=head_dim,
-            dtype=dtype_name(dtype),
-            block_size=block_size,
-            num_blocks=num_blocks,
-            kind=kind,
-            layout=layout,
+            **shape_options(num_layers, kv_heads, head_dim, dtype, block_size, num_blocks,
+                            kind=kind, layout=layout, device=device, handle_bytes=handle_bytes,
+                            stream=stream),
             limit_bytes=limit_bytes,
-            handle_bytes=handle_bytes,
             reserve_pages=reserve_pages,
             max_idle_pages=max_idle_pages,
             zero_fill=zero_fill,
-            backend=backend,
-            device=ordinal,
-            stream=stream,
             instance=instance,
             model=model,
             guarantee_bytes=guarantee_bytes,
+            tp_token=tp_token,
+            tp_size=tp_size,
         )
         _open_caches.add(self)
-
-    def torch_tensor(self, layer: int, component: int = 0):
-        """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the cache alive)."""
-        return to_torch(self.tensor(layer, component))
-
-    def key(self, layer: int):
-        """Layer ``layer``'s K tensor (torch).
-
-        Shape (num_blocks, block_size, kv_heads, head_dim)."""
-        return self.torch_tensor(layer, 0)
-
-    def value(self, layer: int):
-        """Layer ``layer``'s V tensor (torch); InvalidArgument for a latent (MLA) cache."""
-        return self.torch_tensor(layer, 1)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
     def __repr__(self):
         if self.forked:

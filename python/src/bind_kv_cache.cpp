@@ -83,27 +83,22 @@ failed call changes nothing.)doc")
                        std::optional<size_t> max_idle_pages, std::optional<bool> zero_fill,
                        std::optional<std::string> backend, std::optional<int> device,
                        std::optional<uintptr_t> stream, std::optional<std::string> instance,
-                       std::string model, std::optional<uint64_t> guarantee_bytes) {
+                       std::string model, std::optional<uint64_t> guarantee_bytes,
+                       std::optional<std::string> tp_token, int tp_size) {
              KvCacheOptions o;
-             o.num_layers = num_layers;
-             o.kv_heads = kv_heads;
-             o.head_dim = head_dim;
-             o.dtype = std::move(dtype);
-             o.block_size = block_size;
-             o.num_blocks = num_blocks;
-             o.kind = std::move(kind);
-             o.layout = std::move(layout);
+             static_cast<KvShape&>(o) =
+                 KvShape{num_layers,   kv_heads,           head_dim,        std::move(dtype),
+                         block_size,   num_blocks,         std::move(kind), std::move(layout),
+                         handle_bytes, std::move(backend), device,          stream};
              o.limit_bytes = limit_bytes;
-             o.handle_bytes = handle_bytes;
              o.reserve_pages = reserve_pages;
              o.max_idle_pages = max_idle_pages;
              o.zero_fill = zero_fill;
-             o.backend = std::move(backend);
-             o.device = device;
-             o.stream = stream;
              o.instance = std::move(instance);
              o.model = std::move(model);
              o.guarantee_bytes = guarantee_bytes;
+             o.tp_token = std::move(tp_token);
+             o.tp_size = tp_size;
              py::gil_scoped_release release;
              return std::make_unique<KvCacheHandle>(o);
            }),
@@ -115,7 +110,8 @@ failed call changes nothing.)doc")
            py::arg("zero_fill") = py::none(), py::arg("backend") = py::none(),
            py::arg("device") = py::none(), py::arg("stream") = py::none(),
            py::arg("instance") = py::none(), py::arg("model") = "",
-           py::arg("guarantee_bytes") = py::none())
+           py::arg("guarantee_bytes") = py::none(), py::arg("tp_token") = py::none(),
+           py::arg("tp_size") = 0)
       .def(
           "alloc",
           [](const KvCacheHandle& h, size_t n) {
@@ -258,6 +254,11 @@ failed call changes nothing.)doc")
       .def_property_readonly("block_stride_bytes", &KvCacheHandle::block_stride_bytes,
                              "Bytes between consecutive blocks of one tensor (the whole "
                              "all-layer cell for the interleaved layout).")
+      .def_property_readonly(
+          "handle_bytes", [](const KvCacheHandle& h) { return h.cache().config().handle_bytes; },
+          "Bytes of one page of one tensor (of one rank, for a tensor-parallel cache): page p "
+          "holds the blocks lying wholly in bytes [p * handle_bytes, (p + 1) * handle_bytes) "
+          "of every tensor.")
       .def("_abandon_after_fork", &KvCacheHandle::abandon_after_fork, py::arg("parent_pid"),
            "Used by kvpager's fork handler in the child: abandons this copy (see close()).")
       .def_property_readonly("forked", &KvCacheHandle::forked,

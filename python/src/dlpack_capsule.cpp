@@ -17,7 +17,7 @@ constexpr const char* kVersionedName = "dltensor_versioned";
 template <class Managed>
 struct Export {
   Managed managed{};
-  std::shared_ptr<kv::KvCache> owner;
+  std::shared_ptr<const void> owner;
   std::vector<int64_t> shape;
   std::vector<int64_t> strides;
 

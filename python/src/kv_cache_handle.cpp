@@ -1,10 +1,9 @@
 #include "kv_cache_handle.hpp"
 
-#include <algorithm>
-
 #include "kvpager/common/error.hpp"
 #include "kvpager/limits/instance_registration.hpp"
 #include "kvpager/limits/registry_config.hpp"
+#include "kvpager/tp/tp_page_store.hpp"
 #include "kvpager/vmm/backend.hpp"
 
 namespace kvpager::python {
@@ -19,34 +18,14 @@ void set_if_given(T& field, const std::optional<U>& option) {
   }
 }
 
-kv::KvKind parse_kind(const std::string& kind) {
-  if (kind == "kv") {
-    return kv::KvKind::kKeyValue;
-  }
-  if (kind == "latent") {
-    return kv::KvKind::kLatent;
-  }
-  throw InvalidArgument("unknown KV kind '" + kind + "' (choose kv or latent)");
-}
-
 }  // namespace
 
 KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dtype)) {
   kv::KvCacheConfig config;
-  config.geometry.num_layers = o.num_layers;
-  config.geometry.kv_heads = o.kv_heads;
-  config.geometry.head_dim = o.head_dim;
-  config.geometry.dtype_bytes = dtype_->bytes;
-  config.geometry.block_size = o.block_size;
-  config.geometry.kind = parse_kind(o.kind);
-  config.geometry.validate();
+  config.geometry = o.geometry(*dtype_);
   config = kv::kv_cache_config_from_env(config);
   config.num_blocks = o.num_blocks;
-  if (o.layout) {
-    std::string name = *o.layout;
-    std::replace(name.begin(), name.end(), '_', '-');
-    config.layout = kv::parse_layout(name);
-  }
+  config.layout = o.layout_or(config.layout);
   set_if_given(config.limit_bytes, o.limit_bytes);
   set_if_given(config.handle_bytes, o.handle_bytes);
   set_if_given(config.reserve_pages, o.reserve_pages);
@@ -57,15 +36,24 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     config.wait_for_stream_before_unmap = true;
   }
 
-  vmm::BackendConfig backend_config = vmm::backend_config_from_env();
-  if (o.backend) {
-    backend_config.choice = vmm::parse_backend_choice(*o.backend);
+  const vmm::BackendConfig backend_config = o.backend_config();
+  std::shared_ptr<vmm::Backend> backend;
+  vmm::DeviceIdentity id;
+  if (o.tp_size > 0) {
+    if (!o.tp_token) {
+      throw InvalidArgument("tp_size needs tp_token: the channel token its rank servers use");
+    }
+    id = vmm::identify_device(backend_config);  // no context: the ranks hold the memory
+    backend_description_ = "tp " + std::to_string(o.tp_size) + " ranks on channels '" +
+                           *o.tp_token + "' (charged to " + id.name() + ")";
+  } else {
+    backend = vmm::make_backend(backend_config);
+    id.cuda = backend->kind() == vmm::BackendKind::kCuda;
+    id.device = backend->device();
+    id.total_bytes = backend->memory_info().total_bytes;
+    backend_description_ = backend->describe();
   }
-  set_if_given(backend_config.device, o.device);
-  std::shared_ptr<vmm::Backend> backend = vmm::make_backend(backend_config);
-  device_ = backend->kind() == vmm::BackendKind::kCuda ? DLDevice{kDLCUDA, backend->device()}
-                                                       : DLDevice{kDLCPU, 0};
-  backend_description_ = backend->describe();
+  device_ = id.cuda ? DLDevice{kDLCUDA, id.device} : DLDevice{kDLCPU, 0};
 
   if (o.guarantee_bytes && !o.instance) {
     throw InvalidArgument(
@@ -76,9 +64,8 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     limits::InstanceSpec spec;
     spec.name = *o.instance;
     spec.model = o.model;
-    spec.device =
-        (device_.device_type == kDLCUDA ? "cuda" : "host") + std::to_string(device_.device_id);
-    spec.device_total_bytes = backend->memory_info().total_bytes;
+    spec.device = id.name();
+    spec.device_total_bytes = id.total_bytes;
     if (config.limit_bytes != 0) {
       spec.limit_bytes = config.limit_bytes;
     }
@@ -86,7 +73,15 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     registration_ = limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
     config.registry_link = registration_;
   }
-  cache_ = std::make_shared<kv::KvCache>(std::move(backend), config);
+  if (o.tp_size > 0) {
+    tp::TpStoreConfig store;
+    store.token = *o.tp_token;
+    store.tp = tp::tp_config_from_env(store.tp);
+    store.tp.tp_size = o.tp_size;
+    cache_ = std::make_shared<kv::KvCache>(tp::TpPageStore::factory(store), config);
+  } else {
+    cache_ = std::make_shared<kv::KvCache>(std::move(backend), config);
+  }
   geometry_ = cache_->config().geometry;
   layout_ = cache_->config().layout;
   num_blocks_ = cache_->config().num_blocks;
@@ -140,16 +135,11 @@ uint64_t KvCacheHandle::tensor_offset(uint32_t layer, uint32_t component) const 
 }
 
 uint64_t KvCacheHandle::block_stride_bytes() const {
-  return cache().tensor(0, 0).block_stride_bytes;
+  return cache().store().block_stride_bytes();
 }
 
 KvTensor KvCacheHandle::tensor(uint32_t layer, uint32_t component) const {
-  const kv::TensorView v = cache().tensor(layer, component);
-  const int64_t token = int64_t{v.kv_heads} * v.head_dim;
-  return view(tensor_offset(layer, component),
-              {static_cast<int64_t>(v.num_blocks), v.block_size, v.kv_heads, v.head_dim},
-              {static_cast<int64_t>(v.block_stride_bytes / v.dtype_bytes), token, v.head_dim, 1},
-              *dtype_);
+  return natural_tensor(region(), cache().tensor(layer, component), *dtype_);
 }
 
 KvTensor KvCacheHandle::view(uint64_t byte_offset, std::vector<int64_t> shape,

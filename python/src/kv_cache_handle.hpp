@@ -1,5 +1,6 @@
 #pragma once
-// KvCacheHandle: what Python's kvpager.KvCache holds. It builds a backend and a kv::KvCache
+// KvCacheHandle: what Python's kvpager.KvCache holds. It builds a backend (or, for a
+// tensor-parallel scheduler, a tp::TpPageStore over the ranks' channels) and a kv::KvCache
 // from keyword options (explicit options beat KVPAGER_* environment variables, which beat the
 // defaults documented in kv_cache.hpp and backend.hpp), and makes typed views of its tensors.
 //
@@ -17,35 +18,30 @@
 #include <vector>
 
 #include "dtype.hpp"
+#include "kv_shape.hpp"
 #include "kv_tensor.hpp"
 #include "kvpager/kv/kv_cache.hpp"
 #include "kvpager/limits/instance_registration.hpp"
 
 namespace kvpager::python {
 
-struct KvCacheOptions {
-  uint32_t num_layers = 0;
-  uint32_t kv_heads = 0;
-  uint32_t head_dim = 0;
-  std::string dtype = "float16";
-  uint32_t block_size = 16;
-  uint64_t num_blocks = 0;               // 0: as many as the device memory holds
-  std::string kind = "kv";               // "kv" (K and V: MHA/GQA/MQA) or "latent" (MLA)
-  std::optional<std::string> layout;     // "interleaved" | "per-layer"
-  std::optional<uint64_t> limit_bytes;   // mapped-memory limit, 0 = none
-  std::optional<uint64_t> handle_bytes;  // page size
+struct KvCacheOptions : KvShape {
+  std::optional<uint64_t> limit_bytes;  // mapped-memory limit, 0 = none
   std::optional<size_t> reserve_pages;
   std::optional<size_t> max_idle_pages;
-  std::optional<bool> zero_fill;       // back unmapped pages with a zero page
-  std::optional<std::string> backend;  // "auto" | "host" | "cuda"
-  std::optional<int> device;           // CUDA ordinal
-  std::optional<uintptr_t> stream;     // unmapping waits for this CUstream's queued work
+  std::optional<bool> zero_fill;  // back unmapped pages with a zero page
   // Registers the cache in the shared-memory registry under this name (kvpager list/top/limit
   // see it; its limit and the device budget apply). KVPAGER_SHM_* configure the registry.
   std::optional<std::string> instance;
   std::string model;  // free text shown by kvpager list/top
   // With `instance`: the share of the device budget guaranteed to it (kvpager guarantee).
   std::optional<uint64_t> guarantee_bytes;
+  // Tensor parallelism, scheduler side: with tp_size > 0 the cache holds no memory here; it
+  // maps each page on the tp_size rank servers listening on `tp_token`'s channels
+  // (tp::TpPageStore). Geometry is one rank's shard; backend/device name rank 0's device (the
+  // budget and registry entry are charged there), no backend or CUDA context is created.
+  std::optional<std::string> tp_token;
+  int tp_size = 0;
 };
 
 class KvCacheHandle {

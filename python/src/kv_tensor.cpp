@@ -57,6 +57,14 @@ KvTensor KvTensor::make(const KvRegion& region, uint64_t byte_offset, std::vecto
   return t;
 }
 
+KvTensor natural_tensor(const KvRegion& region, const kv::TensorView& v, const DType& dtype) {
+  const int64_t token = int64_t{v.kv_heads} * v.head_dim;
+  return KvTensor::make(
+      region, v.base - region.base,
+      {static_cast<int64_t>(v.num_blocks), v.block_size, v.kv_heads, v.head_dim},
+      {static_cast<int64_t>(v.block_stride_bytes / v.dtype_bytes), token, v.head_dim, 1}, dtype);
+}
+
 KvTensor KvTensor::retyped(const DType& dtype) const {
   KvTensor t = *this;
   t.dtype_ = &dtype;

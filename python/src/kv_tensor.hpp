@@ -2,7 +2,8 @@
 // KvTensor: a typed, strided view of a KV cache's virtual memory, the object kvpager hands to
 // Python frameworks (DLPack, numpy's array interface, CUDA array interface).
 //
-// Ownership and lifetime: a view holds a shared reference to its KvCache, and so does every
+// Ownership and lifetime: a view holds a shared reference to its KvCache (or TpRankServer: the
+// owner of the virtual space), and so does every
 // DLPack capsule (and through it every consumer tensor) made from it; the cache's virtual
 // reservation and mapped pages live until the last of them is gone, even after the Python
 // KvCache object was closed or shutdown_kvcached() ran.
@@ -24,7 +25,7 @@ namespace kvpager::python {
 
 // The virtual region a view may cover, and who keeps it alive.
 struct KvRegion {
-  std::shared_ptr<kv::KvCache> owner;
+  std::shared_ptr<const void> owner;
   DLDevice device{kDLCPU, 0};
   uintptr_t base = 0;
   uint64_t bytes = 0;
@@ -38,7 +39,7 @@ class KvTensor {
   static KvTensor make(const KvRegion& region, uint64_t byte_offset, std::vector<int64_t> shape,
                        std::vector<int64_t> strides, const DType& dtype);
 
-  const std::shared_ptr<kv::KvCache>& owner() const { return owner_; }
+  const std::shared_ptr<const void>& owner() const { return owner_; }
   DLDevice device() const { return device_; }
   uintptr_t data() const { return data_; }
   const std::vector<int64_t>& shape() const { return shape_; }
@@ -51,12 +52,16 @@ class KvTensor {
 
  private:
   KvTensor() = default;
-  std::shared_ptr<kv::KvCache> owner_;
+  std::shared_ptr<const void> owner_;
   DLDevice device_{kDLCPU, 0};
   uintptr_t data_ = 0;
   std::vector<int64_t> shape_;
   std::vector<int64_t> strides_;
   const DType* dtype_ = nullptr;
 };
+
+// The natural view of one layer's K/V/latent tensor `view` in `region`: shape (num_blocks,
+// block_size, kv_heads, head_dim), strides in elements of `dtype`.
+KvTensor natural_tensor(const KvRegion& region, const kv::TensorView& view, const DType& dtype);
 
 }  // namespace kvpager::python

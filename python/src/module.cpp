@@ -14,6 +14,7 @@ PYBIND11_MODULE(_kvpager, m) {
   kvpager::python::bind_kv_tensor(m);
   kvpager::python::bind_kv_cache(m);
   kvpager::python::bind_registry(m);
+  kvpager::python::bind_tp_rank_server(m);
   m.def("known_dtypes", &kvpager::python::known_dtypes, "The dtype names KV tensors accept.");
   m.def(
       "dtype_info",

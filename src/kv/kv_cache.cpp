@@ -8,13 +8,48 @@
 #include "kvpager/common/env_number.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
+#include "kvpager/kv/local_page_store.hpp"
 
 namespace kvpager::kv {
 
 namespace {
 
-uint64_t choose_handle_bytes(const vmm::Backend& backend, const KvCacheConfig& c) {
-  const uint64_t g = backend.granularity();
+uint64_t choose_num_blocks(const vmm::Backend& backend, const KvCacheConfig& c) {
+  if (c.num_blocks != 0) {
+    return c.num_blocks;
+  }
+  const uint64_t per_block = c.geometry.block_bytes_all_layers();
+  return std::min<uint64_t>(backend.memory_info().total_bytes / per_block, INT32_MAX);
+}
+
+std::vector<BlockRange> page_table(const PageStore& store) {
+  std::vector<BlockRange> pages(store.num_pages());
+  for (uint32_t p = 0; p < store.num_pages(); ++p) {
+    pages[p] = store.blocks_of_page(PageId{p});
+  }
+  return pages;
+}
+
+PageStoreFactory local_store(std::shared_ptr<vmm::Backend> backend) {
+  return [backend = std::move(backend)](const KvCacheConfig& c,
+                                        std::shared_ptr<limits::MemoryBudget> budget) {
+    const uint64_t handle = choose_handle_bytes(c, backend->granularity());
+    return std::make_unique<LocalPageStore>(
+        backend, std::move(budget),
+        pool::PagePoolConfig{handle, c.pool_min_ready, c.pool_max_ready, c.background},
+        KvSpaceConfig{c.geometry, c.layout, choose_num_blocks(*backend, c), c.zero_fill_unmapped});
+  };
+}
+
+// Blocks handed out, the null block excluded. The null block is reserved only once its page
+// is mapped (a limit below one page refuses even that), so it is not always there to subtract.
+size_t blocks_handed_out(const BlockAllocator& a) {
+  return a.used_blocks() == 0 ? 0 : a.used_blocks() - 1;
+}
+
+}  // namespace
+
+uint64_t choose_handle_bytes(const KvCacheConfig& c, uint64_t g) {
   uint64_t h = c.handle_bytes == 0 ? g : c.handle_bytes;
   if (h % g != 0) {
     throw InvalidArgument("KV cache: handle size " + format_size(h) +
@@ -26,30 +61,6 @@ uint64_t choose_handle_bytes(const vmm::Backend& backend, const KvCacheConfig& c
   }
   return h;
 }
-
-uint64_t choose_num_blocks(const vmm::Backend& backend, const KvCacheConfig& c) {
-  if (c.num_blocks != 0) {
-    return c.num_blocks;
-  }
-  const uint64_t per_block = c.geometry.block_bytes_all_layers();
-  return std::min<uint64_t>(backend.memory_info().total_bytes / per_block, INT32_MAX);
-}
-
-std::vector<BlockRange> page_table(const KvSpace& space) {
-  std::vector<BlockRange> pages(space.num_pages());
-  for (uint32_t p = 0; p < space.num_pages(); ++p) {
-    pages[p] = space.blocks_of_page(PageId{p});
-  }
-  return pages;
-}
-
-// Blocks handed out, the null block excluded. The null block is reserved only once its page
-// is mapped (a limit below one page refuses even that), so it is not always there to subtract.
-size_t blocks_handed_out(const BlockAllocator& a) {
-  return a.used_blocks() == 0 ? 0 : a.used_blocks() - 1;
-}
-
-}  // namespace
 
 KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
   auto env = [](const char* name) { return std::getenv(name); };
@@ -88,7 +99,11 @@ KvCacheConfig kv_cache_config_from_env(KvCacheConfig c) {
 
 KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
                  std::shared_ptr<limits::MemoryBudget> budget)
-    : backend_(std::move(backend)), budget_(std::move(budget)), config_(config) {
+    : KvCache(local_store(std::move(backend)), std::move(config), std::move(budget)) {}
+
+KvCache::KvCache(const PageStoreFactory& make_store, KvCacheConfig config,
+                 std::shared_ptr<limits::MemoryBudget> budget)
+    : budget_(std::move(budget)), config_(std::move(config)) {
   config_.geometry.validate();
   unmap_stream_.store(config_.stream);
   wait_for_stream_.store(config_.wait_for_stream_before_unmap);
@@ -108,16 +123,10 @@ KvCache::KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
   }
   policy_config_ = MemoryPolicyConfig{config_.reserve_pages, config_.max_idle_pages,
                                       std::chrono::milliseconds(config_.idle_release_ms)};
-  config_.handle_bytes = choose_handle_bytes(*backend_, config_);
-  config_.num_blocks = choose_num_blocks(*backend_, config_);
-  pool_ = std::make_unique<pool::PagePool>(
-      backend_, budget_,
-      pool::PagePoolConfig{config_.handle_bytes, config_.pool_min_ready, config_.pool_max_ready,
-                           config_.background});
-  space_ = std::make_unique<KvSpace>(backend_, *pool_,
-                                     KvSpaceConfig{config_.geometry, config_.layout,
-                                                   config_.num_blocks, config_.zero_fill_unmapped});
-  allocator_ = std::make_unique<BlockAllocator>(page_table(*space_),
+  store_ = make_store(config_, budget_);
+  config_.handle_bytes = store_->handle_bytes();
+  config_.num_blocks = store_->num_blocks();
+  allocator_ = std::make_unique<BlockAllocator>(page_table(*store_),
                                                 static_cast<int32_t>(config_.num_blocks));
   if (allocator_->usable_blocks() < 2) {
     throw InvalidArgument("KV cache: capacity must hold the null block and at least one more");
@@ -142,7 +151,20 @@ KvCache::~KvCache() {
   if (mapper_.joinable()) {
     mapper_.join();
   }
-  // space_ unmaps every page and returns handles to pool_; pool_ releases them.
+  // store_ unmaps every page and releases every handle.
+}
+
+const KvSpace& KvCache::space() const {
+  if (const KvSpace* space = store_->local_space()) {
+    return *space;
+  }
+  throw StateError(
+      "this KV cache maps its pages in other processes (tensor-parallel ranks): its tensors "
+      "live there (each rank's TpRankServer), not in this process");
+}
+
+TensorView KvCache::tensor(uint32_t layer, uint32_t component) const {
+  return space().tensor(layer, component);
 }
 
 uint64_t KvCache::limit_bytes_locked() const {
@@ -157,9 +179,9 @@ uint64_t KvCache::limit_bytes_locked() const {
 }
 
 size_t KvCache::limit_pages_locked() const {
-  const uint64_t all = space_->num_pages();
+  const uint64_t all = store_->num_pages();
   const uint64_t limit = limit_bytes_locked();
-  return static_cast<size_t>(limit == 0 ? all : std::min(limit / space_->page_bytes(), all));
+  return static_cast<size_t>(limit == 0 ? all : std::min(limit / store_->page_bytes(), all));
 }
 
 PageCounts KvCache::page_counts_locked() const {
@@ -189,7 +211,7 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
       for (uint32_t p : claimed) {
         allocator_->finish_mapping(p, false);
       }
-      const uint64_t pb = space_->page_bytes();
+      const uint64_t pb = store_->page_bytes();
       throw OutOfMemory("alloc of " + std::to_string(request) + " blocks: " +
                         (at_limit
                              ? "the limit of " + format_size(limit_bytes_locked()) + " is reached"
@@ -206,7 +228,7 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
   size_t mapped = 0;
   try {
     for (; mapped < claimed.size(); ++mapped) {
-      space_->map_page(PageId{claimed[mapped]});
+      store_->map_page(PageId{claimed[mapped]});
     }
   } catch (...) {
     bool refused = false;  // by the budget: claim what this alloc needed, not one page of it
@@ -218,7 +240,7 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
     }
     for (size_t i = 0; i < mapped; ++i) {
       try {
-        space_->unmap_page(PageId{claimed[i]});
+        store_->unmap_page(PageId{claimed[i]});
       } catch (const std::exception& e) {
         lock.lock();
         broken_ = std::string("could not undo a failed mapping: ") + e.what();
@@ -322,9 +344,9 @@ void KvCache::set_unmap_stream(uintptr_t stream) {
 
 void KvCache::unmap_claimed(uint32_t page) {
   if (wait_for_stream_.load()) {
-    backend_->wait_for_stream(unmap_stream_.load());
+    store_->wait_for_stream(unmap_stream_.load());
   }
-  space_->unmap_page(PageId{page});
+  store_->unmap_page(PageId{page});
 }
 
 bool KvCache::unmap_one_locked(std::unique_lock<std::mutex>& lock) {
@@ -370,7 +392,7 @@ uint64_t KvCache::claim_bytes_locked(size_t pages) const {
   // What holding `pages` more than are mapped takes beyond the charge: ready handles (and the
   // handles of a mapping just rolled back, until the pool releases them) are charged already.
   // Measured from the charge alone, a claim would ask for those twice and outlive its need.
-  return claim_bytes(allocator_->mapped_pages(), pages, space_->page_bytes(),
+  return claim_bytes(allocator_->mapped_pages(), pages, store_->page_bytes(),
                      budget_->charged_bytes());
 }
 
@@ -382,10 +404,10 @@ size_t KvCache::available() const {
 size_t KvCache::owed_blocks() const {
   // The mapper pays from free pages and ready handles first; only the rest needs blocks in use
   // freed (preemption). Pool before cache lock: the pool never calls into the cache.
-  const uint64_t ready_bytes = pool_->stats().ready_bytes;
+  const uint64_t ready_bytes = store_->pool_stats().ready_bytes;
   std::lock_guard lock(mutex_);
   return kv::owed_blocks(policy_.owed_pages, allocator_->free_pages(), ready_bytes,
-                         space_->page_bytes(), allocator_->max_blocks_per_page());
+                         store_->page_bytes(), allocator_->max_blocks_per_page());
 }
 
 size_t KvCache::available_locked(bool within_budget) const {
@@ -395,16 +417,16 @@ size_t KvCache::available_locked(bool within_budget) const {
   // The budget may be shared (a device budget in the registry, or one LocalBudget for several
   // caches): what others hold is not ours to map. Ready pool handles are charged already.
   // Without others (within_budget false), the budget's whole limit is ours.
-  const uint64_t page_bytes = space_->page_bytes();
+  const uint64_t page_bytes = store_->page_bytes();
   size_t budget_pages = 0;
   if (within_budget) {
-    const uint64_t ready = pool_->stats().ready_bytes, headroom = budget_->headroom_bytes();
+    const uint64_t ready = store_->pool_stats().ready_bytes, headroom = budget_->headroom_bytes();
     constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
     budget_pages =
         static_cast<size_t>((headroom > kMax - ready ? kMax : ready + headroom) / page_bytes);
   } else {
     const uint64_t ours =
-        std::min<uint64_t>(budget_->limit_bytes() / page_bytes, space_->num_pages());
+        std::min<uint64_t>(budget_->limit_bytes() / page_bytes, store_->num_pages());
     budget_pages = ours > mapped ? static_cast<size_t>(ours - mapped) : 0;
   }
   const size_t headroom_pages = std::min(limit > mapped ? limit - mapped : 0, budget_pages);
@@ -421,7 +443,7 @@ size_t KvCache::available_locked(bool within_budget) const {
 }
 
 uint64_t KvCache::mapped_bytes() const {
-  return static_cast<uint64_t>(space_->mapped_pages()) * space_->page_bytes();
+  return static_cast<uint64_t>(store_->mapped_pages()) * store_->page_bytes();
 }
 
 void KvCache::resize(uint64_t limit_bytes) {
@@ -455,8 +477,8 @@ uint64_t KvCache::trim() {
     ++pages;
   }
   lock.unlock();
-  pool_->trim();
-  return pages * space_->page_bytes();
+  store_->release_ready();
+  return pages * store_->page_bytes();
 }
 
 bool KvCache::is_allocated(BlockId id) const {
@@ -473,17 +495,17 @@ KvCacheStats KvCache::stats() const {
     s.usable_blocks = allocator_->usable_blocks() - 1;
     s.blocks_in_use = blocks_handed_out(*allocator_);
     s.free_mapped_blocks = allocator_->free_mapped_blocks();
-    s.num_pages = space_->num_pages();
+    s.num_pages = store_->num_pages();
     s.mapped_pages = static_cast<uint32_t>(allocator_->mapped_pages());
     s.free_pages = static_cast<uint32_t>(allocator_->free_pages());
     s.max_blocks_per_page = allocator_->max_blocks_per_page();
-    s.page_bytes = space_->page_bytes();
+    s.page_bytes = store_->page_bytes();
     s.mapped_bytes = s.mapped_pages * s.page_bytes;
-    s.peak_mapped_bytes = static_cast<uint64_t>(space_->peak_mapped_pages()) * s.page_bytes;
+    s.peak_mapped_bytes = static_cast<uint64_t>(store_->peak_mapped_pages()) * s.page_bytes;
     s.in_use_bytes = (s.mapped_pages - s.free_pages) * s.page_bytes;
     const uint64_t limit = limit_bytes_locked();  // a registry limit too (kvpager limit)
     s.limit_bytes = limit == std::numeric_limits<uint64_t>::max() ? 0 : limit;
-    s.virtual_bytes = space_->reserved_bytes();
+    s.virtual_bytes = store_->virtual_bytes();
     s.available_blocks = available_locked(true);
     s.available_within_limit_blocks = available_locked(false);
     s.owed_bytes = policy_.owed_pages * s.page_bytes;
@@ -491,14 +513,14 @@ KvCacheStats KvCache::stats() const {
   if (config_.registry_link) {
     s.guarantee_bytes = config_.registry_link->guarantee_bytes();
   }
-  s.pool = pool_->stats();
+  s.pool = store_->pool_stats();
   return s;
 }
 
 LinkPoll KvCache::poll_link_locked() {
   limits::InstanceUsage usage;
   usage.used_bytes = static_cast<uint64_t>(allocator_->mapped_pages() - allocator_->free_pages()) *
-                     space_->page_bytes();
+                     store_->page_bytes();
   LinkPoll poll;
   poll.events = config_.registry_link->poll(usage);
   poll.charged_bytes = budget_->charged_bytes();
@@ -533,9 +555,9 @@ void KvCache::run_mapper() {
       in.poll = poll_link_locked();
     }
     in.pages = page_counts_locked();
-    in.page_bytes = space_->page_bytes();
+    in.page_bytes = store_->page_bytes();
     in.excess_bytes = budget_->excess_bytes();
-    in.ready_bytes = in.excess_bytes > 0 ? pool_->stats().ready_bytes : 0;
+    in.ready_bytes = in.excess_bytes > 0 ? store_->pool_stats().ready_bytes : 0;
     const MapperStep step = decide_mapper_step(policy_config_, policy_, in);
     policy_ = step.state;
     const auto idle_deadline = idle_release.count() > 0 && !policy_.idle_released
@@ -552,7 +574,7 @@ void KvCache::run_mapper() {
         case MapperAction::kReleaseReady:
           // Outside our lock; the pool never calls back into the cache.
           lock.unlock();
-          pool_->trim();
+          store_->release_ready();
           lock.lock();
           break;
         case MapperAction::kMapReserve:

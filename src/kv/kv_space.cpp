@@ -129,10 +129,15 @@ uintptr_t KvSpace::page_address(uint32_t tensor, uint32_t page) const {
 
 BlockRange KvSpace::blocks_of_page(PageId page) const {
   check_page(page);
-  const uint64_t start = static_cast<uint64_t>(page.value) * handle_bytes_;
-  const uint64_t end = start + handle_bytes_;
-  const uint64_t first = (start + cell_bytes_ - 1) / cell_bytes_;
-  const uint64_t last = std::min<uint64_t>(end / cell_bytes_, config_.num_blocks);  // exclusive
+  return page_blocks(handle_bytes_, cell_bytes_, config_.num_blocks, page.value);
+}
+
+BlockRange page_blocks(uint64_t handle_bytes, uint64_t cell_bytes, uint64_t num_blocks,
+                       uint32_t page) {
+  const uint64_t start = static_cast<uint64_t>(page) * handle_bytes;
+  const uint64_t end = start + handle_bytes;
+  const uint64_t first = (start + cell_bytes - 1) / cell_bytes;
+  const uint64_t last = std::min<uint64_t>(end / cell_bytes, num_blocks);  // exclusive
   if (last <= first) return {static_cast<int32_t>(first), 0};
   return {static_cast<int32_t>(first), static_cast<int32_t>(last - first)};
 }

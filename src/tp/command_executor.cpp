@@ -24,7 +24,10 @@ CommandExecutor::CommandExecutor(const WorkerConfig& config, const FaultSpec& fa
   sc.layout = config_.layout;
   const uint64_t virtual_bytes =
       config_.virtual_bytes != 0 ? config_.virtual_bytes : backend_->memory_info().total_bytes;
-  sc.num_blocks = std::max<uint64_t>(1, virtual_bytes / config_.geometry.block_bytes_all_layers());
+  sc.num_blocks =
+      config_.num_blocks != 0
+          ? config_.num_blocks
+          : std::max<uint64_t>(1, virtual_bytes / config_.geometry.block_bytes_all_layers());
   sc.num_blocks = std::min<uint64_t>(sc.num_blocks, INT32_MAX);
 
   pool::PagePoolConfig pc;
@@ -65,9 +68,34 @@ void CommandExecutor::prefill_pool() {
 void CommandExecutor::hello(Reply& out) const {
   out = Reply{};
   out.status = ReplyStatus::kOk;
-  out.num_pages = space_->num_pages();
-  out.handles_per_page = static_cast<uint32_t>(space_->handles_per_page());
+  describe_space(out);
   out.start_ns = out.end_ns = monotonic_ns();
+}
+
+void CommandExecutor::describe_space(Reply& out) const {
+  out.num_pages = space_->num_pages();
+  out.mapped_pages = space_->mapped_pages();
+  out.handles_per_page = static_cast<uint32_t>(space_->handles_per_page());
+  out.handle_bytes = space_->handle_bytes();
+  out.cell_bytes = space_->tensor(0, 0).block_stride_bytes;
+  out.num_blocks = space_->num_blocks();
+  out.device = backend_->device();
+  out.device_kind = static_cast<uint32_t>(backend_->kind());
+}
+
+void CommandExecutor::set_unmap_stream(uintptr_t stream) {
+  unmap_stream_.store(stream);
+  wait_for_stream_.store(true);
+}
+
+void CommandExecutor::unmap_all() noexcept {
+  for (uint32_t p = 0; p < space_->num_pages(); ++p) {
+    try {
+      if (space_->state(PageId(p)) == kv::PageState::kMapped) space_->unmap_page(PageId(p));
+    } catch (...) {
+      // Left to the space's destructor.
+    }
+  }
 }
 
 void CommandExecutor::check_range(const Command& command) const {
@@ -139,6 +167,7 @@ void CommandExecutor::map_pages(const Command& command) {
 
 void CommandExecutor::unmap_pages(const Command& command) {
   check_range(command);
+  if (wait_for_stream_.load()) backend_->wait_for_stream(unmap_stream_.load());
   DeviceLockGuard turn(device_lock_, std::chrono::microseconds(config_.lock_spin_us));
   all_or_nothing(
       command,
@@ -181,10 +210,28 @@ void CommandExecutor::execute(const Command& command, Reply& out) {
   } catch (...) {
     reply_from_current_exception(out);
   }
-  out.num_pages = space_->num_pages();
-  out.mapped_pages = space_->mapped_pages();
-  out.handles_per_page = static_cast<uint32_t>(space_->handles_per_page());
+  describe_space(out);
   out.end_ns = monotonic_ns();
+}
+
+void throw_reply_error(const Reply& reply, const std::string& message, int rank) {
+  switch (reply.status) {
+    case ReplyStatus::kInvalidArgument:
+      throw InvalidArgument(message);
+    case ReplyStatus::kOutOfMemory:
+      throw OutOfMemory(message);
+    case ReplyStatus::kDriverError:
+      throw DriverError("tp rank " + std::to_string(rank) + ": " + reply.call, reply.result,
+                        message);
+    case ReplyStatus::kTimeout:
+      throw Timeout(message);
+    case ReplyStatus::kDied:
+    case ReplyStatus::kProtocol:
+    case ReplyStatus::kStateError:
+      throw StateError(message);
+    default:
+      throw Error(message);
+  }
 }
 
 void reply_from_current_exception(Reply& out) {

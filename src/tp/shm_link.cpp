@@ -14,7 +14,9 @@ ShmLink::ShmLink(RankId rank, const std::string& binary, const std::vector<std::
     : spin_(spin) {
   std::vector<int> fds = {segment_.fd()};
   fds.insert(fds.end(), extra_fds.begin(), extra_fds.end());
+  rank_ = rank;
   process_ = std::make_unique<WorkerProcess>(rank, binary, args, fds);
+  pid_ = process_->pid();
   segment_.close_fd();  // the mapping stays; the memory goes with the last mapping
 }
 

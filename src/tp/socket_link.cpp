@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "kvpager/common/error.hpp"
+#include "kvpager/tp/unix_channel.hpp"
 
 namespace kvpager::tp {
 
@@ -17,12 +18,24 @@ SocketLink::SocketLink(RankId rank, const std::string& binary, const std::vector
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
     throw_errno("socketpair", errno, "tp rank " + std::to_string(rank.value));
   }
+  rank_ = rank;
   fd_.reset(pair[0]);
   UniqueFd worker_end(pair[1]);
   std::vector<int> fds = {worker_end.get()};
   fds.insert(fds.end(), extra_fds.begin(), extra_fds.end());
   process_ = std::make_unique<WorkerProcess>(rank, binary, args, fds);
+  pid_ = process_->pid();
   // worker_end closes here: the worker holds the only other end, so its death is EOF.
+}
+
+SocketLink::SocketLink(RankId rank, UniqueFd connected) : fd_(std::move(connected)) {
+  rank_ = rank;
+  pid_ = peer_credentials(fd_.get()).pid;
+}
+
+void SocketLink::close_channel() {
+  fd_.reset();
+  post_failed_ = true;  // later posts and awaits see a closed channel
 }
 
 void SocketLink::post(const Command& command) {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "kvpager/common/error.hpp"
+#include "kvpager/tp/command_executor.hpp"
 #include "kvpager/tp/shm_link.hpp"
 #include "kvpager/tp/socket_link.hpp"
 #include "kvpager/tp/tp_worker.hpp"
@@ -54,10 +55,7 @@ std::string page_list(std::span<const PageId> pages) {
 
 TpScheduler::TpScheduler(TpConfig config)
     : config_(std::move(config)), strategy_(find_strategy(config_.strategy)) {
-  if (config_.tp_size < 1 || config_.tp_size > kMaxRanks) {
-    throw InvalidArgument("tp size " + std::to_string(config_.tp_size) + " must be 1.." +
-                          std::to_string(kMaxRanks));
-  }
+  size_ranks();
   if (config_.worker_binary.empty()) config_.worker_binary = self_executable();
   const int devices = cuda_device_count(config_.worker.backend);
   DeviceMode mode = config_.device_mode;
@@ -70,8 +68,6 @@ TpScheduler::TpScheduler(TpConfig config)
                           " present (use --device-mode same)");
   }
   config_.device_mode = mode;
-  all_ = config_.tp_size == 64 ? ~RankMask{0} : (RankMask{1} << config_.tp_size) - 1;
-  replies_.resize(static_cast<size_t>(config_.tp_size));
   if (available_cpus() < config_.tp_size + 1) {
     // Spinning only steals the CPU the peer needs: sleep on the futex at once.
     config_.spin_us = 0;
@@ -119,6 +115,33 @@ TpScheduler::TpScheduler(TpConfig config)
           std::make_unique<SocketLink>(launch.rank, config_.worker_binary, args, extra_fds));
     }
   }
+  await_hellos();
+}
+
+TpScheduler::TpScheduler(TpConfig config, std::vector<std::unique_ptr<RankLink>> links)
+    : config_(std::move(config)), strategy_(find_strategy(config_.strategy)) {
+  links_ = std::move(links);
+  config_.tp_size = static_cast<int>(links_.size());
+  size_ranks();
+  if (strategy_.transport != Transport::kSocket) {
+    throw InvalidArgument("tp strategy '" + std::string(strategy_.name) +
+                          "' needs workers this process spawns; ranks that connected speak over "
+                          "sockets: choose seq, thread or async");
+  }
+  await_hellos();
+  for (const Reply& hello : replies_) devices_.push_back(hello.device);
+}
+
+void TpScheduler::size_ranks() {
+  if (config_.tp_size < 1 || config_.tp_size > kMaxRanks) {
+    throw InvalidArgument("tp size " + std::to_string(config_.tp_size) + " must be 1.." +
+                          std::to_string(kMaxRanks));
+  }
+  all_ = config_.tp_size == 64 ? ~RankMask{0} : (RankMask{1} << config_.tp_size) - 1;
+  replies_.resize(static_cast<size_t>(config_.tp_size));
+}
+
+void TpScheduler::await_hellos() {
   const auto deadline = Clock::now() + config_.start_timeout;
   std::string failures;
   int first_failed = -1;
@@ -139,6 +162,7 @@ TpScheduler::TpScheduler(TpConfig config)
     throw_failure(first_failed, "tp workers failed to start (" + std::string(strategy_.name) +
                                     ", tp " + std::to_string(config_.tp_size) + "): " + failures);
   }
+  hellos_ = replies_;
   broadcaster_ = strategy_.make(links_);
 }
 
@@ -150,7 +174,7 @@ TpScheduler::~TpScheduler() {
 }
 
 pid_t TpScheduler::worker_pid(RankId rank) const {
-  return links_.at(rank.value)->process().pid();
+  return links_.at(rank.value)->pid();
 }
 
 void TpScheduler::check_usable() const {
@@ -181,7 +205,7 @@ std::string TpScheduler::collect_failures(RankMask ranks, RankMask& ok, int& fir
         reply.status == ReplyStatus::kProtocol) {
       // A rank that hung, died or broke the protocol is out for good: kill it now (no zombie,
       // no late reply to confuse a later command).
-      links_[static_cast<size_t>(r)]->process().kill_and_reap();
+      links_[static_cast<size_t>(r)]->drop();
       broken_ += (broken_.empty() ? "" : "; ") + what;
     }
   }
@@ -209,24 +233,7 @@ void TpScheduler::rollback(CommandKind undo, RankMask ranks, std::string& messag
 }
 
 void TpScheduler::throw_failure(int rank, const std::string& message) {
-  const Reply& reply = replies_[static_cast<size_t>(rank)];
-  switch (reply.status) {
-    case ReplyStatus::kInvalidArgument:
-      throw InvalidArgument(message);
-    case ReplyStatus::kOutOfMemory:
-      throw OutOfMemory(message);
-    case ReplyStatus::kDriverError:
-      throw DriverError("tp rank " + std::to_string(rank) + ": " + reply.call, reply.result,
-                        message);
-    case ReplyStatus::kTimeout:
-      throw Timeout(message);
-    case ReplyStatus::kDied:
-    case ReplyStatus::kProtocol:
-    case ReplyStatus::kStateError:
-      throw StateError(message);
-    default:
-      throw Error(message);
-  }
+  throw_reply_error(replies_[static_cast<size_t>(rank)], message, rank);
 }
 
 void TpScheduler::run(CommandKind kind, std::span<const PageId> pages) {
@@ -298,7 +305,7 @@ void TpScheduler::shutdown() {
   shut_down_ = true;
   RankMask live = 0;
   for (int r = 0; r < config_.tp_size; ++r) {
-    if (!links_[static_cast<size_t>(r)]->process().exited()) live |= RankMask{1} << r;
+    if (!links_[static_cast<size_t>(r)]->gone()) live |= RankMask{1} << r;
   }
   if (broadcaster_ && live != 0) {
     command_.kind = CommandKind::kShutdown;
@@ -306,10 +313,10 @@ void TpScheduler::shutdown() {
     const auto grace =
         std::min<std::chrono::milliseconds>(config_.timeout, std::chrono::milliseconds(2000));
     broadcaster_->broadcast(command_, live, replies_, Clock::now() + grace);
-    for (auto& link : links_) link->process().wait_exit(grace);
+    for (auto& link : links_) link->wait_gone(grace);
   }
   broadcaster_.reset();
-  for (auto& link : links_) link->process().kill_and_reap();
+  for (auto& link : links_) link->drop();
 }
 
 }  // namespace kvpager::tp

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "kvpager/tp/command_executor.hpp"
+#include "kvpager/tp/command_loop.hpp"
 #include "kvpager/tp/device_lock.hpp"
 #include "kvpager/tp/shm_ring.hpp"
 #include "kvpager/tp/unique_fd.hpp"
@@ -19,37 +20,6 @@ namespace {
 
 // How often a sleeping worker checks that its scheduler is still there.
 constexpr std::chrono::milliseconds kParentCheck{100};
-
-bool send_reply(int fd, const Reply& reply) {
-  ssize_t n;
-  do {
-    n = ::send(fd, &reply, sizeof reply, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  return n == static_cast<ssize_t>(sizeof reply);
-}
-
-int serve_socket(int fd, CommandExecutor& executor) {
-  static Command command;  // 4 KiB: not on the stack, allocated once
-  Reply reply;
-  for (;;) {
-    ssize_t n;
-    do {
-      n = ::recv(fd, &command, sizeof command, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) return 0;  // the scheduler is gone
-    if (static_cast<size_t>(n) < Command::kHeaderBytes ||
-        static_cast<size_t>(n) != command.wire_bytes()) {
-      reply = Reply{};
-      reply.seq = static_cast<size_t>(n) >= sizeof(uint64_t) ? command.seq : 0;
-      reply.status = ReplyStatus::kInvalidArgument;
-      copy_text(reply.message, "malformed command of " + std::to_string(n) + " bytes");
-    } else {
-      executor.execute(command, reply);
-    }
-    if (!send_reply(fd, reply)) return 0;
-    if (command.kind == CommandKind::kShutdown) return 0;
-  }
-}
 
 int serve_shm(ShmRing& ring, CommandExecutor& executor, pid_t parent,
               std::chrono::nanoseconds spin) {
@@ -102,7 +72,8 @@ int run_worker(const WorkerLaunch& launch) {
                      std::chrono::microseconds(launch.config.spin_us));
   }
   if (!send_reply(channel.get(), hello) || !executor) return executor ? 0 : 1;
-  return serve_socket(channel.get(), *executor);
+  serve_socket(channel.get(), *executor);
+  return 0;
 }
 
 }  // namespace kvpager::tp

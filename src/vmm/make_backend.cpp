@@ -35,6 +35,27 @@ BackendConfig backend_config_from_env(BackendConfig config) {
   return config;
 }
 
+DeviceIdentity identify_device(const BackendConfig& config) {
+  const bool cuda = config.choice == BackendChoice::kCuda ||
+                    (config.choice == BackendChoice::kAuto && CudaDriver::device_present());
+  DeviceIdentity id;
+  if (!cuda) {
+    id.total_bytes = config.host_capacity_bytes != 0
+                         ? config.host_capacity_bytes
+                         : HostBackend(HostBackendConfig{}).memory_info().total_bytes;
+    return id;
+  }
+  const CudaDriver& driver = CudaDriver::get();
+  CUdevice device = 0;
+  driver.check(driver.cuDeviceGet(&device, config.device), "cuDeviceGet");
+  size_t total = 0;
+  driver.check(driver.cuDeviceTotalMem(&total, device), "cuDeviceTotalMem");
+  id.cuda = true;
+  id.device = config.device;
+  id.total_bytes = total;
+  return id;
+}
+
 std::shared_ptr<Backend> make_backend(const BackendConfig& config) {
   const bool cuda = config.choice == BackendChoice::kCuda ||
                     (config.choice == BackendChoice::kAuto && CudaDriver::device_present());

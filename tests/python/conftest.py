@@ -7,6 +7,7 @@ small cache spans several pages; KVPAGER_* variables already set by the caller w
 
 import gc
 import os
+import time
 import uuid
 
 os.environ.setdefault("KVPAGER_HOST_GRANULARITY", "64K")
@@ -26,6 +27,17 @@ def small_cache(layout, *, num_blocks=256, dtype="float16", kind="kv", **options
         4, kv_heads, head_dim, dtype, 4, num_blocks, kind=kind, layout=layout, device="cpu",
         reserve_pages=0, **options
     )
+
+
+def eventually(predicate, timeout=10.0):
+    """True once predicate() is, within `timeout` seconds (for what another process or thread
+    makes true: e.g. a tp rank finishes its session just after replying)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture(autouse=True)

@@ -29,9 +29,14 @@
 // charge) the thread re-checks at every poll: it releases ready handles, then unmaps free
 // pages down to the guarantee, and maps no reserve, so blocks freed later are given back too.
 // Those decisions are memory_policy.hpp's; the thread gathers its inputs and carries them out.
+// Pages: the cache decides which pages are mapped; its PageStore (page_store.hpp) maps them: a
+// PagePool + KvSpace in this process (the backend constructor), or any other store (the factory
+// constructor; e.g. tp::TpPageStore maps each page on every tensor-parallel rank, whose memory
+// lives in other processes: such a cache has no tensors here, tensor() and space() throw).
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -44,6 +49,7 @@
 #include "kvpager/kv/kv_geometry.hpp"
 #include "kvpager/kv/kv_space.hpp"
 #include "kvpager/kv/memory_policy.hpp"
+#include "kvpager/kv/page_store.hpp"
 #include "kvpager/limits/instance_link.hpp"
 #include "kvpager/limits/memory_budget.hpp"
 #include "kvpager/pool/page_pool.hpp"
@@ -85,6 +91,15 @@ struct KvCacheConfig {
 // Fills unset knobs of `config` from KVPAGER_* environment variables (see field comments).
 KvCacheConfig kv_cache_config_from_env(KvCacheConfig config);
 
+// The handle size a cache with `config` uses on a device of `granularity` (config.handle_bytes
+// when set, a multiple of it; else see KvCacheConfig::handle_bytes). InvalidArgument otherwise.
+uint64_t choose_handle_bytes(const KvCacheConfig& config, uint64_t granularity);
+
+// Builds the store of a cache: `config` with geometry, layout and limits as given; `budget` is
+// the one the store must charge (the cache's, resolved from the registry link).
+using PageStoreFactory = std::function<std::unique_ptr<PageStore>(
+    const KvCacheConfig& config, std::shared_ptr<limits::MemoryBudget> budget)>;
+
 struct KvCacheStats {
   uint64_t num_blocks = 0;          // virtual capacity
   uint64_t usable_blocks = 0;       // blocks that can ever be handed out (null block excluded)
@@ -120,6 +135,10 @@ struct KvCacheStats {
 class KvCache {
  public:
   KvCache(std::shared_ptr<vmm::Backend> backend, KvCacheConfig config,
+          std::shared_ptr<limits::MemoryBudget> budget = nullptr);
+  // A cache whose pages `make_store` backs; config.handle_bytes and num_blocks become the
+  // store's.
+  KvCache(const PageStoreFactory& make_store, KvCacheConfig config,
           std::shared_ptr<limits::MemoryBudget> budget = nullptr);
   ~KvCache();
   KvCache(const KvCache&) = delete;
@@ -160,12 +179,11 @@ class KvCache {
   // cache. Takes effect for the next unmap.
   void set_unmap_stream(uintptr_t stream);
   BlockId null_block() const { return BlockId{0}; }
-  TensorView tensor(uint32_t layer, uint32_t component) const {
-    return space_->tensor(layer, component);
-  }
-  const KvSpace& space() const { return *space_; }
+  // The KV tensors in this process; StateError for a cache whose store keeps them elsewhere.
+  TensorView tensor(uint32_t layer, uint32_t component) const;
+  const KvSpace& space() const;
+  const PageStore& store() const { return *store_; }
   const KvCacheConfig& config() const { return config_; }
-  vmm::Backend& backend() { return *backend_; }
   bool is_allocated(BlockId id) const;
 
  private:
@@ -189,11 +207,9 @@ class KvCache {
   void unmap_claimed(uint32_t page);
   void run_mapper();
 
-  std::shared_ptr<vmm::Backend> backend_;
   std::shared_ptr<limits::MemoryBudget> budget_;
   KvCacheConfig config_;
-  std::unique_ptr<pool::PagePool> pool_;
-  std::unique_ptr<KvSpace> space_;
+  std::unique_ptr<PageStore> store_;
   std::unique_ptr<BlockAllocator> allocator_;
 
   mutable std::mutex mutex_;

@@ -48,6 +48,12 @@ struct TensorView {
   uint32_t dtype_bytes = 0;
 };
 
+// The blocks lying wholly in page `page` of a space whose tensors have `cell_bytes` between
+// blocks, `handle_bytes` per page and `num_blocks` blocks (what KvSpace::blocks_of_page
+// answers; a scheduler without the space computes its page table with it).
+BlockRange page_blocks(uint64_t handle_bytes, uint64_t cell_bytes, uint64_t num_blocks,
+                       uint32_t page);
+
 enum class PageState : uint8_t { kReserved, kMapping, kMapped, kUnmapping };
 
 class KvSpace {

@@ -5,7 +5,9 @@
 // checked against the range first, and a failure part-way undoes the pages already done.
 // Errors become the reply's status and message; execute() never throws.
 // Thread safety: one thread.
+#include <atomic>
 #include <memory>
+#include <string>
 
 #include "kvpager/kv/kv_space.hpp"
 #include "kvpager/pool/page_pool.hpp"
@@ -25,10 +27,15 @@ class CommandExecutor {
                   DeviceLock* device_lock = nullptr);
   ~CommandExecutor();
 
-  // Fills the hello: kOk with the page range.
+  // Fills the hello: kOk with the page range, the page table's inputs and the device.
   void hello(Reply& out) const;
   // Executes `command` into `out` (out.seq = command.seq).
   void execute(const Command& command, Reply& out);
+  // From now on, an unmap command first waits for the work queued on `stream` (a CUstream of
+  // this process; an event, never a device-wide sync). Any thread.
+  void set_unmap_stream(uintptr_t stream);
+  // Unmaps every mapped page (a scheduler that went away leaves no one to free them).
+  void unmap_all() noexcept;
 
   const kv::KvSpace& space() const { return *space_; }
 
@@ -37,6 +44,7 @@ class CommandExecutor {
   void unmap_pages(const Command& command);
   void check_range(const Command& command) const;
   void prefill_pool();
+  void describe_space(Reply& out) const;
 
   WorkerConfig config_;
   std::shared_ptr<vmm::Backend> backend_;
@@ -45,9 +53,13 @@ class CommandExecutor {
   std::unique_ptr<pool::PagePool> pool_;
   std::unique_ptr<kv::KvSpace> space_;
   DeviceLock* device_lock_ = nullptr;
+  std::atomic<uintptr_t> unmap_stream_{0};
+  std::atomic<bool> wait_for_stream_{false};
 };
 
 // Fills `out` from the exception being handled (call inside a catch block).
 void reply_from_current_exception(Reply& out);
+// The inverse: throws the Error subclass of `reply.status` with `message` (from rank `rank`).
+[[noreturn]] void throw_reply_error(const Reply& reply, const std::string& message, int rank);
 
 }  // namespace kvpager::tp

@@ -56,11 +56,18 @@ struct Reply {
   uint32_t mapped_pages = 0;      // after the command
   uint32_t handles_per_page = 0;  // physical handles behind one logical page
   uint64_t state_checksum = 0;    // kQuery only: page_state_checksum() of the mapped pages
-  int64_t start_ns = 0;           // CLOCK_MONOTONIC when the worker began the command
-  int64_t end_ns = 0;             // ... and when it finished it
-  char call[64] = {};             // kDriverError: the failing call
-  char result[96] = {};           // kDriverError: the CUresult / errno name
-  char message[320] = {};         // any error: what went wrong (worker's words)
+  // What a scheduler needs to know of the rank's KV space (filled in every reply): the page
+  // table (handle size, block stride in a tensor, blocks) and the device that backs it.
+  uint64_t handle_bytes = 0;
+  uint64_t cell_bytes = 0;
+  uint64_t num_blocks = 0;
+  int32_t device = 0;        // the backend's device ordinal (as this rank's process sees it)
+  uint32_t device_kind = 0;  // vmm::BackendKind of the rank's backend
+  int64_t start_ns = 0;      // CLOCK_MONOTONIC when the worker began the command
+  int64_t end_ns = 0;        // ... and when it finished it
+  char call[64] = {};        // kDriverError: the failing call
+  char result[96] = {};      // kDriverError: the CUresult / errno name
+  char message[320] = {};    // any error: what went wrong (worker's words)
 };
 
 // FNV-1a over the ascending ids of mapped pages; both sides compute it the same way.

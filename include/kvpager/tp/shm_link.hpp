@@ -17,6 +17,8 @@ class ShmLink final : public RankLink {
   void await(Reply& out, Clock::time_point deadline) override;
 
  private:
+  void close_channel() override {}  // always a spawned worker: drop() kills it
+
   ShmSegment segment_;
   std::chrono::nanoseconds spin_;
 };

@@ -13,6 +13,9 @@ class SocketLink final : public RankLink {
   // Spawns the worker for `rank` with `args`; the channel is its fd 3, extra_fds follow.
   SocketLink(RankId rank, const std::string& binary, const std::vector<std::string>& args,
              const std::vector<int>& extra_fds);
+  // A rank whose server this process connected to (unix_channel.hpp: connect_channel); the
+  // peer's pid comes from SO_PEERCRED.
+  SocketLink(RankId rank, UniqueFd connected);
   Transport transport() const override { return Transport::kSocket; }
 
   void post(const Command& command) override;
@@ -24,6 +27,8 @@ class SocketLink final : public RankLink {
   bool try_receive(Reply& out);
 
  private:
+  void close_channel() override;
+
   UniqueFd fd_;
   bool post_failed_ = false;
 };

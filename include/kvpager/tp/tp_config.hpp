@@ -49,6 +49,7 @@ struct WorkerConfig {
   kv::KvGeometry geometry;
   kv::KvLayout layout = kv::KvLayout::kInterleaved;
   uint64_t virtual_bytes = 0;       // size of the KV space; 0 = the device's total memory
+  uint64_t num_blocks = 0;          // blocks of the KV space; 0 = as many as virtual_bytes hold
   uint64_t handle_bytes = 2 * MiB;  // physical handle (and page) size per tensor
   uint32_t ready_pages = 1;         // logical pages of handles created before "ready"
   bool pool = true;                 // false: create handles inside map, release inside unmap

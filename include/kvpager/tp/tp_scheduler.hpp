@@ -12,9 +12,11 @@
 //    succeeded are rolled back with the inverse command before the error is thrown.
 //  - A rank that died or timed out is killed and reaped at once; the scheduler is broken from
 //    then on (every later call throws StateError naming it) and should be destroyed.
-// Ownership: the scheduler owns the workers; the destructor shuts them down (kill after a
-// grace period) and reaps them. Channels are anonymous (socketpair, memfd): nothing remains
-// in the filesystem, even after a crash.
+// Ownership: the scheduler owns the workers it spawned; the destructor shuts them down (kill
+// after a grace period) and reaps them. Their channels are anonymous (socketpair, memfd);
+// those of ranks that connected are abstract sockets (unix_channel.hpp), whose servers the
+// scheduler does not own: shutdown ends their sessions. Nothing remains in the filesystem,
+// even after a crash.
 // Thread safety: none; one thread drives a scheduler. Create it on a thread that outlives it
 // (see worker_process.hpp).
 // Hot path (map/unmap/ping): no allocation on success.
@@ -49,6 +51,13 @@ class TpScheduler {
   // Starts the workers and waits (config.start_timeout) until each reports its KV tensors
   // created; throws naming the rank that failed to start, after reaping every worker.
   explicit TpScheduler(TpConfig config);
+  // Drives ranks that are already connected (their servers run in processes this one does not
+  // own, rank r = links[r]; unix_channel.hpp, rank_server.hpp); config.tp_size becomes
+  // links.size() and the strategy must be a socket one (seq, thread, async). Waits
+  // (config.start_timeout) for every hello; throws naming the rank that refused, after closing
+  // every channel. device_of(r) is the device rank r reported. shutdown() asks each rank to end
+  // its session and closes the channels; the servers keep running.
+  TpScheduler(TpConfig config, std::vector<std::unique_ptr<RankLink>> links);
   ~TpScheduler();
   TpScheduler(const TpScheduler&) = delete;
   TpScheduler& operator=(const TpScheduler&) = delete;
@@ -69,11 +78,15 @@ class TpScheduler {
   std::vector<RankState> query();
   // Replies of the last successful command, one per rank (worker start/end times).
   std::span<const Reply> last_replies() const { return replies_; }
+  // Each rank's hello: its KV space's page table inputs, device, pages mapped at the start.
+  std::span<const Reply> hellos() const { return hellos_; }
 
   // Asks every live worker to exit, waits briefly, kills the rest, reaps all. Idempotent.
   void shutdown();
 
  private:
+  void size_ranks();  // checks tp_size; sets all_ and replies_
+  void await_hellos();
   void run(CommandKind kind, std::span<const PageId> pages);
   void check_usable() const;
   void broadcast(RankMask ranks);
@@ -89,6 +102,7 @@ class TpScheduler {
   std::unique_ptr<Broadcaster> broadcaster_;  // destroyed before the links
   Command command_{};
   std::vector<Reply> replies_;
+  std::vector<Reply> hellos_;
   RankMask all_ = 0;
   uint32_t num_pages_ = 0;
   uint32_t handles_per_page_ = 0;

@@ -91,4 +91,15 @@ BackendChoice parse_backend_choice(const std::string& name);  // "auto", "host",
 // Throws DriverError for kCuda on a machine without a usable device.
 std::shared_ptr<Backend> make_backend(const BackendConfig& config);
 
+// The device `make_backend(config)` would use, without building it (no CUDA context, no
+// memory): "cuda<N>" or "host0", and its total memory. For a process that accounts for memory
+// other processes map (a tensor-parallel scheduler). DriverError as make_backend.
+struct DeviceIdentity {
+  bool cuda = false;
+  int device = 0;
+  uint64_t total_bytes = 0;
+  std::string name() const { return (cuda ? "cuda" : "host") + std::to_string(device); }
+};
+DeviceIdentity identify_device(const BackendConfig& config);
+
 }  // namespace kvpager::vmm

@@ -26,8 +26,10 @@ Compatibility: :func:`enable` checks the vLLM version and the source of every in
 module replaces or relies on (:data:`FINGERPRINTS`, as of vLLM 0.26.0) and raises
 :class:`IncompatibleVllm` naming the first that changed.
 
-Scope: tensor_parallel_size=1 (the worker in the engine-core process); anything else is refused
-at start with a clear message.
+Scope: tensor parallelism of any size (N = 1: the worker in the engine-core process; N > 1: each
+worker holds its rank's shard in a TpRankServer and the engine core's block pool maps pages on
+every rank through kvpager's tp layer; worker.py). Pipeline and data parallelism are refused at
+start with a clear message.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from typing import Any
 
 from .. import policy
@@ -72,6 +75,7 @@ FINGERPRINTS: dict[str, str] = {
     "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate":
         "8e74eb2075033b94",
     "vllm.v1.core.kv_cache_manager:KVCacheManager.allocate_slots": "ad07182657498a47",
+    "vllm.v1.core.sched.scheduler:Scheduler.__init__": "6ba6e7c3a2cae5ee",
     "vllm.v1.core.sched.scheduler:Scheduler.schedule": "491d8fe7c9e3c94c",
     "vllm.v1.core.sched.scheduler:Scheduler.update_from_output": "844367185957e48a",
     "vllm.v1.core.sched.scheduler:Scheduler.finish_requests": "fc83b2419ccb624c",
@@ -79,6 +83,8 @@ FINGERPRINTS: dict[str, str] = {
     "vllm.v1.metrics.loggers:load_stat_logger_plugin_factories": "94a131a520982a69",
     "vllm.v1.metrics.loggers:StatLoggerBase": "aac8427e93fb8544",
     "vllm.v1.engine.async_llm:AsyncLLM.__init__": "21de44c03440aa87",
+    "vllm.v1.core.kv_cache_utils:generate_scheduler_kv_cache_config": "257ac8e7178c1c50",
+    "vllm.distributed.parallel_state:get_tensor_model_parallel_rank": "651ac46d3d135c64",
 }
 
 
@@ -162,6 +168,7 @@ def enable(options: VllmOptions | None = None) -> VllmOptions:
         p.set(Coordinator, "get_num_blocks_to_allocate",
               scheduler.get_num_blocks_to_allocate(Coordinator.get_num_blocks_to_allocate))
         Scheduler = vllm_scheduler.Scheduler
+        p.set(Scheduler, "__init__", scheduler.constructing(Scheduler.__init__))
         p.set(Scheduler, "schedule", scheduler.schedule(Scheduler.schedule))
         for method in ("update_from_output", "finish_requests", "reset_prefix_cache"):
             p.set(Scheduler, method, scheduler.holding_pool(getattr(Scheduler, method)))
@@ -190,10 +197,15 @@ def disable() -> None:
 
 
 def register() -> None:
-    """The ``vllm.general_plugins`` entry point: enables kvpager when KVPAGER_VLLM=1."""
+    """The ``vllm.general_plugins`` entry point: enables kvpager when KVPAGER_VLLM=1. The first
+    vLLM process to load it picks the engine's tensor-parallel channel token
+    (worker.TP_TOKEN_ENV), which the engine core and its workers inherit."""
     value = os.environ.get("KVPAGER_VLLM", "")
     if value in ("", "0"):
         return
     if value != "1":
         raise ValueError(f"KVPAGER_VLLM: '{value}' (set 1 to put vLLM's KV cache on kvpager)")
+    from .worker import TP_TOKEN_ENV
+
+    os.environ.setdefault(TP_TOKEN_ENV, f"vllm-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     enable()

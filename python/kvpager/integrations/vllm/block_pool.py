@@ -56,10 +56,12 @@ def block_pool_class(base: Any, kv_source):
                     f"{wkv.num_blocks}"
                 )
             self.kv = wkv.cache
-            self.kvpager_block_bytes = wkv.block_bytes
-            stats = self.kv.stats()
+            self._handle_bytes = self.kv.handle_bytes  # one page of one tensor (of one rank)
+            # What a block costs in the cache's byte figures (owed, in use, limit): one rank's
+            # block bytes times the ranks a page charges (1 without tensor parallelism).
             tensors = 1 if self.kv.layout == "interleaved" else wkv.num_tensors
-            self._handle_bytes = stats["page_bytes"] // tensors  # one page of one tensor
+            charged_ranks = self.kv.stats()["page_bytes"] // (self._handle_bytes * tensors)
+            self.kvpager_block_bytes = wkv.block_bytes * max(1, charged_ranks)
             self._stride = self.kv.block_stride_bytes  # from block to block in one tensor
             self._blocks_per_page = max(1, self._handle_bytes // self._stride)
             self._held = bytearray(num_gpu_blocks)  # 1: kvpager holds the block

@@ -1,7 +1,9 @@
 """The scheduler side of vLLM on kvpager (engine-core process).
 
 * ``kv_cache_coordinator.BlockPool``: the class vLLM's KV-cache coordinator builds its pool
-  from becomes block_pool.KvpagerBlockPool, which hands out the worker's kvpager blocks.
+  from becomes block_pool.KvpagerBlockPool, which hands out the worker's kvpager blocks
+  (tensor_parallel_size 1), or those of the scheduler-side cache over every rank (N > 1;
+  worker.scheduler_kv, from the configs ``Scheduler.__init__`` records).
 * ``KVCacheCoordinator.get_num_blocks_to_allocate``: right after vLLM computes how many new
   blocks a request needs (and right before it checks the free count), the pool stages them.
 * ``Scheduler.schedule``: each step starts with ``pay_debt()`` (staged leftovers back; cached
@@ -35,8 +37,19 @@ def pool_class(base):
     """KvpagerBlockPool for vLLM's BlockPool class ``base`` (made once)."""
     global _pool_class
     if _pool_class is None or _pool_class.__mro__[1] is not base:
-        _pool_class = block_pool_class(base, worker.current)
+        _pool_class = block_pool_class(base, worker.scheduler_kv)
     return _pool_class
+
+
+def constructing(original):
+    """Scheduler.__init__: records its configs first, from which worker.scheduler_kv builds the
+    tensor-parallel scheduler-side cache when the block pool asks for it."""
+
+    def __init__(self, vllm_config, kv_cache_config, *args, **kwargs):
+        worker.scheduler_plan(vllm_config, kv_cache_config)
+        return original(self, vllm_config, kv_cache_config, *args, **kwargs)
+
+    return __init__
 
 
 def is_kvpager_pool(pool) -> bool:

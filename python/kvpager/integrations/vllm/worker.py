@@ -12,8 +12,13 @@ Three vLLM worker internals are replaced while the integration is enabled:
 * ``_reshape_attention_kv_cache`` (shared by both runners): for a kvpager byte view it returns
   the strided view of kv_views.attention_view in the shape the layer's backend asked for.
 
-The cache lives in this process (:func:`current`): vLLM's scheduler runs in the same engine-core
-process as a tensor-parallel-size-1 worker and takes its blocks from it (scheduler.py).
+With tensor_parallel_size 1 the cache lives in this process (:func:`current`): vLLM's scheduler
+runs in the same engine-core process as the worker and takes its blocks from it (scheduler.py).
+With N > 1 each worker process holds its rank's shard in a ``kvpager.TpRankServer`` (the same
+tensors and views, vLLM's per-rank page size), and the engine core builds the scheduler-side
+``KvCache(tp_token=..., tp_size=N)`` (:func:`scheduler_kv`) that maps every page on every rank.
+The channel token is chosen once per engine (:data:`TP_TOKEN_ENV`, set by the plugin in the
+first vLLM process, inherited by the engine core and its workers).
 
 Thread safety: called from vLLM's worker thread during start-up only; ``current`` is read by
 the scheduler afterwards.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,19 +38,22 @@ from typing import Any
 from ...cache import KvCache
 from ...dtypes import dtype_name
 from ...torch_interop import to_torch
+from ...tp import TpRankServer
 from . import capacity, kv_views
 from .options import VllmOptions
 
 logger = logging.getLogger("vllm.kvpager")  # under vLLM's logger: shown with its own
 
 _MIB2 = 2 << 20
+TP_TOKEN_ENV = "KVPAGER_VLLM_TP_TOKEN"  # the engine's channel token (tensor parallelism)
 
 
 @dataclass
 class WorkerKv:
-    """This process's kvpager KV cache as vLLM planned it."""
+    """This process's kvpager KV cache as vLLM planned it: a KvCache (tensor_parallel_size 1,
+    or the scheduler side of N > 1) or this worker's TpRankServer (one rank of N > 1)."""
 
-    cache: KvCache
+    cache: Any  # KvCache | TpRankServer
     num_blocks: int
     page_bytes: int  # one block of one KV-cache tensor
     num_tensors: int
@@ -60,34 +69,102 @@ class WorkerKv:
 
 
 _current: WorkerKv | None = None
+_scheduler_current: WorkerKv | None = None  # the engine core's, tensor_parallel_size > 1
+_scheduler_plan: tuple | None = None  # (vllm_config, kv_cache_config) of the Scheduler being built
 _stock_kv_bytes: int | None = None
 _vllm_config: Any = None  # the worker's, seen when it sized the cache
 
 
+def tp_size(vllm_config) -> int:
+    return int(vllm_config.parallel_config.tensor_parallel_size)
+
+
+def tp_token() -> str:
+    token = os.environ.get(TP_TOKEN_ENV, "")
+    if not token:
+        raise RuntimeError(
+            f"kvpager: tensor parallelism needs {TP_TOKEN_ENV} (the plugin sets it in the first "
+            "vLLM process, and the engine core and its workers inherit it); set it, or load "
+            "kvpager's plugin in the process that starts vLLM"
+        )
+    return token
+
+
+def check_parallelism(parallel_config) -> None:
+    """Tensor parallelism runs on kvpager; pipeline and data parallelism are refused."""
+    pp = int(getattr(parallel_config, "pipeline_parallel_size", 1))
+    dp = int(getattr(parallel_config, "data_parallel_size", 1))
+    if pp > 1 or dp > 1:
+        raise NotImplementedError(
+            f"kvpager: vLLM with pipeline parallelism ({pp}) or data parallelism ({dp}) does not "
+            "run on kvpager yet (tensor parallelism does); unset KVPAGER_VLLM or use "
+            "pipeline_parallel_size=1 and data_parallel_size=1"
+        )
+
+
+def scheduler_plan(vllm_config, kv_cache_config) -> None:
+    """Called as vLLM's Scheduler is built (engine-core process): what scheduler_kv() needs."""
+    global _scheduler_plan
+    _scheduler_plan = (vllm_config, kv_cache_config)
+
+
 def current() -> WorkerKv:
-    """The KV cache the worker of this process built; RuntimeError when there is none (vLLM's
-    scheduler and worker in different processes: only tensor_parallel_size=1 with the in-process
-    executor runs on kvpager today)."""
+    """The KV cache the worker of this process built; RuntimeError when there is none."""
     if _current is None:
         raise RuntimeError(
-            "kvpager: vLLM's scheduler found no kvpager KV cache in its process; kvpager runs "
-            "vLLM's worker in the engine-core process only (tensor_parallel_size=1, "
-            "distributed_executor_backend='uni')"
+            "kvpager: vLLM's scheduler found no kvpager KV cache in its process: with "
+            "tensor_parallel_size 1 vLLM's worker must run in the engine-core process "
+            "(distributed_executor_backend='uni')"
         )
     return _current
 
 
+def scheduler_kv(options: VllmOptions | None = None) -> WorkerKv:
+    """The cache vLLM's block pool hands out blocks of: this process's worker cache
+    (tensor_parallel_size 1), or, for N > 1, the scheduler-side cache over the N rank servers,
+    built on first use from the Scheduler being constructed (its kv_cache_config is rank 0's,
+    which every rank shares but for layer names)."""
+    global _scheduler_current
+    if _current is not None:
+        return _current
+    if _scheduler_current is not None and not _scheduler_current.cache.closed:
+        return _scheduler_current
+    if _scheduler_plan is None or tp_size(_scheduler_plan[0]) < 2:
+        return current()  # raises
+    from .options import options_from_env
+
+    vllm_config, kv_cache_config = _scheduler_plan
+    options = options or options_from_env()
+    plan = _plan(kv_cache_config, options)
+    model_config = vllm_config.model_config
+    name = capacity.instance_name(options.instance, model_config.served_model_name,
+                                  model_config.model)
+    n = tp_size(vllm_config)
+    cache = KvCache(
+        plan.num_tensors, 1, plan.page, "int8", block_size=1, num_blocks=plan.num_blocks,
+        kind="latent", layout=options.layout, handle_bytes=plan.handle,
+        limit_bytes=options.limit_bytes, instance=name, model=_model_text(model_config),
+        guarantee_bytes=options.guarantee_bytes, tp_token=tp_token(), tp_size=n,
+    )
+    _scheduler_current = WorkerKv(cache, plan.num_blocks, plan.page, plan.num_tensors, name)
+    logger.info("kvpager: scheduler maps pages on %d tensor-parallel ranks (%s)", n,
+                cache.backend)
+    return _scheduler_current
+
+
 def forget() -> None:
-    """Drops this process's cache (disable(), tests)."""
-    global _current
+    """Drops this process's caches (disable(), tests)."""
+    global _current, _scheduler_current, _scheduler_plan
     if _current is not None:
         _release_share(_current)
         _current.cache.close()
-    _current = None
+    if _scheduler_current is not None:
+        _scheduler_current.cache.close()
+    _current = _scheduler_current = _scheduler_plan = None
 
 
 def _release_share(kv: WorkerKv) -> None:
-    if kv.pooled_share_bytes and not kv.cache.closed:
+    if kv.pooled_share_bytes and not kv.cache.closed and not _is_rank(kv):
         kv.cache.unpool_budget_share(kv.pooled_share_bytes)
         kv.pooled_share_bytes = 0
 
@@ -100,12 +177,7 @@ def determine_available_memory(original, options: VllmOptions):
     def determine_available_memory(self) -> int:
         global _stock_kv_bytes, _vllm_config
         _vllm_config = self.vllm_config
-        if self.parallel_config.world_size > 1:
-            raise NotImplementedError(
-                "kvpager: vLLM with tensor or pipeline parallelism "
-                f"(world size {self.parallel_config.world_size}) does not run on kvpager yet; "
-                "unset KVPAGER_VLLM or use tensor_parallel_size=1"
-            )
+        check_parallelism(self.parallel_config)
         stock = int(original(self))
         _stock_kv_bytes = stock
         import torch
@@ -155,15 +227,10 @@ def warm_up(original):
         kv = _current
         if kv is None:
             return original(self, *args, **kwargs)
-        sc = self.vllm_config.scheduler_config
+        if _is_rank(kv):
+            return _warm_up_rank(kv, self, original, args, kwargs)
         config = self.model_runner.kv_cache_config
-        window = warmup_window(
-            block_sizes=[int(g.kv_cache_spec.block_size) for g in config.kv_cache_groups],
-            decode_query_len=int(getattr(self.model_runner, "decode_query_len", 1)),
-            max_num_seqs=int(sc.max_num_seqs),
-            max_num_batched_tokens=int(sc.max_num_batched_tokens),
-            num_blocks=kv.num_blocks,
-        )
+        window = _window_of(self, kv)
         affordable = min(window, kv.cache.available())
         if affordable < window:
             logger.info("kvpager: warming up on %d blocks (vLLM would use %d; the budget "
@@ -177,6 +244,41 @@ def warm_up(original):
             kv.cache.free(ids)
 
     return compile_or_warm_up_model
+
+
+def _is_rank(kv: WorkerKv) -> bool:
+    return isinstance(kv.cache, TpRankServer)
+
+
+def _window_of(worker, kv: WorkerKv) -> int:
+    sc = worker.vllm_config.scheduler_config
+    config = worker.model_runner.kv_cache_config
+    return warmup_window(
+        block_sizes=[int(g.kv_cache_spec.block_size) for g in config.kv_cache_groups],
+        decode_query_len=int(getattr(worker.model_runner, "decode_query_len", 1)),
+        max_num_seqs=int(sc.max_num_seqs),
+        max_num_batched_tokens=int(sc.max_num_batched_tokens),
+        num_blocks=kv.num_blocks,
+    )
+
+
+def _warm_up_rank(kv: WorkerKv, worker, original, args, kwargs):
+    """One tensor-parallel rank's warm-up: vLLM warms up before the engine core builds its
+    scheduler, so each rank backs its warm-up window itself (its pages, uncharged: no
+    scheduler exists yet to charge) and gives it back before the scheduler connects (a rank
+    with pages of its own refuses a scheduler)."""
+    pages = warm_up_pages(kv, _window_of(worker, kv))
+    kv.cache.map_local(pages)
+    try:
+        return original(worker, *args, **kwargs)
+    finally:
+        kv.cache.unmap_local(pages)
+
+
+def warm_up_pages(kv: WorkerKv, window: int) -> list[int]:
+    """The pages of a rank holding any byte of block ids 0..window (the null block's page
+    included): exactly what vLLM's warm-up touches."""
+    return kv.cache.pages_of_blocks(0, min(window + 1, kv.num_blocks))
 
 
 def _needed_for_ids(kv: WorkerKv, count: int) -> list[int]:
@@ -214,10 +316,18 @@ def _back_first_blocks(kv: WorkerKv, count: int) -> list:
     return taken
 
 
-def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> WorkerKv:
-    global _current
-    if _current is not None:
-        forget()
+@dataclass
+class KvPlan:
+    """kvpager's geometry for vLLM's KV-cache plan (one rank's): a "layer" per KVCacheTensor,
+    each block an opaque page of ``page`` bytes."""
+
+    num_tensors: int
+    page: int
+    num_blocks: int
+    handle: int
+
+
+def _plan(kv_cache_config, options: VllmOptions) -> KvPlan:
     tensors = list(kv_cache_config.kv_cache_tensors)
     from vllm.v1.kv_cache_interface import AttentionSpec
 
@@ -240,9 +350,38 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
             "needs one page size for all (hybrid models whose groups vLLM could not unify)"
         )
     page = pages[0]
-    layout = options.layout
-    cell = page * len(tensors) if layout == "interleaved" else page
+    cell = page * len(tensors) if options.layout == "interleaved" else page
     handle = options.handle_bytes or max(_MIB2, _round_up(cell, _MIB2))
+    return KvPlan(len(tensors), page, num_blocks, handle)
+
+
+def _model_text(model_config) -> str:
+    return "".join(c for c in str(model_config.model) if c.isprintable())[-63:]
+
+
+def _tp_rank() -> int:
+    from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+
+    return int(get_tensor_model_parallel_rank())
+
+
+def _make_rank_server(plan: KvPlan, ordinal: int, stream: int, rank: int,
+                      options: VllmOptions, device=None) -> TpRankServer:
+    """This worker's shard of a tensor-parallel engine's KV tensors, served on its channel."""
+    return TpRankServer(
+        plan.num_tensors, 1, plan.page, "int8", block_size=1, num_blocks=plan.num_blocks,
+        kind="latent", layout=options.layout, device=device or f"cuda:{ordinal}",
+        handle_bytes=plan.handle, stream=stream, token=tp_token(), rank=rank,
+    )
+
+
+def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> WorkerKv:
+    global _current
+    if _current is not None:
+        forget()
+    plan = _plan(kv_cache_config, options)
+    num_blocks, page, handle, layout = plan.num_blocks, plan.page, plan.handle, options.layout
+    tensors = list(kv_cache_config.kv_cache_tensors)
     model_config = vllm_config.model_config
     name = capacity.instance_name(options.instance, model_config.served_model_name,
                                   model_config.model)
@@ -250,6 +389,13 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
 
     ordinal = device.index if device.index is not None else torch.cuda.current_device()
     stream = torch.cuda.current_stream(device).cuda_stream
+    if tp_size(vllm_config) > 1:
+        rank = _tp_rank()
+        server = _make_rank_server(plan, ordinal, stream, rank, options)
+        _current = WorkerKv(server, num_blocks, page, len(tensors), name)
+        logger.info("kvpager: tensor-parallel rank %d serves its KV shard on %s", rank,
+                    server.channel)
+        return _current
     cache = KvCache(
         len(tensors),
         1,
@@ -264,7 +410,7 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
         limit_bytes=options.limit_bytes,
         stream=stream,
         instance=name,
-        model="".join(c for c in str(model_config.model) if c.isprintable())[-63:],
+        model=_model_text(model_config),
         guarantee_bytes=options.guarantee_bytes,
     )
     kv = WorkerKv(cache, num_blocks, page, len(tensors), name)
