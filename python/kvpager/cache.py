@@ -2,13 +2,12 @@
 
 import os
 import weakref
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import _kvpager
 from .devices import parse_device
 from .dtypes import dtype_name
 from .torch_interop import to_torch
-
 
 _open_caches: "weakref.WeakSet[KvCache]" = weakref.WeakSet()
 
@@ -43,12 +42,19 @@ def shape_options(num_layers, kv_heads, head_dim, dtype, block_size, num_blocks,
 class TensorOwner:
     """torch views and ``with`` for a native holder of KV tensors (``tensor``, ``close``)."""
 
+    if TYPE_CHECKING:  # what the native class beside it in the bases provides
+        def tensor(self, layer: int, component: int) -> Any: ...
+
+        def close(self) -> None: ...
+
     def torch_tensor(self, layer: int, component: int = 0):
         """``tensor(layer, component)`` as a torch.Tensor (no copy; keeps the memory alive)."""
         return to_torch(self.tensor(layer, component))
 
     def key(self, layer: int):
-        """Layer ``layer``'s K tensor (torch), shape (num_blocks, block_size, kv_heads, head_dim)."""
+        """Layer ``layer``'s K tensor (torch).
+
+        Shape (num_blocks, block_size, kv_heads, head_dim)."""
         return self.torch_tensor(layer, 0)
 
     def value(self, layer: int):

@@ -8,8 +8,9 @@ import multiprocessing as mp
 import os
 import uuid
 
-import kvpager
 import pytest
+
+import kvpager
 from conftest import eventually
 
 GEOMETRY = {"num_layers": 4, "kv_heads": 2, "head_dim": 64, "dtype": "float16", "block_size": 4}
@@ -131,7 +132,7 @@ def test_blocks_are_backed_on_every_rank_and_data_stays_per_rank(ranks, shm_pref
 @pytest.mark.parametrize("ranks", [2], indirect=True)
 def test_a_missing_rank_times_out_naming_its_channel(ranks, monkeypatch):
     monkeypatch.setenv("KVPAGER_TP_START_TIMEOUT_MS", "300")
-    with pytest.raises(kvpager.Timeout, match="kvpager-tp/.*/2"):
+    with pytest.raises(kvpager.Timeout, match=r"kvpager-tp/.*/2"):
         kvpager.KvCache(**GEOMETRY, num_blocks=NUM_BLOCKS, device="cpu", tp_token=ranks.token,
                         tp_size=3)
     # The two ranks that were reached got no command: they wait for a scheduler of the right

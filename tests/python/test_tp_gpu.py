@@ -7,8 +7,9 @@ unmap them on both, and the budget charges a page once per rank on rank 0's devi
 import multiprocessing as mp
 import uuid
 
-import kvpager
 import pytest
+
+import kvpager
 from conftest import eventually
 
 torch = pytest.importorskip("torch")

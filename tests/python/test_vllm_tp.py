@@ -11,6 +11,7 @@ import types
 import uuid
 
 import pytest
+
 from conftest import eventually
 
 try:
@@ -142,8 +143,9 @@ def test_block_pool_maps_blocks_on_every_rank_after_each_warmed_up_alone(ranks):
     assert kv.stats()["page_bytes"] == 2 * 64 * 1024  # both ranks on the host's budget
     assert kv.handle_bytes == 64 * 1024
     # a block costs both ranks' bytes in the cache's figures (debts, limits)
-    assert pool.kvpager_block_bytes == 2 * LAYERS * kv_cache_config().kv_cache_tensors[0].size // NUM_BLOCKS
-    assert kv.block_stride_bytes == LAYERS * kv_cache_config().kv_cache_tensors[0].size // NUM_BLOCKS
+    rank_bytes = LAYERS * kv_cache_config().kv_cache_tensors[0].size
+    assert pool.kvpager_block_bytes == 2 * rank_bytes // NUM_BLOCKS
+    assert kv.block_stride_bytes == rank_bytes // NUM_BLOCKS
     held = kv.stats()["mapped_pages"]  # the null block's page (and the reserve ahead)
     assert eventually(lambda: ask("state") == [(kv.stats()["mapped_pages"], "serving")] * 2)
     assert held >= 1
@@ -165,7 +167,7 @@ def test_block_pool_maps_blocks_on_every_rank_after_each_warmed_up_alone(ranks):
 def test_pipeline_and_data_parallelism_are_refused():
     for pp, dp in ((2, 1), (1, 2)):
         config = types.SimpleNamespace(pipeline_parallel_size=pp, data_parallel_size=dp)
-        with pytest.raises(NotImplementedError, match="pipeline parallelism|data parallelism"):
+        with pytest.raises(NotImplementedError, match=r"pipeline parallelism|data parallelism"):
             worker.check_parallelism(config)
     worker.check_parallelism(types.SimpleNamespace(pipeline_parallel_size=1,
                                                    data_parallel_size=1))
