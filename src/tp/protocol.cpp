@@ -35,30 +35,6 @@ const char* command_name(CommandKind kind) {
   return "?";
 }
 
-const char* status_name(ReplyStatus status) {
-  switch (status) {
-    case ReplyStatus::kOk:
-      return "ok";
-    case ReplyStatus::kInvalidArgument:
-      return "invalid argument";
-    case ReplyStatus::kOutOfMemory:
-      return "out of memory";
-    case ReplyStatus::kDriverError:
-      return "driver error";
-    case ReplyStatus::kStateError:
-      return "state error";
-    case ReplyStatus::kFailed:
-      return "failed";
-    case ReplyStatus::kTimeout:
-      return "timed out";
-    case ReplyStatus::kDied:
-      return "died";
-    case ReplyStatus::kProtocol:
-      return "protocol error";
-  }
-  return "?";
-}
-
 void copy_text(std::span<char> field, const std::string& text) {
   if (field.empty()) return;
   const size_t n = std::min(field.size() - 1, text.size());

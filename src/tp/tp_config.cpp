@@ -1,6 +1,7 @@
 #include "kvpager/tp/tp_config.hpp"
 
 #include <cstdlib>
+#include <limits>
 
 #include "kvpager/common/env_number.hpp"
 #include "kvpager/common/error.hpp"
@@ -68,9 +69,10 @@ FaultSpec parse_fault(const std::string& text, int rank) {
   int nth = 0;
   if (colon != std::string::npos) {
     try {
-      nth = std::stoi(text.substr(colon + 1));
-    } catch (const std::exception&) {
-      nth = 0;
+      nth = static_cast<int>(parse_env_number("fault", std::string_view(text).substr(colon + 1),
+                                              "a call number", 1, std::numeric_limits<int>::max()));
+    } catch (const InvalidArgument&) {
+      nth = 0;  // refused below, with the fault's own message
     }
   }
   if (!known || nth < 1) {

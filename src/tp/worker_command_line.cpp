@@ -3,6 +3,7 @@
 #include <functional>
 #include <map>
 
+#include "kvpager/common/env_number.hpp"
 #include "kvpager/common/error.hpp"
 #include "kvpager/tp/tp_worker.hpp"
 
@@ -24,12 +25,10 @@ const char* choice_name(vmm::BackendChoice c) {
 
 uint64_t number(const std::string& key, const std::string& value) {
   try {
-    size_t used = 0;
-    const unsigned long long n = std::stoull(value, &used);
-    if (used == value.size()) return n;
-  } catch (const std::exception&) {
+    return parse_env_number(key, value, "a number");  // digits only: no sign, no trailing text
+  } catch (const InvalidArgument&) {
+    throw InvalidArgument("tp-worker: " + key + " '" + value + "' is not a number");
   }
-  throw InvalidArgument("tp-worker: " + key + " '" + value + "' is not a number");
 }
 
 }  // namespace

@@ -48,6 +48,12 @@ TEST(TpWorkerCommandLine, RoundTrips) {
   EXPECT_EQ(back.fault.nth_call, 2);
   EXPECT_THROW(parse_worker_command_line({"--bogus", "1"}), InvalidArgument);
   EXPECT_THROW(parse_fault("map:0", 1), InvalidArgument);
+  // numbers are digits only: std::stoi read "1x" as 1 and std::stoull "-1" as 2^64-1
+  EXPECT_THROW(parse_fault("map:1x", 1), InvalidArgument);
+  EXPECT_THROW(parse_fault("map: 2", 1), InvalidArgument);
+  EXPECT_EQ(parse_fault("unmap:12", 1).nth_call, 12);
+  EXPECT_THROW(parse_worker_command_line({"--rank", "-1"}), InvalidArgument);
+  EXPECT_THROW(parse_worker_command_line({"--rank", "2x"}), InvalidArgument);
 }
 
 TEST(TpCommandExecutor, MapsAndUnmapsAllOrNothing) {

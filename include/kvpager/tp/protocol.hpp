@@ -74,7 +74,6 @@ struct Reply {
 uint64_t page_state_checksum(std::span<const uint32_t> mapped_pages_ascending);
 
 const char* command_name(CommandKind kind);
-const char* status_name(ReplyStatus status);
 
 // Copies `text` into a fixed field, truncating and always NUL-terminating.
 void copy_text(std::span<char> field, const std::string& text);
