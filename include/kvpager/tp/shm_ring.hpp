@@ -64,10 +64,10 @@ enum class WaitResult { kReady, kTimedOut, kGaveUp };
 // futex in slices of at most `slice`; between slices `give_up()` may end the wait (the peer
 // died). Returns kTimedOut at `deadline`.
 template <class GiveUp>
-WaitResult wait_for(std::atomic<uint32_t>& counter, std::atomic<uint32_t>& my_waiting,
-                    uint32_t target, std::chrono::nanoseconds spin,
-                    std::chrono::steady_clock::time_point deadline, std::chrono::nanoseconds slice,
-                    GiveUp&& give_up);
+[[nodiscard]] WaitResult wait_for(std::atomic<uint32_t>& counter, std::atomic<uint32_t>& my_waiting,
+                                  uint32_t target, std::chrono::nanoseconds spin,
+                                  std::chrono::steady_clock::time_point deadline,
+                                  std::chrono::nanoseconds slice, GiveUp&& give_up);
 
 // One futex wait on `word` while it equals `expected`, at most `timeout`.
 void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, std::chrono::nanoseconds timeout);
@@ -86,10 +86,10 @@ inline bool reached(uint32_t value, uint32_t target) {
 }
 
 template <class GiveUp>
-WaitResult wait_for(std::atomic<uint32_t>& counter, std::atomic<uint32_t>& my_waiting,
-                    uint32_t target, std::chrono::nanoseconds spin,
-                    std::chrono::steady_clock::time_point deadline, std::chrono::nanoseconds slice,
-                    GiveUp&& give_up) {
+[[nodiscard]] WaitResult wait_for(std::atomic<uint32_t>& counter, std::atomic<uint32_t>& my_waiting,
+                                  uint32_t target, std::chrono::nanoseconds spin,
+                                  std::chrono::steady_clock::time_point deadline,
+                                  std::chrono::nanoseconds slice, GiveUp&& give_up) {
   using clock = std::chrono::steady_clock;
   if (reached(counter.load(std::memory_order_acquire), target)) return WaitResult::kReady;
   const auto spin_end = clock::now() + spin;

@@ -24,7 +24,7 @@ class SocketLink final : public RankLink {
   // For an event loop: the socket, and a non-blocking read of whatever is there. Returns true
   // when `out` is final (the reply, or kDied), false when nothing has arrived yet.
   int fd() const { return fd_.get(); }
-  bool try_receive(Reply& out);
+  [[nodiscard]] bool try_receive(Reply& out);
 
  private:
   void close_channel() override;
