@@ -49,14 +49,14 @@ from servers import ServerGroup, ServerSpec
 
 def meta(argv) -> dict:
     """Where and when: GPU (nvidia-smi), host, UTC date, commit, command line."""
-    def out(cmd):
+    def out(cmd, timeout=10):
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False,
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
                                   cwd=HERE).stdout.strip()
-        except OSError:
+        except (OSError, subprocess.TimeoutExpired):
             return ""
     gpu = out(["nvidia-smi", "--query-gpu=name,uuid,driver_version,memory.total", "--format=csv,noheader", "-i", "0"])
-    vllm = out([sys.executable, "-c", "import vllm; print(vllm.__version__)"])
+    vllm = out([sys.executable, "-c", "import vllm; print(vllm.__version__)"], timeout=120)  # a cold import: ~20 s
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": socket.gethostname(), "device": gpu, "gpu_uuid": (gpu.split(", ") + ["", ""])[1],
             "commit": out(["git", "rev-parse", "--short", "HEAD"]), "vllm": vllm,
