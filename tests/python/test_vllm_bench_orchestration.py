@@ -198,6 +198,12 @@ def test_the_call_timer_counts_kvpager_calls_in_a_process(tmp_path):
     script = ("import kvpager, time\n"
               "c = kvpager.KvCache(4, 2, 64, 'float16', 4, 256, device='cpu', reserve_pages=0)\n"
               "for _ in range(50):\n    c.free(c.alloc(2))\n"
+              "from types import SimpleNamespace\n"
+              "from kvpager.integrations.vllm import block_pool\n"
+              "cls = block_pool.block_pool_class(object, None)\n"
+              "pool = SimpleNamespace(free_block_queue=SimpleNamespace(num_free_blocks=9), kv=c,\n"
+              "                       held_free_blocks=lambda: 0, _checked_after_stage=False)\n"
+              "assert cls.get_num_free_blocks(pool) == 9\n"
               "c.stats(); time.sleep(1.5)\n")
     env = dict(os.environ, KVPAGER_BENCH_CALLS_DIR=str(tmp_path), KVPAGER_HOST_GRANULARITY="64K")
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(BENCH, "accounting"),
@@ -208,6 +214,9 @@ def test_the_call_timer_counts_kvpager_calls_in_a_process(tmp_path):
     data = json.loads(_read(tmp_path / files[0]))
     assert data["methods"]["alloc"]["calls"] == 50 and data["methods"]["free"]["calls"] == 50
     assert 0 < data["methods"]["alloc"]["seconds"] < 1
+    # the block pool's methods are timed too; the KvCache call inside one is tallied as nested
+    assert data["methods"]["pool.get_num_free_blocks"]["calls"] == 1
+    assert data["methods"]["nested:available"]["calls"] == 1 and "available" not in data["methods"]
     assert data["stats"]["alloc_calls"] == 50
 
 

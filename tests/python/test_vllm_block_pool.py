@@ -94,6 +94,62 @@ def test_a_refused_budget_reuses_the_least_recently_used_cached_blocks(pool_with
     pool.free_blocks(got)
 
 
+def cached_in_queue_order(pool):
+    """The old definition of the eviction order: vLLM's free queue walked from its head, the
+    hashed blocks kvpager holds (the pool now keeps an index instead of this walk)."""
+    out = []
+    block = pool.free_block_queue.fake_free_list_head.next_free_block
+    while block is not pool.free_block_queue.fake_free_list_tail:
+        if block.block_hash is not None and pool._held[block.block_id]:
+            out.append(block.block_id)
+        block = block.next_free_block
+    return out
+
+
+def test_the_lru_index_keeps_vllms_queue_order_through_hits_refrees_and_evictions(pool_with):
+    """The pool picks eviction victims from its own index (a walk of vLLM's queue passes every
+    never-used block first: ~10^6 in a real engine). Random frees, prefix hits (touch), frees
+    again, vLLM's own evictions and reuse under a refused budget: the index's order is always
+    the queue's, and reuse takes the queue's least recently used cached blocks."""
+    import random
+
+    rng = random.Random(7)
+    pool, cache = pool_with(num_blocks=4096, limit_bytes=4 * 64 * 1024)  # 4 pages: 63 blocks
+    live: list[list] = []  # requests: their blocks (ref_cnt 1 each, or more after a hit)
+    tags = 0
+    for step in range(400):
+        op = rng.random()
+        if op < 0.4:
+            n = rng.randint(1, 8)
+            if pool.get_num_free_blocks() < n:
+                continue
+            expected_victims = cached_in_queue_order(pool)
+            reused = max(0, n - len(pool._staged) - cache.available())
+            blocks = pool.get_new_blocks(n)
+            if reused:  # the refused budget took the oldest cached blocks
+                taken = [b.block_id for b in blocks if b.block_id in expected_victims[:reused]]
+                assert len(taken) == reused, f"step {step}: reuse left LRU order"
+            tags += 1
+            cache_blocks(pool, blocks, f"t{tags}")
+            live.append(blocks)
+        elif op < 0.7 and live:
+            pool.free_blocks(reversed(live.pop(rng.randrange(len(live)))))
+        elif op < 0.85:
+            cached = cached_in_queue_order(pool)
+            if cached:  # a prefix hit: vLLM touches a cached free block, the request holds it
+                hit = [pool.blocks[rng.choice(cached)]]
+                pool.touch(hit)
+                live.append(hit)
+        else:
+            cached = cached_in_queue_order(pool)
+            if cached:  # vLLM drops a cached entry (KV connector eviction)
+                pool.evict_blocks({rng.choice(cached)})
+        assert pool._cached_free_lru() == cached_in_queue_order(pool), f"step {step}"
+    for blocks in live:
+        pool.free_blocks(blocks)
+    assert pool._cached_free_lru() == cached_in_queue_order(pool)
+
+
 def test_staging_makes_the_following_check_count_only_what_is_held(pool_with):
     pool, cache = pool_with(limit_bytes=64 * 1024)  # one page: 15 blocks
     pool.stage(10)

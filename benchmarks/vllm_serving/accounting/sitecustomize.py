@@ -3,7 +3,11 @@ puts this directory first on its PYTHONPATH and sets KVPAGER_BENCH_CALLS_DIR).
 
 When ``kvpager.cache`` is imported, the methods of ``KvCache`` vLLM's block pool and scheduler
 call are wrapped: each call adds its wall time (time.perf_counter_ns) and one to a per-method
-tally. A daemon thread writes the tallies of this process, and the last ``stats()`` a caller got
+tally. So are the methods of kvpager's vLLM block pool that vLLM's scheduler calls
+(``pool.get_new_blocks``, ...: the integration's own Python, eviction included, with the
+KvCache calls inside them); a KvCache call made inside one of those is tallied as
+``nested:<method>`` (its time is already in the pool method's), so the entries without that
+prefix add up to the time the scheduler spent in kvpager. A daemon thread writes the tallies of this process, and the last ``stats()`` a caller got
 (kvpager's own counters: alloc/free calls, cold allocs, pages mapped/unmapped), to
 $KVPAGER_BENCH_CALLS_DIR/<pid>.json every second; the orchestrator reads them before and after
 a run. The wrapper's own cost (two clock reads and a dict update, well under a microsecond) is
@@ -24,20 +28,27 @@ import time
 
 METHODS = ("alloc", "free", "available", "owed_blocks", "stats", "trim", "device_budget",
            "count_evicted_blocks", "pool_budget_share")
+POOL_METHODS = ("get_new_blocks", "free_blocks", "get_num_free_blocks", "get_usage", "stage",
+                "release_staged", "pay_debt", "reset_prefix_cache")
 _tally: dict = {}
 _last_stats: list = [None]
 _lock = threading.Lock()
+_depth = threading.local()  # .n: timed calls open on this thread
 
 
 def _timed(name, method):
     def call(self, *args, **kwargs):
+        outer = getattr(_depth, "n", 0)
+        _depth.n = outer + 1
         t = time.perf_counter_ns()
         try:
             out = method(self, *args, **kwargs)
         finally:
             dt = time.perf_counter_ns() - t
+            _depth.n = outer
+            key = f"nested:{name}" if outer else name
             with _lock:
-                entry = _tally.setdefault(name, [0, 0])
+                entry = _tally.setdefault(key, [0, 0])
                 entry[0] += 1
                 entry[1] += dt
         if name == "stats":
@@ -54,6 +65,22 @@ def _patch(module) -> None:
         if hasattr(cls, name):
             setattr(cls, name, _timed(name, getattr(cls, name)))
     threading.Thread(target=_dump_loop, name="kvpager-bench-calls", daemon=True).start()
+
+
+def _patch_block_pool(module) -> None:
+    make = module.block_pool_class
+
+    def block_pool_class(*args, **kwargs):
+        cls = make(*args, **kwargs)
+        for name in POOL_METHODS:
+            if name in vars(cls):
+                setattr(cls, name, _timed(f"pool.{name}", vars(cls)[name]))
+        return cls
+
+    module.block_pool_class = block_pool_class
+
+
+_PATCHES = {"kvpager.cache": _patch, "kvpager.integrations.vllm.block_pool": _patch_block_pool}
 
 
 def _dump_loop() -> None:
@@ -75,7 +102,8 @@ def _dump_loop() -> None:
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname != "kvpager.cache":
+        patch = _PATCHES.get(fullname)
+        if patch is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
@@ -84,7 +112,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
         def exec_and_patch(module):
             exec_module(module)
-            _patch(module)
+            patch(module)
 
         spec.loader.exec_module = exec_and_patch
         return spec

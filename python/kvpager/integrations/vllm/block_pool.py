@@ -12,7 +12,10 @@ memory backs it, is kvpager's:
   free in kvpager, and its page is unmapped by kvpager's idle policy once empty;
 * new blocks come from ``KvCache.alloc`` (best fit: pages fill up and empty whole); when the
   budget refuses, the least recently used cached free blocks are evicted and reused, as stock
-  vLLM does when its cache is full;
+  vLLM does when its cache is full. The pool finds them in its own LRU index of cached free
+  blocks, not by walking vLLM's free queue: that queue starts with every block never used (the
+  whole virtual capacity, ~10^6 blocks), and a walk per allocation made each step of a full
+  engine tens of milliseconds slower (docs/benchmarks.md, issue 22's overhead run);
 * vLLM checks ``get_num_free_blocks()`` before it allocates. With several processes under one
   budget, memory counted free a moment ago may be gone, so before that check the pool stages
   the blocks the request needs (``stage(n)``, called when vLLM computes ``n``) and the check
@@ -31,6 +34,7 @@ Thread safety: like vLLM's BlockPool, used by the scheduler thread only.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -67,6 +71,11 @@ def block_pool_class(base: Any, kv_source):
             self._held = bytearray(num_gpu_blocks)  # 1: kvpager holds the block
             self._held[0] = 1  # the null block, always mapped
             self._held_count = 1
+            # Cached free blocks in the order vLLM's free queue has them (the order they were
+            # freed in, least recently used first); entries go stale when vLLM touches a block
+            # (prefix hit) or drops its hash and are skipped then (_is_cached_free): a block
+            # freed again moves to the end, as vLLM appends it to the queue's tail.
+            self._cached_lru: OrderedDict[int, None] = OrderedDict()
             self._staged: list[int] = []
             self._checked_after_stage = False
             self._releasing_cached = True  # evicting a cached free block frees it in kvpager
@@ -131,20 +140,30 @@ def block_pool_class(base: Any, kv_source):
                     got = self._alloc(available)
             return got
 
+        def _is_cached_free(self, i: int) -> bool:
+            """Block i is a cached free block kvpager holds (in vLLM's free queue, hashed)."""
+            block = self.blocks[i]
+            return block.ref_cnt == 0 and block.block_hash is not None and bool(self._held[i])
+
+        def _cached_free_lru(self) -> list[int]:
+            """The cached free blocks, least recently used first (drops stale index entries)."""
+            live = [i for i in self._cached_lru if self._is_cached_free(i)]
+            if len(live) != len(self._cached_lru):
+                self._cached_lru = OrderedDict.fromkeys(live)
+            return live
+
         def _evict_lru_cached(self, n: int) -> list[int]:
             """Up to n cached free blocks, least recently used first, evicted from the prefix
-            cache but kept held (they are reused at once)."""
+            cache but kept held (they are reused at once). O(n + stale index entries)."""
             out: list[int] = []
+            lru = self._cached_lru
             self._releasing_cached = False
             try:
-                block = self.free_block_queue.fake_free_list_head.next_free_block
-                tail = self.free_block_queue.fake_free_list_tail
-                while block is not tail and len(out) < n:
-                    nxt = block.next_free_block
-                    if block.block_hash is not None and self._held[block.block_id]:
-                        self._maybe_evict_cached_block(block)
-                        out.append(block.block_id)
-                    block = nxt
+                while lru and len(out) < n:
+                    i, _ = lru.popitem(last=False)
+                    if self._is_cached_free(i):
+                        self._maybe_evict_cached_block(self.blocks[i])
+                        out.append(i)
             finally:
                 self._releasing_cached = True
             return out
@@ -215,13 +234,18 @@ def block_pool_class(base: Any, kv_source):
             ordered = list(ordered_blocks)
             super().free_blocks(ordered)
             held = self._held
+            lru = self._cached_lru
             release = []
             for block in ordered:
                 i = block.block_id
-                free = block.ref_cnt == 0 and not block.is_null and block.block_hash is None
-                if free and held[i]:
+                if block.ref_cnt != 0 or block.is_null or not held[i]:
+                    continue
+                if block.block_hash is None:
                     held[i] = 0  # a block listed twice is released once
                     release.append(i)
+                else:  # vLLM appended it to its queue's tail: most recently used
+                    lru[i] = None
+                    lru.move_to_end(i)
             if release:
                 self._held_count -= len(release)
                 self.kv.free(release)
@@ -245,6 +269,7 @@ def block_pool_class(base: Any, kv_source):
             finally:
                 self._releasing_cached = True
             if done:
+                self._cached_lru.clear()
                 self._release([i for i in range(1, self.num_gpu_blocks) if self._held[i]])
             return done
 
@@ -305,16 +330,8 @@ def block_pool_class(base: Any, kv_source):
         def _evictable_pages(self) -> list[list[int]]:
             """Pages every held block of which is a cached free block, least recently used
             first, as lists of their block ids (policy.whole_cached_pages)."""
-            cached_lru = []
-            held = self._held
-            block = self.free_block_queue.fake_free_list_head.next_free_block
-            tail = self.free_block_queue.fake_free_list_tail
-            while block is not tail:
-                if block.block_hash is not None and held[block.block_id]:
-                    cached_lru.append(block.block_id)
-                block = block.next_free_block
-            return policy.whole_cached_pages(cached_lru, held, self._stride, self._handle_bytes,
-                                             self.num_gpu_blocks)
+            return policy.whole_cached_pages(self._cached_free_lru(), self._held, self._stride,
+                                             self._handle_bytes, self.num_gpu_blocks)
 
     return KvpagerBlockPool
 
