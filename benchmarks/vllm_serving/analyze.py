@@ -98,15 +98,19 @@ def overhead(runs: list, baseline: str = "stock") -> list:
                         row[key + "_within_1pct"] = abs(m) + 1.96 * se <= 0.01
             calls = [r.get("kvpager_calls") for r in mine if r.get("kvpager_calls")]
             if calls:
-                # "nested:" calls ran inside a timed pool method: their time is in its figure
-                shares = [sum(v["seconds"] for m in c.values() for k, v in m.items() if not k.startswith("nested:"))
-                          / r["summary"]["llm"]["wall_s"] for c, r in zip(calls, mine)]
+                shares = [_top_level_total(c, "seconds") / r["summary"]["llm"]["wall_s"]
+                          for c, r in zip(calls, mine)]
                 row["kvpager_calls_share"], row["kvpager_calls_share_se"] = mean_se(shares)
-                row["kvpager_calls_per_run"] = mean_se([sum(v["calls"] for m in c.values() for k, v in m.items()
-                                                            if not k.startswith("nested:"))
-                                                        for c in calls])[0]
+                row["kvpager_calls_per_run"] = mean_se([_top_level_total(c, "calls") for c in calls])[0]
             rows.append(row)
     return rows
+
+
+def _top_level_total(calls: dict, field: str):
+    """Sum of ``field`` over every server's timed methods, leaving out "nested:" entries (calls
+    made inside a timed pool method, whose time is already in that method's)."""
+    return sum(v[field] for methods in calls.values() for name, v in methods.items()
+               if not name.startswith("nested:"))
 
 
 def own_peak(run: dict, server: str, request: dict) -> bool:

@@ -15,12 +15,15 @@ Needs vLLM importable (its BlockPool is the base class).
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("KVPAGER_HOST_GRANULARITY", "64K")  # host pages of PAGE bytes (as the tests)
+from vllm.v1.core import block_pool as vllm_block_pool
+from vllm.v1.core.kv_cache_utils import BlockHash, make_block_hash_with_group_id
 
 import kvpager
 from kvpager.integrations.vllm import scheduler, worker
-from vllm.v1.core import block_pool as vllm_block_pool
-from vllm.v1.core.kv_cache_utils import BlockHash, make_block_hash_with_group_id
 
 PAGE = 64 * 1024  # one 64 KiB page per 16 blocks of 4 KiB (4 tensors of 1 KiB, interleaved)
 
@@ -49,8 +52,8 @@ def main() -> None:
         spent = time.perf_counter() - t0
         for b in blocks:
             serial += 1
-            pool._insert_block_hash(make_block_hash_with_group_id(BlockHash(serial.to_bytes(8, "little")), 0),
-                                    b, num_tokens=None)
+            key = make_block_hash_with_group_id(BlockHash(serial.to_bytes(8, "little")), 0)
+            pool._insert_block_hash(key, b, num_tokens=None)
         pool.free_blocks(reversed(blocks))
         return spent
 
@@ -59,7 +62,8 @@ def main() -> None:
     evicted0 = pool.evicted_under_pressure
     spent = sum(cycle() for _ in range(args.cycles))
     evicted = pool.evicted_under_pressure - evicted0
-    print(f"num_blocks {args.num_blocks}, budget {args.budget_blocks} blocks, {args.blocks} per call: "
+    print(f"num_blocks {args.num_blocks}, budget {args.budget_blocks} blocks, "
+          f"{args.blocks} per call: "
           f"{spent / args.cycles * 1e3:.3f} ms per get_new_blocks, "
           f"{spent / max(1, evicted) * 1e6:.2f} us per evicted block ({evicted} evicted)")
     worker._current = None

@@ -103,16 +103,20 @@ def test_a_refused_budget_reuses_the_least_recently_used_cached_blocks(pool_with
     pool.free_blocks(got)
 
 
+def _queue_ids(pool):
+    """vLLM's free queue from its head (eviction order), as block ids."""
+    out, block = [], pool.free_block_queue.fake_free_list_head.next_free_block
+    while block is not pool.free_block_queue.fake_free_list_tail:
+        out.append(block.block_id)
+        block = block.next_free_block
+    return out
+
+
 def cached_in_queue_order(pool):
     """The old definition of the eviction order: vLLM's free queue walked from its head, the
     hashed blocks kvpager holds (the pool now keeps an index instead of this walk)."""
-    out = []
-    block = pool.free_block_queue.fake_free_list_head.next_free_block
-    while block is not pool.free_block_queue.fake_free_list_tail:
-        if block.block_hash is not None and pool._held[block.block_id]:
-            out.append(block.block_id)
-        block = block.next_free_block
-    return out
+    return [i for i in _queue_ids(pool)
+            if pool.blocks[i].block_hash is not None and pool._held[i]]
 
 
 def test_the_lru_index_keeps_vllms_queue_order_through_hits_refrees_and_evictions(pool_with):
@@ -157,14 +161,6 @@ def test_the_lru_index_keeps_vllms_queue_order_through_hits_refrees_and_eviction
     for blocks in live:
         pool.free_blocks(blocks)
     assert pool._cached_free_lru() == cached_in_queue_order(pool)
-
-
-def _queue_ids(pool):
-    out, block = [], pool.free_block_queue.fake_free_list_head.next_free_block
-    while block is not pool.free_block_queue.fake_free_list_tail:
-        out.append(block.block_id)
-        block = block.next_free_block
-    return out
 
 
 @pytest.mark.skipif(not HAVE_VLLM, reason="vLLM cannot be imported: nothing to compare with")

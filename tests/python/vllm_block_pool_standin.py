@@ -78,13 +78,6 @@ class FreeKVCacheBlockQueue:
             self._link_after(node, block)
             node = block
 
-    def ids(self) -> list[int]:
-        out, block = [], self.fake_free_list_head.next_free_block
-        while block is not self.fake_free_list_tail:
-            out.append(block.block_id)
-            block = block.next_free_block
-        return out
-
 
 class BlockPool:
     def __init__(self, num_gpu_blocks: int, enable_caching: bool, hash_block_size: int,

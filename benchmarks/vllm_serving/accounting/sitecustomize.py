@@ -7,8 +7,9 @@ tally. So are the methods of kvpager's vLLM block pool that vLLM's scheduler cal
 (``pool.get_new_blocks``, ...: the integration's own Python, eviction included, with the
 KvCache calls inside them); a KvCache call made inside one of those is tallied as
 ``nested:<method>`` (its time is already in the pool method's), so the entries without that
-prefix add up to the time the scheduler spent in kvpager. A daemon thread writes the tallies of this process, and the last ``stats()`` a caller got
-(kvpager's own counters: alloc/free calls, cold allocs, pages mapped/unmapped), to
+prefix add up to the time the scheduler spent in kvpager. A daemon thread writes the tallies of
+this process, and the last ``stats()`` a caller got (kvpager's own counters: alloc/free calls,
+cold allocs, pages mapped/unmapped), to
 $KVPAGER_BENCH_CALLS_DIR/<pid>.json every second; the orchestrator reads them before and after
 a run. The wrapper's own cost (two clock reads and a dict update, well under a microsecond) is
 in the figures, so they bound kvpager's host time from above; this system is never one side of
