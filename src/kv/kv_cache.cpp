@@ -224,6 +224,34 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
     claimed.push_back(*page);
     incoming += static_cast<size_t>(allocator_->page_blocks(*page).count);
   }
+  // A budget that cannot cover the pages refuses before any is mapped (a snapshot: a member
+  // taking the room meanwhile is caught by map_page below). Mapping pages only to unmap them
+  // again costs two driver calls per page, on the caller's thread, at every refused alloc.
+  if (budget_pages_locked() < claimed.size()) {
+    bool fits = false;
+    if (request > 0 && config_.registry_link != nullptr) {
+      // As map_page's refused charge would: reclaim dead members, claim what the alloc needs
+      // (at least the one handle that charge asked for), raise the device's pressure. A reserve
+      // page (request 0) is mapped ahead of demand and refused quietly: it never makes others
+      // shed.
+      config_.registry_link->ask_for_room(
+          std::max<uint64_t>(claim_bytes_locked(claimed.size()), store_->handle_bytes()));
+      fits = budget_pages_locked() >= claimed.size();  // a dead member's charge came back
+    }
+    if (!fits) {
+      for (uint32_t p : claimed) {
+        allocator_->finish_mapping(p, false);
+      }
+      const uint64_t pb = store_->page_bytes();
+      throw OutOfMemory("alloc of " + std::to_string(request) + " blocks: the memory budget of " +
+                        format_size(budget_->limit_bytes()) + " has room for " +
+                        std::to_string(budget_pages_locked()) + " more page(s) of " +
+                        format_size(pb) + ", " + std::to_string(claimed.size()) + " are needed (" +
+                        format_size(budget_->charged_bytes()) + " charged, " +
+                        std::to_string(allocator_->free_mapped_blocks()) +
+                        " blocks free); free blocks or raise the budget");
+    }
+  }
   lock.unlock();
   size_t mapped = 0;
   try {
@@ -410,6 +438,18 @@ size_t KvCache::owed_blocks() const {
                          store_->page_bytes(), allocator_->max_blocks_per_page());
 }
 
+size_t KvCache::budget_pages_locked() const {
+  // Ready pool handles are charged already, and handles on their way out come back as headroom
+  // (the pool's acquire() waits for them); the pool never calls into the cache.
+  const pool::PagePoolStats pool = store_->pool_stats();
+  const uint64_t ready = pool.ready_bytes + pool.releasing_bytes;
+  const uint64_t headroom = budget_->headroom_bytes();
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  const uint64_t pages = (headroom > kMax - ready ? kMax : ready + headroom) / store_->page_bytes();
+  return pages > std::numeric_limits<size_t>::max() ? std::numeric_limits<size_t>::max()
+                                                    : static_cast<size_t>(pages);
+}
+
 size_t KvCache::available_locked(bool within_budget) const {
   // Blocks of unmapped pages (and of pages in transition), as far as the limit lets them map.
   const size_t mapped = allocator_->mapped_pages();
@@ -417,16 +457,12 @@ size_t KvCache::available_locked(bool within_budget) const {
   // The budget may be shared (a device budget in the registry, or one LocalBudget for several
   // caches): what others hold is not ours to map. Ready pool handles are charged already.
   // Without others (within_budget false), the budget's whole limit is ours.
-  const uint64_t page_bytes = store_->page_bytes();
   size_t budget_pages = 0;
   if (within_budget) {
-    const uint64_t ready = store_->pool_stats().ready_bytes, headroom = budget_->headroom_bytes();
-    constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
-    budget_pages =
-        static_cast<size_t>((headroom > kMax - ready ? kMax : ready + headroom) / page_bytes);
+    budget_pages = budget_pages_locked();
   } else {
     const uint64_t ours =
-        std::min<uint64_t>(budget_->limit_bytes() / page_bytes, store_->num_pages());
+        std::min<uint64_t>(budget_->limit_bytes() / store_->page_bytes(), store_->num_pages());
     budget_pages = ours > mapped ? static_cast<size_t>(ours - mapped) : 0;
   }
   const size_t headroom_pages = std::min(limit > mapped ? limit - mapped : 0, budget_pages);

@@ -179,6 +179,7 @@ PagePoolStats PagePool::stats() const {
   PagePoolStats s = stats_;
   s.ready = ready_.size();
   s.ready_bytes = static_cast<uint64_t>(ready_.size()) * config_.handle_bytes;
+  s.releasing_bytes = static_cast<uint64_t>(releasing_) * config_.handle_bytes;
   return s;
 }
 
@@ -211,7 +212,11 @@ void PagePool::run() {
         }
         if (victim.valid()) release_taken({&victim, 1});
       } else {
-        vmm::PhysicalHandle h = create_charged();
+        // A ready handle is made ahead of demand: without headroom it is not tried, so that
+        // refill never meets a refusal, which a shared budget answers by pressing the other
+        // members to shed (a member taking the room meanwhile can still refuse it).
+        vmm::PhysicalHandle h;
+        if (budget_->headroom_bytes() >= config_.handle_bytes) h = create_charged();
         std::lock_guard g(mutex_);
         if (h.valid()) {
           ready_.push_back(h);

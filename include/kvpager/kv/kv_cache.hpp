@@ -190,6 +190,8 @@ class KvCache {
   size_t limit_pages_locked() const;
   // available() under the lock; without the budget: as if no one else charged the budget.
   size_t available_locked(bool within_budget) const;
+  // Pages the budget covers now: the pool's ready (and releasing) handles plus the headroom.
+  size_t budget_pages_locked() const;
   uint64_t limit_bytes_locked() const;  // effective limit; 0 = none
   // The page counts the memory policy decides from.
   PageCounts page_counts_locked() const;
@@ -197,7 +199,9 @@ class KvCache {
   LinkPoll poll_link_locked();
   void check_healthy_locked() const;
   // Maps pages until `blocks_needed` more blocks are free; unlocks while mapping. All or
-  // nothing: on failure every page mapped here is unmapped again, then it rethrows.
+  // nothing: OutOfMemory before mapping anything when the limit or the budget cannot cover the
+  // pages (for a demand alloc, request > 0, a budget refusal asks the registry for room); on a
+  // later failure every page mapped here is unmapped again, then it rethrows.
   void map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_needed, size_t request);
   // The claim (bytes beyond the budget's charge) for holding `pages` more pages than are
   // mapped; 0 when the charge covers them.

@@ -3,7 +3,8 @@
 // cuMemCreate (12 us and up per handle on an H100/H200).
 //
 // A background thread keeps between `min_ready` and `max_ready` handles ready: it creates
-// handles while fewer than min_ready are ready (and the budget allows), and releases handles
+// handles while fewer than min_ready are ready (and the budget's headroom allows: a refill
+// is never what a shared budget refuses and answers with pressure), and releases handles
 // while more than max_ready are ready. Every created handle is charged to the MemoryBudget, so
 // the pool never holds more than the budget allows (ready + on loan). While the budget reports
 // an excess (its limit lowered below the charge) the thread keeps no ready handle: it releases
@@ -48,6 +49,7 @@ struct PagePoolStats {
   uint64_t acquired_ready = 0;  // handles acquire() took from the ready list
   uint64_t acquired_cold = 0;   // handles acquire() had to create itself
   uint64_t ready_bytes = 0;
+  uint64_t releasing_bytes = 0;  // surplus handles on their way out, charged until released
 };
 
 class PagePool {
