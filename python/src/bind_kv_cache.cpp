@@ -164,11 +164,14 @@ failed call changes nothing.)doc")
             out["charged_bytes"] = d.charged_total();
             out["total_bytes"] = d.total_bytes();
             out["pressure"] = d.pressure();
+            out["pressure_from_others"] = h.registration().pressure_from_others();
             return out;
           },
           "The registry device this cache charges: {'device', 'budget_bytes', 'charged_bytes' "
           "(every member's charge), 'total_bytes', 'pressure' (a counter bumped whenever a "
-          "member is refused or asks for room)}. StateError without an instance name.")
+          "member is refused or asks for room), 'pressure_from_others' (the bumps the other "
+          "members made since this cache joined; never its own)}. StateError without an "
+          "instance name.")
       .def(
           "pool_budget_share",
           [](const KvCacheHandle& h, uint64_t share) {

@@ -355,7 +355,7 @@ void DeviceBudget::set_guarantee(uint32_t slot, const ProcessIdentity& who, uint
 }
 
 ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
-                                      uint64_t instance_limit, uint64_t* pressure) {
+                                      uint64_t instance_limit, std::atomic<uint64_t>* own_raises) {
   DeviceSegment& s = segment();
   const RobustLock held = lock(who.pid);
   DeviceSlot& mine = s.slots[slot];
@@ -390,10 +390,10 @@ ChargeResult DeviceBudget::try_charge(uint32_t slot, const ProcessIdentity& who,
     }
   }
   claim(slot, who, bytes);
-  const uint64_t p = raise_pressure();
-  if (pressure) {
-    *pressure = p;
+  if (own_raises) {
+    own_raises->fetch_add(1, std::memory_order_acq_rel);  // before the raise others can see
   }
+  raise_pressure();
   return ChargeResult::kDeviceBudget;
 }
 

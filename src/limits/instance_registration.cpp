@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -108,7 +109,7 @@ InstanceRegistration::InstanceRegistration(RegistryConfig config, InstanceSpec s
       file_(std::move(file)) {
   seen_revision_ = segment().revision.load();
   seen_budget_revision_ = device_.budget_revision();
-  seen_pressure_ = device_.pressure();
+  pressure_at_join_ = device_.pressure();
 }
 
 InstanceRegistration::~InstanceRegistration() {
@@ -119,11 +120,8 @@ InstanceRegistration::~InstanceRegistration() {
 }
 
 bool InstanceRegistration::try_charge(uint64_t bytes) {
-  uint64_t pressure = 0;
-  const ChargeResult r = device_.try_charge(slot_, self_, bytes, instance_limit_bytes(), &pressure);
-  if (r == ChargeResult::kDeviceBudget) {
-    own_pressure_.store(pressure, std::memory_order_relaxed);
-  }
+  const ChargeResult r =
+      device_.try_charge(slot_, self_, bytes, instance_limit_bytes(), &own_raises_);
   if (r != ChargeResult::kCharged) {
     return false;
   }
@@ -185,7 +183,22 @@ void InstanceRegistration::ask_for_room(uint64_t bytes) noexcept {
     device_.reclaim_dead();
   } catch (...) {  // a registry we cannot lock now: the pressure below still goes out
   }
-  own_pressure_.store(device_.raise_pressure(), std::memory_order_relaxed);
+  own_raises_.fetch_add(1, std::memory_order_acq_rel);  // before the raise others can see
+  device_.raise_pressure();
+}
+
+uint64_t InstanceRegistration::pressure_from_others() noexcept {
+  // Pressure first: a raise of ours it shows was counted in own_raises_ before it, so the
+  // difference never runs ahead of what others raised (it may lag behind by a raise of ours
+  // in flight, which the running maximum hides).
+  const uint64_t pressure = device_.pressure() - pressure_at_join_;
+  const uint64_t own = own_raises_.load(std::memory_order_acquire);
+  const uint64_t now = pressure > own ? pressure - own : 0;
+  uint64_t seen = others_pressure_.load(std::memory_order_relaxed);
+  while (seen < now &&
+         !others_pressure_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+  }
+  return std::max(seen, now);
 }
 
 LinkEvents InstanceRegistration::poll(const InstanceUsage& usage) noexcept {
@@ -202,10 +215,9 @@ LinkEvents InstanceRegistration::poll(const InstanceUsage& usage) noexcept {
   events.limit_changed = revision != seen_revision_ || budget_revision != seen_budget_revision_;
   seen_revision_ = revision;
   seen_budget_revision_ = budget_revision;
-  const uint64_t pressure = device_.pressure();
-  events.shed =
-      pressure != seen_pressure_ && pressure != own_pressure_.load(std::memory_order_relaxed);
-  seen_pressure_ = pressure;
+  const uint64_t others = pressure_from_others();
+  events.shed = others != seen_others_pressure_;
+  seen_others_pressure_ = others;
   events.keep_bytes = device_.guarantee_of(slot_);
   events.owed_bytes = device_.owed_by(slot_);
   return events;

@@ -66,6 +66,25 @@ TEST(RegistryConfig, ValidatesNamesBudgetsAndPercentages) {
   EXPECT_THROW(validate_registry_config(c), InvalidArgument);
 }
 
+TEST(InstanceRegistration, PressureFromOthersNeverCountsItsOwnRefusalsOrAsks) {
+  ScopedRegistry reg("pressure-own");
+  reg.config.gpu_utilization = "4M";
+  auto a = InstanceRegistration::create(reg.config, spec("a"));
+  ASSERT_TRUE(a->try_charge(4 * MiB));
+  auto b = InstanceRegistration::create(reg.config, spec("b"));
+  const uint64_t before = a->device_budget().pressure();
+  EXPECT_FALSE(a->try_charge(1 * MiB));  // its own refusals and asks move the counter...
+  a->ask_for_room(1 * MiB);
+  EXPECT_EQ(a->device_budget().pressure(), before + 2);
+  EXPECT_EQ(a->pressure_from_others(), 0u);  // ...but not what it reads as others' pressure
+  EXPECT_EQ(b->pressure_from_others(), 2u);
+  EXPECT_FALSE(b->try_charge(1 * MiB));
+  b->ask_for_room(1 * MiB);
+  EXPECT_EQ(a->pressure_from_others(), 2u);
+  EXPECT_EQ(b->pressure_from_others(), 2u);
+  a->uncharge(4 * MiB);
+}
+
 TEST(InstanceRegistration, ChargesStayWithinInstanceLimitAndDeviceBudget) {
   ScopedRegistry reg("charge");
   reg.config.gpu_utilization = "10M";

@@ -30,6 +30,7 @@
 // Thread safety: all methods are thread-safe. Errors: Timeout when the lock stays held past
 // lock_timeout (nothing changed), StateError for a corrupt segment or a slot taken away,
 // DriverError for system calls, InvalidArgument for bad names.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -99,9 +100,11 @@ class DeviceBudget {
   // Adds `bytes` to the slot's charge if the slot stays within `instance_limit` and the
   // device sum, plus what the other members' live claims keep, within the budget. When the
   // budget refuses, dead members are reclaimed and the check repeated; a final refusal claims
-  // (below the guarantee) and bumps the pressure counter (returned in *pressure).
+  // (below the guarantee) and bumps the pressure counter, after incrementing `*own_raises`
+  // (the caller's count of the raises it made, when given).
   [[nodiscard]] ChargeResult try_charge(uint32_t slot, const ProcessIdentity& who, uint64_t bytes,
-                                        uint64_t instance_limit, uint64_t* pressure = nullptr);
+                                        uint64_t instance_limit,
+                                        std::atomic<uint64_t>* own_raises = nullptr);
   // Removes up to `bytes` from the slot's charge (never below zero). Lock-free, never throws.
   uint64_t uncharge(uint32_t slot, uint64_t bytes) noexcept;
 

@@ -64,6 +64,10 @@ class InstanceRegistration final : public MemoryBudget,
   std::chrono::milliseconds poll_interval() const override { return config_.poll_interval; }
   LinkEvents poll(const InstanceUsage& usage) noexcept override;
   void ask_for_room(uint64_t bytes) noexcept override;
+  // How often the other members raised the device's pressure (were refused, or asked for room)
+  // since this instance joined: this instance's own refusals and asks never count. Monotone; a
+  // raise shows once it is complete. Lock-free.
+  uint64_t pressure_from_others() noexcept;
 
   // Sets this instance's limit from inside the process (same effect as `kvpager limit`).
   void set_limit(uint64_t bytes);
@@ -101,10 +105,12 @@ class InstanceRegistration final : public MemoryBudget,
   ProcessIdentity self_;
   uint32_t slot_;
   ShmFile file_;
-  std::atomic<uint64_t> own_pressure_{0};  // pressure value this process produced last
-  uint64_t seen_revision_ = 0;             // poll() thread only
+  uint64_t pressure_at_join_ = 0;             // the device's pressure counter at create()
+  std::atomic<uint64_t> own_raises_{0};       // pressure raises this instance made
+  std::atomic<uint64_t> others_pressure_{0};  // pressure_from_others()' running maximum
+  uint64_t seen_revision_ = 0;                // poll() thread only
   uint64_t seen_budget_revision_ = 0;
-  uint64_t seen_pressure_ = 0;
+  uint64_t seen_others_pressure_ = 0;
 };
 
 }  // namespace kvpager::limits

@@ -88,7 +88,7 @@ def block_pool_class(base: Any, kv_source):
             try:
                 self.kv.count_evicted_blocks(0)
                 self._registered = True
-                self._seen_pressure = self.kv.device_budget()["pressure"]
+                self._seen_pressure = self.kv.device_budget()["pressure_from_others"]
             except StateError:  # a cache without a registry entry (tests)
                 self._registered = False
                 self._seen_pressure = 0
@@ -302,7 +302,7 @@ def block_pool_class(base: Any, kv_source):
             or was refused itself meanwhile, or holds no more than its guarantee."""
             if not self._registered:
                 return 0
-            pressure = self.kv.device_budget()["pressure"]
+            pressure = self.kv.device_budget()["pressure_from_others"]  # never its own
             if pressure == self._seen_pressure:
                 return 0
             self._seen_pressure = pressure
