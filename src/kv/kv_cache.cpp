@@ -227,7 +227,7 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
   // A budget that cannot cover the pages refuses before any is mapped (a snapshot: a member
   // taking the room meanwhile is caught by map_page below). Mapping pages only to unmap them
   // again costs two driver calls per page, on the caller's thread, at every refused alloc.
-  if (budget_pages_locked() < claimed.size()) {
+  if (size_t room = budget_pages_locked(); room < claimed.size()) {
     bool fits = false;
     if (request > 0 && config_.registry_link != nullptr) {
       // As map_page's refused charge would: reclaim dead members, claim what the alloc needs
@@ -236,7 +236,8 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
       // shed.
       config_.registry_link->ask_for_room(
           std::max<uint64_t>(claim_bytes_locked(claimed.size()), store_->handle_bytes()));
-      fits = budget_pages_locked() >= claimed.size();  // a dead member's charge came back
+      room = budget_pages_locked();
+      fits = room >= claimed.size();  // a dead member's charge came back
     }
     if (!fits) {
       for (uint32_t p : claimed) {
@@ -245,8 +246,8 @@ void KvCache::map_for_locked(std::unique_lock<std::mutex>& lock, size_t blocks_n
       const uint64_t pb = store_->page_bytes();
       throw OutOfMemory("alloc of " + std::to_string(request) + " blocks: the memory budget of " +
                         format_size(budget_->limit_bytes()) + " has room for " +
-                        std::to_string(budget_pages_locked()) + " more page(s) of " +
-                        format_size(pb) + ", " + std::to_string(claimed.size()) + " are needed (" +
+                        std::to_string(room) + " more page(s) of " + format_size(pb) + ", " +
+                        std::to_string(claimed.size()) + " are needed (" +
                         format_size(budget_->charged_bytes()) + " charged, " +
                         std::to_string(allocator_->free_mapped_blocks()) +
                         " blocks free); free blocks or raise the budget");
@@ -445,9 +446,8 @@ size_t KvCache::budget_pages_locked() const {
   const uint64_t ready = pool.ready_bytes + pool.releasing_bytes;
   const uint64_t headroom = budget_->headroom_bytes();
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
-  const uint64_t pages = (headroom > kMax - ready ? kMax : ready + headroom) / store_->page_bytes();
-  return pages > std::numeric_limits<size_t>::max() ? std::numeric_limits<size_t>::max()
-                                                    : static_cast<size_t>(pages);
+  return static_cast<size_t>((headroom > kMax - ready ? kMax : ready + headroom) /
+                             store_->page_bytes());
 }
 
 size_t KvCache::available_locked(bool within_budget) const {
