@@ -1,11 +1,14 @@
 """The vLLM integration's pure parts, without vLLM: where kernels find a block (kv_views), the
 virtual capacity and the registry name (capacity), the options (options)."""
 
+import sys
 import time
+import types
 
 import pytest
 
 from kvpager.integrations import policy
+from kvpager.integrations import vllm as kvvllm
 from kvpager.integrations.vllm import capacity, kv_views
 from kvpager.integrations.vllm.options import VllmOptions, options_from_env, parse_bytes
 
@@ -140,6 +143,36 @@ def test_debt_counts_claims_and_use_above_a_lowered_limit():
     assert policy.debt_blocks(base, 1 << 20) == 0
     assert policy.debt_blocks({**base, "owed_bytes": (3 << 20) + 1}, 1 << 20) == 4
     assert policy.debt_blocks({**base, "limit_bytes": 4 << 20}, 1 << 20) == 6
+
+
+def _installed_vllm(monkeypatch, version, sources_of):
+    """vLLM ``version`` 'installed', its internals' sources fingerprinting as ``sources_of``'s."""
+    from kvpager.integrations.policy import internals
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(__version__=version))
+    table = kvvllm.FINGERPRINTS[sources_of]
+    monkeypatch.setattr(internals, "current_fingerprints",
+                        lambda names, resolve: {n: table[n] for n in names})
+
+
+def test_each_vllm_version_is_checked_against_its_own_fingerprints(monkeypatch):
+    names = kvvllm.FINGERPRINTS[kvvllm.WRITTEN_FOR].keys()
+    assert {"0.26.0", "0.24.0"} <= kvvllm.FINGERPRINTS.keys()
+    assert all(table.keys() == names for table in kvvllm.FINGERPRINTS.values())
+    for version in kvvllm.FINGERPRINTS:
+        _installed_vllm(monkeypatch, version, version)
+        assert kvvllm.check_compatibility() == version
+    # 0.24's sources reported as 0.26: its own table refuses them, naming the first that moved
+    _installed_vllm(monkeypatch, "0.26.0", "0.24.0")
+    with pytest.raises(kvvllm.IncompatibleVllm,
+                       match=r"written for vLLM 0\.26\.0; in vLLM 0\.26\.0 the source of "
+                             r"vllm\.v1\.worker\.gpu_worker:Worker\.determine_available_memory"):
+        kvvllm.check_compatibility()
+    # a version kvpager does not know is checked against the newest, naming every known one
+    _installed_vllm(monkeypatch, "0.25.1", "0.24.0")
+    with pytest.raises(kvvllm.IncompatibleVllm,
+                       match=r"written for vLLM 0\.26\.0 or 0\.24\.0; in vLLM 0\.25\.1 the source"):
+        kvvllm.check_compatibility()
 
 
 def test_patches_restore_in_reverse_order():
