@@ -26,15 +26,17 @@ if ! PYTHONPATH="$site" python3 -c 'import wrapt' 2>/dev/null; then
   d=$(build "$kc"/deps/wrapt-*.tar.gz) || { echo "kvcached: wrapt build failed" >&2; exit 1; }
   paths+=("$d/src")
 fi
-(cd "$kc/src" && PYTHONPATH="$site" python3 setup.py build_ext --inplace >"$work/kvcached.log" 2>&1) ||
+# built in a copy outside the checkout: a later call that carries .kvcached replaces the folder
+cp -r "$kc/src" "$work/kvcached-src"
+(cd "$work/kvcached-src" && PYTHONPATH="$site" python3 setup.py build_ext --inplace >"$work/kvcached.log" 2>&1) ||
   { tail -30 "$work/kvcached.log"; exit 1; }
-paths+=("$kc/src")
+paths+=("$work/kvcached-src")
 # the user site-packages when python enables it, else the first site-packages directory
 site_dir=$(python3 -c 'import site, sys
 print(site.getusersitepackages() if site.ENABLE_USER_SITE else site.getsitepackages()[0])')
 mkdir -p "$site_dir"
 printf '%s\n' "${paths[@]}" >"$site_dir/kvcached-src.pth"
-cp "$kc/src/kvcached_autopatch.pth" "$site_dir/"
+cp "$work/kvcached-src/kvcached_autopatch.pth" "$site_dir/"
 echo "kvcached $(cut -c1-12 "$kc/COMMIT") built; paths in $site_dir/kvcached-src.pth"
 PYTHONPATH="$site" ENABLE_KVCACHED=true KVCACHED_AUTOPATCH=1 python3 -c '
 import kvcached, vllm, posix_ipc
