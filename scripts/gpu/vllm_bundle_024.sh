@@ -21,7 +21,7 @@ build=${VB_BUILD:-/tmp/vb24_build}
 part_mib=${VB24_PART_MIB:-56}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp "$bundle_dir"/{make.sh,wheels.txt,install_on_device.sh,probe.py} "$work/"
+cp "$bundle_dir"/{make.sh,wheels.txt,probe.py} "$work/"
 sed -i \
   -e 's/^VLLM_VERSION=0\.26\.0$/VLLM_VERSION=0.24.0/' \
   -e 's/^VLLM_WHL_NAME=vllm-0\.26\.0-/VLLM_WHL_NAME=vllm-0.24.0-/' \

@@ -50,7 +50,6 @@ __all__ = [
     "check_compatibility",
     "disable",
     "enable",
-    "expected_fingerprints",
     "is_enabled",
     "register",
 ]
@@ -63,47 +62,48 @@ WRITTEN_FOR = "0.26.0"
 # relies on, for each vLLM version it runs on (the same internals in every version; their
 # changes between versions reviewed to leave what kvpager relies on as it was).
 # Regenerate on the version: `python -m kvpager.integrations.vllm --fingerprints`.
+_FINGERPRINTS_0_26_0: dict[str, str] = {
+    "vllm.v1.worker.gpu_worker:Worker.determine_available_memory": "392088c81088b594",
+    "vllm.v1.worker.gpu_worker:Worker.compile_or_warm_up_model": "fe8f224b83cb5cdd",
+    "vllm.v1.worker.gpu.warmup:warmup_kernels": "bdea549f1174812d",
+    "vllm.v1.worker.gpu_model_runner:GPUModelRunner._allocate_kv_cache_tensors":
+        "d73b6f7df6678d49",
+    "vllm.v1.worker.gpu_model_runner:GPUModelRunner._reshape_kv_cache_tensors":
+        "9ba8f4e6205bfe9a",
+    "vllm.v1.worker.gpu.attn_utils:_allocate_kv_cache": "07f2e7cf45f68069",
+    "vllm.v1.worker.gpu.attn_utils:_reshape_attention_kv_cache": "20e6c5ae28777409",
+    "vllm.v1.worker.gpu.attn_utils:_reshape_kv_cache": "28f603af98fcae18",
+    "vllm.v1.core.block_pool:BlockPool": "092ed6c15c3bfcf3",
+    "vllm.v1.core.block_pool:FreeKVCacheBlockQueue": "886bb60d97f22f85",
+    "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.__init__": "47e83893925c44da",
+    "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate":
+        "8e74eb2075033b94",
+    "vllm.v1.core.kv_cache_manager:KVCacheManager.allocate_slots": "ad07182657498a47",
+    "vllm.v1.core.sched.scheduler:Scheduler.__init__": "6ba6e7c3a2cae5ee",
+    "vllm.v1.core.sched.scheduler:Scheduler.schedule": "491d8fe7c9e3c94c",
+    "vllm.v1.core.sched.scheduler:Scheduler.update_from_output": "844367185957e48a",
+    "vllm.v1.core.sched.scheduler:Scheduler.finish_requests": "fc83b2419ccb624c",
+    "vllm.v1.core.sched.scheduler:Scheduler.reset_prefix_cache": "bf241b416138c4d6",
+    "vllm.v1.metrics.loggers:load_stat_logger_plugin_factories": "94a131a520982a69",
+    "vllm.v1.metrics.loggers:StatLoggerBase": "aac8427e93fb8544",
+    "vllm.v1.engine.async_llm:AsyncLLM.__init__": "21de44c03440aa87",
+    "vllm.v1.core.kv_cache_utils:generate_scheduler_kv_cache_config": "257ac8e7178c1c50",
+    "vllm.distributed.parallel_state:get_tensor_model_parallel_rank": "651ac46d3d135c64",
+}
+
 FINGERPRINTS: dict[str, dict[str, str]] = {
-    "0.26.0": {
-        "vllm.v1.worker.gpu_worker:Worker.determine_available_memory": "392088c81088b594",
-        "vllm.v1.worker.gpu_worker:Worker.compile_or_warm_up_model": "fe8f224b83cb5cdd",
-        "vllm.v1.worker.gpu.warmup:warmup_kernels": "bdea549f1174812d",
-        "vllm.v1.worker.gpu_model_runner:GPUModelRunner._allocate_kv_cache_tensors":
-            "d73b6f7df6678d49",
-        "vllm.v1.worker.gpu_model_runner:GPUModelRunner._reshape_kv_cache_tensors":
-            "9ba8f4e6205bfe9a",
-        "vllm.v1.worker.gpu.attn_utils:_allocate_kv_cache": "07f2e7cf45f68069",
-        "vllm.v1.worker.gpu.attn_utils:_reshape_attention_kv_cache": "20e6c5ae28777409",
-        "vllm.v1.worker.gpu.attn_utils:_reshape_kv_cache": "28f603af98fcae18",
-        "vllm.v1.core.block_pool:BlockPool": "092ed6c15c3bfcf3",
-        "vllm.v1.core.block_pool:FreeKVCacheBlockQueue": "886bb60d97f22f85",
-        "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.__init__": "47e83893925c44da",
-        "vllm.v1.core.kv_cache_coordinator:KVCacheCoordinator.get_num_blocks_to_allocate":
-            "8e74eb2075033b94",
-        "vllm.v1.core.kv_cache_manager:KVCacheManager.allocate_slots": "ad07182657498a47",
-        "vllm.v1.core.sched.scheduler:Scheduler.__init__": "6ba6e7c3a2cae5ee",
-        "vllm.v1.core.sched.scheduler:Scheduler.schedule": "491d8fe7c9e3c94c",
-        "vllm.v1.core.sched.scheduler:Scheduler.update_from_output": "844367185957e48a",
-        "vllm.v1.core.sched.scheduler:Scheduler.finish_requests": "fc83b2419ccb624c",
-        "vllm.v1.core.sched.scheduler:Scheduler.reset_prefix_cache": "bf241b416138c4d6",
-        "vllm.v1.metrics.loggers:load_stat_logger_plugin_factories": "94a131a520982a69",
-        "vllm.v1.metrics.loggers:StatLoggerBase": "aac8427e93fb8544",
-        "vllm.v1.engine.async_llm:AsyncLLM.__init__": "21de44c03440aa87",
-        "vllm.v1.core.kv_cache_utils:generate_scheduler_kv_cache_config": "257ac8e7178c1c50",
-        "vllm.distributed.parallel_state:get_tensor_model_parallel_rank": "651ac46d3d135c64",
-    },
-    # 0.24.0 (kvcached's newest, for issue 22's comparison): what differs from 0.26.0 is
-    # additive (0.26's new BlockPool/free-queue methods, cross-attention and mamba warm-up,
-    # skipped-layer dtypes, mixed-layout views, new keyword arguments kvpager passes through).
+    "0.26.0": _FINGERPRINTS_0_26_0,
+    # 0.24.0 (kvcached's newest, for issue 22's comparison): the internals whose source differs
+    # from 0.26.0, each change additive (0.26's new BlockPool/free-queue methods, cross-attention
+    # and mamba warm-up, skipped-layer dtypes, mixed-layout views, new keyword arguments kvpager
+    # passes through); the other 9 are the same source.
     "0.24.0": {
+        **_FINGERPRINTS_0_26_0,
         "vllm.v1.worker.gpu_worker:Worker.determine_available_memory": "4edbe835d43c611e",
         "vllm.v1.worker.gpu_worker:Worker.compile_or_warm_up_model": "999558584a66c36f",
         "vllm.v1.worker.gpu.warmup:warmup_kernels": "6fc160395bd024f2",
-        "vllm.v1.worker.gpu_model_runner:GPUModelRunner._allocate_kv_cache_tensors":
-            "d73b6f7df6678d49",
         "vllm.v1.worker.gpu_model_runner:GPUModelRunner._reshape_kv_cache_tensors":
             "b29ee85bc48d403b",
-        "vllm.v1.worker.gpu.attn_utils:_allocate_kv_cache": "07f2e7cf45f68069",
         "vllm.v1.worker.gpu.attn_utils:_reshape_attention_kv_cache": "9f7eedfdc4c07b19",
         "vllm.v1.worker.gpu.attn_utils:_reshape_kv_cache": "c15c00bd82339759",
         "vllm.v1.core.block_pool:BlockPool": "a8c6660b0057e9a0",
@@ -116,12 +116,6 @@ FINGERPRINTS: dict[str, dict[str, str]] = {
         "vllm.v1.core.sched.scheduler:Scheduler.schedule": "7b869a5dcbce4fc0",
         "vllm.v1.core.sched.scheduler:Scheduler.update_from_output": "31ade6d74c2a99ae",
         "vllm.v1.core.sched.scheduler:Scheduler.finish_requests": "6385885c87f276ca",
-        "vllm.v1.core.sched.scheduler:Scheduler.reset_prefix_cache": "bf241b416138c4d6",
-        "vllm.v1.metrics.loggers:load_stat_logger_plugin_factories": "94a131a520982a69",
-        "vllm.v1.metrics.loggers:StatLoggerBase": "aac8427e93fb8544",
-        "vllm.v1.engine.async_llm:AsyncLLM.__init__": "21de44c03440aa87",
-        "vllm.v1.core.kv_cache_utils:generate_scheduler_kv_cache_config": "257ac8e7178c1c50",
-        "vllm.distributed.parallel_state:get_tensor_model_parallel_rank": "651ac46d3d135c64",
     },
 }
 
@@ -149,29 +143,22 @@ def current_fingerprints() -> dict[str, str]:
     return policy.current_fingerprints(FINGERPRINTS[WRITTEN_FOR], _resolve)
 
 
-def expected_fingerprints(version: str) -> tuple[str, dict[str, str]]:
-    """The version whose table an installed ``version`` is checked against, and that table:
-    its own where kvpager knows it, else the newest (so the error names what moved)."""
-    known = version if version in FINGERPRINTS else WRITTEN_FOR
-    return known, FINGERPRINTS[known]
-
-
 def check_compatibility() -> str:
     """Returns the installed vLLM version when every internal matches its version's table;
     raises IncompatibleVllm naming the first that does not (ImportError without vLLM)."""
     import vllm
 
-    known, expected = expected_fingerprints(vllm.__version__)
+    version = vllm.__version__
     policy.check_internals(
-        expected,
+        FINGERPRINTS.get(version, FINGERPRINTS[WRITTEN_FOR]),
         _resolve,
         integration="kvpager.integrations.vllm",
         engine="vLLM",
-        written_for=" or ".join(FINGERPRINTS) if known != vllm.__version__ else known,
-        version=vllm.__version__,
+        written_for=version if version in FINGERPRINTS else " or ".join(FINGERPRINTS),
+        version=version,
         error=IncompatibleVllm,
     )
-    return vllm.__version__
+    return version
 
 
 def is_enabled() -> bool:
