@@ -7,8 +7,9 @@ summary per benchmark, with plots and markdown tables.
 
 * overhead: per rate and system, the mean over runs of throughput (output tokens/s), TTFT mean
   and p99, TPOT mean, with standard errors; each system's change against stock from the runs of
-  the same repetition (mirrored order, same trace, same GPU: a pair per repetition), its mean and
-  standard error over repetitions, and whether the 95 % interval lies within +-1 %; for
+  the same repetition (same trace, same GPU), paired by half: the k-th run of the system with
+  stock's k-th (each half of the mirrored order is a whole comparison, A B C then C B A), its
+  mean and standard error over those pairs, and whether the 95 % interval lies within +-1 %; for
   kvpager-timed, the time in kvpager's calls as a share of the run.
 * multimodel: per model, the p99 TTFT of requests due in that model's own peak phase, pooled
   over repetitions, per system; the ratios kvcached / kvpager (and stock / kvpager,
@@ -71,7 +72,7 @@ def _figures(summary: dict) -> dict:
 def overhead(runs: list, baseline: str = "stock") -> list:
     rows = []
     for rate in sorted({r["rate"] for r in runs}):
-        at = [r for r in runs if r["rate"] == rate]
+        at = sorted((r for r in runs if r["rate"] == rate), key=lambda r: (r["rep"], r["slot"]))
         base_by_rep = {}
         for r in at:
             if r["system"] == baseline:
@@ -89,9 +90,7 @@ def overhead(runs: list, baseline: str = "stock") -> list:
                     changes = []
                     for rep, base in sorted(base_by_rep.items()):
                         own = [_figures(r["summary"]["llm"])[key] for r in mine if r["rep"] == rep]
-                        b = [x[key] for x in base]
-                        if own and b and all(own) and all(b):
-                            changes.append((sum(own) / len(own)) / (sum(b) / len(b)) - 1)
+                        changes += [x / b[key] - 1 for x, b in zip(own, base) if x and b[key]]
                     m, se = mean_se(changes)
                     row[key + "_change"], row[key + "_change_se"], row[key + "_change_pairs"] = m, se, len(changes)
                     if m is not None and se is not None:

@@ -5,6 +5,7 @@ its slots and appends one JSON line per run to OUT/<benchmark>.jsonl; analyze.py
 
     run.py overhead   --model llama-3.1-8b --rates 2 8 32 --duration 30 --rep 0 [--together]
     run.py multimodel --models qwen3-0.6b llama-3.2-1b qwen3-1.7b --budget-gib 6 --rep 0 [--slots 0:4]
+    run.py multimodel --rep 1 --together --then prefix:0:0:4 --then multimodel:2
     run.py prefix     (multimodel's options) --prefix-groups 4 --prefix-len 512
 
 overhead: one model alone; per rate the same Poisson trace on every system. --together keeps one
@@ -16,7 +17,11 @@ of --budget-gib each, kvpager pools the thirds into one device budget (kvpager-g
 guaranteed its third), kvcached gets the whole budget as each engine's capacity and, with
 --kvcached-ballast, a ballast process that leaves only the budget free on the device. prefix:
 the same with prompts that start with one of --prefix-groups shared prefixes; it records vLLM's
-prefix-cache counters from /metrics. Needs KVPAGER_BINARY for the kvpager systems.
+prefix-cache counters from /metrics. With --together every system's three servers stay up for
+the whole call (one registry namespace per system) and each --then pass (BENCH:REP[:SLOTS]) runs
+on them after the first: the start-ups, not the runs, are most of a call's time. A group's
+servers start at once; with --together the first group starts alone (servers.ServerGroup says
+why). Needs KVPAGER_BINARY for the kvpager systems.
 """
 
 from __future__ import annotations
@@ -206,6 +211,19 @@ def _spec(args, name, model, port, system, kv_bytes, guarantee=0) -> ServerSpec:
                       extra=list(args.serve_arg or []))
 
 
+def start_together(stack: contextlib.ExitStack, groups: list) -> None:
+    """Starts ``groups`` (every one stopped when ``stack`` unwinds): the first alone, so that its
+    servers compile and fill vLLM's torch.compile cache, then all the others at once, which find
+    their entries there (no two servers write one cache entry at the same time)."""
+    first, *rest = groups
+    stack.enter_context(first)
+    for g in rest:
+        stack.push(g.__exit__)
+        g.start()
+    for g in rest:
+        g.wait_ready()
+
+
 def cmd_overhead(args, work) -> int:
     slots = order.mirrored(args.systems, args.rep)
     chosen = order.parse_slots(args.slots, len(slots))
@@ -237,10 +255,11 @@ def cmd_overhead(args, work) -> int:
 
     if args.together:
         with contextlib.ExitStack() as stack:
-            groups = {}
-            for i, system in enumerate(dict.fromkeys(slots[k] for k in chosen)):
-                groups[system] = stack.enter_context(group_of(system, i))
-                warm_up(endpoints_of(groups[system]))
+            systems = list(dict.fromkeys(slots[k] for k in chosen))
+            groups = {system: group_of(system, i) for i, system in enumerate(systems)}
+            start_together(stack, list(groups.values()))
+            for g in groups.values():
+                warm_up(endpoints_of(g))
             for rate in args.rates:
                 for k in chosen:
                     g = groups[slots[k]]
@@ -254,54 +273,93 @@ def cmd_overhead(args, work) -> int:
     return 0
 
 
-def cmd_multimodel(args, work, bench="multimodel") -> int:
-    slots = order.mirrored(args.systems, args.rep)
-    chosen = order.parse_slots(args.slots, len(slots))
+def parse_pass(text: str) -> tuple:
+    """'prefix:0' -> ("prefix", 0, None); 'multimodel:2:0:4' -> ("multimodel", 2, "0:4")."""
+    bench, _, rest = text.partition(":")
+    rep, _, slots = rest.partition(":")
+    if bench not in ("multimodel", "prefix") or not rep.isdigit():
+        raise ValueError(f"--then {text!r}: expected multimodel|prefix:REP[:SLOTS], e.g. prefix:0:0:4")
+    return bench, int(rep), slots or None
+
+
+def cmd_multimodel(args, work) -> int:
+    """Every pass (the command's benchmark and repetition, then each --then) runs its slots; with
+    --together on one set of servers per system, started once, otherwise three new servers per
+    slot."""
+    passes = [(args.bench, args.rep, args.slots)] + [parse_pass(t) for t in args.then or []]
+    if len(passes) > 1 and not args.together:
+        raise SystemExit("--then needs --together (the passes share one set of servers per system)")
     budget = int(args.budget_gib * 2**30)
     third = budget // len(args.models)
     names = [f"m{i}-{m}" for i, m in enumerate(args.models)]
     vocabs = [model_dirs.shape(m)["vocab_size"] for m in args.models]
-    shared = (args.prefix_groups, args.prefix_len) if bench == "prefix" else None
-    jobs = traces.staggered_jobs(names, vocabs, phase_s=args.phase_s, peak_rate=args.peak_rate,
-                                 low_rate=args.low_rate, quiet_s=args.quiet_s, input_len=tuple(args.input_len),
-                                 output_len=tuple(args.output_len), seed=traces.trace_seed(args.seed, args.rep),
-                                 shared_prefix=shared)
     info = meta(sys.argv)
-    path = os.path.join(args.out, f"{bench}.jsonl")
-    for k in chosen:
-        system = slots[k]
+    port_of = {}
+
+    def group_of(system):
+        base = port_of.setdefault(system, len(port_of) * len(names))
         kv = budget if system == "kvcached" else third
-        specs = [_spec(args, n, m, _port(args, i), system, kv, guarantee=third)
+        specs = [_spec(args, n, m, _port(args, base + i), system, kv, guarantee=third)
                  for i, (n, m) in enumerate(zip(names, args.models))]
-        env = system_env(args, system)
+        return ServerGroup(specs, system_env(args, system), work, args.ready_timeout)
+
+    def endpoints_of(group):
+        return {s.spec.name: loadgen.Endpoint("127.0.0.1", s.spec.port, s.spec.name) for s in group.servers}
+
+    def run_slot(group, bench, rep, k, system, jobs, config):
         with contextlib.ExitStack() as stack:
-            group = stack.enter_context(ServerGroup(specs, env, work, args.ready_timeout))
-            endpoints = {s.spec.name: loadgen.Endpoint("127.0.0.1", s.spec.port, s.spec.name) for s in group.servers}
-            warm_up(endpoints)
             held = None
             if system == "kvcached" and args.kvcached_ballast:
                 kv_now = sum((samplers.kvcached_segment(servers.kvcached_ipc_name(n)) or {}).get("used", 0) for n in names)
                 held = max(0, ballast.gpu_free_bytes() - (budget - kv_now) - int(args.ballast_margin_gib * 2**30))
-                stack.callback(ballast.hold(held, os.path.join(work, f"ballast-{k}.log")).stop)
-            top_path = os.path.join(work, f"kvpager_top_{system}_rep{args.rep}.txt")
-            result = run_once(args, work, [group], jobs, endpoints, idle_s=args.idle_s,
+                stack.callback(ballast.hold(held, os.path.join(work, f"ballast-{bench}-{rep}-{k}.log")).stop)
+            top_path = os.path.join(work, f"kvpager_top_{system}_{bench}_rep{rep}_slot{k}.txt")
+            result = run_once(args, work, [group], jobs, endpoints_of(group), idle_s=args.idle_s,
                               top_at_s=(len(names) - 0.5) * args.phase_s if servers.is_kvpager(system) else None,
-                              top_env=env, top_path=top_path)
-            if servers.is_kvpager(system) and os.path.exists(top_path):
-                with open(top_path) as f:
-                    result["kvpager_top"] = f.read()
-            result["kvpager_samples"] = _kvpager_samples(work, names) if servers.is_kvpager(system) else None
-        append(path, {"bench": bench, "rep": args.rep, "slot": k, "system": system, "models": args.models,
-                      "servers": names, "budget_bytes": budget, "kv_bytes": kv, "ballast_bytes": held,
-                      "config": {key: getattr(args, key) for key in ("phase_s", "peak_rate", "low_rate", "quiet_s",
-                                                                  "idle_s", "input_len", "output_len", "prefix_groups",
-                                                                  "prefix_len")},
-                      "trace": traces.fingerprint(jobs), "gc": group.gc_output,
-                      "ready_after_s": {s.spec.name: s.ready_after_s for s in group.servers},
-                      "meta": info, **result})
+                              top_env=group.base_env, top_path=top_path)
+        if servers.is_kvpager(system) and os.path.exists(top_path):
+            with open(top_path) as f:
+                result["kvpager_top"] = f.read()
+        result["kvpager_samples"] = _kvpager_samples(work, names) if servers.is_kvpager(system) else None
+        append(os.path.join(args.out, f"{bench}.jsonl"),
+               {"bench": bench, "rep": rep, "slot": k, "system": system, "models": args.models,
+                "servers": names, "budget_bytes": budget, "kv_bytes": group.specs[0].kv_bytes, "ballast_bytes": held,
+                "config": config, "trace": traces.fingerprint(jobs), "gc": group.gc_output,
+                "together": args.together,
+                "ready_after_s": {s.spec.name: s.ready_after_s for s in group.servers},
+                "meta": info, **result})
         for n, s in result["summary"].items():
-            print(f"rep {args.rep} slot {k} {system:<18} {n:<18}: {s.get('completed')} done, "
+            print(f"{bench} rep {rep} slot {k} {system:<18} {n:<18}: {s.get('completed')} done, "
                   f"TTFT p99 {s.get('ttft_s', {}).get('p99', 0) * 1e3:.0f} ms", flush=True)
+
+    def jobs_of(bench, rep):
+        shared = (args.prefix_groups, args.prefix_len) if bench == "prefix" else None
+        config = {key: getattr(args, key) for key in ("phase_s", "peak_rate", "low_rate", "quiet_s", "idle_s",
+                                                       "input_len", "output_len")}
+        config.update(prefix_groups=shared[0] if shared else 0, prefix_len=shared[1] if shared else 0)
+        jobs = traces.staggered_jobs(names, vocabs, phase_s=args.phase_s, peak_rate=args.peak_rate,
+                                     low_rate=args.low_rate, quiet_s=args.quiet_s, input_len=tuple(args.input_len),
+                                     output_len=tuple(args.output_len), seed=traces.trace_seed(args.seed, rep),
+                                     shared_prefix=shared)
+        return jobs, config
+
+    plan = []
+    for bench, rep, slots_text in passes:
+        slots = order.mirrored(args.systems, rep)
+        plan += [(bench, rep, k, slots[k]) for k in order.parse_slots(slots_text, len(slots))]
+    if args.together:
+        with contextlib.ExitStack() as stack:
+            groups = {system: group_of(system) for system in dict.fromkeys(p[3] for p in plan)}
+            start_together(stack, list(groups.values()))
+            for g in groups.values():
+                warm_up(endpoints_of(g))
+            for bench, rep, k, system in plan:
+                run_slot(groups[system], bench, rep, k, system, *jobs_of(bench, rep))
+        return 0
+    for bench, rep, k, system in plan:
+        with group_of(system) as group:
+            warm_up(endpoints_of(group))
+            run_slot(group, bench, rep, k, system, *jobs_of(bench, rep))
     return 0
 
 
@@ -362,8 +420,12 @@ def main(argv=None) -> int:
                        choices=servers.SYSTEMS)
         m.add_argument("--kvcached-ballast", action=argparse.BooleanOptionalAction, default=True)
         m.add_argument("--ballast-margin-gib", type=float, default=0.0)
-        m.add_argument("--prefix-groups", type=int, default=4 if name == "prefix" else 0)
-        m.add_argument("--prefix-len", type=int, default=512 if name == "prefix" else 0)
+        m.add_argument("--prefix-groups", type=int, default=4, help="prefix passes: shared prefixes")
+        m.add_argument("--prefix-len", type=int, default=512, help="prefix passes: tokens per shared prefix")
+        m.add_argument("--together", action="store_true",
+                       help="one set of servers per system, started once, for every pass")
+        m.add_argument("--then", action="append", metavar="BENCH:REP[:SLOTS]",
+                       help="one more pass on the same servers (needs --together): multimodel:2, prefix:0:0:4")
     args = p.parse_args(argv)
     # a SIGTERM (the GPU call's timeout) unwinds like an exception: every server is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -373,7 +435,7 @@ def main(argv=None) -> int:
     print(f"work folder (logs): {work}", flush=True)
     if args.bench == "overhead":
         return cmd_overhead(args, work)
-    return cmd_multimodel(args, work, args.bench)
+    return cmd_multimodel(args, work)
 
 
 if __name__ == "__main__":

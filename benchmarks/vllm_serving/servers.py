@@ -214,8 +214,12 @@ def kvpager_gc(env: dict) -> str:
 
 
 class ServerGroup:
-    """Servers started one after another (vLLM profiles memory at start: servers starting at
-    once would see each other's allocations), all stopped on exit, however it is left."""
+    """The servers of one system, started at once, waited for, and all stopped on exit, however
+    it is left. Starting at once is safe because every server is given --kv-cache-memory-bytes:
+    vLLM (0.24.0 and 0.26.0, ``Worker.determine_available_memory``) then skips the memory
+    profiling whose before/after check of the device's free memory would see the others'
+    allocations. Servers of one model must not start at once (their torch.compile cache entry is
+    the same file): run.py's ``start_together`` starts the first group alone for that."""
 
     def __init__(self, specs: list, base_env: dict, work: str, ready_timeout_s: float = 600.0,
                  stop_grace_s: float = 30.0):
@@ -224,7 +228,8 @@ class ServerGroup:
         self.servers: list = []
         self.gc_output = None
 
-    def __enter__(self):
+    def start(self) -> ServerGroup:
+        """Starts every server and returns at once; on an error the started ones are stopped."""
         try:
             for spec in self.specs:
                 env = server_env(spec, self.base_env, self.work)
@@ -232,11 +237,24 @@ class ServerGroup:
                     os.makedirs(env["KVPAGER_BENCH_CALLS_DIR"], exist_ok=True)
                 server = Server(spec, env, os.path.join(self.work, f"{spec.system}-{spec.name}.log"))
                 self.servers.append(server.start())
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def wait_ready(self) -> ServerGroup:
+        """Blocks until every server is ready; ServerError (the first failure's) after stopping
+        them all."""
+        try:
+            for server in self.servers:
                 server.wait_ready(self.ready_timeout_s)
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def __enter__(self):
+        return self.start().wait_ready()
 
     def __exit__(self, *exc) -> bool:
         for server in reversed(self.servers):

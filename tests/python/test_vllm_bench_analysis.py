@@ -25,20 +25,26 @@ def _overhead_run(system, rep, tput, ttft=0.1, tpot=0.01, rate=4.0, calls=None):
             "meta": {"device": "GPU", "gpu_uuid": "u", "commit": "c", "vllm": "0.26.0"}}
 
 
-def test_overhead_changes_are_paired_per_repetition_with_standard_errors():
+def test_overhead_changes_are_paired_per_half_repetition_with_standard_errors():
     runs = []
-    # stock drifts between repetitions; kvpager is 1 % slower within each: the pairs see 1 %
-    for rep, (base, change) in enumerate([(1000, -0.01), (1200, -0.012), (900, -0.008)]):
-        changed = base * (1 + change)
-        runs += [_overhead_run("stock", rep, base), _overhead_run("kvpager", rep, changed),
-                 _overhead_run("kvpager", rep, changed), _overhead_run("stock", rep, base)]
+    # stock drifts between repetitions and between the halves of one (A B, then B A);
+    # kvpager is 1 % slower than the stock run of its own half: every pair sees exactly that
+    for rep, (first, second, change) in enumerate([(1000, 1100, -0.01), (1200, 1150, -0.012),
+                                                   (900, 950, -0.008)]):
+        slots = [("stock", first), ("kvpager", first * (1 + change)),
+                 ("kvpager", second * (1 + change)), ("stock", second)]
+        runs += [dict(_overhead_run(system, rep, tput), slot=k)
+                 for k, (system, tput) in enumerate(slots)]
+    runs.reverse()  # the pairs follow the slots, not the order of the files
     rows = {r["system"]: r for r in analyze.overhead(runs)}
     k = rows["kvpager"]
+    changes = [-0.01, -0.01, -0.012, -0.012, -0.008, -0.008]
     assert k["throughput_change"] == pytest.approx(-0.01)
-    assert k["throughput_change_se"] == pytest.approx(math.sqrt(((0.002 ** 2) * 2) / 2 / 3))
-    assert k["throughput_change_pairs"] == 3
+    var = sum((c + 0.01) ** 2 for c in changes) / (len(changes) - 1)
+    assert k["throughput_change_se"] == pytest.approx(math.sqrt(var / len(changes)))
+    assert k["throughput_change_pairs"] == 6
     assert k["throughput_within_1pct"] is False
-    assert rows["stock"]["throughput"] == pytest.approx((1000 + 1200 + 900) / 3)
+    assert rows["stock"]["throughput"] == pytest.approx((1000 + 1100 + 1200 + 1150 + 900 + 950) / 6)
     assert rows["stock"]["runs"] == 6
 
 

@@ -233,16 +233,37 @@ def test_run_py_end_to_end_on_fake_servers_then_analyze(tmp_path, monkeypatch):
     out = tmp_path / "out"
     common = ["--out", str(out), "--work", str(tmp_path / "work"), "--port-base", str(_free_port()),
               "--input-len", "8", "16", "--output-len", "2", "4", "--sample-interval", "0.2"]
-    assert run.main(["multimodel", *common, "--systems", "stock", "kvcached", "--phase-s", "1",
-                     "--peak-rate", "10", "--low-rate", "1", "--quiet-s", "0.5", "--idle-s", "0.3",
-                     "--no-kvcached-ballast"]) == 0
+    starts = []
+    real_start = servers.Server.start
+    monkeypatch.setattr(servers.Server, "start",
+                        lambda self: starts.append(self.spec.name) or real_start(self))
+    staggered = ["--phase-s", "1", "--peak-rate", "10", "--low-rate", "1", "--quiet-s", "0.5",
+                 "--idle-s", "0.3", "--no-kvcached-ballast", "--models", "qwen3-0.6b", "llama-3.2-1b"]
+    assert run.main(["multimodel", *common, "--systems", "stock", "kvcached", *staggered]) == 0
+    assert len(starts) == 4 * 2, "without --together each slot starts its two servers"
+    starts.clear()
+    assert run.main(["multimodel", *common, "--systems", "stock", "kvcached", *staggered, "--rep", "1",
+                     "--slots", "0:2", "--together", "--then", "prefix:0:1", "--then", "multimodel:2:3"]) == 0
+    assert sorted(starts) == sorted(["m0-qwen3-0.6b", "m1-llama-3.2-1b"] * 2), \
+        "--together starts each system's servers once for every pass"
+    with pytest.raises(SystemExit, match="--then needs --together"):
+        run.main(["multimodel", *common, "--then", "prefix:0"])
+    with pytest.raises(ValueError, match="expected multimodel"):
+        run.parse_pass("overhead:1")
     assert run.main(["overhead", *common, "--systems", "stock", "kvcached", "--rates", "5", "10",
                      "--duration", "1", "--together"]) == 0
     runs = analyze.load([str(out / "multimodel.jsonl"), str(out / "overhead.jsonl")])
     mm = [r for r in runs if r["bench"] == "multimodel"]
-    assert [r["system"] for r in mm] == ["stock", "kvcached", "kvcached", "stock"]
-    assert len({r["trace"] for r in mm}) == 1
-    assert all(r["summary"][s]["failed"] == 0 for r in mm for s in r["servers"])
+    assert [(r["rep"], r["slot"], r["system"]) for r in mm] == [
+        (0, 0, "stock"), (0, 1, "kvcached"), (0, 2, "kvcached"), (0, 3, "stock"),
+        (1, 0, "kvcached"), (1, 1, "stock"), (2, 3, "stock")]
+    assert len({r["trace"] for r in mm if r["rep"] == 0}) == 1
+    assert len({r["trace"] for r in mm}) == 3, "each repetition has its own trace"
+    pre = analyze.load([str(out / "prefix.jsonl")])
+    assert [(r["rep"], r["slot"], r["system"]) for r in pre] == [(0, 1, "kvcached")]
+    assert pre[0]["config"]["prefix_groups"] == 4 and mm[0]["config"]["prefix_groups"] == 0
+    assert pre[0]["trace"] != mm[0]["trace"]
+    assert all(r["summary"][s]["failed"] == 0 for r in mm + pre for s in r["servers"])
     assert all(r["meta"]["command"] for r in runs)
     over = [r for r in runs if r["bench"] == "overhead"]
     assert [(r["rate"], r["system"]) for r in over] == [
