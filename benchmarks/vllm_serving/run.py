@@ -215,6 +215,7 @@ def start_together(stack: contextlib.ExitStack, groups: list) -> None:
     """Starts ``groups`` (every one stopped when ``stack`` unwinds): the first alone, so that its
     servers compile and fill vLLM's torch.compile cache, then all the others at once, which find
     their entries there (no two servers write one cache entry at the same time)."""
+    groups = sorted(groups, key=lambda g: g.sequential)  # the sequential ones start last
     first, *rest = groups
     stack.enter_context(first)
     for g in rest:

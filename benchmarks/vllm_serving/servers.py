@@ -228,8 +228,17 @@ class ServerGroup:
         self.servers: list = []
         self.gc_output = None
 
+    @property
+    def sequential(self) -> bool:
+        """kvpager's servers start one after another: vLLM's warm-up at start uses up to
+        max_num_batched_tokens of blocks, more than one engine's share of a small pooled budget,
+        so engines warming up at once refuse each other (and a guarantee can be checked before
+        its engine's share is pooled). Found on the GPU, 2026-12-03; docs/benchmarks.md."""
+        return any(is_kvpager(s.system) for s in self.specs)
+
     def start(self) -> ServerGroup:
-        """Starts every server and returns at once; on an error the started ones are stopped."""
+        """Starts every server and returns at once (a ``sequential`` group: once each is ready);
+        on an error the started ones are stopped."""
         try:
             for spec in self.specs:
                 env = server_env(spec, self.base_env, self.work)
@@ -237,6 +246,8 @@ class ServerGroup:
                     os.makedirs(env["KVPAGER_BENCH_CALLS_DIR"], exist_ok=True)
                 server = Server(spec, env, os.path.join(self.work, f"{spec.system}-{spec.name}.log"))
                 self.servers.append(server.start())
+                if self.sequential:
+                    server.wait_ready(self.ready_timeout_s)
         except BaseException:
             self.__exit__()
             raise
