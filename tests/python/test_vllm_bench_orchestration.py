@@ -238,12 +238,13 @@ def test_run_py_end_to_end_on_fake_servers_then_analyze(tmp_path, monkeypatch):
     monkeypatch.setattr(servers.Server, "start",
                         lambda self: starts.append(self.spec.name) or real_start(self))
     staggered = ["--phase-s", "1", "--peak-rate", "10", "--low-rate", "1", "--quiet-s", "0.5",
-                 "--idle-s", "0.3", "--no-kvcached-ballast", "--models", "qwen3-0.6b", "llama-3.2-1b"]
-    assert run.main(["multimodel", *common, "--systems", "stock", "kvcached", *staggered]) == 0
+                 "--idle-s", "0.3", "--no-kvcached-ballast",
+                 "--models", "qwen3-0.6b", "llama-3.2-1b", "--systems", "stock", "kvcached"]
+    assert run.main(["multimodel", *common, *staggered]) == 0
     assert len(starts) == 4 * 2, "without --together each slot starts its two servers"
     starts.clear()
-    assert run.main(["multimodel", *common, "--systems", "stock", "kvcached", *staggered, "--rep", "1",
-                     "--slots", "0:2", "--together", "--then", "prefix:0:1", "--then", "multimodel:2:3"]) == 0
+    assert run.main(["multimodel", *common, *staggered, "--rep", "1", "--slots", "0:2",
+                     "--together", "--then", "prefix:0:1", "--then", "multimodel:2:3"]) == 0
     assert sorted(starts) == sorted(["m0-qwen3-0.6b", "m1-llama-3.2-1b"] * 2), \
         "--together starts each system's servers once for every pass"
     with pytest.raises(SystemExit, match="--then needs --together"):
