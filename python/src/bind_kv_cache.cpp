@@ -184,6 +184,17 @@ failed call changes nothing.)doc")
           "`share_bytes` when this is the device's only live instance, else grows by it. "
           "Returns the new budget. Take it out again with unpool_budget_share() on shutdown.")
       .def(
+          "set_guarantee",
+          [](const KvCacheHandle& h, uint64_t bytes) {
+            limits::InstanceRegistration& r = h.registration();
+            py::gil_scoped_release unlocked;
+            r.set_guarantee(bytes);
+          },
+          py::arg("guarantee_bytes"),
+          "Sets this instance's guaranteed share of the device budget (as `kvpager guarantee` "
+          "does). InvalidArgument when the device's guarantees would sum above its budget: "
+          "an engine that pools its share sets its guarantee after pool_budget_share().")
+      .def(
           "unpool_budget_share",
           [](const KvCacheHandle& h, uint64_t share) {
             limits::InstanceRegistration& r = h.registration();

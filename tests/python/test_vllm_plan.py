@@ -215,6 +215,47 @@ def test_engine_shares_pool_into_the_device_budget_and_leave_with_their_engine(s
         c.close()
 
 
+def test_engines_with_guarantees_pool_their_share_before_setting_the_guarantee(shm_prefix):
+    """kvpager-guarantee's order (worker._make_cache): join without the guarantee, pool the
+    share, then set the guarantee, so the guarantees never sum above the shares pooled. Joining
+    with the guarantee first, as the integration did, refuses the second engine (next test)."""
+    import kvpager
+
+    share = 64 << 20
+
+    def engine(name, guarantee=None):
+        return kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
+                               device="cpu", instance=name, reserve_pages=0,
+                               guarantee_bytes=guarantee)
+
+    engines = [engine(n) for n in ("a", "b", "c")]  # all live before any pools (started at once)
+    for e in engines:
+        e.pool_budget_share(share)
+        e.set_guarantee(share)
+    assert engines[0].device_budget()["budget_bytes"] == 3 * share
+    assert [e.stats()["guarantee_bytes"] for e in engines] == [share] * 3
+    with pytest.raises(kvpager.InvalidArgument, match="would bring the guarantees"):
+        engines[0].set_guarantee(2 * share)
+    for e in engines:
+        e.unpool_budget_share(share)
+        e.close()
+
+
+def test_joining_with_the_guarantee_before_pooling_refuses_the_second_engine(shm_prefix):
+    """The order the integration had: the first engine's pooled share becomes the whole budget,
+    and the second engine's guarantee, checked as it joins, does not fit in it."""
+    import kvpager
+
+    share = 64 << 20
+    first = kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
+                            device="cpu", instance="first", reserve_pages=0, guarantee_bytes=share)
+    first.pool_budget_share(share)
+    with pytest.raises(kvpager.InvalidArgument, match="would bring the guarantees"):
+        kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
+                        device="cpu", instance="second", reserve_pages=0, guarantee_bytes=share)
+    first.close()
+
+
 def test_metrics_read_the_engines_registry_entry(shm_prefix):
     """What vllm serve's /metrics shows for an engine: its registry entry and its device, as
     `kvpager list --json` reads them; evictions counted by the engine add up."""

@@ -396,6 +396,7 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
         logger.info("kvpager: tensor-parallel rank %d serves its KV shard on %s", rank,
                     server.channel)
         return _current
+    share = _stock_kv_bytes if options.pool_budget else None
     cache = KvCache(
         len(tensors),
         1,
@@ -411,16 +412,20 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
         stream=stream,
         instance=name,
         model=_model_text(model_config),
-        guarantee_bytes=options.guarantee_bytes,
+        # a pooling engine's guarantee waits for its share: joining with it first would check
+        # it against a budget holding only the others' shares (the second engine then fails)
+        guarantee_bytes=None if share else options.guarantee_bytes,
     )
     kv = WorkerKv(cache, num_blocks, page, len(tensors), name)
-    if options.pool_budget and _stock_kv_bytes:
-        budget = cache.pool_budget_share(_stock_kv_bytes)
-        kv.pooled_share_bytes = _stock_kv_bytes
+    if share:
+        budget = cache.pool_budget_share(share)
+        kv.pooled_share_bytes = share
         atexit.register(_release_share, kv)
+        if options.guarantee_bytes:
+            cache.set_guarantee(options.guarantee_bytes)
         logger.info(
             "kvpager: instance %s pooled its %.2f GiB share; device %s budget now %.2f GiB",
-            name, _stock_kv_bytes / 2**30, cache.device_budget()["device"], budget / 2**30,
+            name, share / 2**30, cache.device_budget()["device"], budget / 2**30,
         )
     _current = kv
     if options.samples_path:
