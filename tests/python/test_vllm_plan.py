@@ -318,7 +318,8 @@ def test_warmup_ids_are_backed_when_blocks_straddle_pages(shm_prefix, layout):
                             layout=layout, device="cpu", handle_bytes=2 << 20,
                             instance="mla-" + layout, reserve_pages=0)
     kv = worker.WorkerKv(cache, nb, page, tensors, "mla")
-    ids = worker._back_first_blocks(kv, 1024)
+    ids, backed = worker._back_first_blocks(kv, 1024)
+    assert backed == 1024
     stride = cache.block_stride_bytes
     handle = cache.stats()["page_bytes"] // (1 if layout == "interleaved" else tensors)
     straddlers = [i for i in range(1, 1025)
@@ -332,3 +333,33 @@ def test_warmup_ids_are_backed_when_blocks_straddle_pages(shm_prefix, layout):
     cache.free(ids)
     assert cache.stats()["blocks_in_use"] == 0
     cache.close()
+
+
+def test_a_warmup_the_budget_runs_out_under_runs_on_the_blocks_it_backed(shm_prefix):
+    """Engines starting at once: what available() showed is taken by another engine before
+    this one backs it. The warm-up then runs on the ids it did back, instead of failing the
+    engine's start (as it did on the GPU with three kvpager engines under 3 GiB)."""
+    import kvpager
+    from kvpager.integrations.vllm import worker
+
+    page, nb = 64 << 10, 1 << 12  # 64 KiB blocks, 2 MiB pages: 32 blocks a page
+    def cache_of(name):
+        return kvpager.KvCache(1, 1, page, "int8", block_size=1, num_blocks=nb, kind="latent",
+                               device="cpu", handle_bytes=2 << 20, instance=name,
+                               reserve_pages=0)
+
+    mine, other = cache_of("warming"), cache_of("beside")
+    mine.pool_budget_share(16 << 20)  # 8 pages, 256 blocks
+    other.pool_budget_share(1)
+    window = mine.available() - 1  # what the warm-up sizes itself by
+    assert window > 64
+    taken_by_other = other.alloc(64)  # 2 pages, taken before this engine backs its window
+    kv = worker.WorkerKv(mine, nb, page, 1, "warming")
+    ids, backed = worker._back_first_blocks(kv, window)
+    assert 0 < backed < window
+    assert all(mine.is_allocated(i) for i in range(1, backed + 1))
+    assert not mine.is_allocated(backed + 1)
+    mine.free(ids)
+    other.free(taken_by_other)
+    for c in (mine, other):
+        c.close()

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ... import OutOfMemory
 from ...cache import KvCache
 from ...dtypes import dtype_name
 from ...torch_interop import to_torch
@@ -235,8 +236,11 @@ def warm_up(original):
         if affordable < window:
             logger.info("kvpager: warming up on %d blocks (vLLM would use %d; the budget "
                         "allows %d now)", affordable, window, affordable)
-        ids = _back_first_blocks(kv, affordable)
-        config.num_blocks = affordable + 1  # what warmup_kernels sizes its batch by
+        ids, backed = _back_first_blocks(kv, affordable)
+        if backed < affordable:  # engines starting beside it took memory in between
+            logger.info("kvpager: warming up on %d blocks (the budget backed no more of %d)",
+                        backed, affordable)
+        config.num_blocks = backed + 1  # what warmup_kernels sizes its batch by
         try:
             return original(self, *args, **kwargs)
         finally:
@@ -286,34 +290,47 @@ def _needed_for_ids(kv: WorkerKv, count: int) -> list[int]:
     out only blocks lying wholly in one page; a block straddling two pages (a cell that does not
     divide the page, e.g. MLA's 576-wide rows) is backed once its neighbours, one in each page,
     are."""
+    return sorted({n for i in range(1, count + 1) for n in _ids_backing(kv, i)})
+
+
+def _ids_backing(kv: WorkerKv, i: int) -> tuple:
+    """The allocated ids that back block id ``i``: itself, or a straddler's two neighbours."""
     stride = kv.cache.block_stride_bytes
     tensors = 1 if kv.cache.layout == "interleaved" else kv.num_tensors
     handle = kv.cache.stats()["page_bytes"] // tensors  # one page of one tensor
-    need = set()
-    for i in range(1, count + 1):
-        if (i * stride) // handle == ((i + 1) * stride - 1) // handle:
-            need.add(i)
-        else:
-            need.update((i - 1, i + 1))
-    return sorted(n for n in need if n < kv.num_blocks)
+    if (i * stride) // handle == ((i + 1) * stride - 1) // handle:
+        return (i,)
+    return tuple(n for n in (i - 1, i + 1) if n < kv.num_blocks)
 
 
-def _back_first_blocks(kv: WorkerKv, count: int) -> list:
+def _back_first_blocks(kv: WorkerKv, count: int) -> tuple[list, int]:
     """Allocates blocks until every id in [1, count] is backed (a fresh cache fills its lowest
-    pages first); returns everything allocated."""
+    pages first); returns (everything allocated, n: ids 1..n are backed). n < count when the
+    budget runs out on the way (other engines warming up at the same moment took what
+    ``available()`` showed): the warm-up then runs on n blocks. RuntimeError when not even one
+    is backed."""
     taken: list = []
     cache = kv.cache
     missing = _needed_for_ids(kv, count)
     while missing:
         n = min(len(missing), 64, cache.available())
         if n <= 0:
-            cache.free(taken)
-            raise RuntimeError(
-                f"kvpager: cannot back the {count} blocks vLLM's warm-up uses (budget too small?)"
-            )
-        taken += cache.alloc(n)
+            break
+        try:
+            taken += cache.alloc(n)
+        except OutOfMemory:  # what available() showed went to another engine meanwhile
+            break
         missing = [i for i in missing if not cache.is_allocated(i)]
-    return taken
+    if not missing:
+        return taken, count
+    backed = next(i for i in range(1, count + 1)
+                  if not all(cache.is_allocated(n) for n in _ids_backing(kv, i))) - 1
+    if backed < 1:
+        cache.free(taken)
+        raise RuntimeError(
+            f"kvpager: cannot back the {count} blocks vLLM's warm-up uses (budget too small?)"
+        )
+    return taken, backed
 
 
 @dataclass
