@@ -12,7 +12,8 @@ summary per benchmark, with plots and markdown tables.
   mean and standard error over those pairs, and whether the 95 % interval lies within +-1 %; for
   kvpager-timed, the time in kvpager's calls as a share of the run.
 * multimodel: per model, the p99 TTFT of requests due in that model's own peak phase, pooled
-  over repetitions, per system; the ratios kvcached / kvpager (and stock / kvpager,
+  over repetitions, per system, and the mean TTFT of its other requests (its low load: the
+  trickle while the others peak); the ratios kvcached / kvpager (and stock / kvpager,
   kvpager-guarantee / kvpager) of those p99s over requests paired by id (the same trace), with a
   95 % bootstrap interval resampling pairs (benchmarks/serving/pooled.py's method).
 * idle footprint (multimodel, prefix): what each engine held at the end of the idle tail:
@@ -148,6 +149,7 @@ def multimodel(runs: list, reference: str = "kvpager") -> dict:
     out = {"p99_peak_ttft": [], "ratios": []}
     for system in systems:
         per_server: dict = {}
+        off_peak: dict = {}
         for r in runs:
             if r["system"] == system:
                 for q in r["requests"]:
@@ -155,12 +157,17 @@ def multimodel(runs: list, reference: str = "kvpager") -> dict:
                         per_server.setdefault(q["server"], []).append(q["ttft_s"])
                     elif own_peak(r, q["server"], q):
                         per_server.setdefault(q["server"] + " failed", []).append(1)
+                    elif _ok(q["ttft_s"]):
+                        off_peak.setdefault(q["server"], []).append(q["ttft_s"])
         for server, ttfts in sorted(per_server.items()):
             if not server.endswith(" failed"):
+                low = off_peak.get(server, [])
                 out["p99_peak_ttft"].append({"system": system, "server": server, "requests": len(ttfts),
                                              "failed": len(per_server.get(server + " failed", [])),
                                              "p99_s": driver.percentile(ttfts, 0.99),
-                                             "mean_s": sum(ttfts) / len(ttfts)})
+                                             "mean_s": sum(ttfts) / len(ttfts),
+                                             "off_peak_requests": len(low),
+                                             "off_peak_mean_s": sum(low) / len(low) if low else None})
     for other in systems:
         if other == reference:
             continue

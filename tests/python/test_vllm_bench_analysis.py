@@ -90,6 +90,9 @@ def test_p99_ratio_at_each_models_peak_is_pooled_over_repetitions_with_a_bootstr
     p99 = {(r["system"], r["server"]): r for r in out["p99_peak_ttft"]}
     assert p99[("kvpager", "a")]["requests"] == 300  # the request at 15 s is not in a's peak
     assert p99[("kvpager", "a")]["p99_s"] == pytest.approx(0.99, abs=0.011)
+    assert p99[("kvpager", "a")]["off_peak_requests"] == 3  # a's trickle: one request a rep
+    assert p99[("kvpager", "a")]["off_peak_mean_s"] == pytest.approx(5.0)
+    assert p99[("kvcached", "a")]["off_peak_mean_s"] == pytest.approx(0.001)
 
 
 def test_bootstrap_interval_covers_the_spread_of_noisy_pairs():
