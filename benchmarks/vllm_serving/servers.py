@@ -232,8 +232,9 @@ class ServerGroup:
     def sequential(self) -> bool:
         """kvpager's servers start one after another: vLLM's warm-up at start uses up to
         max_num_batched_tokens of blocks, more than one engine's share of a small pooled budget,
-        so engines warming up at once refuse each other (and a guarantee can be checked before
-        its engine's share is pooled). Found on the GPU, 2026-12-03; docs/benchmarks.md."""
+        so engines warming up at once refused each other. Found on the GPU, 2026-12-03; the
+        warm-up now runs on what it could back (worker._back_first_blocks), which has not yet
+        run on the GPU: until it has, kvpager's servers start one after another."""
         return any(is_kvpager(s.system) for s in self.specs)
 
     def start(self) -> ServerGroup:

@@ -290,17 +290,23 @@ def _needed_for_ids(kv: WorkerKv, count: int) -> list[int]:
     out only blocks lying wholly in one page; a block straddling two pages (a cell that does not
     divide the page, e.g. MLA's 576-wide rows) is backed once its neighbours, one in each page,
     are."""
-    return sorted({n for i in range(1, count + 1) for n in _ids_backing(kv, i)})
+    backing = _ids_backing(kv)
+    return sorted({n for i in range(1, count + 1) for n in backing(i)})
 
 
-def _ids_backing(kv: WorkerKv, i: int) -> tuple:
-    """The allocated ids that back block id ``i``: itself, or a straddler's two neighbours."""
+def _ids_backing(kv: WorkerKv):
+    """A function: block id -> the allocated ids that back it (itself, or a straddler's two
+    neighbours). The cache's geometry is read once."""
     stride = kv.cache.block_stride_bytes
     tensors = 1 if kv.cache.layout == "interleaved" else kv.num_tensors
     handle = kv.cache.stats()["page_bytes"] // tensors  # one page of one tensor
-    if (i * stride) // handle == ((i + 1) * stride - 1) // handle:
-        return (i,)
-    return tuple(n for n in (i - 1, i + 1) if n < kv.num_blocks)
+
+    def backing(i: int) -> tuple:
+        if (i * stride) // handle == ((i + 1) * stride - 1) // handle:
+            return (i,)
+        return tuple(n for n in (i - 1, i + 1) if n < kv.num_blocks)
+
+    return backing
 
 
 def _back_first_blocks(kv: WorkerKv, count: int) -> tuple[list, int]:
@@ -323,8 +329,9 @@ def _back_first_blocks(kv: WorkerKv, count: int) -> tuple[list, int]:
         missing = [i for i in missing if not cache.is_allocated(i)]
     if not missing:
         return taken, count
+    backing = _ids_backing(kv)
     backed = next(i for i in range(1, count + 1)
-                  if not all(cache.is_allocated(n) for n in _ids_backing(kv, i))) - 1
+                  if not all(cache.is_allocated(n) for n in backing(i))) - 1
     if backed < 1:
         cache.free(taken)
         raise RuntimeError(
