@@ -20,8 +20,8 @@ the same with prompts that start with one of --prefix-groups shared prefixes; it
 prefix-cache counters from /metrics. With --together every system's three servers stay up for
 the whole call (one registry namespace per system) and each --then pass (BENCH:REP[:SLOTS]) runs
 on them after the first: the start-ups, not the runs, are most of a call's time. A group's
-servers start at once; with --together the first group starts alone (servers.ServerGroup says
-why). Needs KVPAGER_BINARY for the kvpager systems.
+servers start at once (kvpager's one after another); with --together the first group starts
+alone (servers.ServerGroup says why). Needs KVPAGER_BINARY for the kvpager systems.
 """
 
 from __future__ import annotations
