@@ -59,12 +59,12 @@ void PagePool::release_taken(std::span<const vmm::PhysicalHandle> handles) {
   } catch (...) {
     std::lock_guard lock(mutex_);
     releasing_ -= handles.size();  // the rest stay with the failed driver call
-    released_.notify_all();
+    settled_.notify_all();
     throw;
   }
   std::lock_guard lock(mutex_);
   releasing_ -= handles.size();
-  released_.notify_all();
+  settled_.notify_all();
 }
 
 void PagePool::acquire(std::span<vmm::PhysicalHandle> out) {
@@ -83,19 +83,12 @@ void PagePool::acquire(std::span<vmm::PhysicalHandle> out) {
     stats_.on_loan += from_ready;
     stats_.acquired_ready += from_ready;
   }
-  size_t created = 0;
+  size_t created = 0;     // out[from_ready, from_ready + created): made here or taken late
+  size_t late_ready = 0;  // of those, ready handles the thread made during this acquire()
   try {
     for (size_t i = from_ready; i < out.size(); ++i) {
       vmm::PhysicalHandle h = create_charged();
-      if (!h.valid()) {
-        // Surplus handles on their way out are still charged: wait until none is, then retry
-        // once (also when the last one finished between the refusal and this check).
-        {
-          std::unique_lock lock(mutex_);
-          released_.wait(lock, [&] { return releasing_ == 0; });
-        }
-        h = create_charged();
-      }
+      if (!h.valid()) h = acquire_after_refusal(late_ready);
       if (!h.valid()) {
         throw OutOfMemory("page pool: memory budget of " + format_size(budget_->limit_bytes()) +
                           " reached (" + format_size(budget_->charged_bytes()) +
@@ -105,21 +98,40 @@ void PagePool::acquire(std::span<vmm::PhysicalHandle> out) {
       ++created;
     }
   } catch (...) {
-    // All or nothing: give the ready ones back, release the ones made here.
+    // All or nothing: give the ready ones back, release the ones made (or taken late) here.
     for (size_t i = from_ready; i < from_ready + created; ++i) release_uncharged(out[i]);
     std::lock_guard lock(mutex_);
     for (size_t i = 0; i < from_ready; ++i) ready_.push_back(out[i]);
     stats_.on_loan -= from_ready;
     stats_.acquired_ready -= from_ready;
+    stats_.released += late_ready;
     throw;
   }
   {
     std::lock_guard lock(mutex_);
     stats_.on_loan += created;
-    stats_.created += created;
-    stats_.acquired_cold += created;
+    stats_.created += created - late_ready;
+    stats_.acquired_cold += created - late_ready;
+    stats_.acquired_ready += late_ready;
   }
   if (config_.background) wake_.notify_one();
+}
+
+vmm::PhysicalHandle PagePool::acquire_after_refusal(size_t& late_ready) {
+  // Surplus handles on their way out are still charged, and so is a handle the thread is
+  // making: wait until none is in flight (also when the last one finished between the refusal
+  // and this check), then take the one made meanwhile, or retry the budget once.
+  {
+    std::unique_lock lock(mutex_);
+    settled_.wait(lock, [&] { return releasing_ == 0 && creating_ == 0; });
+    if (!ready_.empty()) {
+      vmm::PhysicalHandle h = ready_.back();
+      ready_.pop_back();
+      ++late_ready;
+      return h;
+    }
+  }
+  return create_charged();
 }
 
 void PagePool::give_back(std::span<const vmm::PhysicalHandle> handles) {
@@ -183,6 +195,34 @@ PagePoolStats PagePool::stats() const {
   return s;
 }
 
+void PagePool::refill_one() {
+  // A ready handle is made ahead of demand: without headroom it is not tried, so that refill
+  // never meets a refusal, which a shared budget answers by pressing the other members to shed
+  // (a member taking the room meanwhile can still refuse it).
+  {
+    std::lock_guard g(mutex_);
+    ++creating_;
+  }
+  vmm::PhysicalHandle h;
+  try {
+    if (budget_->headroom_bytes() >= config_.handle_bytes) h = create_charged();
+  } catch (...) {
+    std::lock_guard g(mutex_);
+    --creating_;
+    settled_.notify_all();
+    throw;
+  }
+  std::lock_guard g(mutex_);
+  --creating_;
+  if (h.valid()) {
+    ready_.push_back(h);
+    stats_.created++;
+  } else {
+    refill_blocked_ = true;  // budget full: wait for a give_back or new watermarks
+  }
+  settled_.notify_all();
+}
+
 void PagePool::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
@@ -212,18 +252,7 @@ void PagePool::run() {
         }
         if (victim.valid()) release_taken({&victim, 1});
       } else {
-        // A ready handle is made ahead of demand: without headroom it is not tried, so that
-        // refill never meets a refusal, which a shared budget answers by pressing the other
-        // members to shed (a member taking the room meanwhile can still refuse it).
-        vmm::PhysicalHandle h;
-        if (budget_->headroom_bytes() >= config_.handle_bytes) h = create_charged();
-        std::lock_guard g(mutex_);
-        if (h.valid()) {
-          ready_.push_back(h);
-          stats_.created++;
-        } else {
-          refill_blocked_ = true;  // budget full: wait for a give_back or new watermarks
-        }
+        refill_one();
       }
     } catch (const OutOfMemory&) {
       std::lock_guard g(mutex_);

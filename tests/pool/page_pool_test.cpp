@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <thread>
 
 #include "kvpager/common/error.hpp"
@@ -17,6 +18,43 @@ constexpr size_t kGran = 64 * 1024;
 std::shared_ptr<vmm::HostBackend> host(uint64_t capacity = 0) {
   return std::make_shared<vmm::HostBackend>(vmm::HostBackendConfig{kGran, capacity});
 }
+
+// A host backend whose create() is slow on every thread but the one that built it (the pool's
+// refill thread): a handle the thread is making stays charged and not ready for a while.
+class SlowRefillBackend final : public vmm::Backend {
+ public:
+  vmm::BackendKind kind() const override { return inner_->kind(); }
+  std::string describe() const override { return "slow-refill " + inner_->describe(); }
+  int device() const override { return inner_->device(); }
+  size_t granularity() const override { return inner_->granularity(); }
+  vmm::DeviceMemoryInfo memory_info() const override { return inner_->memory_info(); }
+  vmm::PhysicalHandle create(size_t bytes) override {
+    if (std::this_thread::get_id() != owner_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return inner_->create(bytes);
+  }
+  void release(vmm::PhysicalHandle handle) override { inner_->release(handle); }
+  uintptr_t reserve(size_t bytes, size_t alignment) override {
+    return inner_->reserve(bytes, alignment);
+  }
+  void free_reservation(uintptr_t va, size_t bytes) override {
+    inner_->free_reservation(va, bytes);
+  }
+  void map(uintptr_t va, size_t bytes, vmm::PhysicalHandle h, size_t offset) override {
+    inner_->map(va, bytes, h, offset);
+  }
+  void set_access(uintptr_t va, size_t bytes, vmm::Access access) override {
+    inner_->set_access(va, bytes, access);
+  }
+  void unmap(uintptr_t va, size_t bytes) override { inner_->unmap(va, bytes); }
+  void zero_fill(uintptr_t va, size_t bytes) override { inner_->zero_fill(va, bytes); }
+  void wait_for_stream(uintptr_t stream) override { inner_->wait_for_stream(stream); }
+
+ private:
+  std::shared_ptr<vmm::HostBackend> inner_ = host();
+  std::thread::id owner_ = std::this_thread::get_id();
+};
 }  // namespace
 
 TEST(PagePool, BackgroundThreadFillsToMinReady) {
@@ -73,6 +111,34 @@ TEST(PagePool, AHandleOnItsWayOutNeverMakesAnAcquireFail) {
     std::this_thread::yield();  // let the thread start releasing
   }
   ASSERT_TRUE(wait_until([&] { return budget->charged_bytes() == 0; }));
+}
+
+TEST(PagePool, AHandleTheThreadIsMakingNeverMakesAnAcquireFail) {
+  // The budget holds 4 handles and the pool keeps 1 ready. An acquire of 3 takes the ready one
+  // and the thread starts making the next at once: charged, not yet ready. The acquire of the
+  // last handle the budget allows, right after, must wait for it and take it rather than be
+  // refused (on the GPU this failed vLLM's warm-up, which backs exactly what available() shows).
+  auto budget = std::make_shared<limits::LocalBudget>(4 * kGran);
+  pool::PagePool p(std::make_shared<SlowRefillBackend>(), budget, {kGran, 1, 1, true});
+  std::vector<vmm::PhysicalHandle> three(3), one(1);
+  constexpr int kRounds = 20;
+  for (int round = 0; round < kRounds; ++round) {
+    ASSERT_TRUE(wait_until([&] {  // 1 ready, the surplus given back released (uncharged)
+      return p.stats().ready == 1 && budget->charged_bytes() == kGran;
+    })) << "round " << round;
+    p.acquire(three);
+    // the thread has charged the next handle and is making it (20 ms)
+    ASSERT_TRUE(wait_until([&] { return budget->charged_bytes() == 4 * kGran; }));
+    ASSERT_EQ(p.stats().ready, 0u);
+    ASSERT_NO_THROW(p.acquire(one)) << "round " << round;
+    EXPECT_EQ(budget->charged_bytes(), 4 * kGran);
+    p.give_back(one);
+    p.give_back(three);
+  }
+  const pool::PagePoolStats s = p.stats();
+  EXPECT_EQ(s.on_loan, 0u);
+  EXPECT_EQ(s.acquired_ready + s.acquired_cold, kRounds * 4u);
+  EXPECT_GE(s.acquired_ready, kRounds * 2u);  // the ready one, and the one made meanwhile
 }
 
 TEST(PagePool, DeviceOutOfMemoryRollsBackCreatedHandles) {

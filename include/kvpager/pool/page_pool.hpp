@@ -12,8 +12,9 @@
 //
 // Thread safety: all public methods are thread-safe.
 // Errors: acquire() throws OutOfMemory when the budget or the device refuses and nothing was
-// taken (a refusal while surplus handles are being released waits for them first, so a handle
-// on its way out never makes acquire() fail), and passes on a budget's Timeout (a shared
+// taken (a refusal while surplus handles are being released, or while the thread is making a
+// ready handle, waits for them first: a handle on its way out, or charged and not yet ready,
+// never makes acquire() fail), and passes on a budget's Timeout (a shared
 // budget whose lock stays held); the thread treats both as "retry after a give_back". A
 // driver error in the background thread is recorded
 // and raised by the next acquire(). Ownership: handles given out by acquire() belong to the caller
@@ -82,6 +83,12 @@ class PagePool {
   // Releases ready handles already taken off the list (counted in releasing_), then wakes an
   // acquire() that waits for their charge to go.
   void release_taken(std::span<const vmm::PhysicalHandle> handles);
+  // The thread's refill: one handle made ahead of demand (counted in creating_ while charged
+  // and not yet ready).
+  void refill_one();
+  // After a refusal: waits until no handle is in flight (releasing_ or creating_), then takes a
+  // ready one (made meanwhile) or tries the budget once more. Invalid when still refused.
+  vmm::PhysicalHandle acquire_after_refusal(size_t& late_ready);
 
   std::shared_ptr<vmm::Backend> backend_;
   std::shared_ptr<limits::MemoryBudget> budget_;
@@ -89,11 +96,14 @@ class PagePool {
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::condition_variable released_;  // releasing_ reached 0
+  std::condition_variable settled_;  // releasing_ or creating_ went down
   std::vector<vmm::PhysicalHandle> ready_;
   // Ready handles taken off the list and being released: no longer ready, still charged. An
   // acquire() the budget refuses waits for them before it gives up.
   size_t releasing_ = 0;
+  // Handles the thread is making: charged, not yet ready. A refused acquire() waits for them
+  // too, and takes one once it is ready.
+  size_t creating_ = 0;
   PagePoolStats stats_;
   bool refill_suspended_ = false;  // after trim() until the next acquire()
   bool refill_blocked_ = false;    // the budget or device refused; retried after give_back
