@@ -363,3 +363,48 @@ def test_a_warmup_the_budget_runs_out_under_runs_on_the_blocks_it_backed(shm_pre
     other.free(taken_by_other)
     for c in (mine, other):
         c.close()
+
+
+def test_the_page_size_is_the_smallest_2_mib_multiple_whole_blocks_tile():
+    from kvpager.integrations.vllm.worker import handle_for_cell
+
+    mib = 1 << 20
+    assert handle_for_cell(64 << 10) == 2 * mib  # Llama-3.2-1B per layer: 32 a page
+    assert handle_for_cell(2 * mib) == 2 * mib  # Llama-3.1-8B interleaved
+    assert handle_for_cell(28 * (64 << 10)) == 14 * mib  # Qwen3 interleaved: 1.75 MiB, 8 a page
+    assert handle_for_cell(36 * (64 << 10)) == 18 * mib  # 2.25 MiB
+    odd = 1098 << 10  # no 2 MiB multiple up to 32 MiB holds whole cells only
+    assert all((m * 2 * mib) % odd for m in range(1, 17))
+    assert handle_for_cell(odd) == 4 * mib and 4 * mib >= 2 * odd
+
+
+@pytest.mark.parametrize("handle_mib, backs", [(None, True), (2, False)])
+def test_qwen3_blocks_warm_up_on_pages_they_tile_and_not_on_2_mib_pages(shm_prefix, handle_mib,
+                                                                        backs):
+    """Qwen3-0.6B/1.7B interleaved: 28 tensors of 64 KiB blocks, a 1.75 MiB cell. On 2 MiB pages
+    block id 1 straddles pages 0 and 1, and page 1 holds no whole block, so no alloc maps it:
+    the warm-up (ids 1..n) failed every such engine's start on the GPU. On the plan's page
+    (14 MiB, 8 whole blocks) every id the budget affords is backed."""
+    import kvpager
+    from kvpager.integrations.vllm import worker
+
+    page, tensors, nb = 64 << 10, 28, 4096
+    handle = (handle_mib << 20) if handle_mib else worker.handle_for_cell(page * tensors)
+    cache = kvpager.KvCache(tensors, 1, page, "int8", block_size=1, num_blocks=nb,
+                            kind="latent", layout="interleaved", device="cpu",
+                            handle_bytes=handle, instance="qwen3", reserve_pages=0)
+    cache.pool_budget_share(112 << 20)
+    kv = worker.WorkerKv(cache, nb, page, tensors, "qwen3")
+    window = cache.available()
+    assert window >= 40
+    if backs:
+        assert handle == 14 << 20 and window == 8 * 8 - 1  # 8 pages, the null block aside
+        ids, backed = worker._back_first_blocks(kv, window)
+        assert backed == window
+        assert all(cache.is_allocated(i) for i in range(1, window + 1))
+        cache.free(ids)
+    else:
+        with pytest.raises(RuntimeError, match="cannot back"):
+            worker._back_first_blocks(kv, window)
+    assert cache.stats()["blocks_in_use"] == 0
+    cache.close()

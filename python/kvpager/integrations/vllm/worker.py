@@ -46,6 +46,7 @@ from .options import VllmOptions
 logger = logging.getLogger("vllm.kvpager")  # under vLLM's logger: shown with its own
 
 _MIB2 = 2 << 20
+_HANDLE_CAP = 32 << 20  # the largest page chosen to tile a cell exactly
 TP_TOKEN_ENV = "KVPAGER_VLLM_TP_TOKEN"  # the engine's channel token (tensor parallelism)
 
 
@@ -375,8 +376,23 @@ def _plan(kv_cache_config, options: VllmOptions) -> KvPlan:
         )
     page = pages[0]
     cell = page * len(tensors) if options.layout == "interleaved" else page
-    handle = options.handle_bytes or max(_MIB2, _round_up(cell, _MIB2))
+    handle = options.handle_bytes or handle_for_cell(cell)
     return KvPlan(len(tensors), page, num_blocks, handle)
+
+
+def handle_for_cell(cell: int) -> int:
+    """The page (physical handle) size for blocks of ``cell`` bytes: the smallest multiple of
+    2 MiB that whole cells tile (up to 32 MiB), so no block straddles two pages and no byte of a
+    page is wasted. Qwen3's 1.75 MiB cell gets 14 MiB pages; 2 MiB pages would hold one whole
+    block each (12.5 % of the page unused) and leave 3 block ids in 4 straddling pages that
+    hold no whole block, which no alloc ever maps, so vLLM's warm-up, which writes ids 1..n,
+    could not be backed. Where no such page exists up to the cap: the smallest 2 MiB multiple
+    of at least two cells, where every straddler's two neighbours lie whole in its two pages
+    (the warm-up backs a straddler through them)."""
+    for handle in range(_MIB2, _HANDLE_CAP + 1, _MIB2):
+        if handle % cell == 0:
+            return handle
+    return _round_up(2 * cell, _MIB2)
 
 
 def _model_text(model_config) -> str:
