@@ -125,7 +125,8 @@ TEST(PagePool, AHandleTheThreadIsMakingNeverMakesAnAcquireFail) {
   for (int round = 0; round < kRounds; ++round) {
     ASSERT_TRUE(wait_until([&] {  // 1 ready, the surplus given back released (uncharged)
       return p.stats().ready == 1 && budget->charged_bytes() == kGran;
-    })) << "round " << round;
+    })) << "round "
+        << round;
     p.acquire(three);
     // the thread has charged the next handle and is making it (20 ms)
     ASSERT_TRUE(wait_until([&] { return budget->charged_bytes() == 4 * kGran; }));
