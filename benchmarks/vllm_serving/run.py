@@ -64,7 +64,7 @@ def meta(argv) -> dict:
     vllm = out([sys.executable, "-c", "import vllm; print(vllm.__version__)"], timeout=120)  # a cold import: ~20 s
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": socket.gethostname(), "device": gpu, "gpu_uuid": (gpu.split(", ") + ["", ""])[1],
-            "commit": out(["git", "rev-parse", "--short", "HEAD"]), "vllm": vllm,
+            "commit": out(["git", "describe", "--always", "--dirty"]), "vllm": vllm,
             "command": [sys.executable, *argv]}
 
 

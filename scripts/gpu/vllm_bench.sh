@@ -9,9 +9,12 @@
 # scripts/gpu/kvcached_install.sh (run here when a kvcached system is asked for and it does not
 # import), the kvpager command carried in .kvcli/ (scripts/gpu/cli_pack.sh). Builds the kvpager
 # module for this python3 (build-py-standalone/) and installs kvpager's vLLM entry point.
-# Results in $OUT/vllm_bench/ (at most 6 files): <bench>-<stamp>.jsonl.gz (one line per run:
-# pool the files of several calls with analyze.py), <bench>-<stamp>.md (this call's tables),
-# run.log, logs.tar.gz (each server's log tail, kvpager top captures), module_build.log.
+# Results in $OUT/vllm_bench/: <bench>-<stamp>.jsonl.gz for each benchmark run (one line per
+# run: pool the files of several calls with analyze.py; a plain <bench>.jsonl when the call was
+# cut off before the end), <bench>-<stamp>.md (this call's tables), run.log, logs.tar.gz (each
+# server's log tail, kvpager top captures), module_build.log. Set BENCH_TIMEOUT below the
+# call's limit less the module build (about 60 s after a C++ change) and 40 s for the servers
+# to stop.
 # Env: BENCH_TIMEOUT (seconds, default 520: run.py gets SIGTERM then, stops its servers and
 # writes what it has). Exit status: run.py's.
 set -uo pipefail
@@ -39,15 +42,19 @@ if [[ " $* " != *" --systems "* || " $* " == *" kvcached "* ]] &&
 fi
 stamp=$(date -u +%H%M%S)
 work=/tmp/kvpager-vllm-bench-$stamp
-echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1) commit $(git rev-parse --short HEAD 2>/dev/null)" | tee "$dir/run.log"
-timeout -s TERM -k 30 "${BENCH_TIMEOUT:-520}" "$py" benchmarks/vllm_serving/run.py "$bench" --out "$work/out" \
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1) commit $(git describe --always --dirty 2>/dev/null) (-dirty: the tree differs from that commit)" | tee "$dir/run.log"
+# run.py appends each run's record to $dir/<bench>.jsonl as it ends: a call cut off by the
+# device's limit before this script finishes still brings back every run that completed.
+timeout -s TERM -k 30 "${BENCH_TIMEOUT:-520}" "$py" benchmarks/vllm_serving/run.py "$bench" --out "$dir" \
   --work "$work" "$@" 2>&1 | tee -a "$dir/run.log" | grep -v '^(APIServer\|^(EngineCore' | tail -60
 rc=${PIPESTATUS[0]}
 "$KVPAGER_BINARY" gc >>"$dir/run.log" 2>&1
-if [ -f "$work/out/$bench.jsonl" ]; then
-  $py benchmarks/vllm_serving/analyze.py "$work/out/$bench.jsonl" --markdown "$dir/$bench-$stamp.md" >/dev/null 2>>"$dir/run.log"
-  gzip -c "$work/out/$bench.jsonl" >"$dir/$bench-$stamp.jsonl.gz"
-fi
+for records in "$dir"/*.jsonl; do  # the command's benchmark and each --then pass's
+  [ -f "$records" ] || continue
+  name=$(basename "$records" .jsonl)
+  $py benchmarks/vllm_serving/analyze.py "$records" --markdown "$dir/$name-$stamp.md" >/dev/null 2>>"$dir/run.log"
+  gzip -c "$records" >"$dir/$name-$stamp.jsonl.gz" && rm "$records"
+done
 (cd "$work" && for f in *.log; do [ -f "$f" ] && tail -200 "$f" >"tail-$f"; done
  tar -czf "$dir/logs.tar.gz" tail-*.log kvpager_top_*.txt 2>/dev/null)
 echo "vllm_bench: exit $rc; results in $dir: $(ls "$dir" | tr '\n' ' ')"
