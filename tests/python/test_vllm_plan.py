@@ -136,6 +136,12 @@ def test_options_from_the_environment():
     assert parse_bytes("512MiB", "x") == 512 << 20
     with pytest.raises(ValueError, match="KVPAGER_VLLM_GUARANTEE"):
         options_from_env({"KVPAGER_VLLM_GUARANTEE": "lots"})
+    assert options_from_env({}).warmup_wait_s == 300
+    assert options_from_env({"KVPAGER_VLLM_WARMUP_WAIT_S": "7.5"}).warmup_wait_s == 7.5
+    with pytest.raises(ValueError, match="KVPAGER_VLLM_WARMUP_WAIT_S"):
+        options_from_env({"KVPAGER_VLLM_WARMUP_WAIT_S": "soon"})
+    with pytest.raises(ValueError, match="warmup_wait_s"):
+        options_from_env({"KVPAGER_VLLM_WARMUP_WAIT_S": "-1"})
 
 
 def test_debt_counts_claims_and_use_above_a_lowered_limit():
@@ -404,7 +410,73 @@ def test_qwen3_blocks_warm_up_on_pages_they_tile_and_not_on_2_mib_pages(shm_pref
         assert all(cache.is_allocated(i) for i in range(1, window + 1))
         cache.free(ids)
     else:
-        with pytest.raises(RuntimeError, match="cannot back"):
-            worker._back_first_blocks(kv, window)
+        assert worker._back_first_blocks(kv, window) == ([], 0)
+        with pytest.raises(RuntimeError, match="not one block of vLLM's warm-up"):
+            worker.back_warmup_window(kv, window, 0)
     assert cache.stats()["blocks_in_use"] == 0
     cache.close()
+
+
+def _two_engines_under_one_budget(monkeypatch, budget_bytes):
+    """Two caches pooling ``budget_bytes``, with no ready handles (which would hold it)."""
+    import kvpager
+
+    monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")
+
+    page, nb = 2 << 20, 256  # a block a page: the null block's page holds no other
+
+    def cache_of(name):
+        return kvpager.KvCache(1, 1, page, "int8", block_size=1, num_blocks=nb, kind="latent",
+                               device="cpu", handle_bytes=2 << 20, instance=name,
+                               reserve_pages=0)
+
+    mine, other = cache_of("starting"), cache_of("warming-beside")
+    mine.pool_budget_share(budget_bytes)
+    other.pool_budget_share(1)
+    return mine, other, nb, page
+
+
+def _take_the_whole_budget(cache) -> list:
+    held: list = []
+    while (n := cache.available()) > 0:
+        held += cache.alloc(n)
+    return held
+
+
+def test_a_warmup_with_no_room_waits_for_the_engine_beside_it_to_free_its_own(shm_prefix,
+                                                                              monkeypatch):
+    """Engines started together under a tight budget: the one beside holds the whole budget in
+    its warm-up. This one waits for it to end (its blocks freed) instead of failing its start,
+    or running vLLM's warm-up on ids no page backs."""
+    import threading
+    import time
+
+    from kvpager.integrations.vllm import worker
+
+    mine, other, nb, page = _two_engines_under_one_budget(monkeypatch, 8 << 20)
+    held = _take_the_whole_budget(other)
+    assert mine.available() == 0
+    threading.Timer(0.3, other.free, args=(held,)).start()
+    kv = worker.WorkerKv(mine, nb, page, 1, "starting")
+    t0 = time.monotonic()
+    ids, backed = worker.back_warmup_window(kv, 100, 30)
+    assert time.monotonic() - t0 >= 0.25
+    assert backed == len(held) == 2  # 4 pages: each engine's null block's, and 2 more
+    assert all(mine.is_allocated(i) for i in range(1, backed + 1))
+    mine.free(ids)
+    for c in (mine, other):
+        c.close()
+
+
+def test_a_warmup_that_never_finds_room_fails_naming_the_budget(shm_prefix, monkeypatch):
+    from kvpager.integrations.vllm import worker
+
+    mine, other, nb, page = _two_engines_under_one_budget(monkeypatch, 8 << 20)
+    held = _take_the_whole_budget(other)
+    kv = worker.WorkerKv(mine, nb, page, 1, "starting")
+    with pytest.raises(RuntimeError, match=r"budget of 0\.01 GiB has 0\.01 GiB charged"):
+        worker.back_warmup_window(kv, 100, 0.3)
+    assert mine.stats()["blocks_in_use"] == 0
+    other.free(held)
+    for c in (mine, other):
+        c.close()

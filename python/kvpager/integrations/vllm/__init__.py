@@ -187,7 +187,7 @@ def enable(options: VllmOptions | None = None) -> VllmOptions:
         p.set(Worker, "determine_available_memory",
               worker.determine_available_memory(Worker.determine_available_memory, options))
         p.set(Worker, "compile_or_warm_up_model",
-              worker.warm_up(Worker.compile_or_warm_up_model))
+              worker.warm_up(Worker.compile_or_warm_up_model, options))
         Runner = gpu_model_runner.GPUModelRunner
         p.set(Runner, "_allocate_kv_cache_tensors",
               worker.allocate_v1(options))

@@ -50,6 +50,9 @@ class VllmOptions:
     ``pool_budget``: pool this engine's share (what stock vLLM would give its KV cache under
     --gpu-memory-utilization) into the device budget; off when KVPAGER_GPU_UTILIZATION sets the
     budget or KVPAGER_VLLM_POOL_BUDGET=0.
+    ``warmup_wait_s``: how long the warm-up waits for room to back even one block
+    (KVPAGER_VLLM_WARMUP_WAIT_S, default 300 s): engines starting together under a tight budget
+    hold it in their own warm-ups, and free it when those end.
     """
 
     layout: str = "interleaved"
@@ -61,12 +64,16 @@ class VllmOptions:
     samples_path: str | None = None
     samples_period_s: float = 0.05
     pool_budget: bool = True
+    warmup_wait_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.layout not in ("interleaved", "per-layer"):
             raise ValueError(f"kvpager: layout '{self.layout}' (choose interleaved or per-layer)")
         if self.max_blocks < 2:
             raise ValueError(f"kvpager: max_blocks must be 2 or more, got {self.max_blocks}")
+        if not (math.isfinite(self.warmup_wait_s) and self.warmup_wait_s >= 0):
+            raise ValueError(f"kvpager: warmup_wait_s must be 0 or more seconds, got "
+                             f"{self.warmup_wait_s}")
 
 
 def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
@@ -76,6 +83,11 @@ def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
     max_blocks = env.get("KVPAGER_VLLM_MAX_BLOCKS")
     if max_blocks is not None and not max_blocks.strip().isdigit():
         raise ValueError(f"KVPAGER_VLLM_MAX_BLOCKS: '{max_blocks}' is no block count")
+    wait = env.get("KVPAGER_VLLM_WARMUP_WAIT_S")
+    try:
+        warmup_wait_s = float(wait) if wait else 300.0
+    except ValueError:
+        raise ValueError(f"KVPAGER_VLLM_WARMUP_WAIT_S: '{wait}' is no number of seconds") from None
     samples = env.get("KVPAGER_VLLM_SAMPLES")
     samples_path, period = None, 0.05
     if samples:
@@ -96,4 +108,5 @@ def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
         samples_period_s=period,
         pool_budget=not env.get("KVPAGER_GPU_UTILIZATION")
         and env.get("KVPAGER_VLLM_POOL_BUDGET", "1") != "0",
+        warmup_wait_s=warmup_wait_s,
     )

@@ -219,7 +219,7 @@ def warmup_window(*, block_sizes: list[int], decode_query_len: int, max_num_seqs
     return requests * per_request
 
 
-def warm_up(original):
+def warm_up(original, options: VllmOptions):
     """vLLM's V2 warm-up (``warmup_kernels``) runs fake requests on block ids 1, 2, ... that no
     scheduler handed out: those blocks are backed for the warm-up and freed after it. Where the
     budget cannot back as many as vLLM would use, vLLM is shown a smaller cache for the warm-up
@@ -233,14 +233,10 @@ def warm_up(original):
             return _warm_up_rank(kv, self, original, args, kwargs)
         config = self.model_runner.kv_cache_config
         window = _window_of(self, kv)
-        affordable = min(window, kv.cache.available())
-        if affordable < window:
+        ids, backed = back_warmup_window(kv, window, options.warmup_wait_s)
+        if backed < window:
             logger.info("kvpager: warming up on %d blocks (vLLM would use %d; the budget "
-                        "allows %d now)", affordable, window, affordable)
-        ids, backed = _back_first_blocks(kv, affordable)
-        if backed < affordable:  # engines starting beside it took memory in between
-            logger.info("kvpager: warming up on %d blocks (the budget backed no more of %d)",
-                        backed, affordable)
+                        "backed no more now)", backed, window)
         config.num_blocks = backed + 1  # what warmup_kernels sizes its batch by
         try:
             return original(self, *args, **kwargs)
@@ -310,12 +306,49 @@ def _ids_backing(kv: WorkerKv):
     return backing
 
 
+def back_warmup_window(kv: WorkerKv, window: int, wait_s: float) -> tuple[list, int]:
+    """Backs block ids 1..n for the warm-up, n as many of the window's as the budget affords
+    (at least 1); returns (everything allocated, n). Where not one is affordable (engines
+    starting beside it hold the budget in their own warm-ups, which free it when they end) it
+    waits up to ``wait_s``, asking the others for their free pages once a second, then raises
+    RuntimeError naming the budget."""
+    deadline = time.monotonic() + wait_s
+    waiting_since, asked = None, 0.0
+    while True:
+        affordable = min(window, kv.cache.available())
+        if affordable >= 1:
+            ids, backed = _back_first_blocks(kv, affordable)
+            if backed >= 1:
+                if waiting_since is not None:
+                    logger.info("kvpager: the warm-up waited %.1f s for room",
+                                time.monotonic() - waiting_since)
+                return ids, backed
+        now = time.monotonic()
+        if now >= deadline:
+            budget = kv.cache.device_budget()
+            raise RuntimeError(
+                f"kvpager: not one block of vLLM's warm-up could be backed in {wait_s:.0f} s: "
+                f"device {budget['device']}'s budget of {budget['budget_bytes'] / 2**30:.2f} GiB "
+                f"has {budget['charged_bytes'] / 2**30:.2f} GiB charged (see `kvpager list`); "
+                "raise it (`kvpager budget`), start fewer engines at once, or wait longer "
+                "(KVPAGER_VLLM_WARMUP_WAIT_S)"
+            )
+        if waiting_since is None:
+            waiting_since = now
+            logger.info("kvpager: the budget backs no block of the warm-up now; waiting up to "
+                        "%.0f s for the engines beside it to free theirs", wait_s)
+        if now - asked >= 1.0:
+            kv.cache.ask_for_room(1)
+            asked = now
+        time.sleep(min(0.1, max(0.0, deadline - now)))
+
+
 def _back_first_blocks(kv: WorkerKv, count: int) -> tuple[list, int]:
     """Allocates blocks until every id in [1, count] is backed (a fresh cache fills its lowest
     pages first); returns (everything allocated, n: ids 1..n are backed). n < count when the
     budget runs out on the way (other engines warming up at the same moment took what
-    ``available()`` showed): the warm-up then runs on n blocks. RuntimeError when not even one
-    is backed."""
+    ``available()`` showed): the warm-up then runs on n blocks. When not even one is backed it
+    frees what it took and returns ([], 0)."""
     taken: list = []
     cache = kv.cache
     missing = _needed_for_ids(kv, count)
@@ -335,9 +368,7 @@ def _back_first_blocks(kv: WorkerKv, count: int) -> tuple[list, int]:
                   if not all(cache.is_allocated(n) for n in backing(i))) - 1
     if backed < 1:
         cache.free(taken)
-        raise RuntimeError(
-            f"kvpager: cannot back the {count} blocks vLLM's warm-up uses (budget too small?)"
-        )
+        return [], 0
     return taken, backed
 
 
