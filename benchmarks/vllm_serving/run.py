@@ -20,7 +20,7 @@ the same with prompts that start with one of --prefix-groups shared prefixes; it
 prefix-cache counters from /metrics. With --together every system's three servers stay up for
 the whole call (one registry namespace per system) and each --then pass (BENCH:REP[:SLOTS]) runs
 on them after the first: the start-ups, not the runs, are most of a call's time. A group's
-servers start at once (kvpager's one after another); with --together the first group starts
+servers start at once (kvpager's one after another with --one-by-one); with --together the first group starts
 alone (servers.ServerGroup says why). Needs KVPAGER_BINARY for the kvpager systems.
 """
 
@@ -302,7 +302,8 @@ def cmd_multimodel(args, work) -> int:
         kv = budget if system == "kvcached" else third
         specs = [_spec(args, n, m, _port(args, base + i), system, kv, guarantee=third)
                  for i, (n, m) in enumerate(zip(names, args.models))]
-        return ServerGroup(specs, system_env(args, system), work, args.ready_timeout)
+        return ServerGroup(specs, system_env(args, system), work, args.ready_timeout,
+                           sequential=args.one_by_one and servers.is_kvpager(system))
 
     def endpoints_of(group):
         return {s.spec.name: loadgen.Endpoint("127.0.0.1", s.spec.port, s.spec.name) for s in group.servers}
@@ -425,6 +426,8 @@ def main(argv=None) -> int:
         m.add_argument("--prefix-len", type=int, default=512, help="prefix passes: tokens per shared prefix")
         m.add_argument("--together", action="store_true",
                        help="one set of servers per system, started once, for every pass")
+        m.add_argument("--one-by-one", action="store_true",
+                       help="start kvpager's servers one after another (default: all at once)")
         m.add_argument("--then", action="append", metavar="BENCH:REP[:SLOTS]",
                        help="one more pass on the same servers (needs --together): multimodel:2, prefix:0:0:4")
     args = p.parse_args(argv)

@@ -222,20 +222,17 @@ class ServerGroup:
     the same file): run.py's ``start_together`` starts the first group alone for that."""
 
     def __init__(self, specs: list, base_env: dict, work: str, ready_timeout_s: float = 600.0,
-                 stop_grace_s: float = 30.0):
+                 stop_grace_s: float = 30.0, sequential: bool = False):
+        """``sequential``: start the servers one after another, each once the one before is
+        ready (run.py's --one-by-one for kvpager's). kvpager engines warming up at once under a
+        tight pooled budget share it: a warm-up backs what the budget affords and, with no
+        room for one block, waits for the others' warm-ups to free theirs
+        (``worker.back_warmup_window``)."""
         self.specs, self.base_env, self.work = specs, base_env, work
         self.ready_timeout_s, self.stop_grace_s = ready_timeout_s, stop_grace_s
+        self.sequential = sequential
         self.servers: list = []
         self.gc_output = None
-
-    @property
-    def sequential(self) -> bool:
-        """kvpager's servers start one after another: vLLM's warm-up at start uses up to
-        max_num_batched_tokens of blocks, more than one engine's share of a small pooled budget,
-        so engines warming up at once refused each other. Found on the GPU, 2026-12-03; the
-        warm-up now runs on what it could back (worker._back_first_blocks), which has not yet
-        run on the GPU: until it has, kvpager's servers start one after another."""
-        return any(is_kvpager(s.system) for s in self.specs)
 
     def start(self) -> ServerGroup:
         """Starts every server and returns at once (a ``sequential`` group: once each is ready);

@@ -276,3 +276,20 @@ def test_run_py_end_to_end_on_fake_servers_then_analyze(tmp_path, monkeypatch):
     assert {r["system"] for r in summary["multimodel"]["p99_peak_ttft"]} == {"stock", "kvcached"}
     hits = {r["system"]: r["hit_rate"] for r in analyze.prefix(mm)}
     assert hits["stock"] == pytest.approx(0.3)  # the fake's counters: 30 hits per 100 queries
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_a_sequential_group_starts_a_server_once_the_one_before_is_ready(tmp_path, sequential):
+    """--one-by-one: a server that fails at start stops the group before the next is started;
+    at once (the default) every server is started before any is waited for."""
+    port = _free_port()
+    bad = servers.ServerSpec("bad", "", _free_port(), "kvpager", 0,
+                             command=[sys.executable, "-c", "raise SystemExit(1)"])
+    good = servers.ServerSpec("fake", "", port, "kvpager", 0,
+                              command=[sys.executable, "-c", STUBBORN, str(port),
+                                       str(tmp_path / "c.pid")])
+    group = servers.ServerGroup([bad, good], dict(os.environ), str(tmp_path), ready_timeout_s=30,
+                                stop_grace_s=1, sequential=sequential)
+    with pytest.raises(servers.ServerError, match="bad"), group:
+        pass
+    assert [s.spec.name for s in group.servers] == (["bad"] if sequential else ["bad", "fake"])
