@@ -17,8 +17,9 @@ summary per benchmark, with plots and markdown tables.
   kvpager-guarantee / kvpager) of those p99s over requests paired by id (the same trace), with a
   95 % bootstrap interval resampling pairs (benchmarks/serving/pooled.py's method).
 * idle footprint (multimodel, prefix): what each engine held at the end of the idle tail:
-  kvpager from its registry (mapped bytes), kvcached from its own segment (used + prealloc) and
-  nvidia-smi, stock from nvidia-smi (its KV is static: kv_bytes).
+  kvpager from its registry (mapped bytes, and the bound it must keep: its reserve plus the pages
+  holding live or cached blocks, reserved + used bytes), kvcached from its own segment (used +
+  prealloc) and nvidia-smi, stock from nvidia-smi (its KV is static: kv_bytes).
 * prefix: per system and model, prefix-cache hit rate (vLLM's prefix_cache_hits /
   prefix_cache_queries over the run) and TTFT.
 """
@@ -182,9 +183,12 @@ def multimodel(runs: list, reference: str = "kvpager") -> dict:
 
 def held_bytes(system: str, server: str, sample: dict, kv_bytes: int) -> dict:
     """What one engine holds in one memory sample, by every source there is for its system."""
-    out = {"gpu_process": sample.get("gpu", {}).get(server)}
+    out = {"gpu_process": sample.get("gpu", {}).get(server), "bound": None}
     if system.startswith("kvpager"):
-        out["kv"] = (sample.get("registry", {}).get(server) or {}).get("mapped")
+        entry = sample.get("registry", {}).get(server) or {}
+        out["kv"] = entry.get("mapped")
+        if "used" in entry and "reserved" in entry:  # pages holding live or cached blocks + reserve
+            out["bound"] = entry["used"] + entry["reserved"]
     elif system == "kvcached":
         seg = sample.get("kvcached", {}).get(server)
         out["kv"] = seg["used"] + seg["prealloc"] if seg else None
@@ -208,8 +212,13 @@ def idle_footprint(runs: list) -> list:
             mine = [x for x in rows if x["system"] == system and x["server"] == server]
             kv, kv_se = mean_se([x["kv"] for x in mine])
             gpu, gpu_se = mean_se([x["gpu_process"] for x in mine])
+            bounded = [x for x in mine if x["bound"] is not None and x["kv"] is not None]
+            bound, _ = mean_se([x["bound"] for x in bounded])
             out.append({"system": system, "server": server, "runs": len(mine), "idle_kv_bytes": kv,
-                        "idle_kv_bytes_se": kv_se, "idle_gpu_process_bytes": gpu, "idle_gpu_process_bytes_se": gpu_se})
+                        "idle_kv_bytes_se": kv_se, "idle_gpu_process_bytes": gpu, "idle_gpu_process_bytes_se": gpu_se,
+                        # kvpager: the must-show's bound, and whether every run held no more
+                        "idle_bound_bytes": bound if bounded else None,
+                        "within_bound": all(x["kv"] <= x["bound"] for x in bounded) if bounded else None})
     return out
 
 

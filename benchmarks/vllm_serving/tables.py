@@ -54,9 +54,15 @@ def multimodel_tables(mm: dict) -> str:
 
 
 def idle_table(rows: list) -> str:
-    return table(["system", "model", "runs", "KV held when idle (GiB)", "process GPU memory when idle (GiB)"],
-                 [[r["system"], r["server"], r["runs"], _gib(r["idle_kv_bytes"]), _gib(r["idle_gpu_process_bytes"])]
-                  for r in rows])
+    def bound(r):
+        if r.get("idle_bound_bytes") is None:
+            return ""
+        return f"{_gib(r['idle_bound_bytes'])} ({'held within' if r['within_bound'] else 'EXCEEDED'})"
+
+    return table(["system", "model", "runs", "KV held when idle (GiB)",
+                  "reserve + pages of live or cached blocks (GiB)", "process GPU memory when idle (GiB)"],
+                 [[r["system"], r["server"], r["runs"], _gib(r["idle_kv_bytes"]), bound(r),
+                   _gib(r["idle_gpu_process_bytes"])] for r in rows])
 
 
 def prefix_table(rows: list) -> str:

@@ -117,6 +117,18 @@ def test_idle_footprint_reads_each_systems_own_source():
     assert rows["kvcached"]["idle_kv_bytes"] == 3 << 20
     assert rows["stock"]["idle_kv_bytes"] == 1 << 30  # static
     assert rows["stock"]["idle_gpu_process_bytes"] == 5 << 30
+    assert rows["kvpager"]["idle_bound_bytes"] is None  # a sample without used/reserved
+    assert rows["stock"]["within_bound"] is None
+
+
+@pytest.mark.parametrize("mapped_mib, within", [(48, True), (49, False)])
+def test_kvpagers_idle_footprint_is_checked_against_its_reserve_and_used_pages(mapped_mib, within):
+    entry = {"mapped": mapped_mib << 20, "used": 34 << 20, "reserved": 14 << 20}
+    samples = [[30.0, {"gpu": {"a": 1 << 30}, "registry": {"a": entry}}]]
+    runs = [dict(_mm_run("kvpager", 0, {"a": [(0.0, 0.1)]}, samples=samples), bench="multimodel")]
+    (row,) = analyze.idle_footprint(runs)
+    assert row["idle_bound_bytes"] == 48 << 20 and row["within_bound"] is within
+    assert ("EXCEEDED" in tables.idle_table([row])) is not within
 
 
 def test_prefix_hit_rate_is_the_runs_share_of_hits():
