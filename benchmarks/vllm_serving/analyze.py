@@ -17,8 +17,8 @@ summary per benchmark, with plots and markdown tables.
   kvpager-guarantee / kvpager) of those p99s over requests paired by id (the same trace), with a
   95 % bootstrap interval resampling pairs (benchmarks/serving/pooled.py's method).
 * idle footprint (multimodel, prefix): what each engine held at the end of the idle tail:
-  kvpager from its registry (mapped bytes, and the bound it must keep: its reserve plus the pages
-  holding live or cached blocks, reserved + used bytes), kvcached from its own segment (used +
+  kvpager from its registry (mapped bytes, and the bound it must keep: the pages holding live or
+  cached blocks, used bytes, plus its reserve of IDLE_PAGES free pages), kvcached from its own segment (used +
   prealloc) and nvidia-smi, stock from nvidia-smi (its KV is static: kv_bytes).
 * prefix: per system and model, prefix-cache hit rate (vLLM's prefix_cache_hits /
   prefix_cache_queries over the run) and TTFT.
@@ -181,14 +181,21 @@ def multimodel(runs: list, reference: str = "kvpager") -> dict:
     return out
 
 
-def held_bytes(system: str, server: str, sample: dict, kv_bytes: int) -> dict:
-    """What one engine holds in one memory sample, by every source there is for its system."""
+# Free mapped pages a kvpager cache keeps when idle (KvCacheConfig::max_idle_pages; the
+# benchmarks leave KVPAGER_MAX_IDLE_PAGES unset): the configured reserve of the idle must-show.
+IDLE_PAGES = 4
+
+
+def held_bytes(system: str, server: str, sample: dict, kv_bytes: int, page_bytes=None) -> dict:
+    """What one engine holds in one memory sample, by every source there is for its system;
+    for kvpager with its page size known, the bound it must keep: the pages holding live or
+    cached blocks (the registry's used bytes) plus IDLE_PAGES free ones."""
     out = {"gpu_process": sample.get("gpu", {}).get(server), "bound": None}
     if system.startswith("kvpager"):
         entry = sample.get("registry", {}).get(server) or {}
         out["kv"] = entry.get("mapped")
-        if "used" in entry and "reserved" in entry:  # pages holding live or cached blocks + reserve
-            out["bound"] = entry["used"] + entry["reserved"]
+        if "used" in entry and page_bytes:
+            out["bound"] = entry["used"] + IDLE_PAGES * page_bytes
     elif system == "kvcached":
         seg = sample.get("kvcached", {}).get(server)
         out["kv"] = seg["used"] + seg["prealloc"] if seg else None
@@ -204,7 +211,8 @@ def idle_footprint(runs: list) -> list:
         if not samples:
             continue
         for server in r["servers"]:
-            last = held_bytes(r["system"], server, samples[-1], r["kv_bytes"])
+            own = (r.get("kvpager_samples") or {}).get(server) or [{}]  # the engine's own lines
+            last = held_bytes(r["system"], server, samples[-1], r["kv_bytes"], own[-1].get("page_bytes"))
             rows.append({"system": r["system"], "rep": r["rep"], "server": server, **last})
     out = []
     for system in sorted({x["system"] for x in rows}):

@@ -121,13 +121,17 @@ def test_idle_footprint_reads_each_systems_own_source():
     assert rows["stock"]["within_bound"] is None
 
 
-@pytest.mark.parametrize("mapped_mib, within", [(48, True), (49, False)])
-def test_kvpagers_idle_footprint_is_checked_against_its_reserve_and_used_pages(mapped_mib, within):
-    entry = {"mapped": mapped_mib << 20, "used": 34 << 20, "reserved": 14 << 20}
+@pytest.mark.parametrize("free_pages, within", [(4, True), (5, False)])
+def test_kvpagers_idle_footprint_is_checked_against_its_reserve_and_used_pages(free_pages, within):
+    """The bound: pages holding live or cached blocks (3 pages of 14 MiB) plus the 4 free pages
+    an idle cache keeps; the page size comes from the engine's own samples."""
+    page = 14 << 20
+    entry = {"mapped": (3 + free_pages) * page, "used": 3 * page, "reserved": free_pages * page}
     samples = [[30.0, {"gpu": {"a": 1 << 30}, "registry": {"a": entry}}]]
-    runs = [dict(_mm_run("kvpager", 0, {"a": [(0.0, 0.1)]}, samples=samples), bench="multimodel")]
-    (row,) = analyze.idle_footprint(runs)
-    assert row["idle_bound_bytes"] == 48 << 20 and row["within_bound"] is within
+    run = dict(_mm_run("kvpager", 0, {"a": [(0.0, 0.1)]}, samples=samples), bench="multimodel",
+               kvpager_samples={"a": [{"t": 1.0, "page_bytes": page}]})
+    (row,) = analyze.idle_footprint([run])
+    assert row["idle_bound_bytes"] == 7 * page and row["within_bound"] is within
     assert ("EXCEEDED" in tables.idle_table([row])) is not within
 
 

@@ -506,7 +506,8 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
 
 
 def _sample(kv: WorkerKv, path: str, period: float) -> None:
-    """Appends {t, held, charged, budget} lines while the cache is open (a daemon thread)."""
+    """Appends {t, instance, held, in_use, charged, budget, page_bytes} lines while the cache
+    is open (a daemon thread)."""
     with open(path, "a") as f:
         while not kv.cache.closed:
             try:
@@ -517,7 +518,8 @@ def _sample(kv: WorkerKv, path: str, period: float) -> None:
             f.write(json.dumps({"t": time.time(), "instance": kv.instance,
                                 "held": st["mapped_bytes"] + st["pool"]["ready_bytes"],
                                 "in_use": st["in_use_bytes"], "charged": dev["charged_bytes"],
-                                "budget": dev["budget_bytes"]}) + "\n")
+                                "budget": dev["budget_bytes"],
+                                "page_bytes": st["page_bytes"]}) + "\n")
             f.flush()
             time.sleep(period)
 
