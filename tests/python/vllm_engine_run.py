@@ -36,6 +36,12 @@ MODELS = {  # tiny shapes of each attention kind, dummy weights
               "intermediate_size": 3072, "num_hidden_layers": 8, "num_attention_heads": 16,
               "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1000000.0,
               "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": True},
+    # the same with 7 layers: a 448 KiB cell that tiles no 2 MiB page (as Qwen3-0.6B's 28
+    # layers' 1.75 MiB), so kvpager pages it at 14 MiB (worker.handle_for_cell)
+    "qwen3-7l": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 1024,
+                 "intermediate_size": 3072, "num_hidden_layers": 7, "num_attention_heads": 16,
+                 "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1000000.0,
+                 "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": True},
     # DeepSeek-V2-Lite's MLA (latent 512 + rope 64, 16 heads, no q LoRA); dense MLPs
     "mla": {"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
             "hidden_size": 1024, "intermediate_size": 2816, "moe_intermediate_size": 512,
