@@ -90,6 +90,10 @@ class KvCache(TensorOwner, _kvpager.KvCache):
     ``instance``): the share of the device budget guaranteed to it: others may borrow it while
     this cache does not need it, and give it back (their free pages unmapped, their
     ``available()`` shrunk) while it waits for memory; guarantees sum to at most the budget.
+    ``pool_share_bytes`` (with ``instance``): this cache's share, pooled into the device budget
+    as it joins (``pool_budget_share``), before its guarantee is checked and its first page
+    mapped, so that it starts within its share even while caches beside it hold the budget;
+    take it out with ``unpool_budget_share`` when the cache goes.
     Unset options come from KVPAGER_* variables.
 
     Tensor parallelism (scheduler side): with ``tp_size`` N > 0 and ``tp_token``, the cache
@@ -152,6 +156,7 @@ class KvCache(TensorOwner, _kvpager.KvCache):
         guarantee_bytes: Optional[int] = None,
         tp_token: Optional[str] = None,
         tp_size: int = 0,
+        pool_share_bytes: Optional[int] = None,
     ):
         super().__init__(
             **shape_options(num_layers, kv_heads, head_dim, dtype, block_size, num_blocks,
@@ -166,6 +171,7 @@ class KvCache(TensorOwner, _kvpager.KvCache):
             guarantee_bytes=guarantee_bytes,
             tp_token=tp_token,
             tp_size=tp_size,
+            pool_share_bytes=pool_share_bytes,
         )
         _open_caches.add(self)
 

@@ -84,7 +84,8 @@ failed call changes nothing.)doc")
                        std::optional<std::string> backend, std::optional<int> device,
                        std::optional<uintptr_t> stream, std::optional<std::string> instance,
                        std::string model, std::optional<uint64_t> guarantee_bytes,
-                       std::optional<std::string> tp_token, int tp_size) {
+                       std::optional<std::string> tp_token, int tp_size,
+                       std::optional<uint64_t> pool_share_bytes) {
              KvCacheOptions o;
              static_cast<KvShape&>(o) =
                  KvShape{num_layers,   kv_heads,           head_dim,        std::move(dtype),
@@ -99,6 +100,7 @@ failed call changes nothing.)doc")
              o.guarantee_bytes = guarantee_bytes;
              o.tp_token = std::move(tp_token);
              o.tp_size = tp_size;
+             o.pool_share_bytes = pool_share_bytes;
              py::gil_scoped_release release;
              return std::make_unique<KvCacheHandle>(o);
            }),
@@ -111,7 +113,7 @@ failed call changes nothing.)doc")
            py::arg("device") = py::none(), py::arg("stream") = py::none(),
            py::arg("instance") = py::none(), py::arg("model") = "",
            py::arg("guarantee_bytes") = py::none(), py::arg("tp_token") = py::none(),
-           py::arg("tp_size") = 0)
+           py::arg("tp_size") = 0, py::arg("pool_share_bytes") = py::none())
       .def(
           "alloc",
           [](const KvCacheHandle& h, size_t n) {

@@ -60,6 +60,11 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
         "guarantee_bytes needs an instance name: a guarantee is a share of a "
         "device budget shared through the registry");
   }
+  if (o.pool_share_bytes && !o.instance) {
+    throw InvalidArgument(
+        "pool_share_bytes needs an instance name: the share is pooled into the device budget "
+        "shared through the registry");
+  }
   if (o.instance) {
     limits::InstanceSpec spec;
     spec.name = *o.instance;
@@ -69,18 +74,34 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
     if (config.limit_bytes != 0) {
       spec.limit_bytes = config.limit_bytes;
     }
-    set_if_given(spec.guarantee_bytes, o.guarantee_bytes);
+    if (!o.pool_share_bytes) {  // pooling: the guarantee waits for the share (below)
+      set_if_given(spec.guarantee_bytes, o.guarantee_bytes);
+    }
     registration_ = limits::InstanceRegistration::create(limits::registry_config_from_env(), spec);
     config.registry_link = registration_;
   }
-  if (o.tp_size > 0) {
-    tp::TpStoreConfig store;
-    store.token = *o.tp_token;
-    store.tp = tp::tp_config_from_env(store.tp);
-    store.tp.tp_size = o.tp_size;
-    cache_ = std::make_shared<kv::KvCache>(tp::TpPageStore::factory(store), config);
-  } else {
-    cache_ = std::make_shared<kv::KvCache>(std::move(backend), config);
+  const uint64_t pooled = o.pool_share_bytes.value_or(0);
+  if (pooled != 0) {
+    registration_->pool_budget_share(pooled);
+  }
+  try {
+    if (pooled != 0 && o.guarantee_bytes) {
+      registration_->set_guarantee(*o.guarantee_bytes);
+    }
+    if (o.tp_size > 0) {
+      tp::TpStoreConfig store;
+      store.token = *o.tp_token;
+      store.tp = tp::tp_config_from_env(store.tp);
+      store.tp.tp_size = o.tp_size;
+      cache_ = std::make_shared<kv::KvCache>(tp::TpPageStore::factory(store), config);
+    } else {
+      cache_ = std::make_shared<kv::KvCache>(std::move(backend), config);
+    }
+  } catch (...) {
+    if (pooled != 0) {
+      registration_->unpool_budget_share(pooled);
+    }
+    throw;
   }
   geometry_ = cache_->config().geometry;
   layout_ = cache_->config().layout;

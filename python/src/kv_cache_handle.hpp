@@ -36,6 +36,12 @@ struct KvCacheOptions : KvShape {
   std::string model;  // free text shown by kvpager list/top
   // With `instance`: the share of the device budget guaranteed to it (kvpager guarantee).
   std::optional<uint64_t> guarantee_bytes;
+  // With `instance`: pooled into the device budget on joining, before the guarantee is set
+  // (checked against a budget that holds this share) and before the first page (the null
+  // block's) is mapped, so that a cache starting beside others that hold the budget so far
+  // maps it within its own share. Taken out again if the construction fails; afterwards the
+  // owner takes it out (unpool_budget_share) when it leaves.
+  std::optional<uint64_t> pool_share_bytes;
   // Tensor parallelism, scheduler side: with tp_size > 0 the cache holds no memory here; it
   // maps each page on the tp_size rank servers listening on `tp_token`'s channels
   // (tp::TpPageStore). Geometry is one rank's shard; backend/device name rank 0's device (the

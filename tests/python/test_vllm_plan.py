@@ -1,6 +1,7 @@
 """The vLLM integration's pure parts, without vLLM: where kernels find a block (kv_views), the
 virtual capacity and the registry name (capacity), the options (options)."""
 
+import os
 import sys
 import time
 import types
@@ -222,29 +223,56 @@ def test_engine_shares_pool_into_the_device_budget_and_leave_with_their_engine(s
 
 
 def test_engines_with_guarantees_pool_their_share_before_setting_the_guarantee(shm_prefix):
-    """kvpager-guarantee's order (worker._make_cache): join without the guarantee, pool the
-    share, then set the guarantee, so the guarantees never sum above the shares pooled. Joining
-    with the guarantee first, as the integration did, refuses the second engine (next test)."""
+    """kvpager-guarantee's engines (worker._make_cache): each pools its share as it joins, and
+    its guarantee is checked against a budget that holds it, so the guarantees never sum above
+    the shares pooled. Joining with the guarantee first, as the integration did, refuses the
+    second engine (next test); a construction that fails takes its share out again."""
     import kvpager
 
     share = 64 << 20
 
-    def engine(name, guarantee=None):
+    def engine(name, guarantee, **kw):
         return kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
                                device="cpu", instance=name, reserve_pages=0,
-                               guarantee_bytes=guarantee)
+                               guarantee_bytes=guarantee, **kw)
 
-    engines = [engine(n) for n in ("a", "b", "c")]  # all live before any pools (started at once)
-    for e in engines:
-        e.pool_budget_share(share)
-        e.set_guarantee(share)
+    engines = [engine(n, share, pool_share_bytes=share) for n in ("a", "b", "c")]
     assert engines[0].device_budget()["budget_bytes"] == 3 * share
     assert [e.stats()["guarantee_bytes"] for e in engines] == [share] * 3
     with pytest.raises(kvpager.InvalidArgument, match="would bring the guarantees"):
-        engines[0].set_guarantee(2 * share)
+        engine("d", 2 * share, pool_share_bytes=share)  # 5 shares guaranteed in 4
+    assert engines[0].device_budget()["budget_bytes"] == 3 * share  # its share taken out
+    with pytest.raises(kvpager.InvalidArgument, match="pool_share_bytes needs an instance"):
+        kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
+                        device="cpu", pool_share_bytes=share)
     for e in engines:
         e.unpool_budget_share(share)
         e.close()
+
+
+def test_an_engine_starting_beside_one_holding_the_budget_maps_within_its_own_share(
+        shm_prefix, monkeypatch):
+    """Engines started at once: the first holds the whole budget pooled so far (its warm-up).
+    The next one's first page (its null block's) maps within the share it pools as it joins;
+    joining first and pooling after, as the integration did, refused that page."""
+    import kvpager
+
+    mine, other, nb, page = _two_engines_under_one_budget(monkeypatch, 4 << 20)
+    held = _take_the_whole_budget(other)
+
+    def engine(name, **kw):
+        return kvpager.KvCache(1, 1, page, "int8", block_size=1, num_blocks=nb, kind="latent",
+                               device="cpu", handle_bytes=2 << 20, instance=name,
+                               reserve_pages=0, **kw)
+
+    with pytest.raises(kvpager.OutOfMemory, match="memory budget"):
+        engine("pools-after")
+    third = engine("pools-as-it-joins", pool_share_bytes=4 << 20)
+    assert third.stats()["mapped_pages"] == 1 and third.available() == 1
+    third.unpool_budget_share(4 << 20)
+    other.free(held)
+    for c in (third, mine, other):
+        c.close()
 
 
 def test_joining_with_the_guarantee_before_pooling_refuses_the_second_engine(shm_prefix):
@@ -480,3 +508,49 @@ def test_a_warmup_that_never_finds_room_fails_naming_the_budget(shm_prefix, monk
     other.free(held)
     for c in (mine, other):
         c.close()
+
+
+_WARMING_ENGINE = """
+import sys, time
+import kvpager
+from kvpager.integrations.vllm import worker
+name, share, window = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+page, nb = 64 << 10, 1 << 12
+cache = kvpager.KvCache(1, 1, page, "int8", block_size=1, num_blocks=nb, kind="latent",
+                        device="cpu", handle_bytes=2 << 20, instance=name,
+                        pool_share_bytes=share)
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+sys.stdin.readline()  # every engine has pooled its share: warm up together
+kv = worker.WorkerKv(cache, nb, page, 1, name)
+ids, backed = worker.back_warmup_window(kv, window, 60)
+assert all(cache.is_allocated(i) for i in range(1, backed + 1))
+time.sleep(0.3)  # the warm-up's forward passes
+cache.free(ids)
+print(backed)
+"""
+
+
+def test_engines_warming_up_at_once_under_a_tight_pooled_budget_all_start(shm_prefix):
+    """Three engine processes pool 4 MiB each (64 blocks) and warm up at the same moment on a
+    window of 200 blocks, more than the whole budget: each backs what it finds, those finding
+    none wait for the others to free theirs, and every one starts (none on zero blocks)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KVPAGER_SHM_PREFIX=shm_prefix)
+    procs = [subprocess.Popen([sys.executable, "-c", _WARMING_ENGINE, f"engine-{i}", str(4 << 20),
+                               "200"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=env) for i in range(3)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        backed = [int(p.communicate(timeout=120)[0].strip()) for p in procs]
+    finally:
+        for p in procs:
+            p.kill() if p.poll() is None else None
+    assert all(p.returncode == 0 for p in procs)
+    assert all(1 <= b <= 200 for b in backed)
+    assert sum(backed) >= 3 * 60  # the budget was used, not left idle by waiting engines

@@ -483,20 +483,20 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
         stream=stream,
         instance=name,
         model=_model_text(model_config),
-        # a pooling engine's guarantee waits for its share: joining with it first would check
-        # it against a budget holding only the others' shares (the second engine then fails)
-        guarantee_bytes=None if share else options.guarantee_bytes,
+        guarantee_bytes=options.guarantee_bytes,
+        # the share is pooled as the cache joins: its guarantee is then checked against a
+        # budget holding it (else the second engine's fails), and its null block's page maps
+        # within it while engines starting beside it hold the budget in their warm-ups
+        pool_share_bytes=share,
     )
     kv = WorkerKv(cache, num_blocks, page, len(tensors), name)
     if share:
-        budget = cache.pool_budget_share(share)
         kv.pooled_share_bytes = share
         atexit.register(_release_share, kv)
-        if options.guarantee_bytes:
-            cache.set_guarantee(options.guarantee_bytes)
+        budget = cache.device_budget()
         logger.info(
             "kvpager: instance %s pooled its %.2f GiB share; device %s budget now %.2f GiB",
-            name, share / 2**30, cache.device_budget()["device"], budget / 2**30,
+            name, share / 2**30, budget["device"], budget["budget_bytes"] / 2**30,
         )
     _current = kv
     if options.samples_path:
