@@ -406,10 +406,13 @@ def test_the_page_size_is_the_smallest_2_mib_multiple_whole_blocks_tile():
     assert handle_for_cell(64 << 10) == 2 * mib  # Llama-3.2-1B per layer: 32 a page
     assert handle_for_cell(2 * mib) == 2 * mib  # Llama-3.1-8B interleaved
     assert handle_for_cell(28 * (64 << 10)) == 14 * mib  # Qwen3 interleaved: 1.75 MiB, 8 a page
-    assert handle_for_cell(36 * (64 << 10)) == 18 * mib  # 2.25 MiB
-    odd = 1098 << 10  # no 2 MiB multiple up to 32 MiB holds whole cells only
-    assert all((m * 2 * mib) % odd for m in range(1, 17))
-    assert handle_for_cell(odd) == 4 * mib and 4 * mib >= 2 * odd
+    assert handle_for_cell(3 * mib) == 6 * mib
+    # 2.25 MiB (36 layers): 16 MiB holds 7 blocks and leaves 1/64 to the straddlers
+    assert handle_for_cell(36 * (64 << 10)) == 16 * mib
+    # MLA's 18 KiB (per layer) and 72 KiB (4 layers interleaved): straddlers at 2 MiB pages'
+    # edges take 14 and 32 KiB of 2 MiB, and their neighbours lie whole on either side
+    assert handle_for_cell(18 << 10) == 2 * mib and handle_for_cell(72 << 10) == 2 * mib
+    assert handle_for_cell(17 * mib) == 34 * mib  # nothing up to 32 MiB holds two
 
 
 @pytest.mark.parametrize("handle_mib, backs", [(None, True), (2, False)])

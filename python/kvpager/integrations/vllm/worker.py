@@ -46,7 +46,7 @@ from .options import VllmOptions
 logger = logging.getLogger("vllm.kvpager")  # under vLLM's logger: shown with its own
 
 _MIB2 = 2 << 20
-_HANDLE_CAP = 32 << 20  # the largest page chosen to tile a cell exactly
+_HANDLE_CAP = 32 << 20  # the largest page handle_for_cell looks at
 TP_TOKEN_ENV = "KVPAGER_VLLM_TP_TOKEN"  # the engine's channel token (tensor parallelism)
 
 
@@ -413,15 +413,17 @@ def _plan(kv_cache_config, options: VllmOptions) -> KvPlan:
 
 def handle_for_cell(cell: int) -> int:
     """The page (physical handle) size for blocks of ``cell`` bytes: the smallest multiple of
-    2 MiB that whole cells tile (up to 32 MiB), so no block straddles two pages and no byte of a
-    page is wasted. Qwen3's 1.75 MiB cell gets 14 MiB pages; 2 MiB pages would hold one whole
-    block each (12.5 % of the page unused) and leave 3 block ids in 4 straddling pages that
-    hold no whole block, which no alloc ever maps, so vLLM's warm-up, which writes ids 1..n,
-    could not be backed. Where no such page exists up to the cap: the smallest 2 MiB multiple
-    of at least two cells, where every straddler's two neighbours lie whole in its two pages
-    (the warm-up backs a straddler through them)."""
+    2 MiB, up to 32 MiB, that whole cells tile, or that holds two cells or more and leaves at
+    most 1/64 of itself to blocks straddling its edges. Such a straddler is never handed out;
+    its two neighbours lie whole in its two pages, and the warm-up (which writes ids 1..n)
+    backs it through them. Qwen3's 1.75 MiB cell gets 14 MiB pages of 8 blocks. On 2 MiB pages
+    it had one whole block each (12.5 % of the page unused), and 3 ids in 4 straddled a page
+    that holds no whole block, which no alloc ever maps: vLLM's warm-up could not be backed.
+    Small cells (MLA's 18 KiB) keep 2 MiB pages. Where no size up to the cap qualifies: the
+    smallest 2 MiB multiple of two cells."""
     for handle in range(_MIB2, _HANDLE_CAP + 1, _MIB2):
-        if handle % cell == 0:
+        edge = handle % cell  # bytes of the straddlers at its edges
+        if edge == 0 or (handle >= 2 * cell and edge * 64 <= handle):
             return handle
     return _round_up(2 * cell, _MIB2)
 
