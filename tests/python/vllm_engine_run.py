@@ -36,8 +36,9 @@ MODELS = {  # tiny shapes of each attention kind, dummy weights
               "intermediate_size": 3072, "num_hidden_layers": 8, "num_attention_heads": 16,
               "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1000000.0,
               "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": True},
-    # the same with 7 layers: a 448 KiB cell that tiles no 2 MiB page (as Qwen3-0.6B's 28
-    # layers' 1.75 MiB), so kvpager pages it at 14 MiB (worker.handle_for_cell)
+    # the same with 7 layers: a 448 KiB cell that tiles no 2 MiB page (nor does Qwen3-0.6B's
+    # 28 layers' 1.75 MiB): 4 MiB pages of 9 blocks and a straddler, which the warm-up backs
+    # through its neighbours (worker.handle_for_cell)
     "qwen3-7l": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 1024,
                  "intermediate_size": 3072, "num_hidden_layers": 7, "num_attention_heads": 16,
                  "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1000000.0,
