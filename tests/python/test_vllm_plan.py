@@ -557,3 +557,30 @@ def test_engines_warming_up_at_once_under_a_tight_pooled_budget_all_start(shm_pr
     assert all(p.returncode == 0 for p in procs)
     assert all(1 <= b <= 200 for b in backed)
     assert sum(backed) >= 3 * 60  # the budget was used, not left idle by waiting engines
+
+
+def test_a_warmup_on_pages_with_straddlers_backs_every_id_through_the_neighbours(shm_prefix):
+    """The identity test's 7-layer Qwen3: 448 KiB cells on 4 MiB pages (9 whole blocks and a
+    straddler each). Every id the budget affords is backed; a straddler's by its two
+    neighbours, which lie whole in its two pages."""
+    import kvpager
+    from kvpager.integrations.vllm import worker
+
+    page, tensors, nb = 64 << 10, 7, 4096
+    handle = worker.handle_for_cell(page * tensors)
+    assert handle == 4 << 20
+    cache = kvpager.KvCache(tensors, 1, page, "int8", block_size=1, num_blocks=nb,
+                            kind="latent", layout="interleaved", device="cpu",
+                            handle_bytes=handle, instance="qwen3-7l", reserve_pages=0)
+    cache.pool_budget_share(64 << 20)  # 16 pages
+    kv = worker.WorkerKv(cache, nb, page, tensors, "qwen3-7l")
+    window = cache.available()
+    ids, backed = worker.back_warmup_window(kv, window, 0)
+    stride = cache.block_stride_bytes
+    straddlers = [i for i in range(1, backed + 1) if (i * stride) // handle
+                  != ((i + 1) * stride - 1) // handle]
+    assert backed == window == 16 * 9 - 1 and straddlers[:2] == [9, 18]  # null block aside
+    for i in range(1, backed + 1):
+        assert all(cache.is_allocated(n) for n in ((i - 1, i + 1) if i in straddlers else (i,)))
+    cache.free(ids)
+    cache.close()
