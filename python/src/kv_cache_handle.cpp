@@ -65,6 +65,9 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
         "pool_share_bytes needs an instance name: the share is pooled into the device budget "
         "shared through the registry");
   }
+  if (o.pool_share_bytes && *o.pool_share_bytes == 0) {
+    throw InvalidArgument("pool_share_bytes must be positive (None: pool nothing)");
+  }
   if (o.instance) {
     limits::InstanceSpec spec;
     spec.name = *o.instance;

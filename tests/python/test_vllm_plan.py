@@ -245,6 +245,8 @@ def test_engines_with_guarantees_pool_their_share_before_setting_the_guarantee(s
     with pytest.raises(kvpager.InvalidArgument, match="pool_share_bytes needs an instance"):
         kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
                         device="cpu", pool_share_bytes=share)
+    with pytest.raises(kvpager.InvalidArgument, match="pool_share_bytes must be positive"):
+        engine("e", share, pool_share_bytes=0)  # else its guarantee would be dropped
     for e in engines:
         e.unpool_budget_share(share)
         e.close()

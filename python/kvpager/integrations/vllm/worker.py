@@ -469,7 +469,7 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
         logger.info("kvpager: tensor-parallel rank %d serves its KV shard on %s", rank,
                     server.channel)
         return _current
-    share = _stock_kv_bytes if options.pool_budget else None
+    share = (_stock_kv_bytes or None) if options.pool_budget else None
     cache = KvCache(
         len(tensors),
         1,
