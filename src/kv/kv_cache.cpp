@@ -440,10 +440,11 @@ size_t KvCache::owed_blocks() const {
 }
 
 size_t KvCache::budget_pages_locked() const {
-  // Ready pool handles are charged already, and handles on their way out come back as headroom
-  // (the pool's acquire() waits for them); the pool never calls into the cache.
+  // Ready pool handles are charged already, and handles on their way out, or being made by the
+  // pool's thread, come back as headroom or as ready handles (the pool's acquire() waits for
+  // them); the pool never calls into the cache.
   const pool::PagePoolStats pool = store_->pool_stats();
-  const uint64_t ready = pool.ready_bytes + pool.releasing_bytes;
+  const uint64_t ready = pool.ready_bytes + pool.releasing_bytes + pool.creating_bytes;
   const uint64_t headroom = budget_->headroom_bytes();
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
   return static_cast<size_t>((headroom > kMax - ready ? kMax : ready + headroom) /

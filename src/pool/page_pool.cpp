@@ -192,6 +192,7 @@ PagePoolStats PagePool::stats() const {
   s.ready = ready_.size();
   s.ready_bytes = static_cast<uint64_t>(ready_.size()) * config_.handle_bytes;
   s.releasing_bytes = static_cast<uint64_t>(releasing_) * config_.handle_bytes;
+  s.creating_bytes = static_cast<uint64_t>(creating_) * config_.handle_bytes;
   return s;
 }
 

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
 #include <thread>
 
 #include "kvpager/common/error.hpp"
@@ -19,18 +22,31 @@ std::shared_ptr<vmm::HostBackend> host(uint64_t capacity = 0) {
   return std::make_shared<vmm::HostBackend>(vmm::HostBackendConfig{kGran, capacity});
 }
 
-// A host backend whose create() is slow on every thread but the one that built it (the pool's
-// refill thread): a handle the thread is making stays charged and not ready for a while.
-class SlowRefillBackend final : public vmm::Backend {
+// A host backend whose create() waits at a gate the test opens and shuts, on every thread but
+// the one that built it (the pool's refill thread): a handle the thread is making stays
+// charged and not ready for as long as the test wants.
+class GatedRefillBackend final : public vmm::Backend {
  public:
+  void shut() {
+    std::lock_guard lock(mutex_);
+    open_ = false;
+  }
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      open_ = true;
+    }
+    opened_.notify_all();
+  }
   vmm::BackendKind kind() const override { return inner_->kind(); }
-  std::string describe() const override { return "slow-refill " + inner_->describe(); }
+  std::string describe() const override { return "gated-refill " + inner_->describe(); }
   int device() const override { return inner_->device(); }
   size_t granularity() const override { return inner_->granularity(); }
   vmm::DeviceMemoryInfo memory_info() const override { return inner_->memory_info(); }
   vmm::PhysicalHandle create(size_t bytes) override {
     if (std::this_thread::get_id() != owner_) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::unique_lock lock(mutex_);
+      opened_.wait(lock, [&] { return open_; });
     }
     return inner_->create(bytes);
   }
@@ -54,6 +70,9 @@ class SlowRefillBackend final : public vmm::Backend {
  private:
   std::shared_ptr<vmm::HostBackend> inner_ = host();
   std::thread::id owner_ = std::this_thread::get_id();
+  std::mutex mutex_;
+  std::condition_variable opened_;
+  bool open_ = true;
 };
 }  // namespace
 
@@ -115,31 +134,39 @@ TEST(PagePool, AHandleOnItsWayOutNeverMakesAnAcquireFail) {
 
 TEST(PagePool, AHandleTheThreadIsMakingNeverMakesAnAcquireFail) {
   // The budget holds 4 handles and the pool keeps 1 ready. An acquire of 3 takes the ready one
-  // and the thread starts making the next at once: charged, not yet ready. The acquire of the
-  // last handle the budget allows, right after, must wait for it and take it rather than be
-  // refused (on the GPU this failed vLLM's warm-up, which backs exactly what available() shows).
+  // and the thread starts making the next: charged, not ready (held at the backend's gate).
+  // An acquire of the last handle the budget allows must wait for it and take it rather than
+  // be refused (on the GPU this failed vLLM's warm-up, which backs exactly what available()
+  // shows).
+  auto backend = std::make_shared<GatedRefillBackend>();
   auto budget = std::make_shared<limits::LocalBudget>(4 * kGran);
-  pool::PagePool p(std::make_shared<SlowRefillBackend>(), budget, {kGran, 1, 1, true});
+  pool::PagePool p(backend, budget, {kGran, 1, 1, true});
   std::vector<vmm::PhysicalHandle> three(3), one(1);
-  constexpr int kRounds = 20;
+  constexpr int kRounds = 5;
   for (int round = 0; round < kRounds; ++round) {
     ASSERT_TRUE(wait_until([&] {  // 1 ready, the surplus given back released (uncharged)
       return p.stats().ready == 1 && budget->charged_bytes() == kGran;
     })) << "round "
         << round;
+    backend->shut();
     p.acquire(three);
-    // the thread has charged the next handle and is making it (20 ms)
-    ASSERT_TRUE(wait_until([&] { return budget->charged_bytes() == 4 * kGran; }));
+    ASSERT_TRUE(wait_until([&] {  // the thread has charged the next one and waits at the gate
+      return p.stats().creating_bytes == kGran && budget->charged_bytes() == 4 * kGran;
+    }));
     ASSERT_EQ(p.stats().ready, 0u);
-    ASSERT_NO_THROW(p.acquire(one)) << "round " << round;
+    auto last = std::async(std::launch::async, [&] { p.acquire(one); });
+    EXPECT_EQ(last.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout)
+        << "refused, or took a handle that does not exist yet";
+    backend->open();
+    ASSERT_NO_THROW(last.get()) << "round " << round;
     EXPECT_EQ(budget->charged_bytes(), 4 * kGran);
     p.give_back(one);
     p.give_back(three);
   }
   const pool::PagePoolStats s = p.stats();
   EXPECT_EQ(s.on_loan, 0u);
-  EXPECT_EQ(s.acquired_ready + s.acquired_cold, kRounds * 4u);
-  EXPECT_GE(s.acquired_ready, kRounds * 2u);  // the ready one, and the one made meanwhile
+  EXPECT_EQ(s.acquired_ready, kRounds * 2u);  // the ready one, and the one made meanwhile
+  EXPECT_EQ(s.acquired_cold, kRounds * 2u);
 }
 
 TEST(PagePool, DeviceOutOfMemoryRollsBackCreatedHandles) {

@@ -247,8 +247,25 @@ def test_engines_with_guarantees_pool_their_share_before_setting_the_guarantee(s
                         device="cpu", pool_share_bytes=share)
     with pytest.raises(kvpager.InvalidArgument, match="pool_share_bytes must be positive"):
         engine("e", share, pool_share_bytes=0)  # else its guarantee would be dropped
+    # a cache that fails after its guarantee was set takes that out too, then its share
+    with pytest.raises(kvpager.InvalidArgument):
+        kvpager.KvCache(2, 1, 1024, "int8", block_size=1, num_blocks=64, kind="latent",
+                        device="cpu", instance="f", reserve_pages=2, max_idle_pages=0,
+                        guarantee_bytes=share, pool_share_bytes=share)
+    assert engines[0].device_budget()["budget_bytes"] == 3 * share
+    # an engine leaving (worker._release_share): its guarantee, then its share
+    from kvpager.integrations.vllm import worker
+
+    leaving = worker.WorkerKv(engines.pop(), 64, 1024, 2, "c")
+    leaving.pooled_share_bytes = share
+    worker._release_share(leaving)
+    assert engines[0].device_budget()["budget_bytes"] == 2 * share
+    assert leaving.cache.stats()["guarantee_bytes"] == 0
+    leaving.cache.close()
     for e in engines:
-        e.unpool_budget_share(share)
+        worker._release_share(worker.WorkerKv(e, 64, 1024, 2, "x", pooled_share_bytes=share))
+    assert engines[0].device_budget()["budget_bytes"] == 1  # never below one byte
+    for e in engines:
         e.close()
 
 
@@ -401,7 +418,7 @@ def test_a_warmup_the_budget_runs_out_under_runs_on_the_blocks_it_backed(shm_pre
         c.close()
 
 
-def test_the_page_size_is_the_smallest_2_mib_multiple_whole_blocks_tile():
+def test_the_page_size_is_the_smallest_2_mib_multiple_blocks_tile_or_nearly_tile():
     from kvpager.integrations.vllm.worker import handle_for_cell
 
     mib = 1 << 20

@@ -51,6 +51,7 @@ struct PagePoolStats {
   uint64_t acquired_cold = 0;   // handles acquire() had to create itself
   uint64_t ready_bytes = 0;
   uint64_t releasing_bytes = 0;  // surplus handles on their way out, charged until released
+  uint64_t creating_bytes = 0;   // handles the thread is making: charged, ready soon
 };
 
 class PagePool {

@@ -39,8 +39,8 @@ class VllmOptions:
     ``instance``: the registry name (KVPAGER_INSTANCE); default vLLM's served model name.
     ``guarantee_bytes``: a guaranteed share of the device budget (KVPAGER_VLLM_GUARANTEE).
     ``limit_bytes``: the instance's limit (None: KVPAGER_LIMIT or none).
-    ``handle_bytes``: the page size (None: KVPAGER_HANDLE_SIZE, else the smallest multiple of
-    2 MiB that whole blocks tile: ``worker.handle_for_cell``).
+    ``handle_bytes``: the page size (None: KVPAGER_HANDLE_SIZE, else ``worker.handle_for_cell``:
+    the smallest multiple of 2 MiB that whole blocks tile, or nearly tile holding two or more).
     ``max_blocks``: at most this many blocks of virtual capacity (KVPAGER_VLLM_MAX_BLOCKS,
     default 2**20): vLLM's scheduler keeps a Python object per block.
     ``samples_path``: append one JSON line per ``samples_period_s`` to this file while the cache

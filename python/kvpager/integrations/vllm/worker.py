@@ -166,7 +166,11 @@ def forget() -> None:
 
 
 def _release_share(kv: WorkerKv) -> None:
+    """Takes the engine's share out of the device budget as it leaves: its guarantee first,
+    since unpooling never lowers the budget below the guarantees (its own included)."""
     if kv.pooled_share_bytes and not kv.cache.closed and not _is_rank(kv):
+        if kv.cache.stats()["guarantee_bytes"]:
+            kv.cache.set_guarantee(0)
         kv.cache.unpool_budget_share(kv.pooled_share_bytes)
         kv.pooled_share_bytes = 0
 
@@ -312,6 +316,8 @@ def back_warmup_window(kv: WorkerKv, window: int, wait_s: float) -> tuple[list, 
     starting beside it hold the budget in their own warm-ups, which free it when they end) it
     waits up to ``wait_s``, asking the others for their free pages once a second, then raises
     RuntimeError naming the budget."""
+    if window <= 0:
+        return [], 0
     deadline = time.monotonic() + wait_s
     waiting_since, asked = None, 0.0
     while True:
