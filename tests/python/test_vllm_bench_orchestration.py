@@ -283,9 +283,9 @@ def test_a_sequential_group_starts_a_server_once_the_one_before_is_ready(tmp_pat
     """--one-by-one: a server that fails at start stops the group before the next is started;
     at once (the default) every server is started before any is waited for."""
     port = _free_port()
-    bad = servers.ServerSpec("bad", "", _free_port(), "kvpager", 0,
+    bad = servers.ServerSpec("bad", "", _free_port(), "stock", 0,
                              command=[sys.executable, "-c", "raise SystemExit(1)"])
-    good = servers.ServerSpec("fake", "", port, "kvpager", 0,
+    good = servers.ServerSpec("fake", "", port, "stock", 0,
                               command=[sys.executable, "-c", STUBBORN, str(port),
                                        str(tmp_path / "c.pid")])
     group = servers.ServerGroup([bad, good], dict(os.environ), str(tmp_path), ready_timeout_s=30,
