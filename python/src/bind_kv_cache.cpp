@@ -194,8 +194,8 @@ failed call changes nothing.)doc")
           },
           py::arg("guarantee_bytes"),
           "Sets this instance's guaranteed share of the device budget (as `kvpager guarantee` "
-          "does). InvalidArgument when the device's guarantees would sum above its budget: "
-          "an engine that pools its share sets its guarantee after pool_budget_share().")
+          "does). InvalidArgument when the device's guarantees would sum above its budget "
+          "(a cache pooling its share sets its guarantee with it: pool_share_bytes).")
       .def(
           "unpool_budget_share",
           [](const KvCacheHandle& h, uint64_t share) {
@@ -204,8 +204,9 @@ failed call changes nothing.)doc")
             return r.unpool_budget_share(share);
           },
           py::arg("share_bytes"),
-          "Takes a pooled share out of the device budget (never below the guarantees). "
-          "Returns the new budget.")
+          "Takes a pooled share out of the device budget as this engine leaves: its guarantee "
+          "goes with it, and the budget stays at least the others' guarantees. Returns the new "
+          "budget.")
       .def(
           "count_evicted_blocks",
           [](const KvCacheHandle& h, uint64_t blocks) {

@@ -101,13 +101,7 @@ KvCacheHandle::KvCacheHandle(const KvCacheOptions& o) : dtype_(&parse_dtype(o.dt
       cache_ = std::make_shared<kv::KvCache>(std::move(backend), config);
     }
   } catch (...) {
-    if (pooled != 0) {  // the guarantee first: unpooling never lowers the budget below them
-      if (o.guarantee_bytes) {
-        try {
-          registration_->set_guarantee(0);
-        } catch (...) {  // a registry we cannot lock now: the unpool below stops at the floor
-        }
-      }
+    if (pooled != 0) {  // the guarantee set above leaves with the share
       registration_->unpool_budget_share(pooled);
     }
     throw;

@@ -503,10 +503,16 @@ uint64_t DeviceBudget::pool_share(uint32_t slot, const ProcessIdentity& who, uin
   return after;
 }
 
-uint64_t DeviceBudget::unpool_share(uint64_t share) noexcept {
+uint64_t DeviceBudget::unpool_share(uint32_t slot, const ProcessIdentity& who,
+                                    uint64_t share) noexcept {
   try {
     DeviceSegment& s = segment();
     const RobustLock held = lock();
+    DeviceSlot& mine = s.slots[slot];
+    if (!owned_by(mine, who)) {
+      return s.budget_bytes.load(std::memory_order_acquire);
+    }
+    mine.guarantee.store(0, std::memory_order_relaxed);  // it lived in the share leaving now
     const uint64_t before = s.budget_bytes.load(std::memory_order_acquire);
     const uint64_t floor = std::max<uint64_t>(1, guarantees_except(format::kMaxSlots));
     const uint64_t after = before > share && before - share > floor ? before - share : floor;

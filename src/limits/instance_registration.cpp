@@ -163,6 +163,12 @@ uint64_t InstanceRegistration::guarantee_bytes() const {
   return device_.guarantee_of(slot_);
 }
 
+uint64_t InstanceRegistration::unpool_budget_share(uint64_t share) noexcept {
+  const uint64_t budget = device_.unpool_share(slot_, self_, share);
+  segment().revision.fetch_add(1, std::memory_order_acq_rel);  // its guarantee went with it
+  return budget;
+}
+
 void InstanceRegistration::set_guarantee(uint64_t bytes) {
   device_.set_guarantee(slot_, self_, bytes);
   segment().revision.fetch_add(1, std::memory_order_acq_rel);

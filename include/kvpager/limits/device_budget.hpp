@@ -123,9 +123,11 @@ class DeviceBudget {
   // InvalidArgument for a share of 0; StateError when `who` does not own `slot`.
   uint64_t pool_share(uint32_t slot, const ProcessIdentity& who, uint64_t share,
                       uint64_t default_bytes);
-  // Takes a share pool_share() added out again when its engine leaves, keeping the budget at
-  // least the sum of the guarantees and one byte. Returns the new budget. Never throws.
-  uint64_t unpool_share(uint64_t share) noexcept;
+  // Takes a share pool_share() added out again when the engine in `slot` leaves: its guarantee
+  // (a part of that share) goes with it, under the same lock, and the budget stays at least the
+  // sum of the others' guarantees and one byte. Returns the new budget. Never throws (a lock
+  // that cannot be taken, or a slot `who` no longer owns, leaves the budget as it is).
+  uint64_t unpool_share(uint32_t slot, const ProcessIdentity& who, uint64_t share) noexcept;
   // The segment decoded under the lock: a consistent view of every charge.
   DeviceRecord snapshot_locked();
   // Takes the segment's lock, as every locked method here does, for tools and tests that must

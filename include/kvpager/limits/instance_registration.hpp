@@ -75,12 +75,13 @@ class InstanceRegistration final : public MemoryBudget,
   // the device's guarantees would sum above its budget.
   void set_guarantee(uint64_t bytes);
   // This instance's engine pools its share into the device budget (DeviceBudget::pool_share)
-  // or takes it out again; each returns the new budget.
+  // or takes it out again as it leaves, its guarantee with it (DeviceBudget::unpool_share);
+  // each returns the new budget.
   uint64_t pool_budget_share(uint64_t share) {
     return device_.pool_share(slot_, self_, share,
                               parse_budget(config_.gpu_utilization, device_.total_bytes()));
   }
-  uint64_t unpool_budget_share(uint64_t share) noexcept { return device_.unpool_share(share); }
+  uint64_t unpool_budget_share(uint64_t share) noexcept;
   // Adds to the instance segment's count of cached blocks its engine evicted under pressure
   // (`kvpager list --json`: evicted_blocks). Lock-free, no syscall.
   void count_evicted_blocks(uint64_t blocks) noexcept {

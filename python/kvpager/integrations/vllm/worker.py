@@ -166,11 +166,9 @@ def forget() -> None:
 
 
 def _release_share(kv: WorkerKv) -> None:
-    """Takes the engine's share out of the device budget as it leaves: its guarantee first,
-    since unpooling never lowers the budget below the guarantees (its own included)."""
+    """Takes the engine's share (and with it its guarantee) out of the device budget as it
+    leaves."""
     if kv.pooled_share_bytes and not kv.cache.closed and not _is_rank(kv):
-        if kv.cache.stats()["guarantee_bytes"]:
-            kv.cache.set_guarantee(0)
         kv.cache.unpool_budget_share(kv.pooled_share_bytes)
         kv.pooled_share_bytes = 0
 
