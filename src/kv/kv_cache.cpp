@@ -566,6 +566,13 @@ LinkPoll KvCache::poll_link_locked() {
 
 void KvCache::run_mapper() {
   using Clock = std::chrono::steady_clock;
+  try {
+    store_->prepare_background_thread();
+  } catch (const std::exception& e) {
+    std::lock_guard lock(mutex_);
+    broken_ = e.what();
+    changed_.notify_all();
+  }
   const auto interval =
       config_.registry_link ? config_.registry_link->poll_interval() : std::chrono::milliseconds(0);
   auto next_poll = Clock::now();

@@ -225,6 +225,12 @@ void PagePool::refill_one() {
 }
 
 void PagePool::run() {
+  try {
+    backend_->prepare_background_thread();
+  } catch (const std::exception& e) {
+    std::lock_guard g(mutex_);
+    background_error_ = e.what();
+  }
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     // Above its budget's limit (lowered under the charge) the pool keeps no ready handle: they

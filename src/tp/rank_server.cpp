@@ -132,6 +132,7 @@ void RankServer::serve(UniqueFd connection) {
 
 void RankServer::run() noexcept {
   try {
+    executor_->prepare_background_thread();
     while (phase_.load() == Phase::kListening) {
       UniqueFd connection = accept_scheduler();
       if (!connection.valid()) return;

@@ -137,11 +137,20 @@ void CudaBackend::zero_fill(uintptr_t va, size_t bytes) {
   driver_.check(driver_.cuCtxSynchronize(), "cuCtxSynchronize", "after zero fill");
 }
 
+void CudaBackend::prepare_background_thread() {
+  // Thread-local, not relaxed: this thread's own captures (it makes none) would stay checked.
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+  driver_.check(driver_.cuThreadExchangeStreamCaptureMode(&mode),
+                "cuThreadExchangeStreamCaptureMode", "preparing a kvpager background thread");
+}
+
 void CudaBackend::wait_for_stream(uintptr_t stream) {
   make_current();
   // An event recorded into a stream that another thread is capturing into a CUDA graph would
   // join the capture (and could not be waited for). Engines capture one forward pass at a time
-  // (milliseconds), so wait for the capture to end first.
+  // (milliseconds), so wait for the capture to end first. (vLLM captures on a stream of its
+  // own, not this one; what its global-mode capture forbids other threads is lifted by
+  // prepare_background_thread.)
   const auto handle = reinterpret_cast<CUstream>(stream);
   for (;;) {
     CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;

@@ -6,7 +6,9 @@
 #include "kvpager/kv/kv_cache.hpp"
 #include "kvpager/vmm/cuda_backend.hpp"
 #include "kvpager/vmm/cuda_driver.hpp"
+#include "support/gpu_capture.hpp"
 #include "support/gpu_pattern.hpp"
+#include "support/wait_until.hpp"
 
 using namespace kvpager;
 using namespace kvpager::kv;
@@ -127,3 +129,31 @@ INSTANTIATE_TEST_SUITE_P(Layouts, KvCacheGpu,
                          [](const auto& info) {
                            return info.param == KvLayout::kPerLayer ? "PerLayer" : "Interleaved";
                          });
+
+// vLLM's warm-up captures CUDA graphs (global mode) while another engine's ask for room has
+// this cache's mapper unmap: the mapper must neither fail nor invalidate the capture.
+TEST(KvCacheGpuCapture, TheMapperUnmapsWhileAnotherThreadCapturesAGraph) {
+  if (!vmm::CudaDriver::device_present()) GTEST_SKIP() << "no CUDA device present";
+  auto backend = std::make_shared<vmm::CudaBackend>(0);
+  kvpager::testing::GpuStream engine_stream;
+  KvCacheConfig c = llama_like(KvLayout::kInterleaved);
+  c.background = true;
+  c.max_idle_pages = 0;  // every freed page is unmapped by the mapper
+  c.pool_min_ready = 2;  // and the pool's thread creates and releases handles meanwhile
+  c.pool_max_ready = 2;
+  c.stream = engine_stream.handle();
+  c.wait_for_stream_before_unmap = true;
+  KvCache cache(backend, c);
+  const uint32_t mapped_before = cache.stats().mapped_pages;
+  auto ids = cache.alloc(64);
+  ASSERT_GT(cache.stats().mapped_pages, mapped_before);
+  {
+    kvpager::testing::GlobalCapture capture;
+    cache.free(ids);
+    EXPECT_TRUE(kvpager::testing::wait_until([&] {
+      return cache.stats().mapped_pages <= mapped_before;
+    })) << "the mapper did not unmap during the capture";
+    EXPECT_EQ(capture.end(), "");
+  }
+  EXPECT_NO_THROW(cache.free(cache.alloc(8)));  // the mapper is not broken
+}

@@ -11,6 +11,7 @@
 #include "kvpager/common/error.hpp"
 #include "kvpager/vmm/fault_injecting_backend.hpp"
 #include "kvpager/vmm/host_backend.hpp"
+#include "support/delegating_backend.hpp"
 #include "support/wait_until.hpp"
 
 using namespace kvpager;
@@ -25,8 +26,9 @@ std::shared_ptr<vmm::HostBackend> host(uint64_t capacity = 0) {
 // A host backend whose create() waits at a gate the test opens and shuts, on every thread but
 // the one that built it (the pool's refill thread): a handle the thread is making stays
 // charged and not ready for as long as the test wants.
-class GatedRefillBackend final : public vmm::Backend {
+class GatedRefillBackend final : public kvpager::testing::DelegatingBackend {
  public:
+  GatedRefillBackend() : DelegatingBackend(host()) {}
   void shut() {
     std::lock_guard lock(mutex_);
     open_ = false;
@@ -38,37 +40,15 @@ class GatedRefillBackend final : public vmm::Backend {
     }
     opened_.notify_all();
   }
-  vmm::BackendKind kind() const override { return inner_->kind(); }
-  std::string describe() const override { return "gated-refill " + inner_->describe(); }
-  int device() const override { return inner_->device(); }
-  size_t granularity() const override { return inner_->granularity(); }
-  vmm::DeviceMemoryInfo memory_info() const override { return inner_->memory_info(); }
   vmm::PhysicalHandle create(size_t bytes) override {
     if (std::this_thread::get_id() != owner_) {
       std::unique_lock lock(mutex_);
       opened_.wait(lock, [&] { return open_; });
     }
-    return inner_->create(bytes);
+    return DelegatingBackend::create(bytes);
   }
-  void release(vmm::PhysicalHandle handle) override { inner_->release(handle); }
-  uintptr_t reserve(size_t bytes, size_t alignment) override {
-    return inner_->reserve(bytes, alignment);
-  }
-  void free_reservation(uintptr_t va, size_t bytes) override {
-    inner_->free_reservation(va, bytes);
-  }
-  void map(uintptr_t va, size_t bytes, vmm::PhysicalHandle h, size_t offset) override {
-    inner_->map(va, bytes, h, offset);
-  }
-  void set_access(uintptr_t va, size_t bytes, vmm::Access access) override {
-    inner_->set_access(va, bytes, access);
-  }
-  void unmap(uintptr_t va, size_t bytes) override { inner_->unmap(va, bytes); }
-  void zero_fill(uintptr_t va, size_t bytes) override { inner_->zero_fill(va, bytes); }
-  void wait_for_stream(uintptr_t stream) override { inner_->wait_for_stream(stream); }
 
  private:
-  std::shared_ptr<vmm::HostBackend> inner_ = host();
   std::thread::id owner_ = std::this_thread::get_id();
   std::mutex mutex_;
   std::condition_variable opened_;

@@ -3,9 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <thread>
+
 #include "kvpager/common/error.hpp"
 #include "kvpager/common/units.hpp"
 #include "kvpager/vmm/cuda_driver.hpp"
+#include "support/gpu_capture.hpp"
 #include "support/gpu_pattern.hpp"
 
 using namespace kvpager;
@@ -63,4 +67,44 @@ TEST_F(CudaBackendTest, ExhaustionIsOutOfMemory) {
   CudaBackend b(0);
   const uint64_t total = b.memory_info().total_bytes;
   EXPECT_THROW(b.create(kvpager::round_up(total * 2, b.granularity())), OutOfMemory);
+}
+
+// vLLM captures its CUDA graphs in global mode while kvpager's threads unmap for other engines.
+TEST_F(CudaBackendTest, APreparedThreadNeitherFailsNorBreaksAnotherThreadsGlobalCapture) {
+  CudaBackend b(0);
+  const size_t g = b.granularity();
+  const uintptr_t va = b.reserve(g, g);
+  kvpager::testing::GpuStream engine_stream;  // the stream a cache waits on before an unmap
+  {
+    // The rule the preparation lifts: an unprepared thread's event wait is refused.
+    kvpager::testing::GlobalCapture capture;
+    std::string error;
+    std::thread([&] {
+      try {
+        b.wait_for_stream(engine_stream.handle());
+      } catch (const DriverError& e) {
+        error = e.what();
+      }
+    }).join();
+    EXPECT_NE(error, "") << "CUDA allowed an event wait beside a global capture";
+    (void)capture.end();
+  }
+  kvpager::testing::GlobalCapture capture;
+  std::string error;
+  std::thread([&] {
+    try {
+      b.prepare_background_thread();
+      PhysicalHandle h = b.create(g);
+      b.map(va, g, h, 0);
+      b.set_access(va, g, Access::kReadWrite);
+      b.wait_for_stream(engine_stream.handle());
+      b.unmap(va, g);
+      b.release(h);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }).join();
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(capture.end(), "");
+  b.free_reservation(va, g);
 }

@@ -32,6 +32,7 @@ class LocalPageStore final : public PageStore {
   void map_page(PageId page) override { space_->map_page(page); }
   void unmap_page(PageId page) override { space_->unmap_page(page); }
   void wait_for_stream(uintptr_t stream) override { backend_->wait_for_stream(stream); }
+  void prepare_background_thread() override { backend_->prepare_background_thread(); }
   pool::PagePoolStats pool_stats() const override { return pool_->stats(); }
   void release_ready() override { pool_->trim(); }
   const KvSpace* local_space() const override { return space_.get(); }

@@ -48,6 +48,9 @@ class PageStore {
   virtual void unmap_page(PageId page) = 0;
   // Before an unmap: waits for the work queued on `stream` (a CUstream of this process).
   virtual void wait_for_stream(uintptr_t stream) = 0;
+  // First call of the cache's mapper thread: vmm::Backend::prepare_background_thread for the
+  // backends this process calls from it.
+  virtual void prepare_background_thread() = 0;
 
   // Physical handles held ready (charged, not mapped) and their release (KvCache::trim and
   // the mapper's idle release).

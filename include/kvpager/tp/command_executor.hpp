@@ -34,6 +34,8 @@ class CommandExecutor {
   // From now on, an unmap command first waits for the work queued on `stream` (a CUstream of
   // this process; an event, never a device-wide sync). Any thread.
   void set_unmap_stream(uintptr_t stream);
+  // First call of a thread kvpager starts to execute commands on (vmm::Backend's promise).
+  void prepare_background_thread() { backend_->prepare_background_thread(); }
   // Unmaps every mapped page (a scheduler that went away leaves no one to free them).
   void unmap_all() noexcept;
 

@@ -72,6 +72,9 @@ class TpPageStore final : public kv::PageStore {
   void map_page(PageId page) override;
   void unmap_page(PageId page) override;
   void wait_for_stream(uintptr_t) override {}  // each rank waits on its own stream
+  // Maps and unmaps are posted to the ranks, whose server threads prepare themselves: this
+  // process makes no driver call for them.
+  void prepare_background_thread() override {}
   pool::PagePoolStats pool_stats() const override { return {}; }
   void release_ready() override {}
   const kv::KvSpace* local_space() const override { return nullptr; }

@@ -66,6 +66,14 @@ class Backend {
   // has completed, by recording an event and waiting on it. Never synchronises the whole
   // device. No-op on the host backend.
   virtual void wait_for_stream(uintptr_t stream) = 0;
+
+  // Called once, first, by each thread kvpager starts that calls this backend (the pool's
+  // refill thread, the KV mapper, a tp rank server); never on an engine's own threads. Those
+  // threads never capture CUDA graphs, so CudaBackend sets their capture mode to thread-local:
+  // a graph an engine captures on another thread in CUDA's global mode (PyTorch's and vLLM's
+  // default) then neither refuses their driver calls (map, unmap, event waits) nor is
+  // invalidated by them. No-op on the host backend. Errors: DriverError.
+  virtual void prepare_background_thread() = 0;
 };
 
 // Which backend `make_backend` builds.

@@ -36,6 +36,7 @@ class CudaBackend final : public Backend {
   void unmap(uintptr_t va, size_t bytes) override;
   void zero_fill(uintptr_t va, size_t bytes) override;
   void wait_for_stream(uintptr_t stream) override;
+  void prepare_background_thread() override;
 
   // Makes this device's primary context current on the calling thread (cheap when it already
   // is). Public so callers launching kernels on kvpager memory can share the context.

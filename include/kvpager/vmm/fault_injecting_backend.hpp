@@ -36,6 +36,7 @@ class FaultInjectingBackend final : public Backend {
   void unmap(uintptr_t va, size_t bytes) override;
   void zero_fill(uintptr_t va, size_t bytes) override { inner_->zero_fill(va, bytes); }
   void wait_for_stream(uintptr_t stream) override { inner_->wait_for_stream(stream); }
+  void prepare_background_thread() override { inner_->prepare_background_thread(); }
 
  private:
   void before(BackendOp op);

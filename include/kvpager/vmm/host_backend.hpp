@@ -40,6 +40,7 @@ class HostBackend final : public Backend {
   void unmap(uintptr_t va, size_t bytes) override;
   void zero_fill(uintptr_t va, size_t bytes) override;
   void wait_for_stream(uintptr_t) override {}
+  void prepare_background_thread() override {}
 
  private:
   void check_aligned(const char* call, uint64_t value, const char* what) const;
