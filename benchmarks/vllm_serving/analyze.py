@@ -13,7 +13,8 @@ summary per benchmark, with plots and markdown tables.
   kvpager-timed, the time in kvpager's calls as a share of the run.
 * multimodel: per model, the p99 TTFT of requests due in that model's own peak phase, pooled
   over repetitions, per system, and the mean TTFT of its other requests (its low load: the
-  trickle while the others peak); the ratios kvcached / kvpager (and stock / kvpager,
+  trickle while the others peak), and that of its requests in the quiet phase (every model at
+  the trickle); the ratios kvcached / kvpager (and stock / kvpager,
   kvpager-guarantee / kvpager) of those p99s over requests paired by id (the same trace), with a
   95 % bootstrap interval resampling pairs (benchmarks/serving/pooled.py's method).
 * idle footprint (multimodel, prefix): what each engine held at the end of the idle tail:
@@ -120,6 +121,13 @@ def own_peak(run: dict, server: str, request: dict) -> bool:
     return i * phase <= request["due_s"] < (i + 1) * phase
 
 
+def in_quiet_phase(run: dict, request: dict) -> bool:
+    """Due in the quiet phase after the peaks, when every model gets only the trickle: the
+    multimodel trace's low load for all three at once."""
+    start = len(run["servers"]) * run["config"]["phase_s"]
+    return start <= request["due_s"] < start + run["config"]["quiet_s"]
+
+
 def peak_pairs(runs: list, a: str, b: str) -> dict:
     """{server: [(ttft on a, ttft on b)]} of requests due in the server's own peak phase, paired
     by (repetition, request id) over every repetition that ran both systems."""
@@ -151,9 +159,12 @@ def multimodel(runs: list, reference: str = "kvpager") -> dict:
     for system in systems:
         per_server: dict = {}
         off_peak: dict = {}
+        quiet: dict = {}
         for r in runs:
             if r["system"] == system:
                 for q in r["requests"]:
+                    if in_quiet_phase(r, q) and _ok(q["ttft_s"]):
+                        quiet.setdefault(q["server"], []).append(q["ttft_s"])
                     if own_peak(r, q["server"], q) and _ok(q["ttft_s"]):
                         per_server.setdefault(q["server"], []).append(q["ttft_s"])
                     elif own_peak(r, q["server"], q):
@@ -163,12 +174,15 @@ def multimodel(runs: list, reference: str = "kvpager") -> dict:
         for server, ttfts in sorted(per_server.items()):
             if not server.endswith(" failed"):
                 low = off_peak.get(server, [])
+                calm = quiet.get(server, [])
                 out["p99_peak_ttft"].append({"system": system, "server": server, "requests": len(ttfts),
                                              "failed": len(per_server.get(server + " failed", [])),
                                              "p99_s": driver.percentile(ttfts, 0.99),
                                              "mean_s": sum(ttfts) / len(ttfts),
                                              "off_peak_requests": len(low),
-                                             "off_peak_mean_s": sum(low) / len(low) if low else None})
+                                             "off_peak_mean_s": sum(low) / len(low) if low else None,
+                                             "quiet_requests": len(calm),
+                                             "quiet_mean_s": sum(calm) / len(calm) if calm else None})
     for other in systems:
         if other == reference:
             continue
@@ -277,13 +291,20 @@ def make_plots(by_bench: dict, folder: str) -> list:
     return made
 
 
+def _meta_field(run: dict, key: str):
+    value = run["meta"].get(key)
+    if key == "vllm" and value:  # runs before the fix recorded vLLM's import warnings too
+        value = value.splitlines()[-1]
+    return value
+
+
 def summarize(runs: list) -> tuple:
     """(summary, runs by benchmark)."""
     by_bench: dict = {}
     for r in runs:
         by_bench.setdefault(r["bench"], []).append(r)
     out = {"runs": {b: len(rs) for b, rs in by_bench.items()},
-           "meta": sorted({json.dumps({k: r["meta"].get(k) for k in ("device", "gpu_uuid", "commit", "vllm")})
+           "meta": sorted({json.dumps({k: _meta_field(r, k) for k in ("device", "gpu_uuid", "commit", "vllm")})
                            for r in runs})}
     out["meta"] = [json.loads(m) for m in out["meta"]]
     if "overhead" in by_bench:

@@ -14,10 +14,28 @@ HOLD = ("import sys, time, torch; x = torch.empty(int(sys.argv[1]), dtype=torch.
         "print('ready', flush=True); time.sleep(1e6)")
 
 
-def gpu_free_bytes() -> int:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"],
+def _query_mib(field: str) -> int:
+    out = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader,nounits", "-i", "0"],
                          capture_output=True, text=True, timeout=10, check=True).stdout
     return int(out.split()[0]) << 20
+
+
+def gpu_free_bytes() -> int:
+    return _query_mib("memory.free")
+
+
+def gpu_total_bytes() -> int:
+    return _query_mib("memory.total")
+
+
+def kvcached_ballast_bytes(*, free: int, total: int, budget: int, kv_now: int, utilization: float,
+                           margin: int = 0) -> int:
+    """What the ballast holds so that kvcached's engines can map ``budget`` in all (``kv_now``
+    of it mapped already): kvcached's page allocator maps only while the device's free memory
+    exceeds its headroom, ``total * (1 - utilization)`` (KVCACHED_GPU_UTILIZATION), so that
+    headroom is left free on top of the budget. ``margin`` leaves more free still."""
+    headroom = int(total * (1.0 - utilization))
+    return max(0, free - (budget - kv_now) - headroom - margin)
 
 
 def hold(nbytes: int, log_path: str, timeout_s: float = 120.0) -> Server:

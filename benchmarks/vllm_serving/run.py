@@ -61,7 +61,9 @@ def meta(argv) -> dict:
         except (OSError, subprocess.TimeoutExpired):
             return ""
     gpu = out(["nvidia-smi", "--query-gpu=name,uuid,driver_version,memory.total", "--format=csv,noheader", "-i", "0"])
-    vllm = out([sys.executable, "-c", "import vllm; print(vllm.__version__)"], timeout=120)  # a cold import: ~20 s
+    # a cold import (~20 s); vLLM's import-time warnings go to stdout too: the version is the last line
+    vllm = out([sys.executable, "-c", "import vllm; print(vllm.__version__)"], timeout=120)
+    vllm = vllm.splitlines()[-1] if vllm else ""
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": socket.gethostname(), "device": gpu, "gpu_uuid": (gpu.split(", ") + ["", ""])[1],
             "commit": out(["git", "describe", "--always", "--dirty"]), "vllm": vllm,
@@ -312,8 +314,12 @@ def cmd_multimodel(args, work) -> int:
         with contextlib.ExitStack() as stack:
             held = None
             if system == "kvcached" and args.kvcached_ballast:
-                kv_now = sum((samplers.kvcached_segment(servers.kvcached_ipc_name(n)) or {}).get("used", 0) for n in names)
-                held = max(0, ballast.gpu_free_bytes() - (budget - kv_now) - int(args.ballast_margin_gib * 2**30))
+                # what kvcached's engines have mapped: used and preallocated pages
+                segments = [samplers.kvcached_segment(servers.kvcached_ipc_name(n)) or {} for n in names]
+                kv_now = sum(seg.get("used", 0) + seg.get("prealloc", 0) for seg in segments)
+                held = ballast.kvcached_ballast_bytes(
+                    free=ballast.gpu_free_bytes(), total=ballast.gpu_total_bytes(), budget=budget, kv_now=kv_now,
+                    utilization=servers.KVCACHED_GPU_UTILIZATION, margin=int(args.ballast_margin_gib * 2**30))
                 stack.callback(ballast.hold(held, os.path.join(work, f"ballast-{bench}-{rep}-{k}.log")).stop)
             top_path = os.path.join(work, f"kvpager_top_{system}_{bench}_rep{rep}_slot{k}.txt")
             result = run_once(args, work, [group], jobs, endpoints_of(group), idle_s=args.idle_s,

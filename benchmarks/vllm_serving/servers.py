@@ -30,6 +30,10 @@ import urllib.request
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# kvcached's own default (its page allocator maps only while more than (1 - this) of the
+# device is free: 7 GiB on an H200), set explicitly so the ballast (ballast.py) can leave it.
+KVCACHED_GPU_UTILIZATION = 0.95
+
 SYSTEMS = ("stock", "kvcached", "kvpager", "kvpager-guarantee", "kvpager-timed")
 sys.path.insert(0, os.path.join(HERE, "..", "serving"))
 
@@ -82,7 +86,8 @@ def server_env(spec: ServerSpec, base: dict, work: str) -> dict:
     env.update(VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     if spec.system == "kvcached":
         env.update(ENABLE_KVCACHED="true", KVCACHED_AUTOPATCH="1",
-                   KVCACHED_IPC_NAME=kvcached_ipc_name(spec.name))
+                   KVCACHED_IPC_NAME=kvcached_ipc_name(spec.name),
+                   KVCACHED_GPU_UTILIZATION=str(KVCACHED_GPU_UTILIZATION))
     elif is_kvpager(spec.system):
         env.update(KVPAGER_VLLM="1", KVPAGER_INSTANCE=spec.name,
                    KVPAGER_VLLM_SAMPLES=os.path.join(work, f"{spec.name}.samples.jsonl") + ":0.1")

@@ -41,9 +41,11 @@ def overhead_table(rows: list) -> str:
 
 def multimodel_tables(mm: dict) -> str:
     p99 = table(["system", "model", "requests at its peak", "failed", "TTFT mean (ms)", "TTFT p99 (ms)",
-                 "off-peak requests", "off-peak TTFT mean (ms)"],
+                 "off-peak requests", "off-peak TTFT mean (ms)", "quiet-phase requests",
+                 "quiet-phase TTFT mean (ms)"],
                 [[r["system"], r["server"], r["requests"], r["failed"], _ms(r["mean_s"]), _ms(r["p99_s"]),
-                  r.get("off_peak_requests", "n/a"), _ms(r.get("off_peak_mean_s"))]
+                  r.get("off_peak_requests", "n/a"), _ms(r.get("off_peak_mean_s")),
+                  r.get("quiet_requests", "n/a"), _ms(r.get("quiet_mean_s"))]
                  for r in mm["p99_peak_ttft"]])
     ratios = table(["ratio", "model", "pairs", "p99 TTFT ratio at its peak", "95 % bootstrap interval",
                     "mean TTFT ratio"],

@@ -55,7 +55,11 @@ for records in "$dir"/*.jsonl; do  # the command's benchmark and each --then pas
   $py benchmarks/vllm_serving/analyze.py "$records" --markdown "$dir/$name-$stamp.md" >/dev/null 2>>"$dir/run.log"
   gzip -c "$records" >"$dir/$name-$stamp.jsonl.gz" && rm "$records"
 done
-(cd "$work" && for f in *.log; do [ -f "$f" ] && tail -200 "$f" >"tail-$f"; done
- tar -czf "$dir/logs.tar.gz" tail-*.log kvpager_top_*.txt 2>/dev/null)
+# Whole server logs but their per-request access lines: start-up (each system's own messages, the
+# KV sizes it chose), vLLM's 10-second stats (running, waiting, KV usage) and every error.
+(cd "$work" && for f in *.log; do
+   [ -f "$f" ] && grep -v '"POST /v1/completions HTTP' "$f" | tail -5000 >"kept-$f"
+ done
+ tar -czf "$dir/logs.tar.gz" kept-*.log kvpager_top_*.txt 2>/dev/null)
 echo "vllm_bench: exit $rc; results in $dir: $(ls "$dir" | tr '\n' ' ')"
 exit "$rc"

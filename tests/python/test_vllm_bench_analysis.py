@@ -65,7 +65,8 @@ def _mm_run(system, rep, ttfts_by_server, phase_s=10.0, samples=None):
     requests = [{"request_id": f"{s}-{i}", "server": s, "due_s": due, "ttft_s": ttft}
                 for s, reqs in ttfts_by_server.items() for i, (due, ttft) in enumerate(reqs)]
     return {"bench": "multimodel", "rep": rep, "slot": 0, "system": system,
-            "servers": list(ttfts_by_server), "config": {"phase_s": phase_s}, "requests": requests,
+            "servers": list(ttfts_by_server), "config": {"phase_s": phase_s, "quiet_s": 4.0},
+            "requests": requests,
             "kv_bytes": 1 << 30, "budget_bytes": 3 << 30, "trace": f"t{rep}",
             "samples": samples or [], "meta": {}}
 
@@ -75,7 +76,7 @@ def test_p99_ratio_at_each_models_peak_is_pooled_over_repetitions_with_a_bootstr
     # a's peak, so every resample's p99 ratio is 2; outside the peak they are not counted.
     runs = []
     for rep in range(3):
-        a = [(i * 0.1, 0.01 * (i + 1)) for i in range(100)] + [(15.0, 5.0)]
+        a = [(i * 0.1, 0.01 * (i + 1)) for i in range(100)] + [(15.0, 5.0), (21.0, 0.5)]
         b = [(10 + i * 0.1, 0.02) for i in range(50)]
         runs.append(_mm_run("kvpager", rep, {"a": a, "b": b}))
         slower = [(d, 2 * t) if d < 10 else (d, 0.001) for d, t in a]
@@ -90,9 +91,13 @@ def test_p99_ratio_at_each_models_peak_is_pooled_over_repetitions_with_a_bootstr
     p99 = {(r["system"], r["server"]): r for r in out["p99_peak_ttft"]}
     assert p99[("kvpager", "a")]["requests"] == 300  # the request at 15 s is not in a's peak
     assert p99[("kvpager", "a")]["p99_s"] == pytest.approx(0.99, abs=0.011)
-    assert p99[("kvpager", "a")]["off_peak_requests"] == 3  # a's trickle: one request a rep
-    assert p99[("kvpager", "a")]["off_peak_mean_s"] == pytest.approx(5.0)
+    assert p99[("kvpager", "a")]["off_peak_requests"] == 6  # a's trickle: two requests a rep
+    assert p99[("kvpager", "a")]["off_peak_mean_s"] == pytest.approx(2.75)
     assert p99[("kvcached", "a")]["off_peak_mean_s"] == pytest.approx(0.001)
+    # the quiet phase [20, 24) after both peaks: only the request at 21 s
+    assert p99[("kvpager", "a")]["quiet_requests"] == 3
+    assert p99[("kvpager", "a")]["quiet_mean_s"] == pytest.approx(0.5)
+    assert p99[("kvpager", "b")]["quiet_requests"] == 0
 
 
 def test_bootstrap_interval_covers_the_spread_of_noisy_pairs():

@@ -83,6 +83,7 @@ def test_serve_command_and_environment_per_system(tmp_path):
     spec.system = "kvcached"
     kvc = servers.server_env(spec, base, str(tmp_path))
     assert kvc["ENABLE_KVCACHED"] == "true" and kvc["KVCACHED_AUTOPATCH"] == "1"
+    assert kvc["KVCACHED_GPU_UTILIZATION"] == "0.95"  # its default, which the ballast leaves free
     assert "KVPAGER_VLLM" not in kvc
     spec.system, spec.guarantee_bytes = "kvpager-guarantee", 123
     kvg = servers.server_env(spec, base, str(tmp_path))
@@ -94,6 +95,22 @@ def test_serve_command_and_environment_per_system(tmp_path):
     spec.system = "bogus"
     with pytest.raises(ValueError):
         servers.server_env(spec, base, str(tmp_path))
+
+
+def test_kvcacheds_ballast_leaves_the_budget_free_above_kvcacheds_own_headroom():
+    import ballast
+    gib = 1 << 30
+    total = 140 * gib
+    held = ballast.kvcached_ballast_bytes(free=100 * gib, total=total, budget=3 * gib, kv_now=gib,
+                                          utilization=0.95)
+    left = 100 * gib - held
+    # kvcached maps while free memory exceeds 5 % of the device: what it can still map is what
+    # the budget has left beyond the gigabyte its engines mapped already
+    assert left - int(total * 0.05) == 2 * gib
+    assert ballast.kvcached_ballast_bytes(free=100 * gib, total=total, budget=3 * gib, kv_now=gib,
+                                          utilization=0.95, margin=gib) == held - gib
+    assert ballast.kvcached_ballast_bytes(free=gib, total=total, budget=3 * gib, kv_now=0,
+                                          utilization=0.95) == 0  # never negative
 
 
 # A fake `vllm serve`: /health and /v1/models, a child in its process group, both ignore SIGTERM.
