@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "serving"))
 
 import driver  # benchmarks/serving: percentile
 import pooled  # benchmarks/serving: bootstrap over pairs
+import samplers
 import tables
 
 
@@ -212,7 +213,7 @@ def held_bytes(system: str, server: str, sample: dict, kv_bytes: int, page_bytes
             out["bound"] = entry["used"] + IDLE_PAGES * page_bytes
     elif system == "kvcached":
         seg = sample.get("kvcached", {}).get(server)
-        out["kv"] = seg["used"] + seg["prealloc"] if seg else None
+        out["kv"] = samplers.kvcached_mapped_bytes(seg) if seg else None
     else:
         out["kv"] = kv_bytes  # static: allocated at start
     return out

@@ -314,9 +314,8 @@ def cmd_multimodel(args, work) -> int:
         with contextlib.ExitStack() as stack:
             held = None
             if system == "kvcached" and args.kvcached_ballast:
-                # what kvcached's engines have mapped: used and preallocated pages
-                segments = [samplers.kvcached_segment(servers.kvcached_ipc_name(n)) or {} for n in names]
-                kv_now = sum(seg.get("used", 0) + seg.get("prealloc", 0) for seg in segments)
+                segments = [samplers.kvcached_segment(servers.kvcached_ipc_name(n)) for n in names]
+                kv_now = sum(samplers.kvcached_mapped_bytes(seg) for seg in segments if seg)
                 held = ballast.kvcached_ballast_bytes(
                     free=ballast.gpu_free_bytes(), total=ballast.gpu_total_bytes(), budget=budget, kv_now=kv_now,
                     utilization=servers.KVCACHED_GPU_UTILIZATION, margin=int(args.ballast_margin_gib * 2**30))

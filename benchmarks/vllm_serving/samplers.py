@@ -64,6 +64,11 @@ def kvcached_segment(ipc_name: str, shm_dir: str = "/dev/shm") -> dict | None:
     return {"total": total, "used": used, "prealloc": prealloc}
 
 
+def kvcached_mapped_bytes(segment: dict) -> int:
+    """What one kvcached instance has mapped: pages in use and the ones it preallocated."""
+    return segment["used"] + segment["prealloc"]
+
+
 def prometheus(url: str, prefixes=("vllm:prefix_cache_", "kvpager:")) -> dict:
     """{metric name: summed value} of the /metrics series starting with ``prefixes``."""
     with urllib.request.urlopen(url, timeout=10) as r:
