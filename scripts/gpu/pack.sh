@@ -18,7 +18,7 @@ find build-gpu -type f -perm -u+x -not -path '*/CMakeFiles/*' -not -path '*/lib/
   ldd "$bin" 2>/dev/null | awk '/=> \//{print $3}' | grep -vE 'libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|ld-linux|libcuda\.so|libstdc\+\+|libgcc_s' || true
 done | sort -u | while read -r lib; do cp -L "$lib" build-gpu/lib/; done
 find build-gpu -type f -perm -u+x -not -path '*/CMakeFiles/*' -exec strip --strip-unneeded {} + 2>/dev/null || true
-rm -rf build-gpu/CMakeFiles/*.log
+rm -rf build-gpu/CMakeFiles/*.log build-gpu/CMakeFiles/CheckCUDA build-gpu/CMakeFiles/*/CompilerId*/tmp  # CMake's probes: 8 MiB
 find build-gpu \( -name "*.a" -o -name "*.o" \) -delete  # not needed to run; keeps the carry small
 du -sh build-gpu
 echo "source: $src (commit $(git -C "$src" rev-parse --short HEAD))"
