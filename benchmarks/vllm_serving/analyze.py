@@ -44,12 +44,24 @@ import samplers
 import tables
 
 
-def load(paths) -> list:
+def load(paths, leave_out=()) -> list:
+    """The runs of ``paths``, less those of each (file, system) in ``leave_out`` (runs known
+    invalid, e.g. a harness fault; the file is matched by its name)."""
+    drop = {(os.path.basename(f), system) for f, system in leave_out}
     runs = []
     for path in paths:
         with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
-            runs += [json.loads(line) for line in f if line.strip()]
+            runs += [r for r in (json.loads(line) for line in f if line.strip())
+                     if (os.path.basename(path), r["system"]) not in drop]
     return runs
+
+
+def leave_out_arg(text: str) -> tuple:
+    """'multimodel-171634.jsonl.gz:kvcached' -> (file name, system)."""
+    path, sep, system = text.rpartition(":")
+    if not sep or not path or not system:
+        raise argparse.ArgumentTypeError(f"--leave-out {text!r}: expected FILE:SYSTEM")
+    return os.path.basename(path), system
 
 
 def _ok(x) -> bool:
@@ -330,8 +342,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the summary here")
     p.add_argument("--plots", help="PNG folder")
     p.add_argument("--markdown", help="write the markdown tables here")
+    p.add_argument("--leave-out", action="append", type=leave_out_arg, default=[], metavar="FILE:SYSTEM",
+                   help="leave out SYSTEM's runs in the results file FILE (runs known invalid; repeatable)")
     args = p.parse_args(argv)
-    summary, by_bench = summarize(load(args.results))
+    summary, by_bench = summarize(load(args.results, args.leave_out))
     if summary["trace_mismatches"]:
         print(f"WARNING: systems saw different traces in {summary['trace_mismatches']}", file=sys.stderr)
     if args.plots:

@@ -164,3 +164,17 @@ def test_tables_render_every_benchmark_and_the_short_table():
     bad = _overhead_run("kvpager", 0, 995)
     bad["trace"] = "other"
     assert analyze.summarize([*runs, bad])[0]["trace_mismatches"] == [["overhead", 0, 4.0]]
+
+
+def test_leave_out_drops_one_systems_runs_of_one_file_only(tmp_path):
+    import gzip
+    import json
+    first, second = tmp_path / "mm-1.jsonl.gz", tmp_path / "mm-2.jsonl"
+    with gzip.open(first, "wt") as f:
+        for system in ("stock", "kvcached"):
+            f.write(json.dumps({"system": system, "rep": 1}) + "\n")
+    second.write_text(json.dumps({"system": "kvcached", "rep": 0}) + "\n")
+    kept = analyze.load([str(first), str(second)], [analyze.leave_out_arg(f"{first}:kvcached")])
+    assert [(r["system"], r["rep"]) for r in kept] == [("stock", 1), ("kvcached", 0)]
+    with pytest.raises(Exception, match="FILE:SYSTEM"):
+        analyze.leave_out_arg("kvcached")
