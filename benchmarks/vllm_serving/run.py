@@ -312,14 +312,16 @@ def cmd_multimodel(args, work) -> int:
 
     def run_slot(group, bench, rep, k, system, jobs, config):
         with contextlib.ExitStack() as stack:
-            held = None
+            held = leave_free = free_after = None
             if system == "kvcached" and args.kvcached_ballast:
                 segments = [samplers.kvcached_segment(servers.kvcached_ipc_name(n)) for n in names]
                 kv_now = sum(samplers.kvcached_mapped_bytes(seg) for seg in segments if seg)
-                held = ballast.kvcached_ballast_bytes(
-                    free=ballast.gpu_free_bytes(), total=ballast.gpu_total_bytes(), budget=budget, kv_now=kv_now,
+                leave_free = ballast.kvcached_free_target(
+                    total=ballast.gpu_total_bytes(), budget=budget, kv_now=kv_now,
                     utilization=servers.KVCACHED_GPU_UTILIZATION, margin=int(args.ballast_margin_gib * 2**30))
-                stack.callback(ballast.hold(held, os.path.join(work, f"ballast-{bench}-{rep}-{k}.log")).stop)
+                held_by = ballast.hold(leave_free, os.path.join(work, f"ballast-{bench}-{rep}-{k}.log"))
+                stack.callback(held_by.stop)
+                held, free_after = held_by.held, held_by.free_after
             top_path = os.path.join(work, f"kvpager_top_{system}_{bench}_rep{rep}_slot{k}.txt")
             result = run_once(args, work, [group], jobs, endpoints_of(group), idle_s=args.idle_s,
                               top_at_s=(len(names) - 0.5) * args.phase_s if servers.is_kvpager(system) else None,
@@ -331,6 +333,7 @@ def cmd_multimodel(args, work) -> int:
         append(os.path.join(args.out, f"{bench}.jsonl"),
                {"bench": bench, "rep": rep, "slot": k, "system": system, "models": args.models,
                 "servers": names, "budget_bytes": budget, "kv_bytes": group.specs[0].kv_bytes, "ballast_bytes": held,
+                "ballast_leaves_free": leave_free, "free_after_ballast": free_after,
                 "config": config, "trace": traces.fingerprint(jobs), "gc": group.gc_output,
                 "together": args.together,
                 "ready_after_s": {s.spec.name: s.ready_after_s for s in group.servers},

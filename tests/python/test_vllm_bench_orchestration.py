@@ -101,16 +101,48 @@ def test_kvcacheds_ballast_leaves_the_budget_free_above_kvcacheds_own_headroom()
     import ballast
     gib = 1 << 30
     total = 140 * gib
-    held = ballast.kvcached_ballast_bytes(free=100 * gib, total=total, budget=3 * gib, kv_now=gib,
-                                          utilization=0.95)
-    left = 100 * gib - held
+    free = ballast.kvcached_free_target(total=total, budget=3 * gib, kv_now=gib, utilization=0.95)
     # kvcached maps while free memory exceeds 5 % of the device: what it can still map is what
     # the budget has left beyond the gigabyte its engines mapped already
-    assert left - int(total * 0.05) == 2 * gib
-    assert ballast.kvcached_ballast_bytes(free=100 * gib, total=total, budget=3 * gib, kv_now=gib,
-                                          utilization=0.95, margin=gib) == held - gib
-    assert ballast.kvcached_ballast_bytes(free=gib, total=total, budget=3 * gib, kv_now=0,
-                                          utilization=0.95) == 0  # never negative
+    assert free - int(total * 0.05) == 2 * gib
+    assert ballast.kvcached_free_target(total=total, budget=3 * gib, kv_now=gib, utilization=0.95,
+                                        margin=gib) == free + gib
+    assert ballast.kvcached_free_target(total=total, budget=gib, kv_now=2 * gib,
+                                        utilization=0.95) == int(total * 0.05)  # never below the headroom
+
+
+# torch for the ballast's program: a device of 10 GiB whose CUDA context takes 512 MiB when the
+# first tensor is made, as a real context does
+_FAKE_TORCH = """
+uint8 = 'uint8'
+class cuda:
+    free = 10 << 30
+    @staticmethod
+    def mem_get_info():
+        return cuda.free, 10 << 30
+_context = []
+def empty(n, dtype=None, device=None):
+    if not _context:
+        _context.append(1)
+        cuda.free -= 512 << 20
+    cuda.free -= n
+    return object()
+"""
+
+
+def test_the_ballast_leaves_its_target_free_after_its_own_context(tmp_path, monkeypatch):
+    import ballast
+    (tmp_path / "torch.py").write_text(_FAKE_TORCH)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    held = ballast.hold(3 << 30, str(tmp_path / "ballast.log"), timeout_s=30)
+    try:
+        # the context's 512 MiB is not taken out of what is left free, but out of what is held
+        assert held.free_after == 3 << 30
+        assert held.held == (10 << 30) - (512 << 20) - 1 - (3 << 30)  # - 1: its first tensor
+    finally:
+        held.stop()
+    assert ballast.parse_ready("loading\nready 5 7\n") == (5, 7)
+    assert ballast.parse_ready("ready") is None
 
 
 # A fake `vllm serve`: /health and /v1/models, a child in its process group, both ignore SIGTERM.
