@@ -22,7 +22,9 @@ summary per benchmark, with plots and markdown tables.
   cached blocks, used bytes, plus its reserve of IDLE_PAGES free pages), kvcached from its own segment (used +
   prealloc) and nvidia-smi, stock from nvidia-smi (its KV is static: kv_bytes).
 * prefix: per system and model, prefix-cache hit rate (vLLM's prefix_cache_hits /
-  prefix_cache_queries over the run) and TTFT.
+  prefix_cache_queries over the run), the hits and queries themselves (a request vLLM preempts
+  queries its prompt again, so the rate falls with preemptions while the hits stay), vLLM's
+  preemptions where recorded, and TTFT.
 """
 
 from __future__ import annotations
@@ -262,17 +264,24 @@ def prefix(runs: list) -> list:
     for system in sorted({r["system"] for r in runs}):
         for server in sorted({s for r in runs if r["system"] == system for s in r["servers"]}):
             hits = queries = 0.0
+            preemptions = None  # counted only by runs that recorded vLLM's counter
             ttfts = []
             for r in runs:
                 if r["system"] != system:
                     continue
                 before, after = r["metrics_before"].get(server, {}), r["metrics_after"].get(server, {})
-                hits += after.get("vllm:prefix_cache_hits_total", 0) - before.get("vllm:prefix_cache_hits_total", 0)
-                queries += (after.get("vllm:prefix_cache_queries_total", 0)
-                            - before.get("vllm:prefix_cache_queries_total", 0))
+
+                def grew(name, before=before, after=after):
+                    return after.get(name, 0) - before.get(name, 0)
+
+                hits += grew("vllm:prefix_cache_hits_total")
+                queries += grew("vllm:prefix_cache_queries_total")
+                if "vllm:num_preemptions_total" in after:
+                    preemptions = (preemptions or 0) + grew("vllm:num_preemptions_total")
                 ttfts += [q["ttft_s"] for q in r["requests"] if q["server"] == server and _ok(q["ttft_s"])]
             out.append({"system": system, "server": server, "hit_rate": hits / queries if queries else None,
-                        "queries": queries, "ttft_mean_s": sum(ttfts) / len(ttfts) if ttfts else None,
+                        "hits": hits, "queries": queries, "preemptions": preemptions,
+                        "ttft_mean_s": sum(ttfts) / len(ttfts) if ttfts else None,
                         "ttft_p99_s": driver.percentile(ttfts, 0.99)})
     return out
 

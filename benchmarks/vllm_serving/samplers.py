@@ -69,7 +69,7 @@ def kvcached_mapped_bytes(segment: dict) -> int:
     return segment["used"] + segment["prealloc"]
 
 
-def prometheus(url: str, prefixes=("vllm:prefix_cache_", "kvpager:")) -> dict:
+def prometheus(url: str, prefixes=("vllm:prefix_cache_", "vllm:num_preemptions", "kvpager:")) -> dict:
     """{metric name: summed value} of the /metrics series starting with ``prefixes``."""
     with urllib.request.urlopen(url, timeout=10) as r:
         text = r.read().decode()

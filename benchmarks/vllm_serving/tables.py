@@ -68,9 +68,12 @@ def idle_table(rows: list) -> str:
 
 
 def prefix_table(rows: list) -> str:
-    return table(["system", "model", "prefix-cache hit rate", "queries (tokens)", "TTFT mean (ms)", "TTFT p99 (ms)"],
+    return table(["system", "model", "prefix-cache hit rate", "hits (tokens)", "queries (tokens)", "preemptions",
+                  "TTFT mean (ms)", "TTFT p99 (ms)"],
                  [[r["system"], r["server"], "n/a" if r["hit_rate"] is None else f"{r['hit_rate'] * 100:.1f} %",
-                   f"{r['queries']:.0f}", _ms(r["ttft_mean_s"]), _ms(r["ttft_p99_s"])] for r in rows])
+                   f"{r.get('hits', 0):.0f}", f"{r['queries']:.0f}",
+                   "" if r.get("preemptions") is None else f"{r['preemptions']:.0f}",
+                   _ms(r["ttft_mean_s"]), _ms(r["ttft_p99_s"])] for r in rows])
 
 
 def short_table(summary: dict) -> str:

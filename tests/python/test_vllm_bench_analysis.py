@@ -146,8 +146,15 @@ def test_prefix_hit_rate_is_the_runs_share_of_hits():
     run.update(bench="prefix", metrics_before={"a": {hits: 100, queries: 1000}},
                metrics_after={"a": {hits: 400, queries: 2000}})
     (row,) = analyze.prefix([run])
-    assert row["hit_rate"] == pytest.approx(0.3) and row["queries"] == 1000
+    assert row["hit_rate"] == pytest.approx(0.3) and row["queries"] == 1000 and row["hits"] == 300
     assert row["ttft_mean_s"] == pytest.approx(0.2)
+    assert row["preemptions"] is None  # not recorded by this run
+    preempted = "vllm:num_preemptions_total"
+    run["metrics_before"]["a"][preempted] = 2
+    run["metrics_after"]["a"][preempted] = 7
+    (row,) = analyze.prefix([run])
+    assert row["preemptions"] == 5
+    assert "| 300 | 1000 | 5 |" in tables.prefix_table([row])
 
 
 def test_tables_render_every_benchmark_and_the_short_table():
