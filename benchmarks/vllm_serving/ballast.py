@@ -15,8 +15,9 @@ from servers import Server, ServerSpec
 # first, then reads the device's free memory and holds all of it but ``leave_free``: a size
 # computed before the process started would leave that much less free (the 2026-12-04 kvcached
 # runs lost ~0.45 GiB of their 3 GiB budget that way, docs/benchmarks.md).
-HOLD = ("import sys, time, torch; torch.empty(1, device='cuda'); free, _ = torch.cuda.mem_get_info(); "
-        "n = max(0, free - int(sys.argv[1])); x = torch.empty(n, dtype=torch.uint8, device='cuda'); "
+HOLD = ("import sys, time, torch; torch.empty(1, device='cuda'); "
+        "free, _ = torch.cuda.mem_get_info(); n = max(0, free - int(sys.argv[1])); "
+        "x = torch.empty(n, dtype=torch.uint8, device='cuda'); "
         "print('ready', n, torch.cuda.mem_get_info()[0], flush=True); time.sleep(1e6)")
 
 
@@ -30,7 +31,8 @@ def gpu_total_bytes() -> int:
     return _query_mib("memory.total")
 
 
-def kvcached_free_target(*, total: int, budget: int, kv_now: int, utilization: float, margin: int = 0) -> int:
+def kvcached_free_target(*, total: int, budget: int, kv_now: int, utilization: float,
+                         margin: int = 0) -> int:
     """The device memory the ballast leaves free so that kvcached's engines can map ``budget``
     in all (``kv_now`` of it mapped already): kvcached's page allocator maps only while the
     device's free memory exceeds its headroom, ``total * (1 - utilization)``
@@ -64,7 +66,8 @@ def hold(leave_free: int, log_path: str, timeout_s: float = 120.0) -> Ballast:
     """A started ballast that holds the device's free memory but ``leave_free`` bytes, measured
     once its own CUDA context exists; RuntimeError with its log if it did not allocate in
     ``timeout_s``."""
-    spec = ServerSpec("ballast", "", 0, "stock", 0, command=[sys.executable, "-c", HOLD, str(int(leave_free))])
+    command = [sys.executable, "-c", HOLD, str(int(leave_free))]
+    spec = ServerSpec("ballast", "", 0, "stock", 0, command=command)
     server = Server(spec, None, log_path).start()
     deadline = time.time() + timeout_s
     while time.time() < deadline and server.proc.poll() is None:
@@ -75,4 +78,5 @@ def hold(leave_free: int, log_path: str, timeout_s: float = 120.0) -> Ballast:
         time.sleep(0.2)
     server.stop()
     with open(log_path, errors="replace") as f:
-        raise RuntimeError(f"ballast leaving {leave_free >> 20} MiB free failed: {f.read()[-2000:]}")
+        log = f.read()[-2000:]
+    raise RuntimeError(f"ballast leaving {leave_free >> 20} MiB free failed: {log}")

@@ -107,8 +107,9 @@ def test_kvcacheds_ballast_leaves_the_budget_free_above_kvcacheds_own_headroom()
     assert free - int(total * 0.05) == 2 * gib
     assert ballast.kvcached_free_target(total=total, budget=3 * gib, kv_now=gib, utilization=0.95,
                                         margin=gib) == free + gib
+    # never below the headroom
     assert ballast.kvcached_free_target(total=total, budget=gib, kv_now=2 * gib,
-                                        utilization=0.95) == int(total * 0.05)  # never below the headroom
+                                        utilization=0.95) == int(total * 0.05)
 
 
 # torch for the ballast's program: a device of 10 GiB whose CUDA context takes 512 MiB when the
@@ -327,7 +328,7 @@ def test_run_py_end_to_end_on_fake_servers_then_analyze(tmp_path, monkeypatch):
     assert hits["stock"] == pytest.approx(0.3)  # the fake's counters: 30 hits per 100 queries
 
 
-def test_a_kvcached_slot_runs_beside_a_ballast_that_leaves_kvcacheds_room_free(tmp_path, monkeypatch):
+def test_a_kvcached_slot_runs_beside_a_ballast_that_leaves_its_room_free(tmp_path, monkeypatch):
     """run.py's kvcached slot with its ballast (the fake torch of the ballast test, a 10 GiB
     device): the record says what the ballast was asked to leave free and what it left."""
     import analyze
@@ -335,20 +336,24 @@ def test_a_kvcached_slot_runs_beside_a_ballast_that_leaves_kvcacheds_room_free(t
     import run
 
     (tmp_path / "torch.py").write_text(_FAKE_TORCH)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.setattr(ballast, "gpu_total_bytes", lambda: 10 << 30)
     fake = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vllm_bench_fake_server.py")
-    monkeypatch.setattr(servers, "serve_command",  # the fake for the servers, not the ballast
-                        lambda spec, python=sys.executable: spec.command or [python, fake, str(spec.port),
-                                                                              spec.name])
+
+    def serve_command(spec, python=sys.executable):  # the fake for the servers, not the ballast
+        return spec.command or [python, fake, str(spec.port), spec.name]
+
+    monkeypatch.setattr(servers, "serve_command", serve_command)
     out = tmp_path / "out"
     assert run.main(["multimodel", "--out", str(out), "--work", str(tmp_path / "work"),
-                     "--port-base", str(_free_port()), "--input-len", "8", "16", "--output-len", "2", "4",
-                     "--sample-interval", "0.2", "--phase-s", "0.5", "--peak-rate", "4", "--low-rate", "1",
-                     "--quiet-s", "0.2", "--idle-s", "0.2", "--budget-gib", "1", "--slots", "0",
-                     "--models", "qwen3-0.6b", "--systems", "kvcached"]) == 0
+                     "--port-base", str(_free_port()), "--input-len", "8", "16",
+                     "--output-len", "2", "4", "--sample-interval", "0.2", "--phase-s", "0.5",
+                     "--peak-rate", "4", "--low-rate", "1", "--quiet-s", "0.2", "--idle-s", "0.2",
+                     "--budget-gib", "1", "--slots", "0", "--models", "qwen3-0.6b",
+                     "--systems", "kvcached"]) == 0
     (record,) = analyze.load([str(out / "multimodel.jsonl")])
-    # no kvcached segment (fake servers): all of the budget is still to map, above the 5 % headroom
+    # no kvcached segment (fake servers): the whole budget is still to map, above the headroom
     want = (1 << 30) + int((10 << 30) * (1 - servers.KVCACHED_GPU_UTILIZATION))
     assert record["ballast_leaves_free"] == want and record["free_after_ballast"] == want
     assert record["ballast_bytes"] == (10 << 30) - (512 << 20) - 1 - want
