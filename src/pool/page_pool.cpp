@@ -257,7 +257,14 @@ void PagePool::run() {
             ++releasing_;
           }
         }
-        if (victim.valid()) release_taken({&victim, 1});
+        if (victim.valid()) {
+          release_taken({&victim, 1});
+          // The release made room in the budget: a refill it had blocked may go again (else a
+          // refusal seen while the surplus was still charged would stop refills until the
+          // next give_back).
+          std::lock_guard g(mutex_);
+          refill_blocked_ = false;
+        }
       } else {
         refill_one();
       }
