@@ -259,6 +259,11 @@ def idle_footprint(runs: list) -> list:
     return out
 
 
+def _growth(before: dict, after: dict, counter: str) -> float:
+    """How much a /metrics counter grew over a run (0 where it was not exported)."""
+    return after.get(counter, 0) - before.get(counter, 0)
+
+
 def prefix(runs: list) -> list:
     out = []
     for system in sorted({r["system"] for r in runs}):
@@ -270,14 +275,10 @@ def prefix(runs: list) -> list:
                 if r["system"] != system:
                     continue
                 before, after = r["metrics_before"].get(server, {}), r["metrics_after"].get(server, {})
-
-                def grew(name, before=before, after=after):
-                    return after.get(name, 0) - before.get(name, 0)
-
-                hits += grew("vllm:prefix_cache_hits_total")
-                queries += grew("vllm:prefix_cache_queries_total")
+                hits += _growth(before, after, "vllm:prefix_cache_hits_total")
+                queries += _growth(before, after, "vllm:prefix_cache_queries_total")
                 if "vllm:num_preemptions_total" in after:
-                    preemptions = (preemptions or 0) + grew("vllm:num_preemptions_total")
+                    preemptions = (preemptions or 0) + _growth(before, after, "vllm:num_preemptions_total")
                 ttfts += [q["ttft_s"] for q in r["requests"] if q["server"] == server and _ok(q["ttft_s"])]
             out.append({"system": system, "server": server, "hit_rate": hits / queries if queries else None,
                         "hits": hits, "queries": queries, "preemptions": preemptions,

@@ -64,6 +64,9 @@ void PagePool::release_taken(std::span<const vmm::PhysicalHandle> handles) {
   }
   std::lock_guard lock(mutex_);
   releasing_ -= handles.size();
+  // Their charge is gone, so a refill refused while it was still there may go again (else the
+  // thread, refused while releasing a surplus, would make none until the next give_back).
+  refill_blocked_ = false;
   settled_.notify_all();
 }
 
@@ -257,14 +260,7 @@ void PagePool::run() {
             ++releasing_;
           }
         }
-        if (victim.valid()) {
-          release_taken({&victim, 1});
-          // The release made room in the budget: a refill it had blocked may go again (else a
-          // refusal seen while the surplus was still charged would stop refills until the
-          // next give_back).
-          std::lock_guard g(mutex_);
-          refill_blocked_ = false;
-        }
+        if (victim.valid()) release_taken({&victim, 1});
       } else {
         refill_one();
       }

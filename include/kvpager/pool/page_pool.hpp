@@ -15,11 +15,10 @@
 // taken (a refusal while surplus handles are being released, or while the thread is making a
 // ready handle, waits for them first: a handle on its way out, or charged and not yet ready,
 // never makes acquire() fail), and passes on a budget's Timeout (a shared
-// budget whose lock stays held); the thread treats both as "retry after a give_back". A
-// driver error in the background thread is recorded
-// and raised by the next acquire(). Ownership: handles given out by acquire() belong to the caller
-// until give_back(); the pool releases only its ready handles (at trim(), when over max_ready, and
-// in its destructor).
+// budget whose lock stays held); the thread treats both as "retry after a give_back or a release".
+// A driver error in the background thread is recorded and raised by the next acquire(). Ownership:
+// handles given out by acquire() belong to the caller until give_back(); the pool releases only its
+// ready handles (at trim(), when over max_ready, and in its destructor).
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -81,8 +80,8 @@ class PagePool {
   // Creates one handle charged to the budget; nullopt-like invalid handle when refused.
   vmm::PhysicalHandle create_charged();
   void release_uncharged(vmm::PhysicalHandle handle);
-  // Releases ready handles already taken off the list (counted in releasing_), then wakes an
-  // acquire() that waits for their charge to go.
+  // Releases ready handles already taken off the list (counted in releasing_), unblocks the
+  // refill (room was made), then wakes an acquire() that waits for their charge to go.
   void release_taken(std::span<const vmm::PhysicalHandle> handles);
   // The thread's refill: one handle made ahead of demand (counted in creating_ while charged
   // and not yet ready).
@@ -107,7 +106,7 @@ class PagePool {
   size_t creating_ = 0;
   PagePoolStats stats_;
   bool refill_suspended_ = false;  // after trim() until the next acquire()
-  bool refill_blocked_ = false;    // the budget or device refused; retried after give_back
+  bool refill_blocked_ = false;    // the budget or device refused; retried after a release
   bool stopping_ = false;
   std::string background_error_;  // first driver error seen by the thread
   std::thread thread_;
