@@ -42,7 +42,7 @@ if [[ " $* " != *" --systems "* || " $* " == *" kvcached "* ]] &&
 fi
 stamp=$(date -u +%H%M%S)
 work=/tmp/kvpager-vllm-bench-$stamp
-echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1) commit $(git describe --always --dirty 2>/dev/null) (-dirty: the tree differs from that commit)" | tee "$dir/run.log"
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1) commit $(git describe --always --dirty="-dirty (the tree differs from that commit)" 2>/dev/null)" | tee "$dir/run.log"
 # run.py appends each run's record to $dir/<bench>.jsonl as it ends: a call cut off by the
 # device's limit before this script finishes still brings back every run that completed.
 timeout -s TERM -k 30 "${BENCH_TIMEOUT:-520}" "$py" benchmarks/vllm_serving/run.py "$bench" --out "$dir" \
