@@ -225,7 +225,7 @@ def held_bytes(system: str, server: str, sample: dict, kv_bytes: int, page_bytes
         out["kv"] = entry.get("mapped")
         if "used" in entry and page_bytes:
             out["bound"] = entry["used"] + IDLE_PAGES * page_bytes
-    elif system == "kvcached":
+    elif system.startswith("kvcached"):
         seg = sample.get("kvcached", {}).get(server)
         out["kv"] = samplers.kvcached_mapped_bytes(seg) if seg else None
     else:

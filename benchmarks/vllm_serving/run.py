@@ -134,7 +134,7 @@ def probe_for(group_list, names_by_env) -> callable:
             sample["registry"].update(samplers.registry(env, names))
         for group in group_list:
             for s in group.servers:
-                if s.spec.system == "kvcached":
+                if servers.is_kvcached(s.spec.system):
                     seg = samplers.kvcached_segment(servers.kvcached_ipc_name(s.spec.name))
                     if seg:
                         sample["kvcached"][s.spec.name] = seg
@@ -301,7 +301,7 @@ def cmd_multimodel(args, work) -> int:
 
     def group_of(system):
         base = port_of.setdefault(system, len(port_of) * len(names))
-        kv = budget if system == "kvcached" else third
+        kv = budget if servers.is_kvcached(system) else third
         specs = [_spec(args, n, m, _port(args, base + i), system, kv, guarantee=third)
                  for i, (n, m) in enumerate(zip(names, args.models))]
         return ServerGroup(specs, system_env(args, system), work, args.ready_timeout,
@@ -313,7 +313,7 @@ def cmd_multimodel(args, work) -> int:
     def run_slot(group, bench, rep, k, system, jobs, config):
         with contextlib.ExitStack() as stack:
             held = leave_free = free_after = None
-            if system == "kvcached" and args.kvcached_ballast:
+            if servers.is_kvcached(system) and args.kvcached_ballast:
                 segments = [samplers.kvcached_segment(servers.kvcached_ipc_name(n)) for n in names]
                 kv_now = sum(samplers.kvcached_mapped_bytes(seg) for seg in segments if seg)
                 leave_free = ballast.kvcached_free_target(

@@ -7,6 +7,7 @@ A system is the same `vllm serve` command line with a different environment:
 |---|---|
 | stock | neither KVPAGER_VLLM nor ENABLE_KVCACHED |
 | kvcached | ENABLE_KVCACHED=true KVCACHED_AUTOPATCH=1, KVCACHED_IPC_NAME per server |
+| kvcached-evict | kvcached + KVCACHED_MAX_CACHED_TOKENS=0 (freed blocks unmapped at once) |
 | kvpager | KVPAGER_VLLM=1, KVPAGER_INSTANCE = the served name, KVPAGER_VLLM_SAMPLES per server |
 | kvpager-guarantee | kvpager + KVPAGER_VLLM_GUARANTEE (the server's static share) |
 | kvpager-timed | kvpager + accounting/ first on PYTHONPATH (time spent in kvpager's calls) |
@@ -34,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # device is free: 7 GiB on an H200), set explicitly so the ballast (ballast.py) can leave it.
 KVCACHED_GPU_UTILIZATION = 0.95
 
-SYSTEMS = ("stock", "kvcached", "kvpager", "kvpager-guarantee", "kvpager-timed")
+SYSTEMS = ("stock", "kvcached", "kvcached-evict", "kvpager", "kvpager-guarantee", "kvpager-timed")
 sys.path.insert(0, os.path.join(HERE, "..", "serving"))
 
 import registry_probe  # benchmarks/serving: the kvpager command
@@ -46,6 +47,10 @@ class ServerError(RuntimeError):
 
 def is_kvpager(system: str) -> bool:
     return system.startswith("kvpager")
+
+
+def is_kvcached(system: str) -> bool:
+    return system.startswith("kvcached")
 
 
 @dataclass
@@ -84,10 +89,15 @@ def server_env(spec: ServerSpec, base: dict, work: str) -> dict:
     env = {k: v for k, v in base.items()
            if not k.startswith(("KVPAGER_VLLM", "KVCACHED_")) and k != "ENABLE_KVCACHED"}
     env.update(VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    if spec.system == "kvcached":
+    if spec.system in ("kvcached", "kvcached-evict"):
         env.update(ENABLE_KVCACHED="true", KVCACHED_AUTOPATCH="1",
                    KVCACHED_IPC_NAME=kvcached_ipc_name(spec.name),
                    KVCACHED_GPU_UTILIZATION=str(KVCACHED_GPU_UTILIZATION))
+        if spec.system == "kvcached-evict":
+            # kvcached keeps up to 16000 tokens of freed blocks mapped for prefix reuse by
+            # default (1.7 GiB for Qwen3-0.6B), which no other process can reclaim; 0 unmaps
+            # them at once, the setting for engines that share a device.
+            env["KVCACHED_MAX_CACHED_TOKENS"] = "0"
     elif is_kvpager(spec.system):
         env.update(KVPAGER_VLLM="1", KVPAGER_INSTANCE=spec.name,
                    KVPAGER_VLLM_SAMPLES=os.path.join(work, f"{spec.name}.samples.jsonl") + ":0.1")

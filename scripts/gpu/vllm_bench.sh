@@ -36,7 +36,7 @@ export KVPAGER_BINARY="$PWD/.kvcli/kvpager-run"
 ep=/tmp/kvpager-vllm-ep
 PYTHONPATH="$site:$PWD/build-py-standalone" $py -m kvpager.integrations.vllm --install-entry-point "$ep" >/dev/null
 export PYTHONPATH="$ep:$site:$PWD/build-py-standalone" PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0
-if [[ " $* " != *" --systems "* || " $* " == *" kvcached "* ]] &&
+if [[ " $* " != *" --systems "* || " $* " == *" kvcached"* ]] &&
    ! ENABLE_KVCACHED=true $py -c 'import kvcached.vmm_ops' 2>/dev/null; then
   scripts/gpu/kvcached_install.sh 2>&1 | tail -5
 fi

@@ -84,7 +84,10 @@ def test_serve_command_and_environment_per_system(tmp_path):
     kvc = servers.server_env(spec, base, str(tmp_path))
     assert kvc["ENABLE_KVCACHED"] == "true" and kvc["KVCACHED_AUTOPATCH"] == "1"
     assert kvc["KVCACHED_GPU_UTILIZATION"] == "0.95"  # its default, which the ballast leaves free
-    assert "KVPAGER_VLLM" not in kvc
+    assert "KVPAGER_VLLM" not in kvc and "KVCACHED_MAX_CACHED_TOKENS" not in kvc
+    spec.system = "kvcached-evict"
+    evict = servers.server_env(spec, base, str(tmp_path))
+    assert evict == {**kvc, "KVCACHED_MAX_CACHED_TOKENS": "0"}
     spec.system, spec.guarantee_bytes = "kvpager-guarantee", 123
     kvg = servers.server_env(spec, base, str(tmp_path))
     assert kvg["KVPAGER_VLLM"] == "1" and kvg["KVPAGER_INSTANCE"] == "m0"
@@ -328,7 +331,9 @@ def test_run_py_end_to_end_on_fake_servers_then_analyze(tmp_path, monkeypatch):
     assert hits["stock"] == pytest.approx(0.3)  # the fake's counters: 30 hits per 100 queries
 
 
-def test_a_kvcached_slot_runs_beside_a_ballast_that_leaves_its_room_free(tmp_path, monkeypatch):
+@pytest.mark.parametrize("system", ["kvcached", "kvcached-evict"])
+def test_a_kvcached_slot_runs_beside_a_ballast_that_leaves_its_room_free(tmp_path, monkeypatch,
+                                                                         system):
     """run.py's kvcached slot with its ballast (the fake torch of the ballast test, a 10 GiB
     device): the record says what the ballast was asked to leave free and what it left."""
     import analyze
@@ -351,8 +356,9 @@ def test_a_kvcached_slot_runs_beside_a_ballast_that_leaves_its_room_free(tmp_pat
                      "--output-len", "2", "4", "--sample-interval", "0.2", "--phase-s", "0.5",
                      "--peak-rate", "4", "--low-rate", "1", "--quiet-s", "0.2", "--idle-s", "0.2",
                      "--budget-gib", "1", "--slots", "0", "--models", "qwen3-0.6b",
-                     "--systems", "kvcached"]) == 0
+                     "--systems", system]) == 0
     (record,) = analyze.load([str(out / "multimodel.jsonl")])
+    assert record["system"] == system
     # no kvcached segment (fake servers): the whole budget is still to map, above the headroom
     want = (1 << 30) + int((10 << 30) * (1 - servers.KVCACHED_GPU_UTILIZATION))
     assert record["ballast_leaves_free"] == want and record["free_after_ballast"] == want
