@@ -202,9 +202,43 @@ def test_pages_to_pay(pages, owed, per_page, expected):
     assert policy.pages_to_pay(pages, owed, per_page) == expected
 
 
+@pytest.mark.parametrize("cached, per_page, keep, expected", [
+    (100, 4, 0, 16),    # four pages' worth at least
+    (400, 4, 0, 50),    # an eighth
+    (10, 4, 0, 10),     # at most all
+    (100, 4, 30, 16),   # the blocks beyond those kept are more than a step
+    (40, 4, 30, 8),     # 10 beyond those kept: two whole pages, not a third cut into them
+    (30, 4, 30, 0),     # nothing beyond those kept
+    (20, 4, 30, 0),
+])
+def test_pressure_shed_blocks_keeps_the_recent_demand_in_whole_pages(cached, per_page, keep,
+                                                                     expected):
+    assert policy.pressure_shed_blocks(cached, per_page, keep) == expected
+
+
+def test_recent_demand_is_the_largest_allocation_within_its_window():
+    demand = policy.RecentDemand(10.0)
+    assert demand.blocks(0.0) == 0
+    demand.note(5, 1.0)
+    demand.note(30, 2.0)
+    demand.note(7, 9.0)
+    assert demand.blocks(9.5) == 30
+    demand.note(4, 12.0)  # the next bucket: the previous one's largest still counts
+    assert demand.blocks(15.0) == 30
+    assert demand.blocks(19.9) == 30  # 17.9 s after the 30: within twice the window
+    assert demand.blocks(20.0) == 4  # the 30's bucket is two back now
+    assert demand.blocks(41.0) == 0  # nothing within a window: an idle engine keeps nothing
+    off = policy.RecentDemand(0)
+    off.note(50, 1.0)
+    assert off.blocks(1.0) == 0
+
+
 @pytest.mark.parametrize("call", [
     lambda: policy.pages_to_pay([[1]], 1, 0),
     lambda: policy.whole_cached_pages([1], bytearray(2), 0, 400, 2),
+    lambda: policy.pressure_shed_blocks(10, 0),
+    lambda: policy.RecentDemand(-1.0),
+    lambda: policy.RecentDemand(float("nan")),
 ])
 def test_bad_sizes_are_value_errors(call):
     with pytest.raises(ValueError):

@@ -31,11 +31,12 @@ PER_PAGE = 16
 def pool_with(request):
     made = []
 
-    def make(num_blocks=256, **options):
+    def make(num_blocks=256, pressure_keep_s=0.0, **options):
         options.setdefault("reserve_pages", 0)
         cache = kvpager.KvCache(TENSORS, 1, PAGE, "int8", block_size=1, num_blocks=num_blocks,
                                 kind="latent", layout="interleaved", device="cpu", **options)
-        worker._current = worker.WorkerKv(cache, num_blocks, PAGE, TENSORS, "test")
+        worker._current = worker.WorkerKv(cache, num_blocks, PAGE, TENSORS, "test",
+                                          pressure_keep_s=pressure_keep_s)
         cls = scheduler.pool_class(vllm_block_pool.BlockPool)
         pool = cls(num_blocks, True, 16)
         made.append(cache)
@@ -321,6 +322,48 @@ def test_cached_pages_go_to_another_instance_refused_memory(pool_with, shm_prefi
     for b in blocks:
         by_page.setdefault(b.block_id // PER_PAGE, []).append(cache.is_allocated(b.block_id))
     assert all(all(v) or not any(v) for v in by_page.values()), "whole pages, not scattered"
+    other.close()
+
+
+@pytest.mark.parametrize("keep_s", [0.0, 60.0])
+def test_a_serving_engine_keeps_its_largest_recent_request_under_anothers_pressure(
+        pool_with, shm_prefix, monkeypatch, keep_s):
+    """pressure_keep_s: however often another engine is refused and asks, this one keeps cached
+    blocks worth its largest request of the window (whole pages), so its next request of that
+    size reuses them instead of waiting for the other's memory; without it (0) every cached
+    block goes. Once the window passes with no request, the engine keeps nothing."""
+    monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")
+    monkeypatch.setenv("KVPAGER_POOL_MAX_READY", "0")
+    pool, cache = pool_with(instance="pool-trickle", pressure_keep_s=keep_s)
+    other = kvpager.KvCache(TENSORS, 1, PAGE, "int8", block_size=1, num_blocks=256, kind="latent",
+                            layout="interleaved", device="cpu", reserve_pages=0,
+                            instance="pool-busy")
+    running = pool.get_new_blocks(PER_PAGE - 1)  # fills the null block's page, stays in use
+    for tag in ("a", "b"):  # two requests of three whole pages, each cached when it ends
+        blocks = pool.get_new_blocks(3 * PER_PAGE)
+        cache_blocks(pool, blocks, tag)
+        pool.free_blocks(blocks)
+
+    def pressure(times):
+        for _ in range(times):
+            other.ask_for_room(32)
+            pool._debt_checked_at = 0.0
+            pool.pay_debt()
+
+    pressure(8)
+    kept = 3 * PER_PAGE if keep_s else 0
+    assert pool.held_free_blocks() == kept
+    assert in_use(cache) == len(running) + kept
+    if keep_s:
+        import time
+
+        pool.demand = type(pool.demand)(0.05)  # a window short enough to pass here
+        blocks = pool.get_new_blocks(PER_PAGE)
+        cache_blocks(pool, blocks, "c")
+        pool.free_blocks(blocks)
+        time.sleep(0.15)  # more than twice the window: no request within it
+        pressure(8)
+        assert pool.held_free_blocks() == 0, "an engine idle for its window keeps nothing"
     other.close()
 
 

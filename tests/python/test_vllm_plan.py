@@ -143,6 +143,12 @@ def test_options_from_the_environment():
         options_from_env({"KVPAGER_VLLM_WARMUP_WAIT_S": "soon"})
     with pytest.raises(ValueError, match="warmup_wait_s"):
         options_from_env({"KVPAGER_VLLM_WARMUP_WAIT_S": "-1"})
+    assert options_from_env({}).pressure_keep_s == 0  # off unless asked for
+    assert options_from_env({"KVPAGER_VLLM_PRESSURE_KEEP_S": "10"}).pressure_keep_s == 10
+    with pytest.raises(ValueError, match="KVPAGER_VLLM_PRESSURE_KEEP_S"):
+        options_from_env({"KVPAGER_VLLM_PRESSURE_KEEP_S": "a while"})
+    with pytest.raises(ValueError, match="pressure_keep_s"):
+        options_from_env({"KVPAGER_VLLM_PRESSURE_KEEP_S": "-2"})
 
 
 def test_debt_counts_claims_and_use_above_a_lowered_limit():

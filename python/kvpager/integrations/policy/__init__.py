@@ -10,7 +10,8 @@ this package what to do; it then does it with the engine's own means. One idea p
   guarantee, the debt in blocks;
 * :mod:`.claims`: how much a waiting instance claims, and a throttled :class:`RoomAsker`;
 * :mod:`.debt`: how a debt is paid: prefix cache first (whole pages where pages hold several
-  blocks), else by preempting the newest requests;
+  blocks), else by preempting the newest requests; what first-come pressure sheds;
+* :mod:`.demand`: an engine's largest recent request, which it keeps under others' pressure;
 * :mod:`.scheduling`: the free count an engine sees, cached blocks to evict, what a pass that
   scheduled nothing does;
 * :mod:`.waits`: spans of passes held back by memory others hold.
@@ -30,6 +31,7 @@ from .debt import (
     pressure_shed_blocks,
     whole_cached_pages,
 )
+from .demand import RecentDemand
 from .internals import Patches, check_internals, current_fingerprints, fingerprint
 from .readings import debt_blocks, others_hold_room, short_of_guarantee
 from .scheduling import (
@@ -50,6 +52,7 @@ __all__ = [
     "WAIT_FOR_DEBT",
     "Patches",
     "Payment",
+    "RecentDemand",
     "RoomAsker",
     "Throttle",
     "WaitSpans",

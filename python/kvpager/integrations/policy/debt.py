@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Payment", "debt_payment", "pages_to_pay", "whole_cached_pages"]
+__all__ = ["Payment", "debt_payment", "pages_to_pay", "pressure_shed_blocks", "whole_cached_pages"]
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,16 @@ def pages_to_pay(pages: Sequence[Sequence[int]], owed: int,
     return chosen, max(owed, 0)
 
 
-def pressure_shed_blocks(cached_blocks: int, blocks_per_page: int) -> int:
+def pressure_shed_blocks(cached_blocks: int, blocks_per_page: int, keep_blocks: int = 0) -> int:
     """Cached blocks to give up when another instance was refused memory (the device's pressure
     rose) and this one did not ask itself: an eighth of them, at least four pages' worth, at
-    most all. Pressure rises again each time the other asks, so repeated asks take more."""
-    return min(cached_blocks, max(4 * blocks_per_page, cached_blocks // 8))
+    most all. Pressure rises again each time the other asks, so repeated asks take more.
+    ``keep_blocks`` (demand.RecentDemand: the engine's largest recent request) stay: then only
+    whole pages' worth of the blocks beyond them go, since eviction empties whole pages."""
+    if blocks_per_page <= 0:
+        raise ValueError("blocks_per_page must be positive")
+    step = max(4 * blocks_per_page, cached_blocks // 8)
+    if keep_blocks <= 0:
+        return min(cached_blocks, step)
+    beyond = max(0, cached_blocks - int(keep_blocks))
+    return min(beyond // blocks_per_page * blocks_per_page, step)

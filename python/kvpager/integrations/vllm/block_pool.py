@@ -23,7 +23,8 @@ memory backs it, is kvpager's:
   be refused afterwards. Staged blocks nobody used go back at the next scheduling step;
 * under pressure (another instance claims its guarantee, a limit is lowered: policy.debt_blocks;
   or another instance was refused memory: policy.pressure_shed_blocks, above this one's
-  guarantee only) ``pay_debt()`` evicts cached free blocks page by page, choosing pages whose
+  guarantee only, and with ``pressure_keep_s`` set, beyond its largest recent request:
+  policy.RecentDemand) ``pay_debt()`` evicts cached free blocks page by page, choosing pages whose
   every held block is a cached free one, least recently used first, so that whole pages empty
   and unmap (policy.whole_cached_pages, policy.pages_to_pay); while a debt remains, no new
   memory is mapped and vLLM preempts as with a full stock cache.
@@ -82,6 +83,7 @@ def block_pool_class(base: Any, kv_source):
             self._debt_checked_at = 0.0
             self._pressure_checked_at = time.monotonic()
             self.asker = policy.RoomAsker(self.kv)
+            self.demand = policy.RecentDemand(wkv.pressure_keep_s)
             # cached blocks evicted because kvpager refused memory or for a debt; also counted
             # in the registry (kvpager list --json, the /metrics of vllm serve)
             self.evicted_under_pressure = 0
@@ -202,6 +204,8 @@ def block_pool_class(base: Any, kv_source):
             return in_use / room if room > 0 else 1.0
 
         def get_new_blocks(self, num_blocks: int) -> list:
+            if self.demand.window_s > 0:  # one request's allocation in one step
+                self.demand.note(num_blocks, time.monotonic())
             ids = self._staged[:num_blocks]
             del self._staged[: len(ids)]
             if len(ids) < num_blocks and self.kv.owed_blocks() == 0:
@@ -314,7 +318,8 @@ def block_pool_class(base: Any, kv_source):
             if held <= stats["guarantee_bytes"]:
                 return 0
             cached = self.held_free_blocks() - len(self._staged)
-            return policy.pressure_shed_blocks(cached, self._blocks_per_page)
+            return policy.pressure_shed_blocks(cached, self._blocks_per_page,
+                                               self.demand.blocks(now))
 
         def _evict_pages(self, owed: int) -> int:
             """Evicts whole pages of cached free blocks, LRU first, worth ``owed`` blocks;

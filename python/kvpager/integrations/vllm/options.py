@@ -53,6 +53,11 @@ class VllmOptions:
     ``warmup_wait_s``: how long the warm-up waits for room to back even one block
     (KVPAGER_VLLM_WARMUP_WAIT_S, default 300 s): engines starting together under a tight budget
     hold it in their own warm-ups, and free it when those end.
+    ``pressure_keep_s``: when another instance is refused memory, keep cached blocks worth this
+    engine's largest request of the last ``pressure_keep_s`` seconds (policy.RecentDemand), so
+    that an engine serving a trickle beside a busy one still has room for its next request;
+    0 (default): give the cached blocks up as before (KVPAGER_VLLM_PRESSURE_KEEP_S). Guarantees
+    protect more (a claim takes memory back); this keeps one request's worth without them.
     """
 
     layout: str = "interleaved"
@@ -65,6 +70,7 @@ class VllmOptions:
     samples_period_s: float = 0.05
     pool_budget: bool = True
     warmup_wait_s: float = 300.0
+    pressure_keep_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.layout not in ("interleaved", "per-layer"):
@@ -74,6 +80,9 @@ class VllmOptions:
         if not (math.isfinite(self.warmup_wait_s) and self.warmup_wait_s >= 0):
             raise ValueError(f"kvpager: warmup_wait_s must be 0 or more seconds, got "
                              f"{self.warmup_wait_s}")
+        if not (math.isfinite(self.pressure_keep_s) and self.pressure_keep_s >= 0):
+            raise ValueError(f"kvpager: pressure_keep_s must be 0 or more seconds, got "
+                             f"{self.pressure_keep_s}")
 
 
 def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
@@ -88,6 +97,12 @@ def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
         warmup_wait_s = float(wait) if wait else 300.0
     except ValueError:
         raise ValueError(f"KVPAGER_VLLM_WARMUP_WAIT_S: '{wait}' is no number of seconds") from None
+    keep = env.get("KVPAGER_VLLM_PRESSURE_KEEP_S")
+    try:
+        pressure_keep_s = float(keep) if keep else 0.0
+    except ValueError:
+        raise ValueError(f"KVPAGER_VLLM_PRESSURE_KEEP_S: '{keep}' is no number of "
+                         "seconds") from None
     samples = env.get("KVPAGER_VLLM_SAMPLES")
     samples_path, period = None, 0.05
     if samples:
@@ -109,4 +124,5 @@ def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
         pool_budget=not env.get("KVPAGER_GPU_UTILIZATION")
         and env.get("KVPAGER_VLLM_POOL_BUDGET", "1") != "0",
         warmup_wait_s=warmup_wait_s,
+        pressure_keep_s=pressure_keep_s,
     )

@@ -61,6 +61,7 @@ class WorkerKv:
     num_tensors: int
     instance: str
     pooled_share_bytes: int = 0
+    pressure_keep_s: float = 0.0  # VllmOptions.pressure_keep_s, for the block pool
     # id() of each byte view handed to vLLM -> its tensor index (while vLLM reshapes them)
     raw_views: dict[int, int] = field(default_factory=dict)
 
@@ -148,7 +149,8 @@ def scheduler_kv(options: VllmOptions | None = None) -> WorkerKv:
         limit_bytes=options.limit_bytes, instance=name, model=_model_text(model_config),
         guarantee_bytes=options.guarantee_bytes, tp_token=tp_token(), tp_size=n,
     )
-    _scheduler_current = WorkerKv(cache, plan.num_blocks, plan.page, plan.num_tensors, name)
+    _scheduler_current = WorkerKv(cache, plan.num_blocks, plan.page, plan.num_tensors, name,
+                                  pressure_keep_s=options.pressure_keep_s)
     logger.info("kvpager: scheduler maps pages on %d tensor-parallel ranks (%s)", n,
                 cache.backend)
     return _scheduler_current
@@ -495,7 +497,8 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
         # within it while engines starting beside it hold the budget in their warm-ups
         pool_share_bytes=share,
     )
-    kv = WorkerKv(cache, num_blocks, page, len(tensors), name)
+    kv = WorkerKv(cache, num_blocks, page, len(tensors), name,
+                  pressure_keep_s=options.pressure_keep_s)
     if share:
         kv.pooled_share_bytes = share
         atexit.register(_release_share, kv)
