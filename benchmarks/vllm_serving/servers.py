@@ -10,6 +10,7 @@ A system is the same `vllm serve` command line with a different environment:
 | kvcached-evict | kvcached + KVCACHED_MAX_CACHED_TOKENS=0 (freed blocks unmapped at once) |
 | kvpager | KVPAGER_VLLM=1, KVPAGER_INSTANCE = the served name, KVPAGER_VLLM_SAMPLES per server |
 | kvpager-guarantee | kvpager + KVPAGER_VLLM_GUARANTEE (the server's static share) |
+| kvpager-keep | kvpager + KVPAGER_VLLM_PRESSURE_KEEP_S=10 (keeps a recent request's worth) |
 | kvpager-timed | kvpager + accounting/ first on PYTHONPATH (time spent in kvpager's calls) |
 
 Each server runs in its own session (process group): ``stop`` sends SIGTERM to the group, waits,
@@ -35,7 +36,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # device is free: 7 GiB on an H200), set explicitly so the ballast (ballast.py) can leave it.
 KVCACHED_GPU_UTILIZATION = 0.95
 
-SYSTEMS = ("stock", "kvcached", "kvcached-evict", "kvpager", "kvpager-guarantee", "kvpager-timed")
+SYSTEMS = ("stock", "kvcached", "kvcached-evict", "kvpager", "kvpager-guarantee", "kvpager-keep",
+           "kvpager-timed")
+# kvpager-keep's window: the trickle of the multimodel trace (0.5 req/s) asks every ~2 s
+KEEP_WINDOW_S = 10
 sys.path.insert(0, os.path.join(HERE, "..", "serving"))
 
 import registry_probe  # benchmarks/serving: the kvpager command
@@ -103,6 +107,8 @@ def server_env(spec: ServerSpec, base: dict, work: str) -> dict:
                    KVPAGER_VLLM_SAMPLES=os.path.join(work, f"{spec.name}.samples.jsonl") + ":0.1")
         if spec.system == "kvpager-guarantee":
             env["KVPAGER_VLLM_GUARANTEE"] = str(spec.guarantee_bytes or spec.kv_bytes)
+        if spec.system == "kvpager-keep":
+            env["KVPAGER_VLLM_PRESSURE_KEEP_S"] = str(KEEP_WINDOW_S)
         if spec.system == "kvpager-timed":
             env["KVPAGER_BENCH_CALLS_DIR"] = calls_dir(work, spec.name)
             path = [os.path.join(HERE, "accounting")] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

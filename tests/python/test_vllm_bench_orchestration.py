@@ -92,6 +92,10 @@ def test_serve_command_and_environment_per_system(tmp_path):
     kvg = servers.server_env(spec, base, str(tmp_path))
     assert kvg["KVPAGER_VLLM"] == "1" and kvg["KVPAGER_INSTANCE"] == "m0"
     assert kvg["KVPAGER_VLLM_GUARANTEE"] == "123"
+    assert "KVPAGER_VLLM_PRESSURE_KEEP_S" not in kvg
+    spec.system = "kvpager-keep"
+    keep = servers.server_env(spec, base, str(tmp_path))
+    assert keep["KVPAGER_VLLM"] == "1" and keep["KVPAGER_VLLM_PRESSURE_KEEP_S"] == "10"
     spec.system = "kvpager-timed"
     timed = servers.server_env(spec, base, str(tmp_path))
     assert timed["PYTHONPATH"].split(os.pathsep) == [os.path.join(BENCH, "accounting"), "/site"]
