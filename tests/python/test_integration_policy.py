@@ -206,7 +206,7 @@ def test_pages_to_pay(pages, owed, per_page, expected):
     (100, 4, 0, 16),    # four pages' worth at least
     (400, 4, 0, 50),    # an eighth
     (10, 4, 0, 10),     # at most all
-    (100, 4, 30, 16),   # the blocks beyond those kept are more than a step
+    (100, 4, 30, 16),   # the blocks beyond those kept are more than a step: one step
     (40, 4, 30, 8),     # 10 beyond those kept: two whole pages, not a third cut into them
     (30, 4, 30, 0),     # nothing beyond those kept
     (20, 4, 30, 0),
@@ -239,6 +239,7 @@ def test_recent_demand_is_the_largest_allocation_within_its_window():
     lambda: policy.pressure_shed_blocks(10, 0),
     lambda: policy.RecentDemand(-1.0),
     lambda: policy.RecentDemand(float("nan")),
+    lambda: policy.RecentDemand(1e-310),  # its bucket index would overflow
 ])
 def test_bad_sizes_are_value_errors(call):
     with pytest.raises(ValueError):

@@ -338,9 +338,13 @@ def test_a_serving_engine_keeps_its_largest_recent_request_under_anothers_pressu
     other = kvpager.KvCache(TENSORS, 1, PAGE, "int8", block_size=1, num_blocks=256, kind="latent",
                             layout="interleaved", device="cpu", reserve_pages=0,
                             instance="pool-busy")
-    running = pool.get_new_blocks(PER_PAGE - 1)  # fills the null block's page, stays in use
+    def request(n):  # as vLLM allocates: it stages the request's blocks, then takes them
+        pool.stage(n)
+        return pool.get_new_blocks(n)
+
+    running = request(PER_PAGE - 1)  # fills the null block's page, stays in use
     for tag in ("a", "b"):  # two requests of three whole pages, each cached when it ends
-        blocks = pool.get_new_blocks(3 * PER_PAGE)
+        blocks = request(3 * PER_PAGE)
         cache_blocks(pool, blocks, tag)
         pool.free_blocks(blocks)
 
@@ -358,9 +362,10 @@ def test_a_serving_engine_keeps_its_largest_recent_request_under_anothers_pressu
         import time
 
         pool.demand = type(pool.demand)(0.05)  # a window short enough to pass here
-        blocks = pool.get_new_blocks(PER_PAGE)
+        blocks = request(PER_PAGE)
         cache_blocks(pool, blocks, "c")
         pool.free_blocks(blocks)
+        assert pool.demand.blocks(time.monotonic()) == PER_PAGE  # noted; now let it pass
         time.sleep(0.15)  # more than twice the window: no request within it
         pressure(8)
         assert pool.held_free_blocks() == 0, "an engine idle for its window keeps nothing"

@@ -149,6 +149,8 @@ def test_options_from_the_environment():
         options_from_env({"KVPAGER_VLLM_PRESSURE_KEEP_S": "a while"})
     with pytest.raises(ValueError, match="pressure_keep_s"):
         options_from_env({"KVPAGER_VLLM_PRESSURE_KEEP_S": "-2"})
+    with pytest.raises(ValueError, match="pressure_keep_s"):
+        VllmOptions(pressure_keep_s=1e-9)
 
 
 def test_debt_counts_claims_and_use_above_a_lowered_limit():

@@ -8,8 +8,9 @@ window set, an engine keeps cached blocks worth its largest recent request: the 
 allocation noted within the window. An engine with no allocation in the window keeps nothing,
 so idle engines still give back everything.
 
-Thread safety: a RecentDemand belongs to one scheduler thread. Times: any monotonic clock, in
-seconds (the adapter passes time.monotonic()). Errors: ValueError for a window that is negative
+Thread safety: a RecentDemand belongs to one scheduler thread. Times: a monotonic clock, in
+seconds (the adapter passes time.monotonic()); a time earlier than the last one counts in the
+current bucket. Errors: ValueError for a window that is negative
 or not finite.
 """
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["RecentDemand"]
+__all__ = ["MIN_WINDOW_S", "RecentDemand"]
+
+MIN_WINDOW_S = 0.001  # shorter windows would overflow the bucket index; nothing needs them
 
 
 class RecentDemand:
@@ -27,11 +30,11 @@ class RecentDemand:
     ``window_s`` 0: off, :meth:`blocks` is always 0."""
 
     def __init__(self, window_s: float) -> None:
-        if not (math.isfinite(window_s) and window_s >= 0):
-            raise ValueError(f"kvpager: the demand window must be 0 or more seconds, "
-                             f"got {window_s}")
+        if not (math.isfinite(window_s) and (window_s == 0 or window_s >= MIN_WINDOW_S)):
+            raise ValueError(f"kvpager: the demand window must be 0 (off) or {MIN_WINDOW_S} "
+                             f"seconds or more, got {window_s}")
         self.window_s = float(window_s)
-        self._bucket = None  # floor(now / window_s) of the current bucket
+        self._bucket: int | None = None  # floor(now / window_s) of the current bucket
         self._current = 0  # the largest allocation in the current bucket
         self._previous = 0  # the largest in the bucket just before it
 

@@ -23,11 +23,12 @@ memory backs it, is kvpager's:
   be refused afterwards. Staged blocks nobody used go back at the next scheduling step;
 * under pressure (another instance claims its guarantee, a limit is lowered: policy.debt_blocks;
   or another instance was refused memory: policy.pressure_shed_blocks, above this one's
-  guarantee only, and with ``pressure_keep_s`` set, beyond its largest recent request:
-  policy.RecentDemand) ``pay_debt()`` evicts cached free blocks page by page, choosing pages whose
-  every held block is a cached free one, least recently used first, so that whole pages empty
-  and unmap (policy.whole_cached_pages, policy.pages_to_pay); while a debt remains, no new
-  memory is mapped and vLLM preempts as with a full stock cache.
+  guarantee only, and with ``pressure_keep_s`` set, beyond the largest recent ``stage(n)``: one
+  request's new blocks in one step, policy.RecentDemand) ``pay_debt()`` evicts cached free
+  blocks page by page, choosing pages whose every held block is a cached free one, least
+  recently used first, so that whole pages empty and unmap (policy.whole_cached_pages,
+  policy.pages_to_pay); while a debt remains, no new memory is mapped and vLLM preempts as with
+  a full stock cache.
 
 Thread safety: like vLLM's BlockPool, used by the scheduler thread only.
 """
@@ -173,6 +174,8 @@ def block_pool_class(base: Any, kv_source):
         def stage(self, n: int) -> None:
             """Holds ``n`` blocks for the allocation vLLM is about to check (see the module
             docstring); the next get_num_free_blocks() counts only held free blocks."""
+            if self.demand.window_s > 0:  # n: one request's new blocks this step, every group's
+                self.demand.note(n, time.monotonic())
             need = n - len(self._staged)
             if need > 0 and self.kv.owed_blocks() == 0:
                 got = self._alloc_up_to(need)
@@ -204,8 +207,6 @@ def block_pool_class(base: Any, kv_source):
             return in_use / room if room > 0 else 1.0
 
         def get_new_blocks(self, num_blocks: int) -> list:
-            if self.demand.window_s > 0:  # one request's allocation in one step
-                self.demand.note(num_blocks, time.monotonic())
             ids = self._staged[:num_blocks]
             del self._staged[: len(ids)]
             if len(ids) < num_blocks and self.kv.owed_blocks() == 0:

@@ -471,7 +471,8 @@ def _make_cache(kv_cache_config, device, vllm_config, options: VllmOptions) -> W
     if tp_size(vllm_config) > 1:
         rank = _tp_rank()
         server = _make_rank_server(plan, ordinal, stream, rank, options)
-        _current = WorkerKv(server, num_blocks, page, len(tensors), name)
+        _current = WorkerKv(server, num_blocks, page, len(tensors), name,
+                            pressure_keep_s=options.pressure_keep_s)
         logger.info("kvpager: tensor-parallel rank %d serves its KV shard on %s", rank,
                     server.channel)
         return _current
