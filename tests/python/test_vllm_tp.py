@@ -125,8 +125,9 @@ def ranks(monkeypatch):
         p.join(10)
 
 
-def test_block_pool_maps_blocks_on_every_rank_after_each_warmed_up_alone(ranks):
+def test_block_pool_maps_blocks_on_every_rank_after_each_warmed_up_alone(ranks, monkeypatch):
     hellos, ask = ranks
+    monkeypatch.setenv("KVPAGER_VLLM_PRESSURE_KEEP_S", "7")  # the engine core's options
     for window, mapped_during, mapped_after, page_bytes in hellos:
         assert window > 0 and mapped_during > 0  # backed while vLLM warmed up ...
         assert mapped_after == 0  # ... and given back before any scheduler
@@ -142,6 +143,7 @@ def test_block_pool_maps_blocks_on_every_rank_after_each_warmed_up_alone(ranks):
     kv = pool.kv
     assert kv.stats()["page_bytes"] == 2 * 64 * 1024  # both ranks on the host's budget
     assert kv.handle_bytes == 64 * 1024
+    assert pool.demand.window_s == 7  # the scheduler-side cache carries the options too
     # a block costs both ranks' bytes in the cache's figures (debts, limits)
     rank_bytes = LAYERS * kv_cache_config().kv_cache_tensors[0].size
     assert pool.kvpager_block_bytes == 2 * rank_bytes // NUM_BLOCKS
