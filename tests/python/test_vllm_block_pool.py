@@ -335,9 +335,11 @@ def test_a_serving_engine_keeps_its_largest_recent_request_under_anothers_pressu
     monkeypatch.setenv("KVPAGER_POOL_MIN_READY", "0")
     monkeypatch.setenv("KVPAGER_POOL_MAX_READY", "0")
     pool, cache = pool_with(instance="pool-trickle", pressure_keep_s=keep_s)
+    cache.pool_budget_share(16 * cache.stats()["page_bytes"])  # the device's budget: 16 pages
     other = kvpager.KvCache(TENSORS, 1, PAGE, "int8", block_size=1, num_blocks=256, kind="latent",
                             layout="interleaved", device="cpu", reserve_pages=0,
                             instance="pool-busy")
+
     def request(n):  # as vLLM allocates: it stages the request's blocks, then takes them
         pool.stage(n)
         return pool.get_new_blocks(n)
@@ -358,15 +360,31 @@ def test_a_serving_engine_keeps_its_largest_recent_request_under_anothers_pressu
     kept = 3 * PER_PAGE if keep_s else 0
     assert pool.held_free_blocks() == kept
     assert in_use(cache) == len(running) + kept
+    # The busy engine takes every page left. The trickle's next request of the same size then
+    # comes from what it kept; with nothing kept, vLLM sees no free block and the request waits.
+    taken = []
+    with pytest.raises(kvpager.OutOfMemory):
+        while True:
+            taken += other.alloc(PER_PAGE)
+    assert taken, "the busy engine got the pages the trickle gave up"
+    pool.stage(3 * PER_PAGE)
+    if keep_s:
+        assert pool.get_num_free_blocks() >= 3 * PER_PAGE
+        blocks = pool.get_new_blocks(3 * PER_PAGE)  # its own least recently used cached blocks
+        pool.free_blocks(blocks)
+    else:
+        assert pool.get_num_free_blocks() == 0
+        pool.release_staged()
+    other.free(taken)
     if keep_s:
         import time
 
-        pool.demand = type(pool.demand)(0.05)  # a window short enough to pass here
+        pool.demand = type(pool.demand)(0.5)  # a window short enough to pass here
         blocks = request(PER_PAGE)
         cache_blocks(pool, blocks, "c")
         pool.free_blocks(blocks)
         assert pool.demand.blocks(time.monotonic()) == PER_PAGE  # noted; now let it pass
-        time.sleep(0.15)  # more than twice the window: no request within it
+        time.sleep(1.1)  # more than twice the window: no request within it
         pressure(8)
         assert pool.held_free_blocks() == 0, "an engine idle for its window keeps nothing"
     other.close()
