@@ -93,7 +93,7 @@ def server_env(spec: ServerSpec, base: dict, work: str) -> dict:
     env = {k: v for k, v in base.items()
            if not k.startswith(("KVPAGER_VLLM", "KVCACHED_")) and k != "ENABLE_KVCACHED"}
     env.update(VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    if spec.system in ("kvcached", "kvcached-evict"):
+    if is_kvcached(spec.system):
         env.update(ENABLE_KVCACHED="true", KVCACHED_AUTOPATCH="1",
                    KVCACHED_IPC_NAME=kvcached_ipc_name(spec.name),
                    KVCACHED_GPU_UTILIZATION=str(KVCACHED_GPU_UTILIZATION))

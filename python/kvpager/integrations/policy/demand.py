@@ -10,17 +10,24 @@ so idle engines still give back everything.
 
 Thread safety: a RecentDemand belongs to one scheduler thread. Times: a monotonic clock, in
 seconds (the adapter passes time.monotonic()); a time earlier than the last one counts in the
-current bucket. Errors: ValueError for a window that is negative
-or not finite.
+current bucket. Errors: ValueError for a window that is not 0 (off) or at least MIN_WINDOW_S
+(negative, not finite, or so short that the bucket index would overflow).
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["MIN_WINDOW_S", "RecentDemand"]
+__all__ = ["MIN_WINDOW_S", "RecentDemand", "check_window"]
 
 MIN_WINDOW_S = 0.001  # shorter windows would overflow the bucket index; nothing needs them
+
+
+def check_window(window_s: float, what: str) -> None:
+    """ValueError naming ``what`` unless ``window_s`` is 0 (off) or MIN_WINDOW_S seconds or more."""
+    if not (math.isfinite(window_s) and (window_s == 0 or window_s >= MIN_WINDOW_S)):
+        raise ValueError(f"kvpager: {what} must be 0 (off) or {MIN_WINDOW_S} s or more, "
+                         f"got {window_s}")
 
 
 class RecentDemand:
@@ -30,9 +37,7 @@ class RecentDemand:
     ``window_s`` 0: off, :meth:`blocks` is always 0."""
 
     def __init__(self, window_s: float) -> None:
-        if not (math.isfinite(window_s) and (window_s == 0 or window_s >= MIN_WINDOW_S)):
-            raise ValueError(f"kvpager: the demand window must be 0 (off) or {MIN_WINDOW_S} "
-                             f"seconds or more, got {window_s}")
+        check_window(window_s, "the demand window")
         self.window_s = float(window_s)
         self._bucket: int | None = None  # floor(now / window_s) of the current bucket
         self._current = 0  # the largest allocation in the current bucket

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..policy.demand import MIN_WINDOW_S
+from ..policy.demand import check_window
 from .capacity import DEFAULT_MAX_BLOCKS
 
 __all__ = ["VllmOptions", "options_from_env", "parse_bytes"]
@@ -81,10 +81,7 @@ class VllmOptions:
         if not (math.isfinite(self.warmup_wait_s) and self.warmup_wait_s >= 0):
             raise ValueError(f"kvpager: warmup_wait_s must be 0 or more seconds, got "
                              f"{self.warmup_wait_s}")
-        keep = self.pressure_keep_s
-        if not (math.isfinite(keep) and (keep == 0 or keep >= MIN_WINDOW_S)):
-            raise ValueError(f"kvpager: pressure_keep_s must be 0 (off) or {MIN_WINDOW_S} s or "
-                             f"more, got {keep}")
+        check_window(self.pressure_keep_s, "pressure_keep_s")
 
 
 def options_from_env(env: Mapping[str, str] = os.environ) -> VllmOptions:
